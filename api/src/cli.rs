@@ -1,0 +1,173 @@
+//! The `tessera` command line.
+
+#![allow(clippy::print_stdout)] // A command line prints its answers.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::db::{Database, DbConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera: an event-sourced booking platform"
+)]
+pub struct Cli {
+    /// PostgreSQL to use. Without it, an embedded cluster is started in --data-dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Data folder of the embedded PostgreSQL cluster.
+    #[arg(
+        long,
+        env = "TESSERA_DATA_DIR",
+        default_value = ".tessera",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the platform: embedded PostgreSQL (unless DATABASE_URL is set) and migrations;
+    /// runs until Ctrl-C or SIGTERM.
+    Up,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Event store commands.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Benchmarks (they print what they measured beside a baseline measured in the same run).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Size of the log: events, streams, head position, per category and per type.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Event store workloads W1–W4 against a raw-INSERT/SELECT baseline.
+    Store(crate::bench::store::StoreBenchArgs),
+}
+
+impl Cli {
+    fn db_config(&self, database: &str) -> DbConfig {
+        DbConfig {
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            database: database.to_owned(),
+            max_connections: 20,
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Up => up(&cli).await,
+        Command::Migrate => {
+            let db = Database::open(&cli.db_config("tessera")).await?;
+            println!("migrations applied");
+            db.close().await
+        }
+        Command::Store {
+            command: StoreCommand::Stats,
+        } => {
+            let db = Database::open(&cli.db_config("tessera")).await?;
+            let result = store_stats(&db).await;
+            db.close().await?;
+            result
+        }
+        Command::Bench {
+            command: BenchCommand::Store(args),
+        } => crate::bench::store::run(&cli.db_config("tessera_bench"), args).await,
+    }
+}
+
+async fn up(cli: &Cli) -> anyhow::Result<()> {
+    let db = Database::open(&cli.db_config("tessera")).await?;
+    let where_ = match db.embedded_port() {
+        Some(port) => format!(
+            "embedded PostgreSQL on 127.0.0.1:{port} (data in {})",
+            cli.data_dir.display()
+        ),
+        None => "PostgreSQL from DATABASE_URL".to_owned(),
+    };
+    println!("Tessera is up: {where_}, migrations applied.");
+    println!("Press Ctrl-C to stop.");
+    shutdown_signal().await;
+    println!("Stopping…");
+    db.close().await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn store_stats(db: &Database) -> anyhow::Result<()> {
+    let (events, streams, head): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM streams),
+                (SELECT position FROM log_head WHERE id = 1)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("cannot read the log")?;
+    let size: String = sqlx::query_scalar(
+        "SELECT pg_size_pretty(pg_total_relation_size('events') + pg_total_relation_size('streams'))",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    println!("events        {events}");
+    println!("streams       {streams}");
+    println!("head position {head}");
+    println!("size on disk  {size}");
+    let categories: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT split_part(stream_id, '-', 1) AS category, count(*), sum(version)::bigint
+           FROM streams GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 20",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    if !categories.is_empty() {
+        println!("\n{:<24} {:>10} {:>12}", "category", "streams", "events");
+        for (category, streams, events) in categories {
+            println!("{category:<24} {streams:>10} {events:>12}");
+        }
+    }
+    let types: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 30",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    if !types.is_empty() {
+        println!("\n{:<36} {:>12}", "event type", "events");
+        for (t, n) in types {
+            println!("{t:<36} {n:>12}");
+        }
+    }
+    Ok(())
+}

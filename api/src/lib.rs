@@ -1,0 +1,10 @@
+//! Composition root of Tessera: configuration, database provisioning, the `tessera` command line
+//! and (later) the HTTP API.
+//!
+//! Architecture invariant: this is the only crate that wires adapters together and the only one
+//! that reads configuration from the environment.
+
+pub mod bench;
+pub mod cli;
+pub mod db;
+pub mod telemetry;

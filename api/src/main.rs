@@ -1,0 +1,17 @@
+//! The `tessera` binary: parses the command line and hands over to [`tessera_api::cli`].
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = tessera_api::cli::Cli::parse();
+    tessera_api::telemetry::init();
+    match tessera_api::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

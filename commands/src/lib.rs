@@ -1,0 +1,11 @@
+//! Write side of Tessera: the event store port with its adapters (PostgreSQL, in-memory,
+//! KurrentDB), the embedded PostgreSQL cluster, and (later) the command handlers.
+//!
+//! Architecture invariant: this crate depends on `tessera-domain` and never on the read side
+//! (`tessera-projections`) or the HTTP layer (`tessera-api`).
+
+pub mod pg;
+pub mod store;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -1,0 +1,575 @@
+//! The PostgreSQL event store: the production adapter.
+//!
+//! Global order (ADR 0001): every append transaction first locks the single row of `log_head`
+//! and holds it until commit, and assigns positions `head + 1, head + 2, …` itself. Transactions
+//! that write events therefore commit strictly in position order, so a reader that has seen
+//! position `p` can never later see a position below `p` appear, and positions are dense (a gap is
+//! evidence of deletion). The price, serialised writers, is paid back by **group commit**: all
+//! appends that arrive while a transaction is in flight are planned and written together in the
+//! next one, with a single commit (and a single WAL flush) for all of them.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::hash::Hash;
+use super::plan::{Planned, Planner, StreamHead, validate};
+use super::subscription::follow;
+use super::{
+    AppendResult, Capabilities, EventMetadata, EventStore, EventSubscription, Position,
+    RecordedEvent, StoreError, StreamId, StreamRead, StreamWrite,
+};
+
+/// The NOTIFY channel that wakes subscribers after a commit. It carries no data.
+pub const NOTIFY_CHANNEL: &str = "tessera_events";
+
+/// Tuning of the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStoreOptions {
+    /// Most events written in one group-commit transaction.
+    pub max_batch_events: usize,
+    /// Appends that may wait for the writer before callers are held back (back-pressure).
+    pub queue_capacity: usize,
+    /// How often an idle subscription re-reads when no notification arrives.
+    pub poll_interval: Duration,
+    /// Events a subscription reads per page.
+    pub page_size: usize,
+}
+
+impl Default for PgStoreOptions {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 4_000,
+            queue_capacity: 4_096,
+            poll_interval: Duration::from_millis(500),
+            page_size: 1_000,
+        }
+    }
+}
+
+/// The PostgreSQL event store. Cloning shares the pool and the writer.
+#[derive(Clone)]
+pub struct PgEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    options: PgStoreOptions,
+    jobs: mpsc::Sender<Job>,
+    wake: Arc<watch::Sender<()>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .listener
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgEventStore")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Job {
+    writes: Vec<StreamWrite>,
+    reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+impl Job {
+    fn event_count(&self) -> usize {
+        self.writes.iter().map(|w| w.events.len()).sum()
+    }
+}
+
+impl PgEventStore {
+    /// Creates the store over a migrated database and starts its writer task.
+    pub fn new(pool: PgPool, options: PgStoreOptions) -> Self {
+        let (jobs, rx) = mpsc::channel(options.queue_capacity);
+        let wake = Arc::new(watch::Sender::new(()));
+        tokio::spawn(run_writer(
+            pool.clone(),
+            rx,
+            Arc::clone(&wake),
+            options.max_batch_events,
+        ));
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                options,
+                jobs,
+                wake,
+                listener: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Starts (once) the task that turns PostgreSQL notifications into wake-ups.
+    fn ensure_listener(&self) {
+        let mut guard = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            *guard = Some(tokio::spawn(listen(
+                self.inner.pool.clone(),
+                Arc::clone(&self.inner.wake),
+            )));
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            atomic_multi_stream: true,
+            dense_positions: true,
+            log_wide_event_ids: true,
+        }
+    }
+
+    async fn append(&self, writes: Vec<StreamWrite>) -> Result<AppendResult, StoreError> {
+        validate(&writes)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job { writes, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: StreamRead,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<EventRow> = match read {
+            StreamRead::Forward { from } => {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE stream_id = $1 AND stream_version >= $2",
+                    " ORDER BY stream_version LIMIT $3"
+                ))
+                .bind(stream.as_str())
+                .bind(to_i64(from))
+                .bind(limit)
+                .fetch_all(&self.inner.pool)
+                .await?
+            }
+            StreamRead::Backward { from } => {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE stream_id = $1 AND stream_version <= $2",
+                    " ORDER BY stream_version DESC LIMIT $3"
+                ))
+                .bind(stream.as_str())
+                .bind(from.map_or(i64::MAX, to_i64))
+                .bind(limit)
+                .fetch_all(&self.inner.pool)
+                .await?
+            }
+        };
+        rows.into_iter().map(EventRow::into_event).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .bind(to_i64(after.0))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.into_iter().map(EventRow::into_event).collect()
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
+            .fetch_one(&self.inner.pool)
+            .await?;
+        Ok(Position(head as u64))
+    }
+
+    fn subscribe_all(&self, after: Position) -> EventSubscription {
+        self.ensure_listener();
+        follow(
+            self.clone(),
+            after,
+            self.inner.wake.subscribe(),
+            self.inner.options.poll_interval,
+            self.inner.options.page_size,
+        )
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The columns of `events` in the order [`EventRow`] decodes them.
+macro_rules! event_columns {
+    () => {
+        "position, event_id, stream_id, stream_version, event_type, schema_version, \
+         data::text AS data, correlation_id, causation_id, actor, reason, recorded_at, \
+         effective_at, hash"
+    };
+}
+use event_columns;
+
+/// One row of `events`.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    position: i64,
+    event_id: Uuid,
+    stream_id: String,
+    stream_version: i64,
+    event_type: String,
+    schema_version: i32,
+    data: String,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    actor: String,
+    reason: Option<String>,
+    recorded_at: DateTime<Utc>,
+    effective_at: DateTime<Utc>,
+    hash: Vec<u8>,
+}
+
+impl EventRow {
+    fn into_event(self) -> Result<RecordedEvent, StoreError> {
+        let position = Position(self.position as u64);
+        let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+        let hash = Hash::from_slice(&self.hash)
+            .ok_or_else(|| corrupt(format!("hash has {} bytes, not 32", self.hash.len())))?;
+        let stream_id = StreamId::new(self.stream_id)
+            .map_err(|e| corrupt(format!("stored stream id is invalid: {e}")))?;
+        Ok(RecordedEvent {
+            position,
+            event_id: self.event_id,
+            stream_id,
+            stream_version: self.stream_version as u64,
+            event_type: self.event_type,
+            schema_version: self.schema_version as u32,
+            data: self.data,
+            metadata: EventMetadata {
+                correlation_id: self.correlation_id,
+                causation_id: self.causation_id,
+                actor: self.actor,
+                reason: self.reason,
+            },
+            recorded_at: self.recorded_at,
+            effective_at: self.effective_at,
+            hash,
+        })
+    }
+}
+
+/// The group-commit writer: takes every queued append, writes them in one transaction, answers
+/// each. Ends when the store (every sender) is dropped.
+async fn run_writer(
+    pool: PgPool,
+    mut jobs: mpsc::Receiver<Job>,
+    wake: Arc<watch::Sender<()>>,
+    max_batch_events: usize,
+) {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut events = first.event_count();
+        let mut batch = vec![first];
+        while events < max_batch_events {
+            match jobs.try_recv() {
+                Ok(job) if events + job.event_count() > max_batch_events => {
+                    carried = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    events += job.event_count();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        match write_batch(&pool, &batch).await {
+            Ok((outcomes, wrote)) => {
+                if wrote {
+                    wake.send_replace(());
+                }
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(error) if batch.len() > 1 => {
+                // Isolate the failure: one bad append must not fail the others it was batched with.
+                tracing::warn!(%error, appends = batch.len(), "group commit failed; retrying appends one by one");
+                for job in batch {
+                    let outcome = match write_batch(&pool, std::slice::from_ref(&job)).await {
+                        Ok((mut outcomes, wrote)) => {
+                            if wrote {
+                                wake.send_replace(());
+                            }
+                            outcomes.pop().unwrap_or(Err(StoreError::Closed))
+                        }
+                        Err(e) => Err(StoreError::Database(e)),
+                    };
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                for job in batch {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Database(clone_db_error(&error))));
+                }
+            }
+        }
+    }
+}
+
+/// `sqlx::Error` is not `Clone`; keep what a caller can act on.
+fn clone_db_error(error: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(error.to_string())
+}
+
+/// Writes one group of appends in one transaction. Returns each append's outcome (planning
+/// errors such as version conflicts are per append) and whether anything was written.
+async fn write_batch(
+    pool: &PgPool,
+    batch: &[Job],
+) -> Result<(Vec<Result<AppendResult, StoreError>>, bool), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The global write lock, held until commit. It must be taken in a statement of its own:
+    // every later statement then reads with a snapshot taken after the lock was granted.
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await?;
+
+    let mut stream_ids = HashSet::new();
+    let mut event_ids = Vec::new();
+    for job in batch {
+        for w in &job.writes {
+            stream_ids.insert(w.stream.as_str().to_owned());
+            event_ids.extend(w.events.iter().map(|e| e.event_id));
+        }
+    }
+    let stream_ids: Vec<String> = stream_ids.into_iter().collect();
+    let heads: Vec<(String, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT stream_id, version, hash FROM streams WHERE stream_id = ANY($1)")
+            .bind(&stream_ids)
+            .fetch_all(&mut *tx)
+            .await?;
+    let existing: Vec<EventRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE event_id = ANY($1)"
+    ))
+    .bind(&event_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut stream_heads = HashMap::with_capacity(heads.len());
+    for (id, version, hash) in heads {
+        let stream = StreamId::new(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let hash = Hash::from_slice(&hash)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("stream {stream} has a bad hash")))?;
+        stream_heads.insert(
+            stream,
+            StreamHead {
+                version: version as u64,
+                hash,
+            },
+        );
+    }
+    let mut existing_events = HashMap::with_capacity(existing.len());
+    for row in existing {
+        let event = row
+            .into_event()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        existing_events.insert(event.event_id, event);
+    }
+
+    let mut planner = Planner::new(
+        Position(head as u64),
+        stream_heads,
+        existing_events,
+        Utc::now(),
+    );
+    let mut rows = Columns::default();
+    let mut touched = HashSet::new();
+    let outcomes: Vec<Result<AppendResult, StoreError>> = batch
+        .iter()
+        .map(|job| match planner.plan(&job.writes)? {
+            Planned::AlreadyStored(result) => Ok(result),
+            Planned::Write { events, result } => {
+                for e in events {
+                    touched.insert(e.stream_id.clone());
+                    rows.push(e);
+                }
+                Ok(result)
+            }
+        })
+        .collect();
+
+    if rows.position.is_empty() {
+        tx.rollback().await?;
+        return Ok((outcomes, false));
+    }
+    let (mut st_ids, mut st_versions, mut st_hashes) = (Vec::new(), Vec::new(), Vec::new());
+    for stream in &touched {
+        let head = planner.stream_heads()[stream];
+        st_ids.push(stream.as_str().to_owned());
+        st_versions.push(head.version as i64);
+        st_hashes.push(head.hash.0.to_vec());
+    }
+    sqlx::query(
+        "WITH new_events AS (
+            INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
+                                schema_version, data, correlation_id, causation_id, actor, reason,
+                                recorded_at, effective_at, hash)
+            SELECT p, i, s, v, t, sv, d::json, c, ca, a, r, ra, ea, h
+              FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
+                          $6::int4[], $7::text[], $8::uuid[], $9::uuid[], $10::text[],
+                          $11::text[], $12::timestamptz[], $13::timestamptz[], $14::bytea[])
+                   AS u(p, i, s, v, t, sv, d, c, ca, a, r, ra, ea, h)
+         ), new_heads AS (
+            INSERT INTO streams (stream_id, version, hash)
+            SELECT * FROM UNNEST($15::text[], $16::bigint[], $17::bytea[])
+            ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash
+         ), new_log_head AS (
+            UPDATE log_head SET position = $18 WHERE id = 1
+         )
+         SELECT pg_notify('tessera_events', '')",
+    )
+    .bind(rows.position)
+    .bind(rows.event_id)
+    .bind(rows.stream_id)
+    .bind(rows.stream_version)
+    .bind(rows.event_type)
+    .bind(rows.schema_version)
+    .bind(rows.data)
+    .bind(rows.correlation_id)
+    .bind(rows.causation_id)
+    .bind(rows.actor)
+    .bind(rows.reason)
+    .bind(rows.recorded_at)
+    .bind(rows.effective_at)
+    .bind(rows.hash)
+    .bind(st_ids)
+    .bind(st_versions)
+    .bind(st_hashes)
+    .bind(planner.head().0 as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((outcomes, true))
+}
+
+/// Column-wise buffers for one `UNNEST` insert.
+#[derive(Default)]
+struct Columns {
+    position: Vec<i64>,
+    event_id: Vec<Uuid>,
+    stream_id: Vec<String>,
+    stream_version: Vec<i64>,
+    event_type: Vec<String>,
+    schema_version: Vec<i32>,
+    data: Vec<String>,
+    correlation_id: Vec<Uuid>,
+    causation_id: Vec<Option<Uuid>>,
+    actor: Vec<String>,
+    reason: Vec<Option<String>>,
+    recorded_at: Vec<DateTime<Utc>>,
+    effective_at: Vec<DateTime<Utc>>,
+    hash: Vec<Vec<u8>>,
+}
+
+impl Columns {
+    fn push(&mut self, e: RecordedEvent) {
+        self.position.push(e.position.0 as i64);
+        self.event_id.push(e.event_id);
+        self.stream_id.push(e.stream_id.into());
+        self.stream_version.push(e.stream_version as i64);
+        self.event_type.push(e.event_type);
+        self.schema_version.push(e.schema_version as i32);
+        self.data.push(e.data);
+        self.correlation_id.push(e.metadata.correlation_id);
+        self.causation_id.push(e.metadata.causation_id);
+        self.actor.push(e.metadata.actor);
+        self.reason.push(e.metadata.reason);
+        self.recorded_at.push(e.recorded_at);
+        self.effective_at.push(e.effective_at);
+        self.hash.push(e.hash.0.to_vec());
+    }
+}
+
+/// Turns PostgreSQL notifications on [`NOTIFY_CHANNEL`] into local wake-ups, reconnecting as
+/// needed. A wake-up is also sent after every (re)connect, since notifications may have been
+/// missed while disconnected.
+async fn listen(pool: PgPool, wake: Arc<watch::Sender<()>>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
+                Ok(()) => {
+                    wake.send_replace(());
+                    loop {
+                        match listener.recv().await {
+                            Ok(_) => {
+                                wake.send_replace(());
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "event notification listener lost its connection");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot LISTEN for event notifications"),
+            },
+            Err(error) => tracing::warn!(%error, "cannot connect the event notification listener"),
+        }
+        // Subscriptions keep polling meanwhile; retry the listener after a pause.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
