@@ -371,13 +371,25 @@ async fn init_cluster(
 
 /// Locates the directory holding `initdb` and `pg_ctl`.
 fn find_bin_dir() -> Result<PathBuf, EmbeddedError> {
+    find_bin_dir_in(
+        std::env::var_os("TESSERA_PG_BIN").map(PathBuf::from),
+        std::env::var_os("PATH"),
+        Path::new("/usr/lib/postgresql"),
+    )
+}
+
+fn find_bin_dir_in(
+    explicit: Option<PathBuf>,
+    path: Option<std::ffi::OsString>,
+    packaged: &Path,
+) -> Result<PathBuf, EmbeddedError> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(dir) = std::env::var_os("TESSERA_PG_BIN").map(PathBuf::from)
+    if let Some(dir) = explicit
         && has_both(&dir)
     {
         return Ok(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         for dir in std::env::split_paths(&path) {
             if has_both(&dir) {
                 // Resolve symlinks so pg_ctl finds its sibling `postgres`.
@@ -389,7 +401,7 @@ fn find_bin_dir() -> Result<PathBuf, EmbeddedError> {
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(packaged)
         .into_iter()
         .flatten()
         .flatten()
@@ -520,4 +532,39 @@ fn free_port() -> Result<u16, EmbeddedError> {
         .local_addr()
         .map(|a| a.port())
         .map_err(io_err("find a free port", Path::new("127.0.0.1")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_name_the_package_to_install() {
+        let empty = std::env::temp_dir().join(format!("tessera-nobin-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&empty).expect("temp dir");
+        let err = find_bin_dir_in(Some(empty.clone()), Some(empty.clone().into()), &empty)
+            .expect_err("nothing to find");
+        let message = err.to_string();
+        assert!(matches!(err, EmbeddedError::BinariesNotFound));
+        assert!(
+            message.contains("apt-get install -y postgresql"),
+            "{message}"
+        );
+        assert_eq!(message.lines().count(), 1, "a one-line error");
+        fs::remove_dir_all(&empty).expect("cleanup");
+    }
+
+    #[test]
+    fn packaged_binaries_prefer_the_newest_version() {
+        let root = std::env::temp_dir().join(format!("tessera-bins-{}", uuid::Uuid::new_v4()));
+        for v in ["9", "15", "13"] {
+            let bin = root.join(v).join("bin");
+            fs::create_dir_all(&bin).expect("dir");
+            fs::write(bin.join("initdb"), "").expect("file");
+            fs::write(bin.join("pg_ctl"), "").expect("file");
+        }
+        let found = find_bin_dir_in(None, None, &root).expect("found");
+        assert_eq!(found, root.join("15").join("bin"));
+        fs::remove_dir_all(&root).expect("cleanup");
+    }
 }

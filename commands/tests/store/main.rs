@@ -33,3 +33,36 @@ mod postgres {
 
     tessera_commands::store_conformance_suite!(make);
 }
+
+/// KurrentDB cannot run on this machine: the suite runs only where `KURRENTDB_URL` points at a
+/// server, and otherwise every case prints a visible `skipped:` line (shown by nextest, see
+/// `.config/nextest.toml`).
+#[cfg(feature = "kurrentdb")]
+mod kurrentdb {
+    use super::*;
+    use tessera_commands::store::kurrent::KurrentEventStore;
+
+    async fn make() -> Option<StoreFixture> {
+        let Ok(url) = std::env::var("KURRENTDB_URL") else {
+            eprintln!(
+                "skipped: set KURRENTDB_URL (e.g. kurrentdb://127.0.0.1:2113?tls=false) to run the KurrentDB conformance suite"
+            );
+            return None;
+        };
+        let store = KurrentEventStore::connect(&url).expect("connect to KurrentDB");
+        Some(StoreFixture {
+            store: Arc::new(store),
+            guard: Box::new(()),
+        })
+    }
+
+    tessera_commands::store_conformance_suite!(make);
+}
+
+#[cfg(not(feature = "kurrentdb"))]
+#[test]
+fn kurrentdb_conformance() {
+    eprintln!(
+        "skipped: build with --features kurrentdb and set KURRENTDB_URL to run the KurrentDB conformance suite"
+    );
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests of the `tessera` binary: real processes, real PostgreSQL.
+
+mod up;

@@ -1,1 +1,0 @@
-//! End-to-end tests of Tessera live in `tests/`; this library is empty.
