@@ -522,6 +522,15 @@ pub async fn subscription_catches_up_then_goes_live(store: Arc<dyn EventStore>) 
 /// live. Every event is seen exactly once, in an order where every stream's versions ascend by
 /// one, and a reader restarted from a saved cursor continues without gaps or duplicates.
 pub async fn concurrency_proof(store: Arc<dyn EventStore>) {
+    concurrency_proof_across(vec![Arc::clone(&store)], store).await;
+}
+
+/// [`concurrency_proof`] with the writers spread over several store instances (as separate
+/// processes would be) and the subscribers on another one.
+pub async fn concurrency_proof_across(
+    writer_stores: Vec<Arc<dyn EventStore>>,
+    store: Arc<dyn EventStore>,
+) {
     const WRITERS: usize = 8;
     const PER_WRITER: usize = 5_000;
     const OWN_STREAMS: usize = 40;
@@ -581,7 +590,10 @@ pub async fn concurrency_proof(store: Arc<dyn EventStore>) {
 
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (store, run) = (Arc::clone(&store), run.clone());
+            let (store, run) = (
+                Arc::clone(&writer_stores[w % writer_stores.len()]),
+                run.clone(),
+            );
             tokio::spawn(async move {
                 let own: Vec<StreamId> = (0..OWN_STREAMS)
                     .map(|k| StreamId::new(format!("proof{run}-w{w}-s{k}")).expect("id"))

@@ -66,3 +66,38 @@ fn kurrentdb_conformance() {
         "skipped: build with --features kurrentdb and set KURRENTDB_URL to run the KurrentDB conformance suite"
     );
 }
+
+/// Behaviour specific to the PostgreSQL store: several processes sharing one database.
+mod postgres_processes {
+    use std::time::Duration;
+
+    use super::*;
+    use tessera_commands::store::EventStore;
+    use tessera_commands::store::conformance::concurrency_proof_across;
+
+    async fn store_with_own_pool(
+        db: &TestDatabase,
+        poll_interval: Duration,
+    ) -> Arc<dyn EventStore> {
+        let pool = tessera_commands::pg::connect(db.connect_options(), 10)
+            .await
+            .expect("connect");
+        let options = PgStoreOptions {
+            poll_interval,
+            ..PgStoreOptions::default()
+        };
+        Arc::new(PgEventStore::new(pool, options))
+    }
+
+    /// Writers in two store instances (two pools, two group-commit writers: two processes as far
+    /// as PostgreSQL can tell) race on the global lock, while the subscribers run on a third
+    /// instance whose poll fallback is an hour: only LISTEN/NOTIFY can keep it live.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writers_in_separate_processes_and_a_notified_subscriber() {
+        let db = TestDatabase::new().await;
+        let writer_a = store_with_own_pool(&db, Duration::from_millis(500)).await;
+        let writer_b = store_with_own_pool(&db, Duration::from_millis(500)).await;
+        let reader = store_with_own_pool(&db, Duration::from_secs(3_600)).await;
+        concurrency_proof_across(vec![writer_a, writer_b], reader).await;
+    }
+}
