@@ -132,7 +132,7 @@ async fn run_rounds(pool: &PgPool, args: &StoreBenchArgs) -> anyhow::Result<Vec<
             let plan = WritePlan::new(args, per_append);
             reset(pool).await?;
             let baseline = time(|| baseline_write(pool, &plan)).await?;
-            reset(pool).await?;
+            pool.execute("CHECKPOINT").await?;
             let store = PgEventStore::new(pool.clone(), PgStoreOptions::default());
             let ours = time(|| store_write(&store, &plan)).await?;
             let events = plan.total_events() as f64;

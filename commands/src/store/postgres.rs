@@ -24,8 +24,8 @@ use super::hash::Hash;
 use super::plan::{Planned, Planner, StreamHead, validate};
 use super::subscription::follow;
 use super::{
-    AppendResult, Capabilities, EventMetadata, EventStore, EventSubscription, Position,
-    RecordedEvent, StoreError, StreamId, StreamRead, StreamWrite,
+    AppendResult, Capabilities, EventMetadata, EventStore, EventSubscription, ExpectedVersion,
+    Position, RecordedEvent, StoreError, StreamId, StreamRead, StreamWrite,
 };
 
 /// The NOTIFY channel that wakes subscribers after a commit. It carries no data.
@@ -308,6 +308,10 @@ async fn run_writer(
     wake: Arc<watch::Sender<()>>,
     max_batch_events: usize,
 ) {
+    let mut writer = Writer {
+        pool,
+        cache: HeadCache::default(),
+    };
     let mut carried: Option<Job> = None;
     loop {
         let first = match carried.take() {
@@ -332,7 +336,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        match write_batch(&pool, &batch).await {
+        match writer.write_group(&batch).await {
             Ok((outcomes, wrote)) => {
                 if wrote {
                     wake.send_replace(());
@@ -345,7 +349,7 @@ async fn run_writer(
                 // Isolate the failure: one bad append must not fail the others it was batched with.
                 tracing::warn!(%error, appends = batch.len(), "group commit failed; retrying appends one by one");
                 for job in batch {
-                    let outcome = match write_batch(&pool, std::slice::from_ref(&job)).await {
+                    let outcome = match writer.write_locked(std::slice::from_ref(&job)).await {
                         Ok((mut outcomes, wrote)) => {
                             if wrote {
                                 wake.send_replace(());
@@ -373,98 +377,295 @@ fn clone_db_error(error: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Protocol(error.to_string())
 }
 
-/// Writes one group of appends in one transaction. Returns each append's outcome (planning
-/// errors such as version conflicts are per append) and whether anything was written.
-async fn write_batch(
-    pool: &PgPool,
-    batch: &[Job],
-) -> Result<(Vec<Result<AppendResult, StoreError>>, bool), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // The global write lock, held until commit. It must be taken in a statement of its own:
-    // every later statement then reads with a snapshot taken after the lock was granted.
-    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1 FOR UPDATE")
-        .fetch_one(&mut *tx)
+/// Stream heads this process knows, all valid as of log position `head`. Every append by anyone
+/// moves the log head, so "the log head is still `head`" proves every cached entry current.
+#[derive(Debug, Default)]
+struct HeadCache {
+    head: Option<Position>,
+    streams: HashMap<StreamId, StreamHead>,
+}
+
+/// Bound on cached stream heads; past it the cache starts over (it is only an accelerator).
+const MAX_CACHED_STREAMS: usize = 200_000;
+
+impl HeadCache {
+    /// Records heads valid as of `head`; forgets everything else if `head` is news to us.
+    fn observe(
+        &mut self,
+        head: Position,
+        streams: impl IntoIterator<Item = (StreamId, StreamHead)>,
+    ) {
+        if self.head != Some(head) || self.streams.len() > MAX_CACHED_STREAMS {
+            self.streams.clear();
+        }
+        self.head = Some(head);
+        self.streams.extend(streams);
+    }
+
+    /// After our own write moved the head from the cached value to `head`.
+    fn advance(
+        &mut self,
+        head: Position,
+        streams: impl IntoIterator<Item = (StreamId, StreamHead)>,
+    ) {
+        self.head = Some(head);
+        self.streams.extend(streams);
+    }
+
+    fn forget(&mut self) {
+        self.head = None;
+        self.streams.clear();
+    }
+}
+
+struct Writer {
+    pool: PgPool,
+    cache: HeadCache,
+}
+
+/// The log head joined with one (possibly missing) stream head.
+type HeadRow = (i64, Option<String>, Option<i64>, Option<Vec<u8>>);
+
+/// What one group write returns: each append's outcome, and whether anything was written.
+type GroupOutcome = (Vec<Result<AppendResult, StoreError>>, bool);
+
+impl Writer {
+    /// Writes a group of appends: the one-statement fast path when it can prove its cached view
+    /// current, the locked transaction otherwise.
+    async fn write_group(&mut self, batch: &[Job]) -> Result<GroupOutcome, sqlx::Error> {
+        match self.write_fast(batch).await {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
+            Err(error) => {
+                // A unique violation (a re-appended event id, a stream that exists after all) or
+                // anything else: the locked path decides properly, and reports real failures.
+                tracing::debug!(%error, "fast append path declined; using the locked path");
+                self.cache.forget();
+            }
+        }
+        self.write_locked(batch).await
+    }
+
+    /// The fast path: plan against cached stream heads and write everything in one statement
+    /// that first moves `log_head` from the cached head (taking the global lock and re-checking
+    /// the head under it) and writes nothing if the head had moved. `Ok(None)` means "use the
+    /// locked path": the head moved, or some append would fail or might be a re-append.
+    async fn write_fast(&mut self, batch: &[Job]) -> Result<Option<GroupOutcome>, sqlx::Error> {
+        // Streams whose head we must know before planning. A stream expected not to exist is
+        // assumed not to: if it does, the unique (stream_id, stream_version) index says so.
+        let mut unknown: Vec<String> = Vec::new();
+        for w in batch.iter().flat_map(|j| &j.writes) {
+            if w.expected != ExpectedVersion::NoStream
+                && !self.cache.streams.contains_key(&w.stream)
+            {
+                unknown.push(w.stream.as_str().to_owned());
+            }
+        }
+        if self.cache.head.is_none() || !unknown.is_empty() {
+            // One statement, one snapshot: the log head and those streams as of that head.
+            let rows: Vec<HeadRow> = sqlx::query_as(
+                "SELECT h.position, s.stream_id, s.version, s.hash
+                   FROM log_head h LEFT JOIN streams s ON s.stream_id = ANY($1)
+                  WHERE h.id = 1",
+            )
+            .bind(&unknown)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(head) = rows.first().map(|r| Position(r.0 as u64)) else {
+                return Ok(None);
+            };
+            let mut known: HashMap<StreamId, StreamHead> = HashMap::new();
+            for id in &unknown {
+                if let Ok(stream) = StreamId::new(id.clone()) {
+                    known.insert(stream, StreamHead::default());
+                }
+            }
+            for (_, id, version, hash) in rows {
+                if let (Some(id), Some(version), Some(hash)) = (id, version, hash) {
+                    let (Ok(stream), Some(hash)) = (StreamId::new(id), Hash::from_slice(&hash))
+                    else {
+                        return Ok(None);
+                    };
+                    known.insert(
+                        stream,
+                        StreamHead {
+                            version: version as u64,
+                            hash,
+                        },
+                    );
+                }
+            }
+            self.cache.observe(head, known);
+        }
+        let Some(expected_head) = self.cache.head else {
+            return Ok(None);
+        };
+        let mut heads = HashMap::new();
+        for w in batch.iter().flat_map(|j| &j.writes) {
+            if let Some(h) = self.cache.streams.get(&w.stream) {
+                heads.insert(w.stream.clone(), *h);
+            }
+        }
+        let mut planner = Planner::new(expected_head, heads, HashMap::new(), Utc::now());
+        let mut rows = Columns::default();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for job in batch {
+            match planner.plan(&job.writes) {
+                Ok(Planned::Write { events, result }) => {
+                    events.into_iter().for_each(|e| rows.push(e));
+                    outcomes.push(Ok(result));
+                }
+                // A conflict against the cache may be a stale cache or a retried append: only
+                // the locked path (which reads the truth and the stored ids) may decide that.
+                Ok(Planned::AlreadyStored(_)) | Err(_) => return Ok(None),
+            }
+        }
+        let touched = touched_heads(&planner, &rows);
+        let applied = write_rows(
+            &self.pool,
+            &rows,
+            &touched,
+            Some(expected_head),
+            planner.head(),
+        )
+        .await?;
+        if !applied {
+            // Another process appended since our view: our cache is stale.
+            self.cache.forget();
+            return Ok(None);
+        }
+        self.cache.advance(planner.head(), touched);
+        Ok(Some((outcomes, true)))
+    }
+
+    /// The locked path: one transaction that takes the global lock first, reads the heads of the
+    /// streams involved and any stored events with the same ids, plans, writes and commits.
+    async fn write_locked(&mut self, batch: &[Job]) -> Result<GroupOutcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // The global write lock, held until commit. It must be taken in a statement of its own:
+        // every later statement then reads with a snapshot taken after the lock was granted.
+        let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+
+        let mut stream_ids = HashSet::new();
+        let mut event_ids = Vec::new();
+        for job in batch {
+            for w in &job.writes {
+                stream_ids.insert(w.stream.as_str().to_owned());
+                event_ids.extend(w.events.iter().map(|e| e.event_id));
+            }
+        }
+        let stream_ids: Vec<String> = stream_ids.into_iter().collect();
+        let heads: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT stream_id, version, hash FROM streams WHERE stream_id = ANY($1)",
+        )
+        .bind(&stream_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let existing: Vec<EventRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE event_id = ANY($1)"
+        ))
+        .bind(&event_ids)
+        .fetch_all(&mut *tx)
         .await?;
 
-    let mut stream_ids = HashSet::new();
-    let mut event_ids = Vec::new();
-    for job in batch {
-        for w in &job.writes {
-            stream_ids.insert(w.stream.as_str().to_owned());
-            event_ids.extend(w.events.iter().map(|e| e.event_id));
+        let mut stream_heads = HashMap::with_capacity(stream_ids.len());
+        for id in stream_ids {
+            let stream = StreamId::new(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            stream_heads.insert(stream, StreamHead::default());
         }
-    }
-    let stream_ids: Vec<String> = stream_ids.into_iter().collect();
-    let heads: Vec<(String, i64, Vec<u8>)> =
-        sqlx::query_as("SELECT stream_id, version, hash FROM streams WHERE stream_id = ANY($1)")
-            .bind(&stream_ids)
-            .fetch_all(&mut *tx)
-            .await?;
-    let existing: Vec<EventRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        event_columns!(),
-        " FROM events WHERE event_id = ANY($1)"
-    ))
-    .bind(&event_ids)
-    .fetch_all(&mut *tx)
-    .await?;
+        for (id, version, hash) in heads {
+            let stream = StreamId::new(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let hash = Hash::from_slice(&hash)
+                .ok_or_else(|| sqlx::Error::Protocol(format!("stream {stream} has a bad hash")))?;
+            stream_heads.insert(
+                stream,
+                StreamHead {
+                    version: version as u64,
+                    hash,
+                },
+            );
+        }
+        let mut existing_events = HashMap::with_capacity(existing.len());
+        for row in existing {
+            let event = row
+                .into_event()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            existing_events.insert(event.event_id, event);
+        }
 
-    let mut stream_heads = HashMap::with_capacity(heads.len());
-    for (id, version, hash) in heads {
-        let stream = StreamId::new(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        let hash = Hash::from_slice(&hash)
-            .ok_or_else(|| sqlx::Error::Protocol(format!("stream {stream} has a bad hash")))?;
-        stream_heads.insert(
-            stream,
-            StreamHead {
-                version: version as u64,
-                hash,
-            },
-        );
-    }
-    let mut existing_events = HashMap::with_capacity(existing.len());
-    for row in existing {
-        let event = row
-            .into_event()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        existing_events.insert(event.event_id, event);
-    }
-
-    let mut planner = Planner::new(
-        Position(head as u64),
-        stream_heads,
-        existing_events,
-        Utc::now(),
-    );
-    let mut rows = Columns::default();
-    let mut touched = HashSet::new();
-    let outcomes: Vec<Result<AppendResult, StoreError>> = batch
-        .iter()
-        .map(|job| match planner.plan(&job.writes)? {
-            Planned::AlreadyStored(result) => Ok(result),
-            Planned::Write { events, result } => {
-                for e in events {
-                    touched.insert(e.stream_id.clone());
-                    rows.push(e);
+        let head = Position(head as u64);
+        let mut planner = Planner::new(head, stream_heads, existing_events, Utc::now());
+        let mut rows = Columns::default();
+        let outcomes: Vec<Result<AppendResult, StoreError>> = batch
+            .iter()
+            .map(|job| match planner.plan(&job.writes)? {
+                Planned::AlreadyStored(result) => Ok(result),
+                Planned::Write { events, result } => {
+                    events.into_iter().for_each(|e| rows.push(e));
+                    Ok(result)
                 }
-                Ok(result)
-            }
-        })
-        .collect();
+            })
+            .collect();
 
-    if rows.position.is_empty() {
-        tx.rollback().await?;
-        return Ok((outcomes, false));
+        if rows.position.is_empty() {
+            tx.rollback().await?;
+            self.cache.observe(head, planner.stream_heads().clone());
+            return Ok((outcomes, false));
+        }
+        let touched = touched_heads(&planner, &rows);
+        write_rows(&mut *tx, &rows, &touched, None, planner.head()).await?;
+        tx.commit().await?;
+        // Every head the planner holds was read under the lock or written by us: all current.
+        self.cache.observe(head, std::iter::empty());
+        self.cache
+            .advance(planner.head(), planner.stream_heads().clone());
+        Ok((outcomes, true))
     }
-    let (mut st_ids, mut st_versions, mut st_hashes) = (Vec::new(), Vec::new(), Vec::new());
-    for stream in &touched {
-        let head = planner.stream_heads()[stream];
-        st_ids.push(stream.as_str().to_owned());
-        st_versions.push(head.version as i64);
-        st_hashes.push(head.hash.0.to_vec());
-    }
-    sqlx::query(
-        "WITH new_events AS (
+}
+
+/// Heads after the planned writes, of the streams that received events.
+fn touched_heads(planner: &Planner, rows: &Columns) -> Vec<(StreamId, StreamHead)> {
+    let mut seen = HashSet::new();
+    rows.stream_id
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .filter_map(|id| {
+            planner
+                .stream_heads()
+                .iter()
+                .find(|(s, _)| s.as_str() == id.as_str())
+                .map(|(s, h)| (s.clone(), *h))
+        })
+        .collect()
+}
+
+/// Inserts the events, upserts the stream heads, moves `log_head` and notifies, in one
+/// statement. With `expected_head`, the statement itself takes the global lock (by updating
+/// `log_head` only if it still holds `expected_head`) and writes nothing when it does not:
+/// the result says whether it wrote.
+async fn write_rows<'e, E>(
+    executor: E,
+    rows: &Columns,
+    heads: &[(StreamId, StreamHead)],
+    expected_head: Option<Position>,
+    new_head: Position,
+) -> Result<bool, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let st_ids: Vec<&str> = heads.iter().map(|(s, _)| s.as_str()).collect();
+    let st_versions: Vec<i64> = heads.iter().map(|(_, h)| h.version as i64).collect();
+    let st_hashes: Vec<&[u8]> = heads.iter().map(|(_, h)| &h.hash.0[..]).collect();
+    let applied: Option<i32> = sqlx::query_scalar(
+        "WITH new_log_head AS (
+            UPDATE log_head SET position = $18
+             WHERE id = 1 AND ($19::bigint IS NULL OR position = $19)
+            RETURNING position
+         ), new_events AS (
             INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
                                 schema_version, data, correlation_id, causation_id, actor, reason,
                                 recorded_at, effective_at, hash)
@@ -473,37 +674,37 @@ async fn write_batch(
                           $6::int4[], $7::text[], $8::uuid[], $9::uuid[], $10::text[],
                           $11::text[], $12::timestamptz[], $13::timestamptz[], $14::bytea[])
                    AS u(p, i, s, v, t, sv, d, c, ca, a, r, ra, ea, h)
+             WHERE EXISTS (SELECT 1 FROM new_log_head)
          ), new_heads AS (
             INSERT INTO streams (stream_id, version, hash)
             SELECT * FROM UNNEST($15::text[], $16::bigint[], $17::bytea[])
+             WHERE EXISTS (SELECT 1 FROM new_log_head)
             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash
-         ), new_log_head AS (
-            UPDATE log_head SET position = $18 WHERE id = 1
          )
-         SELECT pg_notify('tessera_events', '')",
+         SELECT 1 FROM new_log_head, pg_notify('tessera_events', '')",
     )
-    .bind(rows.position)
-    .bind(rows.event_id)
-    .bind(rows.stream_id)
-    .bind(rows.stream_version)
-    .bind(rows.event_type)
-    .bind(rows.schema_version)
-    .bind(rows.data)
-    .bind(rows.correlation_id)
-    .bind(rows.causation_id)
-    .bind(rows.actor)
-    .bind(rows.reason)
-    .bind(rows.recorded_at)
-    .bind(rows.effective_at)
-    .bind(rows.hash)
+    .bind(&rows.position)
+    .bind(&rows.event_id)
+    .bind(&rows.stream_id)
+    .bind(&rows.stream_version)
+    .bind(&rows.event_type)
+    .bind(&rows.schema_version)
+    .bind(&rows.data)
+    .bind(&rows.correlation_id)
+    .bind(&rows.causation_id)
+    .bind(&rows.actor)
+    .bind(&rows.reason)
+    .bind(&rows.recorded_at)
+    .bind(&rows.effective_at)
+    .bind(&rows.hash)
     .bind(st_ids)
     .bind(st_versions)
     .bind(st_hashes)
-    .bind(planner.head().0 as i64)
-    .execute(&mut *tx)
+    .bind(new_head.0 as i64)
+    .bind(expected_head.map(|h| h.0 as i64))
+    .fetch_optional(executor)
     .await?;
-    tx.commit().await?;
-    Ok((outcomes, true))
+    Ok(applied.is_some())
 }
 
 /// Column-wise buffers for one `UNNEST` insert.
