@@ -1,20 +1,16 @@
--- The event store: the log, the stream heads and the global write lock / position counter.
+-- The event store: the log and the global write lock / position counter.
 -- See docs/adr/0001-global-order.md for why positions are assigned under the log_head row lock.
 
--- One row. Its lock is the global write lock (held by an append transaction until commit) and
--- its value is the position of the last stored event. Positions are therefore dense.
+-- One row. Its lock is the global write lock (held by an append transaction until commit); its
+-- position is that of the last stored event (so positions are dense), and write_token changes
+-- with every write, so a writer can state exactly which state of the log it planned against.
 CREATE TABLE log_head (
-    id       smallint PRIMARY KEY CHECK (id = 1),
-    position bigint   NOT NULL CHECK (position >= 0)
+    id          smallint PRIMARY KEY CHECK (id = 1),
+    position    bigint   NOT NULL CHECK (position >= 0),
+    write_token uuid     NOT NULL
 );
-INSERT INTO log_head (id, position) VALUES (1, 0);
-
--- Current version and last chain value of every stream (version counts events; 1 is the first).
-CREATE TABLE streams (
-    stream_id text   PRIMARY KEY,
-    version   bigint NOT NULL CHECK (version > 0),
-    hash      bytea  NOT NULL CHECK (length(hash) = 32)
-);
+INSERT INTO log_head (id, position, write_token)
+VALUES (1, 0, '00000000-0000-0000-0000-000000000000');
 
 CREATE TABLE events (
     position       bigint      PRIMARY KEY CHECK (position > 0),
@@ -33,5 +29,6 @@ CREATE TABLE events (
     effective_at   timestamptz NOT NULL,
     -- SHA-256 over the previous event's hash in the stream and this event's stored fields.
     hash           bytea       NOT NULL CHECK (length(hash) = 32),
+    -- Also the index that finds a stream's head (its highest version).
     UNIQUE (stream_id, stream_version)
 );

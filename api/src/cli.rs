@@ -131,24 +131,24 @@ pub async fn shutdown_signal() {
 
 async fn store_stats(db: &Database) -> anyhow::Result<()> {
     let (events, streams, head): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM streams),
+        "SELECT (SELECT count(*) FROM events),
+                (SELECT count(DISTINCT stream_id) FROM events),
                 (SELECT position FROM log_head WHERE id = 1)",
     )
     .fetch_one(&db.pool)
     .await
     .context("cannot read the log")?;
-    let size: String = sqlx::query_scalar(
-        "SELECT pg_size_pretty(pg_total_relation_size('events') + pg_total_relation_size('streams'))",
-    )
-    .fetch_one(&db.pool)
-    .await?;
+    let size: String =
+        sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('events'))")
+            .fetch_one(&db.pool)
+            .await?;
     println!("events        {events}");
     println!("streams       {streams}");
     println!("head position {head}");
     println!("size on disk  {size}");
     let categories: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT split_part(stream_id, '-', 1) AS category, count(*), sum(version)::bigint
-           FROM streams GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 20",
+        "SELECT split_part(stream_id, '-', 1) AS category, count(DISTINCT stream_id), count(*)
+           FROM events GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 20",
     )
     .fetch_all(&db.pool)
     .await?;

@@ -419,6 +419,14 @@ pub async fn global_log_reads_after_cursor(store: Arc<dyn EventStore>) {
     assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
     assert!(seen.iter().all(|e| e.position > start));
     assert_eq!(store.head().await.expect("head"), cursor);
+    let streamed: Vec<RecordedEvent> = store
+        .stream_all(start, usize::MAX)
+        .map(|e| e.expect("stream_all"))
+        .collect()
+        .await;
+    assert_eq!(streamed, seen, "stream_all reads what paged read_all reads");
+    let limited = store.stream_all(start, 4).count().await;
+    assert_eq!(limited, 4);
     if store.capabilities().dense_positions {
         for w in seen.windows(2) {
             assert_eq!(w[1].position.0, w[0].position.0 + 1, "positions are dense");

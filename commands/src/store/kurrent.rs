@@ -337,6 +337,15 @@ impl EventStore for KurrentEventStore {
         Ok(out)
     }
 
+    fn stream_all(&self, after: Position, limit: usize) -> EventSubscription {
+        let store = self.clone();
+        Box::pin(async_stream::try_stream! {
+            for event in store.read_all(after, limit).await? {
+                yield event;
+            }
+        })
+    }
+
     async fn head(&self) -> Result<Position, StoreError> {
         let options = ReadAllOptions::default()
             .backwards()

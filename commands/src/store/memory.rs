@@ -150,6 +150,13 @@ impl EventStore for InMemoryEventStore {
         Ok(state.events[start..].iter().take(limit).cloned().collect())
     }
 
+    fn stream_all(&self, after: Position, limit: usize) -> EventSubscription {
+        let state = self.state();
+        let start = (after.0 as usize).min(state.events.len());
+        let events: Vec<_> = state.events[start..].iter().take(limit).cloned().collect();
+        Box::pin(futures::stream::iter(events.into_iter().map(Ok)))
+    }
+
     async fn head(&self) -> Result<Position, StoreError> {
         Ok(Position(self.state().events.len() as u64))
     }

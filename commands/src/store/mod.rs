@@ -65,6 +65,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Reads up to `limit` events of the global log after `after` as one finite stream, decoded
+    /// as they arrive (PostgreSQL: one query). What catch-up readers use; `read_all` semantics.
+    fn stream_all(&self, after: Position, limit: usize) -> EventSubscription;
+
     /// Position of the last event in the log ([`Position::START`] when the log is empty).
     async fn head(&self) -> Result<Position, StoreError>;
 

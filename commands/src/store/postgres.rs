@@ -50,7 +50,7 @@ impl Default for PgStoreOptions {
             max_batch_events: 4_000,
             queue_capacity: 4_096,
             poll_interval: Duration::from_millis(500),
-            page_size: 1_000,
+            page_size: 5_000,
         }
     }
 }
@@ -219,6 +219,25 @@ impl EventStore for PgEventStore {
         rows.into_iter().map(EventRow::into_event).collect()
     }
 
+    fn stream_all(&self, after: Position, limit: usize) -> EventSubscription {
+        // One query, one snapshot. That is safe to continue from: events commit in position
+        // order, so anything committed after the snapshot has a higher position than all it saw.
+        let pool = self.inner.pool.clone();
+        Box::pin(async_stream::try_stream! {
+            let mut rows = sqlx::query_as::<_, EventRow>(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+            ))
+            .bind(to_i64(after.0))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch(&pool);
+            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                yield row.into_event()?;
+            }
+        })
+    }
+
     async fn head(&self) -> Result<Position, StoreError> {
         let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
             .fetch_one(&self.inner.pool)
@@ -300,8 +319,9 @@ impl EventRow {
     }
 }
 
-/// The group-commit writer: takes every queued append, writes them in one transaction, answers
-/// each. Ends when the store (every sender) is dropped.
+/// The group-commit writer: takes every queued append as one group, writes it (one statement
+/// on the fast path, the locked transaction otherwise) and answers each append. Ends when the
+/// store is dropped.
 async fn run_writer(
     pool: PgPool,
     mut jobs: mpsc::Receiver<Job>,
@@ -311,6 +331,7 @@ async fn run_writer(
     let mut writer = Writer {
         pool,
         cache: HeadCache::default(),
+        wake,
     };
     let mut carried: Option<Job> = None;
     loop {
@@ -336,26 +357,223 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        match writer.write_group(&batch).await {
-            Ok((outcomes, wrote)) => {
-                if wrote {
-                    wake.send_replace(());
+        writer.write_group(batch).await;
+    }
+}
+
+/// `sqlx::Error` is not `Clone`; keep what a caller can act on.
+fn clone_db_error(error: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(error.to_string())
+}
+
+/// A state of the log: its head position and the token of the write that produced it.
+type LogState = (Position, Uuid);
+
+/// Stream heads this process knows, all valid in log state `state`. Every write by anyone
+/// changes the state's token, so "the log is still in `state`" proves every entry current.
+#[derive(Debug, Default)]
+struct HeadCache {
+    state: Option<LogState>,
+    streams: HashMap<StreamId, StreamHead>,
+}
+
+/// Bound on cached stream heads; past it the cache starts over (it is only an accelerator).
+const MAX_CACHED_STREAMS: usize = 200_000;
+
+impl HeadCache {
+    /// Records heads valid in `state`, forgetting everything else if `state` is news to us.
+    fn observe(
+        &mut self,
+        state: LogState,
+        streams: impl IntoIterator<Item = (StreamId, StreamHead)>,
+    ) {
+        if self.state != Some(state) || self.streams.len() > MAX_CACHED_STREAMS {
+            self.streams.clear();
+        }
+        self.state = Some(state);
+        self.streams.extend(streams);
+    }
+
+    /// Our own write takes the log from the cached state to `state`.
+    fn advance(
+        &mut self,
+        state: LogState,
+        streams: impl IntoIterator<Item = (StreamId, StreamHead)>,
+    ) {
+        self.state = Some(state);
+        self.streams.extend(streams);
+    }
+
+    fn forget(&mut self) {
+        self.state = None;
+        self.streams.clear();
+    }
+}
+
+/// What the fast path can do with a group.
+enum FastPlan {
+    /// Planned against the cache: send this statement.
+    Ready(Box<FastStatement>, Vec<AppendResult>),
+    /// Heads of these streams (or of the log) must be read first.
+    NeedsHeads(Vec<String>),
+    /// Only the locked transaction can decide (a conflict, a possible retry, …).
+    Locked,
+}
+
+/// One group's rows and the log states it goes from and to.
+struct FastStatement {
+    rows: Columns,
+    from: LogState,
+    to: LogState,
+}
+
+struct Writer {
+    pool: PgPool,
+    cache: HeadCache,
+    wake: Arc<watch::Sender<()>>,
+}
+
+impl Writer {
+    /// Writes one group and answers each of its appends.
+    async fn write_group(&mut self, batch: Vec<Job>) {
+        let plan = match self.plan_fast(&batch) {
+            FastPlan::NeedsHeads(unknown) => match self.refresh(&unknown).await {
+                Ok(()) => self.plan_fast(&batch),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read stream heads; using the locked path");
+                    FastPlan::Locked
                 }
+            },
+            plan => plan,
+        };
+        if let FastPlan::Ready(statement, outcomes) = plan {
+            match statement.execute(&self.pool).await {
+                Ok(true) => {
+                    self.wake.send_replace(());
+                    for (job, result) in batch.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(result));
+                    }
+                    return;
+                }
+                // Another process wrote since our view of the log.
+                Ok(false) => tracing::debug!("the log moved; re-planning under the lock"),
+                // A unique violation (a re-appended event id, a stream that exists after all)
+                // or anything else: the locked path decides, and reports real failures.
+                Err(error) => {
+                    tracing::debug!(%error, "fast append path declined; using the locked path")
+                }
+            }
+        }
+        self.write_locked_and_reply(batch).await;
+    }
+
+    /// Plans a group against the cached heads, without IO.
+    fn plan_fast(&mut self, batch: &[Job]) -> FastPlan {
+        // A stream expected not to exist is assumed not to: if it does, the unique
+        // (stream_id, stream_version) index refuses the write and the locked path decides.
+        let unknown: Vec<String> = batch
+            .iter()
+            .flat_map(|j| &j.writes)
+            .filter(|w| {
+                w.expected != ExpectedVersion::NoStream
+                    && !self.cache.streams.contains_key(&w.stream)
+            })
+            .map(|w| w.stream.as_str().to_owned())
+            .collect();
+        let Some(from) = self.cache.state else {
+            return FastPlan::NeedsHeads(unknown);
+        };
+        if !unknown.is_empty() {
+            return FastPlan::NeedsHeads(unknown);
+        }
+        let heads = batch
+            .iter()
+            .flat_map(|j| &j.writes)
+            .filter_map(|w| {
+                self.cache
+                    .streams
+                    .get(&w.stream)
+                    .map(|h| (w.stream.clone(), *h))
+            })
+            .collect();
+        let mut planner = Planner::new(from.0, heads, HashMap::new(), Utc::now());
+        let mut rows = Columns::default();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for job in batch {
+            match planner.plan(&job.writes) {
+                Ok(Planned::Write { events, result }) => {
+                    events.into_iter().for_each(|e| rows.push(e));
+                    outcomes.push(result);
+                }
+                // A conflict against the cache may be a stale cache or a retried append: only
+                // the locked path (which reads the truth and the stored ids) may decide that.
+                Ok(Planned::AlreadyStored(_)) | Err(_) => return FastPlan::Locked,
+            }
+        }
+        let to = (planner.head(), Uuid::new_v4());
+        self.cache.advance(to, touched_heads(&planner, &rows));
+        FastPlan::Ready(Box::new(FastStatement { rows, from, to }), outcomes)
+    }
+
+    /// Reads the log state and the heads of `streams`, in one snapshot, into the cache.
+    async fn refresh(&mut self, streams: &[String]) -> Result<(), sqlx::Error> {
+        let rows: Vec<HeadRow> = sqlx::query_as(
+            "SELECT h.position, h.write_token, x.id, x.stream_version, x.hash
+               FROM log_head h
+               LEFT JOIN LATERAL (
+                    SELECT s.id, e.stream_version, e.hash
+                      FROM unnest($1::text[]) AS s(id)
+                     CROSS JOIN LATERAL (SELECT stream_version, hash FROM events
+                                          WHERE stream_id = s.id
+                                          ORDER BY stream_version DESC LIMIT 1) e
+               ) x ON true
+              WHERE h.id = 1",
+        )
+        .bind(streams)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(state) = rows.first().map(|r| (Position(r.0 as u64), r.1)) else {
+            return Err(sqlx::Error::RowNotFound);
+        };
+        let mut known: HashMap<StreamId, StreamHead> = HashMap::new();
+        for id in streams {
+            if let Ok(stream) = StreamId::new(id.clone()) {
+                known.insert(stream, StreamHead::default());
+            }
+        }
+        for (_, _, id, version, hash) in rows {
+            if let (Some(id), Some(version), Some(hash)) = (id, version, hash) {
+                let stream = StreamId::new(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                let hash = Hash::from_slice(&hash).ok_or_else(|| {
+                    sqlx::Error::Protocol(format!("stream {stream} has a bad hash"))
+                })?;
+                known.insert(
+                    stream,
+                    StreamHead {
+                        version: version as u64,
+                        hash,
+                    },
+                );
+            }
+        }
+        self.cache.observe(state, known);
+        Ok(())
+    }
+
+    /// Writes a group through the locked path and answers each append. If the group fails as a
+    /// whole, each append is retried alone, so one bad append cannot fail the others.
+    async fn write_locked_and_reply(&mut self, batch: Vec<Job>) {
+        match self.write_locked(&batch).await {
+            Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = job.reply.send(outcome);
                 }
             }
             Err(error) if batch.len() > 1 => {
-                // Isolate the failure: one bad append must not fail the others it was batched with.
                 tracing::warn!(%error, appends = batch.len(), "group commit failed; retrying appends one by one");
                 for job in batch {
-                    let outcome = match writer.write_locked(std::slice::from_ref(&job)).await {
-                        Ok((mut outcomes, wrote)) => {
-                            if wrote {
-                                wake.send_replace(());
-                            }
-                            outcomes.pop().unwrap_or(Err(StoreError::Closed))
-                        }
+                    let outcome = match self.write_locked(std::slice::from_ref(&job)).await {
+                        Ok(mut outcomes) => outcomes.pop().unwrap_or(Err(StoreError::Closed)),
                         Err(e) => Err(StoreError::Database(e)),
                     };
                     let _ = job.reply.send(outcome);
@@ -370,183 +588,22 @@ async fn run_writer(
             }
         }
     }
-}
-
-/// `sqlx::Error` is not `Clone`; keep what a caller can act on.
-fn clone_db_error(error: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Protocol(error.to_string())
-}
-
-/// Stream heads this process knows, all valid as of log position `head`. Every append by anyone
-/// moves the log head, so "the log head is still `head`" proves every cached entry current.
-#[derive(Debug, Default)]
-struct HeadCache {
-    head: Option<Position>,
-    streams: HashMap<StreamId, StreamHead>,
-}
-
-/// Bound on cached stream heads; past it the cache starts over (it is only an accelerator).
-const MAX_CACHED_STREAMS: usize = 200_000;
-
-impl HeadCache {
-    /// Records heads valid as of `head`; forgets everything else if `head` is news to us.
-    fn observe(
-        &mut self,
-        head: Position,
-        streams: impl IntoIterator<Item = (StreamId, StreamHead)>,
-    ) {
-        if self.head != Some(head) || self.streams.len() > MAX_CACHED_STREAMS {
-            self.streams.clear();
-        }
-        self.head = Some(head);
-        self.streams.extend(streams);
-    }
-
-    /// After our own write moved the head from the cached value to `head`.
-    fn advance(
-        &mut self,
-        head: Position,
-        streams: impl IntoIterator<Item = (StreamId, StreamHead)>,
-    ) {
-        self.head = Some(head);
-        self.streams.extend(streams);
-    }
-
-    fn forget(&mut self) {
-        self.head = None;
-        self.streams.clear();
-    }
-}
-
-struct Writer {
-    pool: PgPool,
-    cache: HeadCache,
-}
-
-/// The log head joined with one (possibly missing) stream head.
-type HeadRow = (i64, Option<String>, Option<i64>, Option<Vec<u8>>);
-
-/// What one group write returns: each append's outcome, and whether anything was written.
-type GroupOutcome = (Vec<Result<AppendResult, StoreError>>, bool);
-
-impl Writer {
-    /// Writes a group of appends: the one-statement fast path when it can prove its cached view
-    /// current, the locked transaction otherwise.
-    async fn write_group(&mut self, batch: &[Job]) -> Result<GroupOutcome, sqlx::Error> {
-        match self.write_fast(batch).await {
-            Ok(Some(done)) => return Ok(done),
-            Ok(None) => {}
-            Err(error) => {
-                // A unique violation (a re-appended event id, a stream that exists after all) or
-                // anything else: the locked path decides properly, and reports real failures.
-                tracing::debug!(%error, "fast append path declined; using the locked path");
-                self.cache.forget();
-            }
-        }
-        self.write_locked(batch).await
-    }
-
-    /// The fast path: plan against cached stream heads and write everything in one statement
-    /// that first moves `log_head` from the cached head (taking the global lock and re-checking
-    /// the head under it) and writes nothing if the head had moved. `Ok(None)` means "use the
-    /// locked path": the head moved, or some append would fail or might be a re-append.
-    async fn write_fast(&mut self, batch: &[Job]) -> Result<Option<GroupOutcome>, sqlx::Error> {
-        // Streams whose head we must know before planning. A stream expected not to exist is
-        // assumed not to: if it does, the unique (stream_id, stream_version) index says so.
-        let mut unknown: Vec<String> = Vec::new();
-        for w in batch.iter().flat_map(|j| &j.writes) {
-            if w.expected != ExpectedVersion::NoStream
-                && !self.cache.streams.contains_key(&w.stream)
-            {
-                unknown.push(w.stream.as_str().to_owned());
-            }
-        }
-        if self.cache.head.is_none() || !unknown.is_empty() {
-            // One statement, one snapshot: the log head and those streams as of that head.
-            let rows: Vec<HeadRow> = sqlx::query_as(
-                "SELECT h.position, s.stream_id, s.version, s.hash
-                   FROM log_head h LEFT JOIN streams s ON s.stream_id = ANY($1)
-                  WHERE h.id = 1",
-            )
-            .bind(&unknown)
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(head) = rows.first().map(|r| Position(r.0 as u64)) else {
-                return Ok(None);
-            };
-            let mut known: HashMap<StreamId, StreamHead> = HashMap::new();
-            for id in &unknown {
-                if let Ok(stream) = StreamId::new(id.clone()) {
-                    known.insert(stream, StreamHead::default());
-                }
-            }
-            for (_, id, version, hash) in rows {
-                if let (Some(id), Some(version), Some(hash)) = (id, version, hash) {
-                    let (Ok(stream), Some(hash)) = (StreamId::new(id), Hash::from_slice(&hash))
-                    else {
-                        return Ok(None);
-                    };
-                    known.insert(
-                        stream,
-                        StreamHead {
-                            version: version as u64,
-                            hash,
-                        },
-                    );
-                }
-            }
-            self.cache.observe(head, known);
-        }
-        let Some(expected_head) = self.cache.head else {
-            return Ok(None);
-        };
-        let mut heads = HashMap::new();
-        for w in batch.iter().flat_map(|j| &j.writes) {
-            if let Some(h) = self.cache.streams.get(&w.stream) {
-                heads.insert(w.stream.clone(), *h);
-            }
-        }
-        let mut planner = Planner::new(expected_head, heads, HashMap::new(), Utc::now());
-        let mut rows = Columns::default();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for job in batch {
-            match planner.plan(&job.writes) {
-                Ok(Planned::Write { events, result }) => {
-                    events.into_iter().for_each(|e| rows.push(e));
-                    outcomes.push(Ok(result));
-                }
-                // A conflict against the cache may be a stale cache or a retried append: only
-                // the locked path (which reads the truth and the stored ids) may decide that.
-                Ok(Planned::AlreadyStored(_)) | Err(_) => return Ok(None),
-            }
-        }
-        let touched = touched_heads(&planner, &rows);
-        let applied = write_rows(
-            &self.pool,
-            &rows,
-            &touched,
-            Some(expected_head),
-            planner.head(),
-        )
-        .await?;
-        if !applied {
-            // Another process appended since our view: our cache is stale.
-            self.cache.forget();
-            return Ok(None);
-        }
-        self.cache.advance(planner.head(), touched);
-        Ok(Some((outcomes, true)))
-    }
 
     /// The locked path: one transaction that takes the global lock first, reads the heads of the
     /// streams involved and any stored events with the same ids, plans, writes and commits.
-    async fn write_locked(&mut self, batch: &[Job]) -> Result<GroupOutcome, sqlx::Error> {
+    async fn write_locked(
+        &mut self,
+        batch: &[Job],
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, sqlx::Error> {
+        self.cache.forget();
         let mut tx = self.pool.begin().await?;
         // The global write lock, held until commit. It must be taken in a statement of its own:
         // every later statement then reads with a snapshot taken after the lock was granted.
-        let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await?;
+        let (head, token): (i64, Uuid) =
+            sqlx::query_as("SELECT position, write_token FROM log_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        let state = (Position(head as u64), token);
 
         let mut stream_ids = HashSet::new();
         let mut event_ids = Vec::new();
@@ -558,7 +615,11 @@ impl Writer {
         }
         let stream_ids: Vec<String> = stream_ids.into_iter().collect();
         let heads: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT stream_id, version, hash FROM streams WHERE stream_id = ANY($1)",
+            "SELECT s.id, e.stream_version, e.hash
+               FROM unnest($1::text[]) AS s(id)
+              CROSS JOIN LATERAL (SELECT stream_version, hash FROM events
+                                   WHERE stream_id = s.id
+                                   ORDER BY stream_version DESC LIMIT 1) e",
         )
         .bind(&stream_ids)
         .fetch_all(&mut *tx)
@@ -597,8 +658,7 @@ impl Writer {
             existing_events.insert(event.event_id, event);
         }
 
-        let head = Position(head as u64);
-        let mut planner = Planner::new(head, stream_heads, existing_events, Utc::now());
+        let mut planner = Planner::new(state.0, stream_heads, existing_events, Utc::now());
         let mut rows = Columns::default();
         let outcomes: Vec<Result<AppendResult, StoreError>> = batch
             .iter()
@@ -613,98 +673,112 @@ impl Writer {
 
         if rows.position.is_empty() {
             tx.rollback().await?;
-            self.cache.observe(head, planner.stream_heads().clone());
-            return Ok((outcomes, false));
+            // Nothing was planned to change: every head read under the lock is current.
+            self.cache.observe(state, planner.stream_heads().clone());
+            return Ok(outcomes);
         }
-        let touched = touched_heads(&planner, &rows);
-        write_rows(&mut *tx, &rows, &touched, None, planner.head()).await?;
+        let statement = FastStatement {
+            rows,
+            from: state,
+            to: (planner.head(), Uuid::new_v4()),
+        };
+        statement.write(&mut *tx).await?;
         tx.commit().await?;
+        self.wake.send_replace(());
         // Every head the planner holds was read under the lock or written by us: all current.
-        self.cache.observe(head, std::iter::empty());
         self.cache
-            .advance(planner.head(), planner.stream_heads().clone());
-        Ok((outcomes, true))
+            .observe(statement.to, planner.stream_heads().clone());
+        Ok(outcomes)
     }
 }
 
+/// The log state joined with one (possibly missing) stream head.
+type HeadRow = (i64, Uuid, Option<String>, Option<i64>, Option<Vec<u8>>);
+
 /// Heads after the planned writes, of the streams that received events.
 fn touched_heads(planner: &Planner, rows: &Columns) -> Vec<(StreamId, StreamHead)> {
-    let mut seen = HashSet::new();
-    rows.stream_id
+    let touched: HashSet<&str> = rows.stream_id.iter().map(String::as_str).collect();
+    planner
+        .stream_heads()
         .iter()
-        .filter(|id| seen.insert(id.as_str()))
-        .filter_map(|id| {
-            planner
-                .stream_heads()
-                .iter()
-                .find(|(s, _)| s.as_str() == id.as_str())
-                .map(|(s, h)| (s.clone(), *h))
-        })
+        .filter(|(s, _)| touched.contains(s.as_str()))
+        .map(|(s, h)| (s.clone(), *h))
         .collect()
 }
 
-/// Inserts the events, upserts the stream heads, moves `log_head` and notifies, in one
-/// statement. With `expected_head`, the statement itself takes the global lock (by updating
-/// `log_head` only if it still holds `expected_head`) and writes nothing when it does not:
-/// the result says whether it wrote.
-async fn write_rows<'e, E>(
-    executor: E,
-    rows: &Columns,
-    heads: &[(StreamId, StreamHead)],
-    expected_head: Option<Position>,
-    new_head: Position,
-) -> Result<bool, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
-{
-    let st_ids: Vec<&str> = heads.iter().map(|(s, _)| s.as_str()).collect();
-    let st_versions: Vec<i64> = heads.iter().map(|(_, h)| h.version as i64).collect();
-    let st_hashes: Vec<&[u8]> = heads.iter().map(|(_, h)| &h.hash.0[..]).collect();
-    let applied: Option<i32> = sqlx::query_scalar(
-        "WITH new_log_head AS (
-            UPDATE log_head SET position = $18
-             WHERE id = 1 AND ($19::bigint IS NULL OR position = $19)
-            RETURNING position
-         ), new_events AS (
-            INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
-                                schema_version, data, correlation_id, causation_id, actor, reason,
-                                recorded_at, effective_at, hash)
-            SELECT p, i, s, v, t, sv, d::json, c, ca, a, r, ra, ea, h
-              FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
-                          $6::int4[], $7::text[], $8::uuid[], $9::uuid[], $10::text[],
-                          $11::text[], $12::timestamptz[], $13::timestamptz[], $14::bytea[])
-                   AS u(p, i, s, v, t, sv, d, c, ca, a, r, ra, ea, h)
-             WHERE EXISTS (SELECT 1 FROM new_log_head)
-         ), new_heads AS (
-            INSERT INTO streams (stream_id, version, hash)
-            SELECT * FROM UNNEST($15::text[], $16::bigint[], $17::bytea[])
-             WHERE EXISTS (SELECT 1 FROM new_log_head)
-            ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash
-         )
-         SELECT 1 FROM new_log_head, pg_notify('tessera_events', '')",
-    )
-    .bind(&rows.position)
-    .bind(&rows.event_id)
-    .bind(&rows.stream_id)
-    .bind(&rows.stream_version)
-    .bind(&rows.event_type)
-    .bind(&rows.schema_version)
-    .bind(&rows.data)
-    .bind(&rows.correlation_id)
-    .bind(&rows.causation_id)
-    .bind(&rows.actor)
-    .bind(&rows.reason)
-    .bind(&rows.recorded_at)
-    .bind(&rows.effective_at)
-    .bind(&rows.hash)
-    .bind(st_ids)
-    .bind(st_versions)
-    .bind(st_hashes)
-    .bind(new_head.0 as i64)
-    .bind(expected_head.map(|h| h.0 as i64))
-    .fetch_optional(executor)
-    .await?;
-    Ok(applied.is_some())
+impl FastStatement {
+    /// Runs on its own (autocommit): the statement takes the global lock itself and writes only
+    /// if the log is still in state `from`. Returns whether it wrote.
+    async fn execute(self, pool: &PgPool) -> Result<bool, sqlx::Error> {
+        self.write_guarded(pool, true).await
+    }
+
+    /// Runs inside the locked transaction, which already holds the lock and knows the state.
+    async fn write<'e, E>(&self, executor: E) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        self.write_guarded(executor, false).await.map(|_| ())
+    }
+
+    /// Inserts the events, moves `log_head` to state `to` and notifies, in one statement. The
+    /// `UPDATE` of `log_head` comes first: it takes (or re-takes) the global lock, re-checks the
+    /// state under it, and everything else is written only if it matched.
+    async fn write_guarded<'e, E>(&self, executor: E, guard: bool) -> Result<bool, sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        let rows = &self.rows;
+        let applied: Option<i32> = sqlx::query_scalar(
+            "WITH log_state AS (
+                -- The row always qualifies, so the statement waits for the lock and then judges
+                -- the newest row version (under READ COMMITTED a condition in WHERE would first
+                -- be judged on the snapshot taken before the wait).
+                UPDATE log_head
+                   SET position = CASE WHEN NOT $17 OR (position = $18 AND write_token = $19)
+                                       THEN $15 ELSE position END,
+                       write_token = CASE WHEN NOT $17 OR (position = $18 AND write_token = $19)
+                                          THEN $16 ELSE write_token END
+                 WHERE id = 1
+                RETURNING write_token = $16 AS applied
+             ), new_log_head AS (
+                SELECT 1 FROM log_state WHERE applied
+             ), new_events AS (
+                INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
+                                    schema_version, data, correlation_id, causation_id, actor,
+                                    reason, recorded_at, effective_at, hash)
+                SELECT p, i, s, v, t, sv, d::json, c, ca, a, r, ra, ea, h
+                  FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
+                              $6::int4[], $7::text[], $8::uuid[], $9::uuid[], $10::text[],
+                              $11::text[], $12::timestamptz[], $13::timestamptz[], $14::bytea[])
+                       AS u(p, i, s, v, t, sv, d, c, ca, a, r, ra, ea, h)
+                 WHERE EXISTS (SELECT 1 FROM new_log_head)
+             )
+             SELECT 1 FROM new_log_head, pg_notify('tessera_events', '')",
+        )
+        .bind(&rows.position)
+        .bind(&rows.event_id)
+        .bind(&rows.stream_id)
+        .bind(&rows.stream_version)
+        .bind(&rows.event_type)
+        .bind(&rows.schema_version)
+        .bind(&rows.data)
+        .bind(&rows.correlation_id)
+        .bind(&rows.causation_id)
+        .bind(&rows.actor)
+        .bind(&rows.reason)
+        .bind(&rows.recorded_at)
+        .bind(&rows.effective_at)
+        .bind(&rows.hash)
+        .bind(self.to.0.0 as i64)
+        .bind(self.to.1)
+        .bind(guard)
+        .bind(self.from.0.0 as i64)
+        .bind(self.from.1)
+        .fetch_optional(executor)
+        .await?;
+        Ok(applied.is_some())
+    }
 }
 
 /// Column-wise buffers for one `UNNEST` insert.
