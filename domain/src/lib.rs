@@ -1,5 +1,13 @@
-//! Pure domain model of Tessera: aggregates (users, listings, slots, bookings, payments,
-//! loyalty, reviews), their commands and events, and `decide`/`evolve` functions.
+//! Pure domain model of Tessera: aggregates, their commands and events, and `decide`/`evolve`.
 //!
 //! Architecture invariant: no IO, no async, no clock and no randomness here; time and ids
-//! arrive on the commands. (The aggregates land with the domain issue.)
+//! arrive on the commands, so replaying history is deterministic.
+
+pub mod aggregate;
+pub mod booking;
+pub mod listing;
+pub mod policy;
+pub mod slot;
+pub mod values;
+
+pub use aggregate::Aggregate;

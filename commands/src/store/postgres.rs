@@ -413,15 +413,15 @@ impl HeadCache {
 /// What the fast path can do with a group.
 enum FastPlan {
     /// Planned against the cache: send this statement.
-    Ready(Box<FastStatement>, Vec<AppendResult>),
+    Ready(Box<GroupWrite>, Vec<AppendResult>),
     /// Heads of these streams (or of the log) must be read first.
     NeedsHeads(Vec<String>),
     /// Only the locked transaction can decide (a conflict, a possible retry, …).
     Locked,
 }
 
-/// One group's rows and the log states it goes from and to.
-struct FastStatement {
+/// One group's rows and the log states it takes the log from and to (both paths write with it).
+struct GroupWrite {
     rows: Columns,
     from: LogState,
     to: LogState,
@@ -512,7 +512,7 @@ impl Writer {
         }
         let to = (planner.head(), Uuid::new_v4());
         self.cache.advance(to, touched_heads(&planner, &rows));
-        FastPlan::Ready(Box::new(FastStatement { rows, from, to }), outcomes)
+        FastPlan::Ready(Box::new(GroupWrite { rows, from, to }), outcomes)
     }
 
     /// Reads the log state and the heads of `streams`, in one snapshot, into the cache.
@@ -677,7 +677,7 @@ impl Writer {
             self.cache.observe(state, planner.stream_heads().clone());
             return Ok(outcomes);
         }
-        let statement = FastStatement {
+        let statement = GroupWrite {
             rows,
             from: state,
             to: (planner.head(), Uuid::new_v4()),
@@ -706,7 +706,7 @@ fn touched_heads(planner: &Planner, rows: &Columns) -> Vec<(StreamId, StreamHead
         .collect()
 }
 
-impl FastStatement {
+impl GroupWrite {
     /// Runs on its own (autocommit): the statement takes the global lock itself and writes only
     /// if the log is still in state `from`. Returns whether it wrote.
     async fn execute(self, pool: &PgPool) -> Result<bool, sqlx::Error> {

@@ -1,0 +1,519 @@
+//! Bookings: the state machine at the heart of the platform.
+//!
+//! ```text
+//!   Place ──▶ Held ──StartPayment──▶ PaymentPending ──ConfirmPayment──▶ Confirmed ──Complete──▶ Completed
+//!              ▲ │  ◀──FailPayment──       │                               │
+//!   Reinstate  │ │ Expire                  │ Expire                        │ Cancel (paid)
+//!              │ ▼                         ▼                               ▼
+//!            Expired ◀─────────────────────┘                           Cancelled ──RecordRefund──▶ Refunded
+//!   Held / PaymentPending ──Cancel (unpaid)──▶ Cancelled
+//! ```
+//! Every other transition is a typed [`BookingError::InvalidTransition`]. The cancellation policy
+//! is snapshotted when the booking is placed.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::Aggregate;
+use crate::policy::CancellationPolicy;
+use crate::values::{BookingId, ListingId, Money, PaymentId, Seats, SlotId, UserId, ValueError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingStatus {
+    Held,
+    PaymentPending,
+    Confirmed,
+    Completed,
+    Expired,
+    Cancelled,
+    Refunded,
+}
+
+/// Who cancels, which decides the refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", content = "user_id", rename_all = "snake_case")]
+pub enum Canceller {
+    /// The customer: the snapshotted policy applies.
+    Customer(UserId),
+    /// The provider: always a full refund.
+    Provider(UserId),
+    /// An admin: the policy applies unless the fee is waived.
+    Admin(UserId),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Booking {
+    pub id: BookingId,
+    pub customer_id: UserId,
+    pub listing_id: ListingId,
+    pub slot_id: SlotId,
+    pub seats: u32,
+    pub total: Money,
+    pub policy: CancellationPolicy,
+    pub slot_starts_at: DateTime<Utc>,
+    pub slot_ends_at: DateTime<Utc>,
+    pub hold_expires_at: DateTime<Utc>,
+    pub status: BookingStatus,
+    pub payment_id: Option<PaymentId>,
+    pub paid: Money,
+    pub refund_due: Money,
+    pub refunded: Money,
+}
+
+impl Booking {
+    /// Hours from `now` to the start of the slot (negative once it started), rounded down.
+    pub fn hours_before_start(&self, now: DateTime<Utc>) -> i64 {
+        (self.slot_starts_at - now).num_hours()
+    }
+
+    /// What a cancellation by `by` at `now` would refund, without cancelling.
+    pub fn cancellation_quote(
+        &self,
+        by: Canceller,
+        now: DateTime<Utc>,
+        waive_fee: bool,
+    ) -> Result<Money, BookingError> {
+        match self.status {
+            BookingStatus::Held | BookingStatus::PaymentPending => {
+                Ok(Money::zero(self.total.currency))
+            }
+            BookingStatus::Confirmed => Ok(match by {
+                Canceller::Provider(_) => self.paid,
+                Canceller::Admin(_) if waive_fee => self.paid,
+                Canceller::Customer(_) | Canceller::Admin(_) => self
+                    .policy
+                    .refund_for(self.paid, self.hours_before_start(now)),
+            }),
+            from => Err(BookingError::InvalidTransition {
+                from,
+                action: "cancel",
+            }),
+        }
+    }
+}
+
+/// One value per aggregate instance, so the size gap between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum BookingState {
+    #[default]
+    New,
+    Placed(Booking),
+}
+
+impl BookingState {
+    pub fn booking(&self) -> Option<&Booking> {
+        match self {
+            Self::New => None,
+            Self::Placed(b) => Some(b),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum BookingCommand {
+    Place {
+        id: BookingId,
+        customer_id: UserId,
+        listing_id: ListingId,
+        slot_id: SlotId,
+        seats: Seats,
+        price_per_seat: Money,
+        policy: CancellationPolicy,
+        slot_starts_at: DateTime<Utc>,
+        slot_ends_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        hold_ttl: TimeDelta,
+    },
+    StartPayment {
+        payment_id: PaymentId,
+        now: DateTime<Utc>,
+    },
+    FailPayment {
+        payment_id: PaymentId,
+    },
+    ConfirmPayment {
+        payment_id: PaymentId,
+        amount: Money,
+    },
+    Expire {
+        now: DateTime<Utc>,
+    },
+    Cancel {
+        by: Canceller,
+        now: DateTime<Utc>,
+        reason: Option<String>,
+        waive_fee: bool,
+    },
+    Complete {
+        now: DateTime<Utc>,
+    },
+    /// A refund of `amount` succeeded at the payment provider.
+    RecordRefund {
+        amount: Money,
+    },
+    /// An admin brings an expired booking back to `Held` (the slot decides about capacity).
+    Reinstate {
+        now: DateTime<Utc>,
+        hold_ttl: TimeDelta,
+        allow_overbook: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum BookingEvent {
+    BookingPlaced {
+        booking_id: BookingId,
+        customer_id: UserId,
+        listing_id: ListingId,
+        slot_id: SlotId,
+        seats: u32,
+        total: Money,
+        policy: CancellationPolicy,
+        slot_starts_at: DateTime<Utc>,
+        slot_ends_at: DateTime<Utc>,
+        hold_expires_at: DateTime<Utc>,
+    },
+    BookingPaymentStarted {
+        booking_id: BookingId,
+        payment_id: PaymentId,
+    },
+    BookingPaymentFailed {
+        booking_id: BookingId,
+        payment_id: PaymentId,
+    },
+    BookingConfirmed {
+        booking_id: BookingId,
+        payment_id: PaymentId,
+        amount_paid: Money,
+    },
+    BookingExpired {
+        booking_id: BookingId,
+    },
+    BookingCancelled {
+        booking_id: BookingId,
+        by: Canceller,
+        reason: Option<String>,
+        hours_before_start: i64,
+        refund_due: Money,
+    },
+    BookingCompleted {
+        booking_id: BookingId,
+    },
+    BookingRefunded {
+        booking_id: BookingId,
+        amount: Money,
+        total_refunded: Money,
+    },
+    BookingReinstated {
+        booking_id: BookingId,
+        hold_expires_at: DateTime<Utc>,
+        allow_overbook: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookingError {
+    #[error("the booking already exists")]
+    AlreadyPlaced,
+    #[error("the booking does not exist")]
+    NotPlaced,
+    #[error("a {from:?} booking cannot {action}")]
+    InvalidTransition {
+        from: BookingStatus,
+        action: &'static str,
+    },
+    #[error("the hold expired at {0}")]
+    HoldExpired(DateTime<Utc>),
+    #[error("the hold only expires at {0}")]
+    HoldNotExpired(DateTime<Utc>),
+    #[error("the slot only ends at {0}")]
+    SlotNotEnded(DateTime<Utc>),
+    #[error("the slot has already started")]
+    SlotStarted,
+    #[error("the hold time must be positive")]
+    InvalidHoldTtl,
+    #[error("payment {got} is not this booking's payment")]
+    WrongPayment { got: PaymentId },
+    #[error("paid {got}, expected {expected}")]
+    AmountMismatch { expected: Money, got: Money },
+    #[error(
+        "refunding {requested} would exceed what was paid ({paid}, {refunded} already refunded)"
+    )]
+    RefundExceedsPaid {
+        paid: Money,
+        refunded: Money,
+        requested: Money,
+    },
+    #[error("refund amount must be positive")]
+    EmptyRefund,
+    #[error(transparent)]
+    Value(#[from] ValueError),
+}
+
+fn invalid(from: BookingStatus, action: &'static str) -> BookingError {
+    BookingError::InvalidTransition { from, action }
+}
+
+/// The booking aggregate.
+#[derive(Debug)]
+pub struct BookingAggregate;
+
+impl Aggregate for BookingAggregate {
+    type State = BookingState;
+    type Command = BookingCommand;
+    type Event = BookingEvent;
+    type Error = BookingError;
+    const CATEGORY: &'static str = "booking";
+
+    fn decide(
+        state: &BookingState,
+        command: &BookingCommand,
+    ) -> Result<Vec<BookingEvent>, BookingError> {
+        use BookingStatus as S;
+        let b = match (state, command) {
+            (
+                BookingState::New,
+                BookingCommand::Place {
+                    id,
+                    customer_id,
+                    listing_id,
+                    slot_id,
+                    seats,
+                    price_per_seat,
+                    policy,
+                    slot_starts_at,
+                    slot_ends_at,
+                    now,
+                    hold_ttl,
+                },
+            ) => {
+                if now >= slot_starts_at {
+                    return Err(BookingError::SlotStarted);
+                }
+                if *hold_ttl <= TimeDelta::zero() {
+                    return Err(BookingError::InvalidHoldTtl);
+                }
+                // The hold never outlives the start of the slot.
+                let hold_expires_at = (*now + *hold_ttl).min(*slot_starts_at);
+                return Ok(vec![BookingEvent::BookingPlaced {
+                    booking_id: *id,
+                    customer_id: *customer_id,
+                    listing_id: *listing_id,
+                    slot_id: *slot_id,
+                    seats: seats.get(),
+                    total: price_per_seat.times(seats.get())?,
+                    policy: policy.clone(),
+                    slot_starts_at: *slot_starts_at,
+                    slot_ends_at: *slot_ends_at,
+                    hold_expires_at,
+                }]);
+            }
+            (BookingState::Placed(_), BookingCommand::Place { .. }) => {
+                return Err(BookingError::AlreadyPlaced);
+            }
+            (BookingState::New, _) => return Err(BookingError::NotPlaced),
+            (BookingState::Placed(b), _) => b,
+        };
+        let booking_id = b.id;
+        let event = match command {
+            BookingCommand::Place { .. } => return Err(BookingError::AlreadyPlaced),
+            BookingCommand::StartPayment { payment_id, now } => {
+                if b.status != S::Held {
+                    return Err(invalid(b.status, "start a payment"));
+                }
+                if *now >= b.hold_expires_at {
+                    return Err(BookingError::HoldExpired(b.hold_expires_at));
+                }
+                BookingEvent::BookingPaymentStarted {
+                    booking_id,
+                    payment_id: *payment_id,
+                }
+            }
+            BookingCommand::FailPayment { payment_id } => {
+                if b.status != S::PaymentPending {
+                    return Err(invalid(b.status, "fail a payment"));
+                }
+                if b.payment_id != Some(*payment_id) {
+                    return Err(BookingError::WrongPayment { got: *payment_id });
+                }
+                BookingEvent::BookingPaymentFailed {
+                    booking_id,
+                    payment_id: *payment_id,
+                }
+            }
+            BookingCommand::ConfirmPayment { payment_id, amount } => {
+                if b.status != S::PaymentPending {
+                    return Err(invalid(b.status, "confirm a payment"));
+                }
+                if b.payment_id != Some(*payment_id) {
+                    return Err(BookingError::WrongPayment { got: *payment_id });
+                }
+                if *amount != b.total {
+                    return Err(BookingError::AmountMismatch {
+                        expected: b.total,
+                        got: *amount,
+                    });
+                }
+                BookingEvent::BookingConfirmed {
+                    booking_id,
+                    payment_id: *payment_id,
+                    amount_paid: *amount,
+                }
+            }
+            BookingCommand::Expire { now } => {
+                if !matches!(b.status, S::Held | S::PaymentPending) {
+                    return Err(invalid(b.status, "expire"));
+                }
+                if *now < b.hold_expires_at {
+                    return Err(BookingError::HoldNotExpired(b.hold_expires_at));
+                }
+                BookingEvent::BookingExpired { booking_id }
+            }
+            BookingCommand::Cancel {
+                by,
+                now,
+                reason,
+                waive_fee,
+            } => {
+                let refund_due = b.cancellation_quote(*by, *now, *waive_fee)?;
+                BookingEvent::BookingCancelled {
+                    booking_id,
+                    by: *by,
+                    reason: reason.clone(),
+                    hours_before_start: b.hours_before_start(*now),
+                    refund_due,
+                }
+            }
+            BookingCommand::Complete { now } => {
+                if b.status != S::Confirmed {
+                    return Err(invalid(b.status, "complete"));
+                }
+                if *now < b.slot_ends_at {
+                    return Err(BookingError::SlotNotEnded(b.slot_ends_at));
+                }
+                BookingEvent::BookingCompleted { booking_id }
+            }
+            BookingCommand::RecordRefund { amount } => {
+                if !matches!(
+                    b.status,
+                    S::Confirmed | S::Completed | S::Cancelled | S::Refunded
+                ) || b.paid.minor == 0
+                {
+                    return Err(invalid(b.status, "be refunded"));
+                }
+                if amount.minor == 0 {
+                    return Err(BookingError::EmptyRefund);
+                }
+                let total_refunded = b.refunded.checked_add(*amount)?;
+                if total_refunded.minor > b.paid.minor {
+                    return Err(BookingError::RefundExceedsPaid {
+                        paid: b.paid,
+                        refunded: b.refunded,
+                        requested: *amount,
+                    });
+                }
+                BookingEvent::BookingRefunded {
+                    booking_id,
+                    amount: *amount,
+                    total_refunded,
+                }
+            }
+            BookingCommand::Reinstate {
+                now,
+                hold_ttl,
+                allow_overbook,
+            } => {
+                if b.status != S::Expired {
+                    return Err(invalid(b.status, "be reinstated"));
+                }
+                if *now >= b.slot_starts_at {
+                    return Err(BookingError::SlotStarted);
+                }
+                if *hold_ttl <= TimeDelta::zero() {
+                    return Err(BookingError::InvalidHoldTtl);
+                }
+                BookingEvent::BookingReinstated {
+                    booking_id,
+                    hold_expires_at: (*now + *hold_ttl).min(b.slot_starts_at),
+                    allow_overbook: *allow_overbook,
+                }
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn evolve(state: BookingState, event: &BookingEvent) -> BookingState {
+        use BookingStatus as S;
+        match (state, event) {
+            (
+                BookingState::New,
+                BookingEvent::BookingPlaced {
+                    booking_id,
+                    customer_id,
+                    listing_id,
+                    slot_id,
+                    seats,
+                    total,
+                    policy,
+                    slot_starts_at,
+                    slot_ends_at,
+                    hold_expires_at,
+                },
+            ) => BookingState::Placed(Booking {
+                id: *booking_id,
+                customer_id: *customer_id,
+                listing_id: *listing_id,
+                slot_id: *slot_id,
+                seats: *seats,
+                total: *total,
+                policy: policy.clone(),
+                slot_starts_at: *slot_starts_at,
+                slot_ends_at: *slot_ends_at,
+                hold_expires_at: *hold_expires_at,
+                status: S::Held,
+                payment_id: None,
+                paid: Money::zero(total.currency),
+                refund_due: Money::zero(total.currency),
+                refunded: Money::zero(total.currency),
+            }),
+            (BookingState::Placed(mut b), e) => {
+                match e {
+                    BookingEvent::BookingPlaced { .. } => {}
+                    BookingEvent::BookingPaymentStarted { payment_id, .. } => {
+                        b.status = S::PaymentPending;
+                        b.payment_id = Some(*payment_id);
+                    }
+                    BookingEvent::BookingPaymentFailed { .. } => b.status = S::Held,
+                    BookingEvent::BookingConfirmed { amount_paid, .. } => {
+                        b.status = S::Confirmed;
+                        b.paid = *amount_paid;
+                    }
+                    BookingEvent::BookingExpired { .. } => b.status = S::Expired,
+                    BookingEvent::BookingCancelled { refund_due, .. } => {
+                        b.status = S::Cancelled;
+                        b.refund_due = *refund_due;
+                    }
+                    BookingEvent::BookingCompleted { .. } => b.status = S::Completed,
+                    BookingEvent::BookingRefunded { total_refunded, .. } => {
+                        b.refunded = *total_refunded;
+                        if b.status == S::Cancelled && b.refunded.minor >= b.refund_due.minor {
+                            b.status = S::Refunded;
+                        }
+                    }
+                    BookingEvent::BookingReinstated {
+                        hold_expires_at, ..
+                    } => {
+                        b.status = S::Held;
+                        b.hold_expires_at = *hold_expires_at;
+                        b.payment_id = None;
+                    }
+                }
+                BookingState::Placed(b)
+            }
+            (state, _) => state,
+        }
+    }
+}

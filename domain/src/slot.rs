@@ -1,0 +1,344 @@
+//! Slots: a dated occurrence of a listing with a capacity. The slot is where "no overbooking"
+//! is decided: every seat held or confirmed is an event on the slot's stream, so two bookings
+//! racing for the last seat race on one expected version and exactly one wins.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::Aggregate;
+use crate::values::{BookingId, ListingId, Money, Seats, SlotId, UserId};
+
+/// Seats one booking has on this slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub seats: u32,
+    pub confirmed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    pub id: SlotId,
+    pub listing_id: ListingId,
+    pub provider_id: UserId,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub capacity: u32,
+    pub price_per_seat: Money,
+    pub holds: BTreeMap<BookingId, Hold>,
+    pub cancelled: bool,
+}
+
+impl Slot {
+    /// Seats held or confirmed.
+    pub fn taken(&self) -> u32 {
+        self.holds.values().map(|h| h.seats).sum()
+    }
+
+    pub fn held(&self) -> u32 {
+        self.holds
+            .values()
+            .filter(|h| !h.confirmed)
+            .map(|h| h.seats)
+            .sum()
+    }
+
+    pub fn confirmed(&self) -> u32 {
+        self.holds
+            .values()
+            .filter(|h| h.confirmed)
+            .map(|h| h.seats)
+            .sum()
+    }
+
+    pub fn remaining(&self) -> u32 {
+        self.capacity.saturating_sub(self.taken())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum SlotState {
+    #[default]
+    New,
+    Scheduled(Slot),
+}
+
+#[derive(Debug, Clone)]
+pub enum SlotCommand {
+    Schedule {
+        id: SlotId,
+        listing_id: ListingId,
+        provider_id: UserId,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        capacity: u32,
+        price_per_seat: Money,
+    },
+    ChangeCapacity {
+        capacity: u32,
+    },
+    /// Hold seats for a booking (part of placing it). Refused once the slot has started.
+    HoldSeats {
+        booking_id: BookingId,
+        seats: Seats,
+        now: DateTime<Utc>,
+        /// An admin's explicit, recorded decision to exceed capacity (reinstatements).
+        allow_overbook: bool,
+    },
+    ConfirmSeats {
+        booking_id: BookingId,
+    },
+    /// Give a booking's seats back (expiry, cancellation). Exactly once per hold.
+    ReleaseSeats {
+        booking_id: BookingId,
+    },
+    /// The provider cancels the slot; every booking on it is to be cancelled and refunded.
+    Cancel {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum SlotEvent {
+    SlotScheduled {
+        slot_id: SlotId,
+        listing_id: ListingId,
+        provider_id: UserId,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        capacity: u32,
+        price_per_seat: Money,
+    },
+    SlotCapacityChanged {
+        slot_id: SlotId,
+        capacity: u32,
+    },
+    SeatsHeld {
+        slot_id: SlotId,
+        booking_id: BookingId,
+        seats: u32,
+        #[serde(default)]
+        overbooked: bool,
+    },
+    SeatsConfirmed {
+        slot_id: SlotId,
+        booking_id: BookingId,
+        seats: u32,
+    },
+    SeatsReleased {
+        slot_id: SlotId,
+        booking_id: BookingId,
+        seats: u32,
+    },
+    SlotCancelled {
+        slot_id: SlotId,
+        reason: String,
+        /// Bookings holding seats when the slot was cancelled.
+        affected_bookings: Vec<BookingId>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    #[error("the slot is already scheduled")]
+    AlreadyScheduled,
+    #[error("the slot does not exist")]
+    NotScheduled,
+    #[error("the slot is cancelled")]
+    Cancelled,
+    #[error("the slot has already started")]
+    Started,
+    #[error("a slot must end after it starts")]
+    InvalidTimes,
+    #[error("capacity must be between 1 and 10,000")]
+    InvalidCapacity,
+    #[error("capacity cannot drop below the {taken} seats already taken")]
+    CapacityBelowTaken { taken: u32 },
+    #[error("sold out: {requested} seats requested, {remaining} remaining")]
+    SoldOut { requested: u32, remaining: u32 },
+    #[error("booking {0} already holds seats on this slot")]
+    AlreadyHolding(BookingId),
+    #[error("booking {0} holds no seats on this slot")]
+    NotHolding(BookingId),
+    #[error("the seats of booking {0} are already confirmed")]
+    AlreadyConfirmed(BookingId),
+}
+
+const MAX_CAPACITY: u32 = 10_000;
+
+/// The slot aggregate.
+#[derive(Debug)]
+pub struct SlotAggregate;
+
+impl Aggregate for SlotAggregate {
+    type State = SlotState;
+    type Command = SlotCommand;
+    type Event = SlotEvent;
+    type Error = SlotError;
+    const CATEGORY: &'static str = "slot";
+
+    fn decide(state: &SlotState, command: &SlotCommand) -> Result<Vec<SlotEvent>, SlotError> {
+        let slot = match (state, command) {
+            (
+                SlotState::New,
+                SlotCommand::Schedule {
+                    id,
+                    listing_id,
+                    provider_id,
+                    starts_at,
+                    ends_at,
+                    capacity,
+                    price_per_seat,
+                },
+            ) => {
+                if ends_at <= starts_at {
+                    return Err(SlotError::InvalidTimes);
+                }
+                if !(1..=MAX_CAPACITY).contains(capacity) {
+                    return Err(SlotError::InvalidCapacity);
+                }
+                return Ok(vec![SlotEvent::SlotScheduled {
+                    slot_id: *id,
+                    listing_id: *listing_id,
+                    provider_id: *provider_id,
+                    starts_at: *starts_at,
+                    ends_at: *ends_at,
+                    capacity: *capacity,
+                    price_per_seat: *price_per_seat,
+                }]);
+            }
+            (SlotState::Scheduled(_), SlotCommand::Schedule { .. }) => {
+                return Err(SlotError::AlreadyScheduled);
+            }
+            (SlotState::New, _) => return Err(SlotError::NotScheduled),
+            (SlotState::Scheduled(s), _) => s,
+        };
+        let slot_id = slot.id;
+        // Releasing seats stays possible on a cancelled slot (its bookings are being unwound).
+        if slot.cancelled && !matches!(command, SlotCommand::ReleaseSeats { .. }) {
+            return Err(SlotError::Cancelled);
+        }
+        Ok(vec![match command {
+            SlotCommand::Schedule { .. } => return Err(SlotError::AlreadyScheduled),
+            SlotCommand::ChangeCapacity { capacity } => {
+                if !(1..=MAX_CAPACITY).contains(capacity) {
+                    return Err(SlotError::InvalidCapacity);
+                }
+                if *capacity < slot.taken() {
+                    return Err(SlotError::CapacityBelowTaken {
+                        taken: slot.taken(),
+                    });
+                }
+                SlotEvent::SlotCapacityChanged {
+                    slot_id,
+                    capacity: *capacity,
+                }
+            }
+            SlotCommand::HoldSeats {
+                booking_id,
+                seats,
+                now,
+                allow_overbook,
+            } => {
+                if *now >= slot.starts_at {
+                    return Err(SlotError::Started);
+                }
+                if slot.holds.contains_key(booking_id) {
+                    return Err(SlotError::AlreadyHolding(*booking_id));
+                }
+                let overbooked = seats.get() > slot.remaining();
+                if overbooked && !allow_overbook {
+                    return Err(SlotError::SoldOut {
+                        requested: seats.get(),
+                        remaining: slot.remaining(),
+                    });
+                }
+                SlotEvent::SeatsHeld {
+                    slot_id,
+                    booking_id: *booking_id,
+                    seats: seats.get(),
+                    overbooked,
+                }
+            }
+            SlotCommand::ConfirmSeats { booking_id } => match slot.holds.get(booking_id) {
+                None => return Err(SlotError::NotHolding(*booking_id)),
+                Some(h) if h.confirmed => return Err(SlotError::AlreadyConfirmed(*booking_id)),
+                Some(h) => SlotEvent::SeatsConfirmed {
+                    slot_id,
+                    booking_id: *booking_id,
+                    seats: h.seats,
+                },
+            },
+            SlotCommand::ReleaseSeats { booking_id } => match slot.holds.get(booking_id) {
+                None => return Err(SlotError::NotHolding(*booking_id)),
+                Some(h) => SlotEvent::SeatsReleased {
+                    slot_id,
+                    booking_id: *booking_id,
+                    seats: h.seats,
+                },
+            },
+            SlotCommand::Cancel { reason } => SlotEvent::SlotCancelled {
+                slot_id,
+                reason: reason.clone(),
+                affected_bookings: slot.holds.keys().copied().collect(),
+            },
+        }])
+    }
+
+    fn evolve(state: SlotState, event: &SlotEvent) -> SlotState {
+        match (state, event) {
+            (
+                SlotState::New,
+                SlotEvent::SlotScheduled {
+                    slot_id,
+                    listing_id,
+                    provider_id,
+                    starts_at,
+                    ends_at,
+                    capacity,
+                    price_per_seat,
+                },
+            ) => SlotState::Scheduled(Slot {
+                id: *slot_id,
+                listing_id: *listing_id,
+                provider_id: *provider_id,
+                starts_at: *starts_at,
+                ends_at: *ends_at,
+                capacity: *capacity,
+                price_per_seat: *price_per_seat,
+                holds: BTreeMap::new(),
+                cancelled: false,
+            }),
+            (SlotState::Scheduled(mut s), e) => {
+                match e {
+                    SlotEvent::SlotScheduled { .. } => {}
+                    SlotEvent::SlotCapacityChanged { capacity, .. } => s.capacity = *capacity,
+                    SlotEvent::SeatsHeld {
+                        booking_id, seats, ..
+                    } => {
+                        s.holds.insert(
+                            *booking_id,
+                            Hold {
+                                seats: *seats,
+                                confirmed: false,
+                            },
+                        );
+                    }
+                    SlotEvent::SeatsConfirmed { booking_id, .. } => {
+                        if let Some(h) = s.holds.get_mut(booking_id) {
+                            h.confirmed = true;
+                        }
+                    }
+                    SlotEvent::SeatsReleased { booking_id, .. } => {
+                        s.holds.remove(booking_id);
+                    }
+                    SlotEvent::SlotCancelled { .. } => s.cancelled = true,
+                }
+                SlotState::Scheduled(s)
+            }
+            (state, _) => state,
+        }
+    }
+}
