@@ -1,9 +1,14 @@
 //! Write side of Tessera: the event store port with its adapters (PostgreSQL, in-memory,
-//! KurrentDB), the embedded PostgreSQL cluster, and (later) the command handlers.
+//! KurrentDB), the embedded PostgreSQL cluster, the event codec and the command handlers.
 //!
 //! Architecture invariant: this crate depends on `tessera-domain` and never on the read side
 //! (`tessera-projections`) or the HTTP layer (`tessera-api`).
 
+pub mod booking;
+pub mod codec;
+pub mod error;
+pub mod handler;
+pub mod idempotency;
 pub mod pg;
 pub mod store;
 

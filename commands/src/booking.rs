@@ -1,0 +1,253 @@
+//! Booking commands that span aggregates. Placing a booking and holding its seats is **one
+//! atomic decision**: the booking's first event and the slot's `SeatsHeld` are appended together,
+//! guarded by the slot's expected version, so concurrent bookings race on the slot and the
+//! loser re-decides against the new seat count. Releasing seats (expiry, cancellation) is
+//! appended together with the booking's own event, so it happens exactly once.
+
+use chrono::TimeDelta;
+use tessera_domain::Aggregate;
+use tessera_domain::booking::{BookingAggregate, BookingCommand, BookingStatus, Canceller};
+use tessera_domain::listing::{ListingAggregate, ListingError, ListingState};
+use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotState};
+use tessera_domain::values::{BookingId, Money, Seats, SlotId, UserId};
+
+use crate::error::CommandError;
+use crate::handler::{CommandContext, Executed, MAX_ATTEMPTS, load, stream_of, write_for};
+use crate::store::{EventStore, RecordedEvent, StreamWrite};
+
+/// Rules of the booking process that are configuration, not code.
+#[derive(Debug, Clone, Copy)]
+pub struct BookingConfig {
+    /// How long seats stay held while the customer pays.
+    pub hold_ttl: TimeDelta,
+}
+
+impl Default for BookingConfig {
+    fn default() -> Self {
+        Self {
+            hold_ttl: TimeDelta::minutes(15),
+        }
+    }
+}
+
+/// A customer's request to hold seats.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaceBooking {
+    pub booking_id: BookingId,
+    pub customer_id: UserId,
+    pub slot_id: SlotId,
+    pub seats: Seats,
+}
+
+/// Places a booking and holds its seats on the slot, atomically.
+pub async fn place_booking(
+    store: &dyn EventStore,
+    config: &BookingConfig,
+    request: &PlaceBooking,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    let booking_stream = stream_of::<BookingAggregate>(request.booking_id);
+    let slot_stream = stream_of::<SlotAggregate>(request.slot_id);
+    for _ in 0..MAX_ATTEMPTS {
+        let booking =
+            load::<BookingAggregate>(store, booking_stream.clone(), ctx.command_id).await?;
+        let slot = load::<SlotAggregate>(store, slot_stream.clone(), ctx.command_id).await?;
+        if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
+            return Ok(done);
+        }
+        let SlotState::Scheduled(s) = &slot.state else {
+            return Err(CommandError::NotFound {
+                what: "slot",
+                id: request.slot_id.to_string(),
+            });
+        };
+        let listing = load::<ListingAggregate>(
+            store,
+            stream_of::<ListingAggregate>(s.listing_id),
+            ctx.command_id,
+        )
+        .await?;
+        let ListingState::Published(l) = &listing.state else {
+            return Err(CommandError::NotFound {
+                what: "listing",
+                id: s.listing_id.to_string(),
+            });
+        };
+        if l.retired {
+            return Err(ListingError::Retired.into());
+        }
+        let booking_events = BookingAggregate::decide(
+            &booking.state,
+            &BookingCommand::Place {
+                id: request.booking_id,
+                customer_id: request.customer_id,
+                listing_id: s.listing_id,
+                slot_id: request.slot_id,
+                seats: request.seats,
+                price_per_seat: s.price_per_seat,
+                policy: l.policy.clone(),
+                slot_starts_at: s.starts_at,
+                slot_ends_at: s.ends_at,
+                now: ctx.now,
+                hold_ttl: config.hold_ttl,
+            },
+        )?;
+        let slot_events = SlotAggregate::decide(
+            &slot.state,
+            &SlotCommand::HoldSeats {
+                booking_id: request.booking_id,
+                seats: request.seats,
+                now: ctx.now,
+                allow_overbook: false,
+            },
+        )?;
+        let writes = vec![
+            write_for(&booking, &booking_events, ctx)?,
+            write_for(&slot, &slot_events, ctx)?,
+        ];
+        match store.append(writes).await {
+            Ok(result) => {
+                return Ok(Executed {
+                    position: result.last_position,
+                    replayed: false,
+                });
+            }
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// What cancelling now would refund, without cancelling.
+pub async fn cancellation_quote(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    by: Canceller,
+    waive_fee: bool,
+    ctx: &CommandContext,
+) -> Result<Money, CommandError> {
+    let booking = load::<BookingAggregate>(
+        store,
+        stream_of::<BookingAggregate>(booking_id),
+        ctx.command_id,
+    )
+    .await?;
+    let b = booking
+        .state
+        .booking()
+        .ok_or_else(|| not_found(booking_id))?;
+    Ok(b.cancellation_quote(by, ctx.now, waive_fee)?)
+}
+
+/// Cancels a booking (customer, provider or admin) and gives its seats back.
+pub async fn cancel_booking(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    by: Canceller,
+    waive_fee: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    let command = BookingCommand::Cancel {
+        by,
+        now: ctx.now,
+        reason: ctx.reason.clone(),
+        waive_fee,
+    };
+    change_and_release(store, booking_id, &command, ctx).await
+}
+
+/// Expires a booking whose hold lapsed and gives its seats back.
+pub async fn expire_booking(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    change_and_release(
+        store,
+        booking_id,
+        &BookingCommand::Expire { now: ctx.now },
+        ctx,
+    )
+    .await
+}
+
+/// The outcome of a command that already wrote these events (a retry), if it did.
+fn replayed(caused: &[&Vec<RecordedEvent>]) -> Option<Executed> {
+    caused
+        .iter()
+        .flat_map(|events| events.iter())
+        .map(|e| e.position)
+        .max()
+        .map(|position| Executed {
+            position,
+            replayed: true,
+        })
+}
+
+fn not_found(booking_id: BookingId) -> CommandError {
+    CommandError::NotFound {
+        what: "booking",
+        id: booking_id.to_string(),
+    }
+}
+
+/// Applies a booking command that ends its claim on seats, and releases them on the slot in the
+/// same append. A slot that no longer holds them (its cancellation released them) adds nothing.
+async fn change_and_release(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    command: &BookingCommand,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    let booking_stream = stream_of::<BookingAggregate>(booking_id);
+    for _ in 0..MAX_ATTEMPTS {
+        let booking =
+            load::<BookingAggregate>(store, booking_stream.clone(), ctx.command_id).await?;
+        let b = booking
+            .state
+            .booking()
+            .ok_or_else(|| not_found(booking_id))?;
+        if !booking.caused_by_command.is_empty() {
+            // A retry: the slot's release (if any) was in the same append.
+            let slot =
+                load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
+                    .await?;
+            if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
+                return Ok(done);
+            }
+        }
+        let holds_seats = matches!(
+            b.status,
+            BookingStatus::Held | BookingStatus::PaymentPending | BookingStatus::Confirmed
+        );
+        let slot_id = b.slot_id;
+        let events = BookingAggregate::decide(&booking.state, command)?;
+        let mut writes: Vec<StreamWrite> = vec![write_for(&booking, &events, ctx)?];
+        if holds_seats {
+            let slot =
+                load::<SlotAggregate>(store, stream_of::<SlotAggregate>(slot_id), ctx.command_id)
+                    .await?;
+            match SlotAggregate::decide(&slot.state, &SlotCommand::ReleaseSeats { booking_id }) {
+                Ok(released) => writes.push(write_for(&slot, &released, ctx)?),
+                Err(SlotError::NotHolding(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match store.append(writes).await {
+            Ok(result) => {
+                return Ok(Executed {
+                    position: result.last_position,
+                    replayed: false,
+                });
+            }
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}

@@ -1,0 +1,39 @@
+//! The closed set of errors a command can end with. The HTTP layer maps each variant to one
+//! problem type and status; nothing else leaks out of the write side.
+
+use tessera_domain::booking::BookingError;
+use tessera_domain::listing::ListingError;
+use tessera_domain::slot::SlotError;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Booking(#[from] BookingError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error(transparent)]
+    Listing(#[from] ListingError),
+    #[error("{what} {id} does not exist")]
+    NotFound { what: &'static str, id: String },
+    #[error("this idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("too many concurrent changes; gave up after {attempts} attempts (safe to retry)")]
+    Contention { attempts: u32 },
+    #[error("stored event cannot be read: {0}")]
+    Codec(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CommandError {
+    /// A business refusal (the request was understood and the rules said no), as opposed to an
+    /// infrastructure failure. Refusals are final results, remembered by idempotency keys.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Booking(_) | Self::Slot(_) | Self::Listing(_) | Self::NotFound { .. }
+        )
+    }
+}

@@ -1,0 +1,214 @@
+//! Command handling: load a stream, replay it through the pure domain, decide, append with the
+//! expected version; retry a bounded number of times when another writer got there first.
+//!
+//! Every event a command writes has an id derived from the command id (UUID v5), and the command
+//! id as its causation id. A retried command therefore cannot append twice: the store refuses
+//! different content under the same id and returns the first result for the same content, and a
+//! stream that already holds events caused by this command returns that earlier outcome.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tessera_domain::Aggregate;
+use uuid::Uuid;
+
+use crate::codec::{self, CodecError};
+use crate::error::CommandError;
+use crate::store::{
+    EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
+    StreamWrite, read_whole_stream,
+};
+
+/// How many times a command is re-decided after losing a race for a stream.
+pub const MAX_ATTEMPTS: u32 = 30;
+
+/// Who asks, why, and in the course of what; stamped on every event the command writes.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    /// Unique per command; a retry of the same command carries the same id.
+    pub command_id: Uuid,
+    pub correlation_id: Uuid,
+    /// A user id, or `system:<reactor>`.
+    pub actor: String,
+    /// The reason a person gave (required for admin compensations).
+    pub reason: Option<String>,
+    /// The business time of the command (the clock is read by the caller, never by the domain).
+    pub now: DateTime<Utc>,
+}
+
+impl CommandContext {
+    pub fn new(command_id: Uuid, actor: impl Into<String>, now: DateTime<Utc>) -> Self {
+        Self {
+            command_id,
+            correlation_id: command_id,
+            actor: actor.into(),
+            reason: None,
+            now: now.trunc_subsecs(6),
+        }
+    }
+
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn correlated(mut self, correlation_id: Uuid) -> Self {
+        self.correlation_id = correlation_id;
+        self
+    }
+
+    fn metadata(&self) -> EventMetadata {
+        EventMetadata {
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.command_id),
+            actor: self.actor.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+
+    /// The id of the `index`-th event this command writes to `stream`.
+    pub fn event_id(&self, stream: &StreamId, index: usize) -> Uuid {
+        Uuid::new_v5(&self.command_id, format!("{stream}/{index}").as_bytes())
+    }
+}
+
+/// A stream replayed into its aggregate's state.
+#[derive(Debug)]
+pub struct Loaded<A: Aggregate> {
+    pub stream: StreamId,
+    pub state: A::State,
+    /// Number of events in the stream (0: it does not exist).
+    pub version: u64,
+    /// Events of this stream written by the command being handled (on a retry).
+    pub caused_by_command: Vec<RecordedEvent>,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    pub fn expected(&self) -> ExpectedVersion {
+        match self.version {
+            0 => ExpectedVersion::NoStream,
+            v => ExpectedVersion::Exact(v),
+        }
+    }
+}
+
+/// The stream id of an aggregate instance: `<category>-<id>`.
+pub fn stream_of<A: Aggregate>(id: impl std::fmt::Display) -> StreamId {
+    StreamId::new(format!("{}-{id}", A::CATEGORY))
+        .expect("category and uuid make a valid stream id")
+}
+
+/// Reads and replays one aggregate instance.
+pub async fn load<A>(
+    store: &dyn EventStore,
+    stream: StreamId,
+    command_id: Uuid,
+) -> Result<Loaded<A>, CommandError>
+where
+    A: Aggregate,
+    A::Event: DeserializeOwned,
+{
+    let events = read_whole_stream(store, &stream).await?;
+    let mut state = A::State::default();
+    let mut caused_by_command = Vec::new();
+    for recorded in &events {
+        let event: A::Event = codec::decode(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        )
+        .map_err(|e| CommandError::Codec(e.to_string()))?;
+        state = A::evolve(state, &event);
+        if recorded.metadata.causation_id == Some(command_id) {
+            caused_by_command.push(recorded.clone());
+        }
+    }
+    Ok(Loaded {
+        stream,
+        state,
+        version: events.last().map_or(0, |e| e.stream_version),
+        caused_by_command,
+    })
+}
+
+/// Turns decided events into a write to their stream.
+pub fn write_for<A>(
+    loaded: &Loaded<A>,
+    events: &[A::Event],
+    ctx: &CommandContext,
+) -> Result<StreamWrite, CommandError>
+where
+    A: Aggregate,
+    A::Event: Serialize,
+{
+    let mut new = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let encoded =
+            codec::encode(event).map_err(|e: CodecError| CommandError::Codec(e.to_string()))?;
+        new.push(NewEvent::from_json_text(
+            ctx.event_id(&loaded.stream, i),
+            encoded.event_type,
+            encoded.schema_version,
+            encoded.data,
+            ctx.metadata(),
+            ctx.now,
+        )?);
+    }
+    Ok(StreamWrite::new(
+        loaded.stream.clone(),
+        loaded.expected(),
+        new,
+    ))
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    /// Log position of the command's last event: what a client waits for to read its writes.
+    pub position: Position,
+    /// Whether this was a retry of a command that had already been applied.
+    pub replayed: bool,
+}
+
+/// Executes a command against one aggregate instance.
+pub async fn execute<A>(
+    store: &dyn EventStore,
+    stream: StreamId,
+    command: &A::Command,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError>
+where
+    A: Aggregate,
+    A::Event: Serialize + DeserializeOwned,
+    CommandError: From<A::Error>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        let loaded = load::<A>(store, stream.clone(), ctx.command_id).await?;
+        if let Some(last) = loaded.caused_by_command.last() {
+            return Ok(Executed {
+                position: last.position,
+                replayed: true,
+            });
+        }
+        let events = A::decide(&loaded.state, command)?;
+        if events.is_empty() {
+            return Ok(Executed {
+                position: Position::START,
+                replayed: false,
+            });
+        }
+        match store.append(vec![write_for(&loaded, &events, ctx)?]).await {
+            Ok(result) => {
+                return Ok(Executed {
+                    position: result.last_position,
+                    replayed: false,
+                });
+            }
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}
