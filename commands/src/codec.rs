@@ -9,32 +9,32 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-/// Current schema version of every event type the platform writes.
-pub const SCHEMA: &[(&str, u32)] = &[
+/// Current schema version of every event type the platform writes, by aggregate category.
+pub const SCHEMA: &[(&str, &str, u32)] = &[
     // listing
-    ("ListingPublished", 1),
-    ("ListingUpdated", 1),
-    ("ListingRepriced", 1),
-    ("CancellationPolicyChanged", 1),
-    ("ListingRetired", 1),
+    ("ListingPublished", "listing", 1),
+    ("ListingUpdated", "listing", 1),
+    ("ListingRepriced", "listing", 1),
+    ("CancellationPolicyChanged", "listing", 1),
+    ("ListingRetired", "listing", 1),
     // slot
-    ("SlotScheduled", 1),
-    ("SlotCapacityChanged", 1),
+    ("SlotScheduled", "slot", 1),
+    ("SlotCapacityChanged", "slot", 1),
     // v2 added `overbooked` (an admin's recorded decision to exceed capacity).
-    ("SeatsHeld", 2),
-    ("SeatsConfirmed", 1),
-    ("SeatsReleased", 1),
-    ("SlotCancelled", 1),
+    ("SeatsHeld", "slot", 2),
+    ("SeatsConfirmed", "slot", 1),
+    ("SeatsReleased", "slot", 1),
+    ("SlotCancelled", "slot", 1),
     // booking
-    ("BookingPlaced", 1),
-    ("BookingPaymentStarted", 1),
-    ("BookingPaymentFailed", 1),
-    ("BookingConfirmed", 1),
-    ("BookingExpired", 1),
-    ("BookingCancelled", 1),
-    ("BookingCompleted", 1),
-    ("BookingRefunded", 1),
-    ("BookingReinstated", 1),
+    ("BookingPlaced", "booking", 1),
+    ("BookingPaymentStarted", "booking", 1),
+    ("BookingPaymentFailed", "booking", 1),
+    ("BookingConfirmed", "booking", 1),
+    ("BookingExpired", "booking", 1),
+    ("BookingCancelled", "booking", 1),
+    ("BookingCompleted", "booking", 1),
+    ("BookingRefunded", "booking", 1),
+    ("BookingReinstated", "booking", 1),
 ];
 
 /// One step up: turns data stored at `from` into data of version `from + 1`.
@@ -81,8 +81,35 @@ pub enum CodecError {
 pub fn current_version(event_type: &str) -> Option<u32> {
     SCHEMA
         .iter()
-        .find(|(t, _)| *t == event_type)
-        .map(|(_, v)| *v)
+        .find(|(t, _, _)| *t == event_type)
+        .map(|(_, _, v)| *v)
+}
+
+/// The aggregate category (`booking`, `slot`, …) whose streams hold `event_type`.
+pub fn category_of(event_type: &str) -> Option<&'static str> {
+    SCHEMA
+        .iter()
+        .find(|(t, _, _)| *t == event_type)
+        .map(|(_, c, _)| *c)
+}
+
+/// Any event of the platform, for readers that do not know the stream (audit, golden files).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AnyEvent {
+    Listing(tessera_domain::listing::ListingEvent),
+    Slot(tessera_domain::slot::SlotEvent),
+    Booking(tessera_domain::booking::BookingEvent),
+}
+
+/// Decodes any stored event by its type.
+pub fn decode_any(event_type: &str, version: u32, data: &str) -> Result<AnyEvent, CodecError> {
+    match category_of(event_type) {
+        Some("listing") => decode(event_type, version, data).map(AnyEvent::Listing),
+        Some("slot") => decode(event_type, version, data).map(AnyEvent::Slot),
+        Some("booking") => decode(event_type, version, data).map(AnyEvent::Booking),
+        _ => Err(CodecError::UnknownType(event_type.to_owned())),
+    }
 }
 
 /// A domain event in its stored form.

@@ -1,0 +1,262 @@
+//! Golden files: one stored example of every version of every event type ever written, under
+//! `fixtures/events/<type>/v<N>.json`. Every file must decode into the current domain event, and
+//! current-version files must re-encode byte for byte. A missing golden file for a current version
+//! fails the test; `TESSERA_WRITE_GOLDEN=1` writes the missing ones from the samples below (it
+//! never overwrites: golden files are never edited).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+use tessera_commands::codec::{self, AnyEvent, SCHEMA};
+use tessera_domain::booking::{BookingEvent, Canceller};
+use tessera_domain::listing::{
+    Destination, ItineraryDay, ListingDetails, ListingEvent, ListingKind,
+};
+use tessera_domain::policy::CancellationPolicy;
+use tessera_domain::slot::SlotEvent;
+use tessera_domain::values::{BookingId, Currency, ListingId, Money, PaymentId, SlotId, UserId};
+use uuid::Uuid;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/events")
+}
+
+fn samples() -> Vec<AnyEvent> {
+    let at = |d| {
+        Utc.with_ymd_and_hms(2026, 12, d, 10, 0, 0)
+            .single()
+            .expect("time")
+    };
+    let eur = |m| Money::new(m, Currency::EUR).expect("money");
+    let listing_id = ListingId(Uuid::from_u128(0x11));
+    let slot_id = SlotId(Uuid::from_u128(0x22));
+    let booking_id = BookingId(Uuid::from_u128(0x33));
+    let user = UserId(Uuid::from_u128(0x44));
+    let payment_id = PaymentId(Uuid::from_u128(0x55));
+    let details = ListingDetails {
+        kind: ListingKind::Package,
+        title: "Five days in the Dolomites".into(),
+        description: "Hut to hut across the Brenta group.".into(),
+        destination: Destination {
+            name: "Madonna di Campiglio".into(),
+            country: "IT".into(),
+            lat: 46.2296,
+            lon: 10.8266,
+        },
+        category: "hiking".into(),
+        duration_minutes: 5 * 24 * 60,
+        includes: vec!["half board".into(), "guide".into()],
+        itinerary: vec![ItineraryDay {
+            day: 1,
+            title: "Arrival".into(),
+            description: "Meet in the village.".into(),
+        }],
+    };
+    vec![
+        AnyEvent::Listing(ListingEvent::ListingPublished {
+            listing_id,
+            provider_id: user,
+            details: details.clone(),
+            base_price: eur(89_000),
+            policy: CancellationPolicy::standard(),
+        }),
+        AnyEvent::Listing(ListingEvent::ListingUpdated {
+            listing_id,
+            details,
+        }),
+        AnyEvent::Listing(ListingEvent::ListingRepriced {
+            listing_id,
+            base_price: eur(92_000),
+        }),
+        AnyEvent::Listing(ListingEvent::CancellationPolicyChanged {
+            listing_id,
+            policy: CancellationPolicy::standard(),
+        }),
+        AnyEvent::Listing(ListingEvent::ListingRetired {
+            listing_id,
+            reason: "season over".into(),
+        }),
+        AnyEvent::Slot(SlotEvent::SlotScheduled {
+            slot_id,
+            listing_id,
+            provider_id: user,
+            starts_at: at(20),
+            ends_at: at(25),
+            capacity: 12,
+            price_per_seat: eur(89_000),
+        }),
+        AnyEvent::Slot(SlotEvent::SlotCapacityChanged {
+            slot_id,
+            capacity: 14,
+        }),
+        AnyEvent::Slot(SlotEvent::SeatsHeld {
+            slot_id,
+            booking_id,
+            seats: 2,
+            overbooked: false,
+        }),
+        AnyEvent::Slot(SlotEvent::SeatsConfirmed {
+            slot_id,
+            booking_id,
+            seats: 2,
+        }),
+        AnyEvent::Slot(SlotEvent::SeatsReleased {
+            slot_id,
+            booking_id,
+            seats: 2,
+        }),
+        AnyEvent::Slot(SlotEvent::SlotCancelled {
+            slot_id,
+            reason: "avalanche risk".into(),
+            affected_bookings: vec![booking_id],
+        }),
+        AnyEvent::Booking(BookingEvent::BookingPlaced {
+            booking_id,
+            customer_id: user,
+            listing_id,
+            slot_id,
+            seats: 2,
+            total: eur(178_000),
+            policy: CancellationPolicy::standard(),
+            slot_starts_at: at(20),
+            slot_ends_at: at(25),
+            hold_expires_at: at(1),
+        }),
+        AnyEvent::Booking(BookingEvent::BookingPaymentStarted {
+            booking_id,
+            payment_id,
+        }),
+        AnyEvent::Booking(BookingEvent::BookingPaymentFailed {
+            booking_id,
+            payment_id,
+        }),
+        AnyEvent::Booking(BookingEvent::BookingConfirmed {
+            booking_id,
+            payment_id,
+            amount_paid: eur(178_000),
+        }),
+        AnyEvent::Booking(BookingEvent::BookingExpired { booking_id }),
+        AnyEvent::Booking(BookingEvent::BookingCancelled {
+            booking_id,
+            by: Canceller::Customer(user),
+            reason: Some("illness".into()),
+            hours_before_start: 100,
+            refund_due: eur(89_000),
+        }),
+        AnyEvent::Booking(BookingEvent::BookingCompleted { booking_id }),
+        AnyEvent::Booking(BookingEvent::BookingRefunded {
+            booking_id,
+            amount: eur(89_000),
+            total_refunded: eur(89_000),
+        }),
+        AnyEvent::Booking(BookingEvent::BookingReinstated {
+            booking_id,
+            hold_expires_at: at(2),
+            allow_overbook: false,
+        }),
+    ]
+}
+
+fn stored(event: &AnyEvent) -> (String, u32, String) {
+    let encoded = match event {
+        AnyEvent::Listing(e) => codec::encode(e),
+        AnyEvent::Slot(e) => codec::encode(e),
+        AnyEvent::Booking(e) => codec::encode(e),
+    }
+    .expect("encode");
+    (encoded.event_type, encoded.schema_version, encoded.data)
+}
+
+#[test]
+fn every_current_event_version_has_a_golden_file() {
+    let write = std::env::var("TESSERA_WRITE_GOLDEN").is_ok_and(|v| v == "1");
+    let samples: BTreeMap<String, (u32, String)> = samples()
+        .iter()
+        .map(stored)
+        .map(|(t, v, d)| (t, (v, d)))
+        .collect();
+    let mut missing = Vec::new();
+    for (event_type, _, version) in SCHEMA {
+        let path = dir().join(event_type).join(format!("v{version}.json"));
+        if path.exists() {
+            continue;
+        }
+        match samples.get(*event_type) {
+            Some((v, data)) if write && v == version => {
+                let file = serde_json::json!({
+                    "event_type": event_type,
+                    "schema_version": version,
+                    "data": serde_json::from_str::<Value>(data).expect("json"),
+                });
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                std::fs::write(
+                    &path,
+                    serde_json::to_string_pretty(&file).expect("json") + "\n",
+                )
+                .expect("write");
+            }
+            _ => missing.push(path.display().to_string()),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing golden files (run with TESSERA_WRITE_GOLDEN=1): {missing:#?}"
+    );
+}
+
+#[test]
+fn every_golden_file_decodes_and_current_ones_round_trip() {
+    let mut decoded = 0;
+    for type_dir in std::fs::read_dir(dir()).expect("fixtures/events") {
+        let type_dir = type_dir.expect("entry").path();
+        for file in std::fs::read_dir(&type_dir).expect("type dir") {
+            let path = file.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            let golden: Value = serde_json::from_str(&text).expect("golden file is JSON");
+            let event_type = golden["event_type"].as_str().expect("event_type");
+            let version = golden["schema_version"].as_u64().expect("schema_version") as u32;
+            let data = serde_json::to_string(&golden["data"]).expect("data");
+            let event = codec::decode_any(event_type, version, &data)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if Some(version) == codec::current_version(event_type) {
+                let (t, v, again) = stored(&event);
+                assert_eq!((t.as_str(), v), (event_type, version));
+                assert_eq!(
+                    serde_json::from_str::<Value>(&again).expect("json"),
+                    golden["data"],
+                    "{}",
+                    path.display()
+                );
+            }
+            decoded += 1;
+        }
+    }
+    assert!(decoded >= SCHEMA.len(), "decoded {decoded} golden files");
+}
+
+/// The real upgrade on record: `SeatsHeld` v1 (before overbooking existed) reads as v2 with
+/// `overbooked: false`.
+#[test]
+fn seats_held_v1_upcasts_to_v2() {
+    let v1 = r#"{"slot_id":"00000000-0000-0000-0000-000000000022","booking_id":"00000000-0000-0000-0000-000000000033","seats":3}"#;
+    let event = codec::decode_any("SeatsHeld", 1, v1).expect("v1 decodes");
+    assert_eq!(
+        event,
+        AnyEvent::Slot(SlotEvent::SeatsHeld {
+            slot_id: SlotId(Uuid::from_u128(0x22)),
+            booking_id: BookingId(Uuid::from_u128(0x33)),
+            seats: 3,
+            overbooked: false,
+        })
+    );
+    assert!(matches!(
+        codec::decode_any("SeatsHeld", 3, v1),
+        Err(codec::CodecError::FutureVersion { .. })
+    ));
+    assert!(matches!(
+        codec::decode_any("NoSuchEvent", 1, "{}"),
+        Err(codec::CodecError::UnknownType(_))
+    ));
+}
