@@ -35,6 +35,27 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("BookingCompleted", "booking", 1),
     ("BookingRefunded", "booking", 1),
     ("BookingReinstated", "booking", 1),
+    // payment
+    ("PaymentIntentCreated", "payment", 1),
+    ("PaymentSucceeded", "payment", 1),
+    ("PaymentFailed", "payment", 1),
+    ("RefundRequested", "payment", 1),
+    ("RefundSucceeded", "payment", 1),
+    ("RefundFailed", "payment", 1),
+    // loyalty
+    ("PointsAwarded", "loyalty", 1),
+    ("PointsReversed", "loyalty", 1),
+    ("PointsRedeemed", "loyalty", 1),
+    ("PointsAdjusted", "loyalty", 1),
+    ("BadgeEarned", "loyalty", 1),
+    // review
+    ("ReviewWritten", "review", 1),
+    // user
+    ("UserRegistered", "user", 1),
+    ("UserProfileUpdated", "user", 1),
+    ("RoleGranted", "user", 1),
+    ("RoleRevoked", "user", 1),
+    ("UserErased", "user", 1),
 ];
 
 /// One step up: turns data stored at `from` into data of version `from + 1`.
@@ -100,6 +121,10 @@ pub enum AnyEvent {
     Listing(tessera_domain::listing::ListingEvent),
     Slot(tessera_domain::slot::SlotEvent),
     Booking(tessera_domain::booking::BookingEvent),
+    Payment(tessera_domain::payment::PaymentEvent),
+    Loyalty(tessera_domain::loyalty::LoyaltyEvent),
+    Review(tessera_domain::review::ReviewEvent),
+    User(tessera_domain::user::UserEvent),
 }
 
 /// Decodes any stored event by its type.
@@ -108,6 +133,10 @@ pub fn decode_any(event_type: &str, version: u32, data: &str) -> Result<AnyEvent
         Some("listing") => decode(event_type, version, data).map(AnyEvent::Listing),
         Some("slot") => decode(event_type, version, data).map(AnyEvent::Slot),
         Some("booking") => decode(event_type, version, data).map(AnyEvent::Booking),
+        Some("payment") => decode(event_type, version, data).map(AnyEvent::Payment),
+        Some("loyalty") => decode(event_type, version, data).map(AnyEvent::Loyalty),
+        Some("review") => decode(event_type, version, data).map(AnyEvent::Review),
+        Some("user") => decode(event_type, version, data).map(AnyEvent::User),
         _ => Err(CodecError::UnknownType(event_type.to_owned())),
     }
 }

@@ -3,7 +3,11 @@
 
 use tessera_domain::booking::BookingError;
 use tessera_domain::listing::ListingError;
+use tessera_domain::loyalty::LoyaltyError;
+use tessera_domain::payment::PaymentError;
+use tessera_domain::review::ReviewError;
 use tessera_domain::slot::SlotError;
+use tessera_domain::user::UserError;
 
 use crate::store::StoreError;
 
@@ -15,6 +19,14 @@ pub enum CommandError {
     Slot(#[from] SlotError),
     #[error(transparent)]
     Listing(#[from] ListingError),
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
+    #[error(transparent)]
+    Loyalty(#[from] LoyaltyError),
+    #[error(transparent)]
+    Review(#[from] ReviewError),
+    #[error(transparent)]
+    User(#[from] UserError),
     #[error("{what} {id} does not exist")]
     NotFound { what: &'static str, id: String },
     #[error("this idempotency key was already used for a different request")]
@@ -33,7 +45,14 @@ impl CommandError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::Booking(_) | Self::Slot(_) | Self::Listing(_) | Self::NotFound { .. }
+            Self::Booking(_)
+                | Self::Slot(_)
+                | Self::Listing(_)
+                | Self::Payment(_)
+                | Self::Loyalty(_)
+                | Self::Review(_)
+                | Self::User(_)
+                | Self::NotFound { .. }
         )
     }
 }

@@ -6,8 +6,12 @@
 pub mod aggregate;
 pub mod booking;
 pub mod listing;
+pub mod loyalty;
+pub mod payment;
 pub mod policy;
+pub mod review;
 pub mod slot;
+pub mod user;
 pub mod values;
 
 pub use aggregate::Aggregate;

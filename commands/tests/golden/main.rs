@@ -164,6 +164,10 @@ fn stored(event: &AnyEvent) -> (String, u32, String) {
         AnyEvent::Listing(e) => codec::encode(e),
         AnyEvent::Slot(e) => codec::encode(e),
         AnyEvent::Booking(e) => codec::encode(e),
+        AnyEvent::Payment(e) => codec::encode(e),
+        AnyEvent::Loyalty(e) => codec::encode(e),
+        AnyEvent::Review(e) => codec::encode(e),
+        AnyEvent::User(e) => codec::encode(e),
     }
     .expect("encode");
     (encoded.event_type, encoded.schema_version, encoded.data)

@@ -2,5 +2,6 @@
 
 mod booking;
 mod fixtures;
+mod others;
 mod properties;
 mod slot;

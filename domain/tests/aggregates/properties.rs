@@ -95,3 +95,30 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Points balance = awarded − reversed − redeemed + adjustments, and never negative.
+    #[test]
+    fn points_balance_is_consistent_and_never_negative(steps in proptest::collection::vec((0u8..6, 0u128..6, -300i64..900), 1..60)) {
+        use tessera_domain::loyalty::{LoyaltyAggregate as L, LoyaltyCommand as LC};
+        let mut state = L::replay(&[]);
+        for (op, b, n) in steps {
+            let booking_id = BookingId(Uuid::from_u128(2_000 + b));
+            let command = match op {
+                0 => LC::RecordBookingConfirmed { booking_id },
+                1 => LC::RecordBookingCompleted { booking_id },
+                2 => LC::RecordReviewWritten { booking_id },
+                3 => LC::ReverseForBooking { booking_id },
+                4 => LC::Redeem { booking_id, points: n, value: eur(n.max(0)) },
+                _ => LC::Adjust { delta: n },
+            };
+            if let Ok(events) = L::decide(&state, &command) {
+                for e in &events {
+                    state = L::evolve(state, e);
+                }
+            }
+            prop_assert!(state.balance >= 0);
+            prop_assert_eq!(state.balance, state.awarded - state.reversed - state.redeemed + state.adjusted);
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Users: registration (the password arrives already hashed, with argon2id, by the command
+//! layer), profile changes, roles, and erasure (GDPR). E-mail uniqueness is enforced by the
+//! command handler with a reservation stream per address, appended atomically with the user.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::Aggregate;
+use crate::values::UserId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Provider,
+    Admin,
+    Auditor,
+    Analyst,
+}
+
+/// A syntactically plausible, normalised (trimmed, lower-case) e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, UserError> {
+        let e = raw.trim().to_lowercase();
+        let valid = e.len() <= 254
+            && e.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            })
+            && !e.chars().any(char::is_whitespace);
+        if valid {
+            Ok(Self(e))
+        } else {
+            Err(UserError::InvalidEmail)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = UserError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Email> for String {
+    fn from(value: Email) -> Self {
+        value.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub display_name: String,
+    pub password_hash: String,
+    pub roles: BTreeSet<Role>,
+    pub erased: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum UserState {
+    #[default]
+    New,
+    Registered(User),
+}
+
+#[derive(Debug, Clone)]
+pub enum UserCommand {
+    Register {
+        id: UserId,
+        email: Email,
+        display_name: String,
+        password_hash: String,
+    },
+    UpdateProfile {
+        display_name: String,
+    },
+    GrantRole {
+        role: Role,
+    },
+    RevokeRole {
+        role: Role,
+    },
+    Erase,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum UserEvent {
+    UserRegistered {
+        user_id: UserId,
+        email: Email,
+        display_name: String,
+        password_hash: String,
+    },
+    UserProfileUpdated {
+        user_id: UserId,
+        display_name: String,
+    },
+    RoleGranted {
+        user_id: UserId,
+        role: Role,
+    },
+    RoleRevoked {
+        user_id: UserId,
+        role: Role,
+    },
+    UserErased {
+        user_id: UserId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the user already exists")]
+    AlreadyRegistered,
+    #[error("the user does not exist")]
+    NotRegistered,
+    #[error("the user was erased")]
+    Erased,
+    #[error("not a valid e-mail address")]
+    InvalidEmail,
+    #[error("a display name has 1 to 100 characters")]
+    InvalidDisplayName,
+    #[error("the user already has the role {0:?}")]
+    HasRole(Role),
+    #[error("the user does not have the role {0:?}")]
+    LacksRole(Role),
+}
+
+fn valid_name(name: &str) -> Result<String, UserError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(UserError::InvalidDisplayName);
+    }
+    Ok(name.to_owned())
+}
+
+/// The user aggregate.
+#[derive(Debug)]
+pub struct UserAggregate;
+
+impl Aggregate for UserAggregate {
+    type State = UserState;
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    const CATEGORY: &'static str = "user";
+
+    fn decide(state: &UserState, command: &UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        let u = match (state, command) {
+            (
+                UserState::New,
+                UserCommand::Register {
+                    id,
+                    email,
+                    display_name,
+                    password_hash,
+                },
+            ) => {
+                return Ok(vec![
+                    UserEvent::UserRegistered {
+                        user_id: *id,
+                        email: email.clone(),
+                        display_name: valid_name(display_name)?,
+                        password_hash: password_hash.clone(),
+                    },
+                    UserEvent::RoleGranted {
+                        user_id: *id,
+                        role: Role::Customer,
+                    },
+                ]);
+            }
+            (UserState::Registered(_), UserCommand::Register { .. }) => {
+                return Err(UserError::AlreadyRegistered);
+            }
+            (UserState::New, _) => return Err(UserError::NotRegistered),
+            (UserState::Registered(u), _) if u.erased => return Err(UserError::Erased),
+            (UserState::Registered(u), _) => u,
+        };
+        let user_id = u.id;
+        Ok(vec![match command {
+            UserCommand::Register { .. } => return Err(UserError::AlreadyRegistered),
+            UserCommand::UpdateProfile { display_name } => UserEvent::UserProfileUpdated {
+                user_id,
+                display_name: valid_name(display_name)?,
+            },
+            UserCommand::GrantRole { role } => {
+                if u.roles.contains(role) {
+                    return Err(UserError::HasRole(*role));
+                }
+                UserEvent::RoleGranted {
+                    user_id,
+                    role: *role,
+                }
+            }
+            UserCommand::RevokeRole { role } => {
+                if !u.roles.contains(role) {
+                    return Err(UserError::LacksRole(*role));
+                }
+                UserEvent::RoleRevoked {
+                    user_id,
+                    role: *role,
+                }
+            }
+            UserCommand::Erase => UserEvent::UserErased { user_id },
+        }])
+    }
+
+    fn evolve(state: UserState, event: &UserEvent) -> UserState {
+        match (state, event) {
+            (
+                UserState::New,
+                UserEvent::UserRegistered {
+                    user_id,
+                    email,
+                    display_name,
+                    password_hash,
+                },
+            ) => UserState::Registered(User {
+                id: *user_id,
+                email: email.clone(),
+                display_name: display_name.clone(),
+                password_hash: password_hash.clone(),
+                roles: BTreeSet::new(),
+                erased: false,
+            }),
+            (UserState::Registered(mut u), e) => {
+                match e {
+                    UserEvent::UserRegistered { .. } => {}
+                    UserEvent::UserProfileUpdated { display_name, .. } => {
+                        u.display_name = display_name.clone()
+                    }
+                    UserEvent::RoleGranted { role, .. } => {
+                        u.roles.insert(*role);
+                    }
+                    UserEvent::RoleRevoked { role, .. } => {
+                        u.roles.remove(role);
+                    }
+                    UserEvent::UserErased { .. } => {
+                        u.erased = true;
+                        u.roles.clear();
+                        u.password_hash.clear();
+                    }
+                }
+                UserState::Registered(u)
+            }
+            (state, _) => state,
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Payments, loyalty, reviews and users.
+
+use tessera_domain::Aggregate;
+use tessera_domain::aggregate::spec::given;
+use tessera_domain::loyalty::{
+    AwardReason, Badge, LoyaltyAggregate as L, LoyaltyCommand as LC, LoyaltyError as LE,
+    LoyaltyEvent as LEv,
+};
+use tessera_domain::payment::{
+    PaymentAggregate as P, PaymentCommand as PC, PaymentError as PE, PaymentEvent as PEv,
+    PaymentStatus,
+};
+use tessera_domain::review::{
+    Review, ReviewAggregate as R, ReviewCommand as RC, ReviewError as RE,
+};
+use tessera_domain::user::{
+    Email, Role, UserAggregate as U, UserCommand as UC, UserError as UE, UserEvent as UEv,
+    UserState,
+};
+use tessera_domain::values::{BookingId, UserId};
+use uuid::Uuid;
+
+use crate::fixtures::*;
+
+fn intent() -> PEv {
+    PEv::PaymentIntentCreated {
+        payment_id: PAYMENT,
+        booking_id: BOOKING,
+        customer_id: CUSTOMER,
+        amount: eur(10_000),
+        provider: "simulated".into(),
+        provider_ref: "sim_1".into(),
+    }
+}
+
+fn succeeded() -> PEv {
+    PEv::PaymentSucceeded {
+        payment_id: PAYMENT,
+        booking_id: BOOKING,
+        amount: eur(10_000),
+    }
+}
+
+#[test]
+fn payments_succeed_or_fail_once() {
+    given::<P>(&[intent()]).when_then(PC::MarkSucceeded, &[succeeded()]);
+    given::<P>(&[intent()]).when_then(
+        PC::MarkFailed {
+            reason: "card declined".into(),
+        },
+        &[PEv::PaymentFailed {
+            payment_id: PAYMENT,
+            booking_id: BOOKING,
+            reason: "card declined".into(),
+        }],
+    );
+    given::<P>(&[intent(), succeeded()]).when_err(
+        PC::MarkFailed {
+            reason: "late".into(),
+        },
+        PE::NotPending(PaymentStatus::Succeeded),
+    );
+    given::<P>(&[intent(), succeeded()])
+        .when_err(PC::MarkSucceeded, PE::NotPending(PaymentStatus::Succeeded));
+    given::<P>(&[]).when_err(PC::MarkSucceeded, PE::NotCreated);
+}
+
+#[test]
+fn refunds_are_capped_by_the_payment() {
+    let (r1, r2) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    given::<P>(&[intent()]).when_err(
+        PC::RequestRefund {
+            refund_id: r1,
+            amount: eur(1),
+        },
+        PE::NotSucceeded,
+    );
+    let requested = PEv::RefundRequested {
+        payment_id: PAYMENT,
+        booking_id: BOOKING,
+        refund_id: r1,
+        amount: eur(6_000),
+    };
+    given::<P>(&[intent(), succeeded()]).when_then(
+        PC::RequestRefund {
+            refund_id: r1,
+            amount: eur(6_000),
+        },
+        std::slice::from_ref(&requested),
+    );
+    let history = [intent(), succeeded(), requested.clone()];
+    given::<P>(&history).when_err(
+        PC::RequestRefund {
+            refund_id: r2,
+            amount: eur(4_001),
+        },
+        PE::RefundExceedsPaid {
+            paid: eur(10_000),
+            committed: 6_000,
+        },
+    );
+    given::<P>(&history).when_err(
+        PC::RequestRefund {
+            refund_id: r1,
+            amount: eur(1),
+        },
+        PE::DuplicateRefund(r1),
+    );
+    // A failed refund gives its amount back to what may still be refunded.
+    let failed = PEv::RefundFailed {
+        payment_id: PAYMENT,
+        booking_id: BOOKING,
+        refund_id: r1,
+        reason: "expired card".into(),
+    };
+    given::<P>(&history).when_then(
+        PC::RefundFailed {
+            refund_id: r1,
+            reason: "expired card".into(),
+        },
+        std::slice::from_ref(&failed),
+    );
+    given::<P>(&[intent(), succeeded(), requested, failed]).when_then(
+        PC::RequestRefund {
+            refund_id: r2,
+            amount: eur(10_000),
+        },
+        &[PEv::RefundRequested {
+            payment_id: PAYMENT,
+            booking_id: BOOKING,
+            refund_id: r2,
+            amount: eur(10_000),
+        }],
+    );
+    given::<P>(&[intent(), succeeded()])
+        .when_err(PC::RefundSucceeded { refund_id: r1 }, PE::UnknownRefund(r1));
+}
+
+fn booking(n: u128) -> BookingId {
+    BookingId(Uuid::from_u128(500 + n))
+}
+
+#[test]
+fn loyalty_follows_the_seed_rules() {
+    let state = given::<L>(&[]).when_then(
+        LC::RecordBookingConfirmed {
+            booking_id: booking(1),
+        },
+        &[
+            LEv::PointsAwarded {
+                points: 500,
+                reason: AwardReason::FirstBooking,
+                booking_id: Some(booking(1)),
+                source: booking(1).to_string(),
+            },
+            LEv::BadgeEarned {
+                badge: Badge::FirstTraveler,
+            },
+        ],
+    );
+    assert_eq!(state.balance, 500);
+    // Later bookings earn on completion, not on confirmation.
+    let history: Vec<LEv> = L::decide(
+        &L::replay(&[]),
+        &LC::RecordBookingConfirmed {
+            booking_id: booking(1),
+        },
+    )
+    .expect("first");
+    assert!(
+        L::decide(
+            &L::replay(&history),
+            &LC::RecordBookingConfirmed {
+                booking_id: booking(2)
+            }
+        )
+        .expect("second")
+        .is_empty()
+    );
+    // Awards are once per booking and reason.
+    let mut h = history.clone();
+    h.extend(
+        L::decide(
+            &L::replay(&h),
+            &LC::RecordBookingCompleted {
+                booking_id: booking(1),
+            },
+        )
+        .expect("completed"),
+    );
+    given::<L>(&h).when_err(
+        LC::RecordBookingCompleted {
+            booking_id: booking(1),
+        },
+        LE::AlreadyAwarded(AwardReason::BookingCompleted),
+    );
+    assert_eq!(L::replay(&h).balance, 600);
+}
+
+#[test]
+fn badges_come_at_their_milestones() {
+    let mut h = Vec::new();
+    for n in 0..10 {
+        h.extend(
+            L::decide(
+                &L::replay(&h),
+                &LC::RecordBookingCompleted {
+                    booking_id: booking(n),
+                },
+            )
+            .expect("completed"),
+        );
+    }
+    for n in 0..5 {
+        h.extend(
+            L::decide(
+                &L::replay(&h),
+                &LC::RecordReviewWritten {
+                    booking_id: booking(n),
+                },
+            )
+            .expect("review"),
+        );
+    }
+    let a = L::replay(&h);
+    assert_eq!(a.balance, 10 * 100 + 5 * 50);
+    assert!(a.badges.contains(&Badge::GlobeTrotter) && a.badges.contains(&Badge::SocialButterfly));
+    assert_eq!(
+        h.iter()
+            .filter(|e| matches!(e, LEv::BadgeEarned { .. }))
+            .count(),
+        2,
+        "each badge once"
+    );
+    h.extend(
+        L::decide(
+            &a,
+            &LC::Redeem {
+                booking_id: booking(20),
+                points: 1_000,
+                value: eur(50_000),
+            },
+        )
+        .expect("redeem"),
+    );
+    assert!(L::replay(&h).badges.contains(&Badge::BudgetMaster));
+}
+
+#[test]
+fn reversals_never_take_the_balance_below_zero() {
+    let mut h = L::decide(
+        &L::replay(&[]),
+        &LC::RecordBookingConfirmed {
+            booking_id: booking(1),
+        },
+    )
+    .expect("first");
+    h.extend(
+        L::decide(
+            &L::replay(&h),
+            &LC::Redeem {
+                booking_id: booking(9),
+                points: 400,
+                value: eur(2_000),
+            },
+        )
+        .expect("redeem"),
+    );
+    given::<L>(&h).when_then(
+        LC::ReverseForBooking {
+            booking_id: booking(1),
+        },
+        &[LEv::PointsReversed {
+            booking_id: booking(1),
+            points: 100,
+        }],
+    );
+    h.push(LEv::PointsReversed {
+        booking_id: booking(1),
+        points: 100,
+    });
+    given::<L>(&h).when_err(
+        LC::ReverseForBooking {
+            booking_id: booking(1),
+        },
+        LE::NothingToReverse(booking(1)),
+    );
+    given::<L>(&h).when_err(
+        LC::Redeem {
+            booking_id: booking(9),
+            points: 1,
+            value: eur(1),
+        },
+        LE::InsufficientPoints {
+            balance: 0,
+            needed: 1,
+        },
+    );
+    given::<L>(&h).when_err(
+        LC::Adjust { delta: -1 },
+        LE::InsufficientPoints {
+            balance: 0,
+            needed: 1,
+        },
+    );
+    given::<L>(&h).when_then(
+        LC::Adjust { delta: 25 },
+        &[LEv::PointsAdjusted { delta: 25 }],
+    );
+}
+
+#[test]
+fn one_review_per_booking_with_a_valid_rating() {
+    let review = |rating| Review {
+        booking_id: BOOKING,
+        listing_id: LISTING,
+        author_id: CUSTOMER,
+        rating,
+        text: " Lovely. ".into(),
+    };
+    let state = given::<R>(&[]).when_then(
+        RC::Write(review(5)),
+        &[tessera_domain::review::ReviewEvent::ReviewWritten {
+            booking_id: BOOKING,
+            listing_id: LISTING,
+            author_id: CUSTOMER,
+            rating: 5,
+            text: "Lovely.".into(),
+        }],
+    );
+    assert!(matches!(
+        R::decide(&state, &RC::Write(review(4))),
+        Err(RE::AlreadyReviewed)
+    ));
+    given::<R>(&[]).when_err(RC::Write(review(0)), RE::Rating(0));
+    given::<R>(&[]).when_err(RC::Write(review(6)), RE::Rating(6));
+}
+
+#[test]
+fn users_register_as_customers_and_can_be_erased() {
+    let id = UserId(Uuid::from_u128(77));
+    let email = Email::parse("  Ada@Example.org ").expect("email");
+    assert_eq!(email.as_str(), "ada@example.org");
+    assert_eq!(Email::parse("not-an-email"), Err(UE::InvalidEmail));
+    let registered = UEv::UserRegistered {
+        user_id: id,
+        email: email.clone(),
+        display_name: "Ada".into(),
+        password_hash: "$argon2id$…".into(),
+    };
+    given::<U>(&[]).when_then(
+        UC::Register {
+            id,
+            email,
+            display_name: " Ada ".into(),
+            password_hash: "$argon2id$…".into(),
+        },
+        &[
+            registered.clone(),
+            UEv::RoleGranted {
+                user_id: id,
+                role: Role::Customer,
+            },
+        ],
+    );
+    let history = [
+        registered,
+        UEv::RoleGranted {
+            user_id: id,
+            role: Role::Customer,
+        },
+    ];
+    given::<U>(&history).when_err(
+        UC::GrantRole {
+            role: Role::Customer,
+        },
+        UE::HasRole(Role::Customer),
+    );
+    given::<U>(&history).when_err(
+        UC::RevokeRole { role: Role::Admin },
+        UE::LacksRole(Role::Admin),
+    );
+    given::<U>(&history).when_err(
+        UC::UpdateProfile {
+            display_name: " ".into(),
+        },
+        UE::InvalidDisplayName,
+    );
+    let erased = given::<U>(&history).when_then(UC::Erase, &[UEv::UserErased { user_id: id }]);
+    let UserState::Registered(u) = &erased else {
+        panic!("registered")
+    };
+    assert!(u.erased && u.roles.is_empty() && u.password_hash.is_empty());
+    assert!(matches!(
+        U::decide(&erased, &UC::GrantRole { role: Role::Admin }),
+        Err(UE::Erased)
+    ));
+}
