@@ -14,8 +14,12 @@ use tessera_domain::booking::{BookingEvent, Canceller};
 use tessera_domain::listing::{
     Destination, ItineraryDay, ListingDetails, ListingEvent, ListingKind,
 };
+use tessera_domain::loyalty::{AwardReason, Badge, LoyaltyEvent};
+use tessera_domain::payment::PaymentEvent;
 use tessera_domain::policy::CancellationPolicy;
+use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
+use tessera_domain::user::{Email, Role, UserEvent};
 use tessera_domain::values::{BookingId, Currency, ListingId, Money, PaymentId, SlotId, UserId};
 use uuid::Uuid;
 
@@ -156,6 +160,87 @@ fn samples() -> Vec<AnyEvent> {
             hold_expires_at: at(2),
             allow_overbook: false,
         }),
+        AnyEvent::Payment(PaymentEvent::PaymentIntentCreated {
+            payment_id,
+            booking_id,
+            customer_id: user,
+            amount: eur(178_000),
+            provider: "stripe".into(),
+            provider_ref: "pi_3QexampleA1b2C3".into(),
+        }),
+        AnyEvent::Payment(PaymentEvent::PaymentSucceeded {
+            payment_id,
+            booking_id,
+            amount: eur(178_000),
+        }),
+        AnyEvent::Payment(PaymentEvent::PaymentFailed {
+            payment_id,
+            booking_id,
+            reason: "card_declined".into(),
+        }),
+        AnyEvent::Payment(PaymentEvent::RefundRequested {
+            payment_id,
+            booking_id,
+            refund_id: Uuid::from_u128(0x66),
+            amount: eur(89_000),
+        }),
+        AnyEvent::Payment(PaymentEvent::RefundSucceeded {
+            payment_id,
+            booking_id,
+            refund_id: Uuid::from_u128(0x66),
+            amount: eur(89_000),
+        }),
+        AnyEvent::Payment(PaymentEvent::RefundFailed {
+            payment_id,
+            booking_id,
+            refund_id: Uuid::from_u128(0x66),
+            reason: "expired_card".into(),
+        }),
+        AnyEvent::Loyalty(LoyaltyEvent::PointsAwarded {
+            points: 500,
+            reason: AwardReason::FirstBooking,
+            booking_id: Some(booking_id),
+            source: booking_id.to_string(),
+        }),
+        AnyEvent::Loyalty(LoyaltyEvent::PointsReversed {
+            booking_id,
+            points: 500,
+        }),
+        AnyEvent::Loyalty(LoyaltyEvent::PointsRedeemed {
+            booking_id,
+            points: 300,
+            value: eur(1_500),
+        }),
+        AnyEvent::Loyalty(LoyaltyEvent::PointsAdjusted { delta: -50 }),
+        AnyEvent::Loyalty(LoyaltyEvent::BadgeEarned {
+            badge: Badge::FirstTraveler,
+        }),
+        AnyEvent::Review(ReviewEvent::ReviewWritten {
+            booking_id,
+            listing_id,
+            author_id: user,
+            rating: 5,
+            text: "Unforgettable huts.".into(),
+        }),
+        AnyEvent::User(UserEvent::UserRegistered {
+            user_id: user,
+            email: Email::parse("ada@example.org").expect("email"),
+            display_name: "Ada".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+        }),
+        AnyEvent::User(UserEvent::UserProfileUpdated {
+            user_id: user,
+            display_name: "Ada L.".into(),
+        }),
+        AnyEvent::User(UserEvent::RoleGranted {
+            user_id: user,
+            role: Role::Provider,
+        }),
+        AnyEvent::User(UserEvent::RoleRevoked {
+            user_id: user,
+            role: Role::Provider,
+        }),
+        AnyEvent::User(UserEvent::UserErased { user_id: user }),
     ]
 }
 
