@@ -35,6 +35,7 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("BookingCompleted", "booking", 1),
     ("BookingRefunded", "booking", 1),
     ("BookingReinstated", "booking", 1),
+    ("LatePaymentAccepted", "booking", 1),
     // payment
     ("PaymentIntentCreated", "payment", 1),
     ("PaymentSucceeded", "payment", 1),

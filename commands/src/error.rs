@@ -29,6 +29,10 @@ pub enum CommandError {
     User(#[from] UserError),
     #[error("{what} {id} does not exist")]
     NotFound { what: &'static str, id: String },
+    #[error("the payment was refused: {0}")]
+    PaymentRefused(String),
+    #[error("the payment provider is unavailable (safe to retry): {0}")]
+    GatewayUnavailable(String),
     #[error("this idempotency key was already used for a different request")]
     IdempotencyKeyReused,
     #[error("too many concurrent changes; gave up after {attempts} attempts (safe to retry)")]
@@ -52,6 +56,7 @@ impl CommandError {
                 | Self::Loyalty(_)
                 | Self::Review(_)
                 | Self::User(_)
+                | Self::PaymentRefused(_)
                 | Self::NotFound { .. }
         )
     }

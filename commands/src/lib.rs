@@ -7,8 +7,10 @@
 pub mod booking;
 pub mod codec;
 pub mod error;
+pub mod gateway;
 pub mod handler;
 pub mod idempotency;
+pub mod payment;
 pub mod pg;
 pub mod store;
 

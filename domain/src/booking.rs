@@ -8,6 +8,8 @@
 //!            Expired ◀─────────────────────┘                           Cancelled ──RecordRefund──▶ Refunded
 //!   Held / PaymentPending ──Cancel (unpaid)──▶ Cancelled
 //! ```
+//! A payment that succeeds after the hold expired confirms the booking if the slot can still
+//! take its seats (`AcceptLatePayment`: Expired → Confirmed); otherwise the payment is refunded.
 //! Every other transition is a typed [`BookingError::InvalidTransition`]. The cancellation policy
 //! is snapshotted when the booking is placed.
 
@@ -149,6 +151,12 @@ pub enum BookingCommand {
     Complete {
         now: DateTime<Utc>,
     },
+    /// A payment succeeded after the hold expired and the slot still has the seats: the booking
+    /// is confirmed after all (the handler re-holds the seats in the same append).
+    AcceptLatePayment {
+        payment_id: PaymentId,
+        amount: Money,
+    },
     /// A refund of `amount` succeeded at the payment provider.
     RecordRefund {
         amount: Money,
@@ -201,6 +209,11 @@ pub enum BookingEvent {
     },
     BookingCompleted {
         booking_id: BookingId,
+    },
+    LatePaymentAccepted {
+        booking_id: BookingId,
+        payment_id: PaymentId,
+        amount_paid: Money,
     },
     BookingRefunded {
         booking_id: BookingId,
@@ -396,6 +409,25 @@ impl Aggregate for BookingAggregate {
                 }
                 BookingEvent::BookingCompleted { booking_id }
             }
+            BookingCommand::AcceptLatePayment { payment_id, amount } => {
+                if b.status != S::Expired {
+                    return Err(invalid(b.status, "accept a late payment"));
+                }
+                if b.payment_id != Some(*payment_id) {
+                    return Err(BookingError::WrongPayment { got: *payment_id });
+                }
+                if *amount != b.total {
+                    return Err(BookingError::AmountMismatch {
+                        expected: b.total,
+                        got: *amount,
+                    });
+                }
+                BookingEvent::LatePaymentAccepted {
+                    booking_id,
+                    payment_id: *payment_id,
+                    amount_paid: *amount,
+                }
+            }
             BookingCommand::RecordRefund { amount } => {
                 if !matches!(
                     b.status,
@@ -497,6 +529,10 @@ impl Aggregate for BookingAggregate {
                         b.refund_due = *refund_due;
                     }
                     BookingEvent::BookingCompleted { .. } => b.status = S::Completed,
+                    BookingEvent::LatePaymentAccepted { amount_paid, .. } => {
+                        b.status = S::Confirmed;
+                        b.paid = *amount_paid;
+                    }
                     BookingEvent::BookingRefunded { total_refunded, .. } => {
                         b.refunded = *total_refunded;
                         if b.status == S::Cancelled && b.refunded.minor >= b.refund_due.minor {

@@ -1,6 +1,8 @@
 //! Booking commands on PostgreSQL: atomic place-and-hold under contention, release exactly once,
 //! command retries, idempotency keys.
 
+mod payments;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};

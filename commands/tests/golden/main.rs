@@ -160,6 +160,11 @@ fn samples() -> Vec<AnyEvent> {
             hold_expires_at: at(2),
             allow_overbook: false,
         }),
+        AnyEvent::Booking(BookingEvent::LatePaymentAccepted {
+            booking_id,
+            payment_id,
+            amount_paid: eur(178_000),
+        }),
         AnyEvent::Payment(PaymentEvent::PaymentIntentCreated {
             payment_id,
             booking_id,

@@ -1,0 +1,476 @@
+//! Payment commands: start a payment for a held booking, record what the provider reports, and
+//! carry refunds to the provider.
+//!
+//! Outcomes (all appended atomically across the payment, booking and slot streams):
+//! - succeeded, booking awaiting it → payment succeeded, booking confirmed, seats confirmed;
+//! - succeeded after the hold expired → confirmed if the slot can still take the seats
+//!   (re-held and confirmed), otherwise the whole amount is refunded;
+//! - succeeded for a booking that was cancelled or is paid already → refunded in full;
+//! - failed → payment failed, booking payable again until its hold lapses.
+
+use tessera_domain::Aggregate;
+use tessera_domain::booking::{BookingAggregate, BookingCommand, BookingStatus};
+use tessera_domain::payment::{
+    PaymentAggregate, PaymentCommand, PaymentError, PaymentState, RefundStatus,
+};
+use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotState};
+use tessera_domain::values::{BookingId, PaymentId, Seats};
+use uuid::Uuid;
+
+use crate::error::CommandError;
+use crate::gateway::{GatewayError, IntentRequest, PaymentGateway, RefundRequest};
+use crate::handler::{CommandContext, Executed, Loaded, MAX_ATTEMPTS, load, stream_of, write_for};
+use crate::store::{EventStore, RecordedEvent, StreamWrite};
+
+impl From<GatewayError> for CommandError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Refused(m) => CommandError::PaymentRefused(m),
+            other => CommandError::GatewayUnavailable(other.to_string()),
+        }
+    }
+}
+
+/// A payment that was started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedPayment {
+    pub payment_id: PaymentId,
+    pub provider_ref: String,
+    /// For Stripe: what the browser needs to confirm the payment.
+    pub client_secret: Option<String>,
+    pub executed: Executed,
+}
+
+fn replayed(caused: &[&[RecordedEvent]]) -> Option<Executed> {
+    caused
+        .iter()
+        .flat_map(|events| events.iter())
+        .map(|e| e.position)
+        .max()
+        .map(|position| Executed {
+            position,
+            replayed: true,
+        })
+}
+
+fn commit_result(
+    result: Result<crate::store::AppendResult, crate::store::StoreError>,
+) -> Result<Option<Executed>, CommandError> {
+    match result {
+        Ok(r) => Ok(Some(Executed {
+            position: r.last_position,
+            replayed: false,
+        })),
+        Err(e) if e.is_conflict() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Starts paying a held booking: creates the intent at the provider (idempotently: the command
+/// id is the provider's idempotency key) and records it with the booking's move to
+/// `PaymentPending`.
+pub async fn start_payment(
+    store: &dyn EventStore,
+    gateway: &dyn PaymentGateway,
+    booking_id: BookingId,
+    card: Option<String>,
+    ctx: &CommandContext,
+) -> Result<StartedPayment, CommandError> {
+    // The payment id derives from the command, so a retried command reuses it.
+    let payment_id = PaymentId(Uuid::new_v5(&ctx.command_id, b"payment"));
+    for _ in 0..MAX_ATTEMPTS {
+        let booking = load::<BookingAggregate>(
+            store,
+            stream_of::<BookingAggregate>(booking_id),
+            ctx.command_id,
+        )
+        .await?;
+        let payment = load::<PaymentAggregate>(
+            store,
+            stream_of::<PaymentAggregate>(payment_id),
+            ctx.command_id,
+        )
+        .await?;
+        let b = booking
+            .state
+            .booking()
+            .ok_or_else(|| CommandError::NotFound {
+                what: "booking",
+                id: booking_id.to_string(),
+            })?;
+        let booking_events = if let Some(done) =
+            replayed(&[&booking.caused_by_command, &payment.caused_by_command])
+        {
+            let p = payment
+                .state
+                .payment()
+                .ok_or(CommandError::Payment(PaymentError::NotCreated))?;
+            return Ok(StartedPayment {
+                payment_id,
+                provider_ref: p.provider_ref.clone(),
+                client_secret: None,
+                executed: done,
+            });
+        } else {
+            BookingAggregate::decide(
+                &booking.state,
+                &BookingCommand::StartPayment {
+                    payment_id,
+                    now: ctx.now,
+                },
+            )?
+        };
+        let intent = gateway
+            .create_intent(&IntentRequest {
+                payment_id,
+                booking_id,
+                amount: b.total,
+                card: card.clone(),
+                idempotency_key: ctx.command_id.to_string(),
+            })
+            .await?;
+        let payment_events = PaymentAggregate::decide(
+            &payment.state,
+            &PaymentCommand::CreateIntent {
+                id: payment_id,
+                booking_id,
+                customer_id: b.customer_id,
+                amount: b.total,
+                provider: gateway.name().to_owned(),
+                provider_ref: intent.provider_ref.clone(),
+            },
+        )?;
+        let writes = vec![
+            write_for(&booking, &booking_events, ctx)?,
+            write_for(&payment, &payment_events, ctx)?,
+        ];
+        if let Some(executed) = commit_result(store.append(writes).await)? {
+            return Ok(StartedPayment {
+                payment_id,
+                provider_ref: intent.provider_ref,
+                client_secret: intent.client_secret,
+                executed,
+            });
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Records that the provider collected the payment, and what follows for the booking.
+/// Run it with a command id derived from the provider's event id: a redelivered webhook is then
+/// a replay.
+pub async fn record_payment_succeeded(
+    store: &dyn EventStore,
+    payment_id: PaymentId,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let payment = load::<PaymentAggregate>(
+            store,
+            stream_of::<PaymentAggregate>(payment_id),
+            ctx.command_id,
+        )
+        .await?;
+        let PaymentState::Created(p) = &payment.state else {
+            return Err(CommandError::NotFound {
+                what: "payment",
+                id: payment_id.to_string(),
+            });
+        };
+        let booking = load::<BookingAggregate>(
+            store,
+            stream_of::<BookingAggregate>(p.booking_id),
+            ctx.command_id,
+        )
+        .await?;
+        let b = booking
+            .state
+            .booking()
+            .ok_or_else(|| CommandError::NotFound {
+                what: "booking",
+                id: p.booking_id.to_string(),
+            })?;
+        let slot =
+            load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
+                .await?;
+        if let Some(done) = replayed(&[
+            &payment.caused_by_command,
+            &booking.caused_by_command,
+            &slot.caused_by_command,
+        ]) {
+            return Ok(done);
+        }
+        let mut state = payment.state.clone();
+        let mut payment_events = PaymentAggregate::decide(&state, &PaymentCommand::MarkSucceeded)?;
+        for e in &payment_events {
+            state = PaymentAggregate::evolve(state, e);
+        }
+        let mut writes = Vec::new();
+        let ours = b.payment_id == Some(payment_id);
+        let confirmed = match b.status {
+            BookingStatus::PaymentPending if ours => {
+                let booking_events = BookingAggregate::decide(
+                    &booking.state,
+                    &BookingCommand::ConfirmPayment {
+                        payment_id,
+                        amount: p.amount,
+                    },
+                )?;
+                let slot_events = SlotAggregate::decide(
+                    &slot.state,
+                    &SlotCommand::ConfirmSeats { booking_id: b.id },
+                )?;
+                writes.push(write_for(&booking, &booking_events, ctx)?);
+                writes.push(write_for(&slot, &slot_events, ctx)?);
+                true
+            }
+            BookingStatus::Expired if ours => match late_seats(&slot, b.id, b.seats, ctx)? {
+                Some(slot_events) => {
+                    let booking_events = BookingAggregate::decide(
+                        &booking.state,
+                        &BookingCommand::AcceptLatePayment {
+                            payment_id,
+                            amount: p.amount,
+                        },
+                    )?;
+                    writes.push(write_for(&booking, &booking_events, ctx)?);
+                    writes.push(write_for(&slot, &slot_events, ctx)?);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if !confirmed {
+            // Nothing to confirm: the customer gets the whole amount back.
+            let refund_id = Uuid::new_v5(&ctx.command_id, b"refund");
+            payment_events.extend(PaymentAggregate::decide(
+                &state,
+                &PaymentCommand::RequestRefund {
+                    refund_id,
+                    amount: p.amount,
+                },
+            )?);
+        }
+        writes.insert(0, write_for(&payment, &payment_events, ctx)?);
+        if let Some(executed) = commit_result(store.append(writes).await)? {
+            return Ok(executed);
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// The slot events that re-hold and confirm a late-paid booking's seats, if they are still free.
+fn late_seats(
+    slot: &Loaded<SlotAggregate>,
+    booking_id: BookingId,
+    seats: u32,
+    ctx: &CommandContext,
+) -> Result<Option<Vec<tessera_domain::slot::SlotEvent>>, CommandError> {
+    let SlotState::Scheduled(_) = &slot.state else {
+        return Ok(None);
+    };
+    let seats = Seats::new(seats).map_err(|e| CommandError::Codec(e.to_string()))?;
+    let Ok(held) = SlotAggregate::decide(
+        &slot.state,
+        &SlotCommand::HoldSeats {
+            booking_id,
+            seats,
+            now: ctx.now,
+            allow_overbook: false,
+        },
+    ) else {
+        return Ok(None);
+    };
+    let after = held
+        .iter()
+        .fold(slot.state.clone(), |s, e| SlotAggregate::evolve(s, e));
+    let mut events = held;
+    events.extend(SlotAggregate::decide(
+        &after,
+        &SlotCommand::ConfirmSeats { booking_id },
+    )?);
+    Ok(Some(events))
+}
+
+/// Records that the provider could not collect the payment: the booking is payable again.
+pub async fn record_payment_failed(
+    store: &dyn EventStore,
+    payment_id: PaymentId,
+    reason: &str,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let payment = load::<PaymentAggregate>(
+            store,
+            stream_of::<PaymentAggregate>(payment_id),
+            ctx.command_id,
+        )
+        .await?;
+        let PaymentState::Created(p) = &payment.state else {
+            return Err(CommandError::NotFound {
+                what: "payment",
+                id: payment_id.to_string(),
+            });
+        };
+        let booking = load::<BookingAggregate>(
+            store,
+            stream_of::<BookingAggregate>(p.booking_id),
+            ctx.command_id,
+        )
+        .await?;
+        if let Some(done) = replayed(&[&payment.caused_by_command, &booking.caused_by_command]) {
+            return Ok(done);
+        }
+        let payment_events = PaymentAggregate::decide(
+            &payment.state,
+            &PaymentCommand::MarkFailed {
+                reason: reason.to_owned(),
+            },
+        )?;
+        let mut writes: Vec<StreamWrite> = vec![write_for(&payment, &payment_events, ctx)?];
+        let pending = booking.state.booking().is_some_and(|b| {
+            b.status == BookingStatus::PaymentPending && b.payment_id == Some(payment_id)
+        });
+        if pending {
+            let booking_events = BookingAggregate::decide(
+                &booking.state,
+                &BookingCommand::FailPayment { payment_id },
+            )?;
+            writes.push(write_for(&booking, &booking_events, ctx)?);
+        }
+        if let Some(executed) = commit_result(store.append(writes).await)? {
+            return Ok(executed);
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Asks for a refund of `amount` of a booking's payment (a paid cancellation, an admin's
+/// compensation). The refund itself is carried to the provider by [`send_refund`].
+pub async fn request_refund(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    amount: tessera_domain::values::Money,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    let booking = load::<BookingAggregate>(
+        store,
+        stream_of::<BookingAggregate>(booking_id),
+        ctx.command_id,
+    )
+    .await?;
+    let b = booking
+        .state
+        .booking()
+        .ok_or_else(|| CommandError::NotFound {
+            what: "booking",
+            id: booking_id.to_string(),
+        })?;
+    let payment_id = b
+        .payment_id
+        .filter(|_| b.paid.minor > 0)
+        .ok_or(CommandError::Payment(PaymentError::NotSucceeded))?;
+    let refund_id = Uuid::new_v5(&ctx.command_id, b"refund");
+    crate::handler::execute::<PaymentAggregate>(
+        store,
+        stream_of::<PaymentAggregate>(payment_id),
+        &PaymentCommand::RequestRefund { refund_id, amount },
+        ctx,
+    )
+    .await
+}
+
+/// Sends a requested refund to the provider and records the outcome; a succeeded refund is also
+/// recorded on the booking (which becomes `Refunded` once a paid cancellation is refunded).
+pub async fn send_refund(
+    store: &dyn EventStore,
+    gateway: &dyn PaymentGateway,
+    payment_id: PaymentId,
+    refund_id: Uuid,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let payment = load::<PaymentAggregate>(
+            store,
+            stream_of::<PaymentAggregate>(payment_id),
+            ctx.command_id,
+        )
+        .await?;
+        let PaymentState::Created(p) = &payment.state else {
+            return Err(CommandError::NotFound {
+                what: "payment",
+                id: payment_id.to_string(),
+            });
+        };
+        let booking = load::<BookingAggregate>(
+            store,
+            stream_of::<BookingAggregate>(p.booking_id),
+            ctx.command_id,
+        )
+        .await?;
+        if let Some(done) = replayed(&[&payment.caused_by_command, &booking.caused_by_command]) {
+            return Ok(done);
+        }
+        let refund =
+            p.refunds
+                .iter()
+                .find(|r| r.refund_id == refund_id)
+                .ok_or(CommandError::Payment(PaymentError::UnknownRefund(
+                    refund_id,
+                )))?;
+        if refund.status != RefundStatus::Requested {
+            return Err(CommandError::Payment(PaymentError::RefundFinished(
+                refund_id,
+            )));
+        }
+        let outcome = gateway
+            .refund(&RefundRequest {
+                provider_ref: p.provider_ref.clone(),
+                refund_id,
+                amount: refund.amount,
+                idempotency_key: format!("refund-{refund_id}"),
+            })
+            .await;
+        let mut writes = Vec::new();
+        match outcome {
+            Ok(_) => {
+                let events = PaymentAggregate::decide(
+                    &payment.state,
+                    &PaymentCommand::RefundSucceeded { refund_id },
+                )?;
+                writes.push(write_for(&payment, &events, ctx)?);
+                let paid = booking.state.booking().is_some_and(|b| b.paid.minor > 0);
+                if paid {
+                    let events = BookingAggregate::decide(
+                        &booking.state,
+                        &BookingCommand::RecordRefund {
+                            amount: refund.amount,
+                        },
+                    )?;
+                    writes.push(write_for(&booking, &events, ctx)?);
+                }
+            }
+            Err(GatewayError::Refused(reason)) => {
+                let events = PaymentAggregate::decide(
+                    &payment.state,
+                    &PaymentCommand::RefundFailed { refund_id, reason },
+                )?;
+                writes.push(write_for(&payment, &events, ctx)?);
+            }
+            Err(other) => return Err(other.into()),
+        }
+        if let Some(executed) = commit_result(store.append(writes).await)? {
+            return Ok(executed);
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}
