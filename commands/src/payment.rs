@@ -288,7 +288,7 @@ fn late_seats(
     };
     let after = held
         .iter()
-        .fold(slot.state.clone(), |s, e| SlotAggregate::evolve(s, e));
+        .fold(slot.state.clone(), SlotAggregate::evolve);
     let mut events = held;
     events.extend(SlotAggregate::decide(
         &after,
