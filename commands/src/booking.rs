@@ -251,3 +251,64 @@ async fn change_and_release(
         attempts: MAX_ATTEMPTS,
     })
 }
+
+/// Completes a confirmed booking once its slot has ended.
+pub async fn complete_booking(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    crate::handler::execute::<BookingAggregate>(
+        store,
+        stream_of::<BookingAggregate>(booking_id),
+        &BookingCommand::Complete { now: ctx.now },
+        ctx,
+    )
+    .await
+}
+
+/// A customer reviews their completed booking (one review per booking).
+pub async fn write_review(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    author_id: UserId,
+    rating: u8,
+    text: &str,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    use tessera_domain::review::{Review, ReviewAggregate, ReviewCommand};
+    let booking = load::<BookingAggregate>(
+        store,
+        stream_of::<BookingAggregate>(booking_id),
+        ctx.command_id,
+    )
+    .await?;
+    let b = booking
+        .state
+        .booking()
+        .ok_or_else(|| not_found(booking_id))?;
+    if b.customer_id != author_id {
+        return Err(not_found(booking_id));
+    }
+    if b.status != BookingStatus::Completed {
+        return Err(tessera_domain::booking::BookingError::InvalidTransition {
+            from: b.status,
+            action: "be reviewed",
+        }
+        .into());
+    }
+    let review = Review {
+        booking_id,
+        listing_id: b.listing_id,
+        author_id,
+        rating,
+        text: text.to_owned(),
+    };
+    crate::handler::execute::<ReviewAggregate>(
+        store,
+        stream_of::<ReviewAggregate>(booking_id),
+        &ReviewCommand::Write(review),
+        ctx,
+    )
+    .await
+}

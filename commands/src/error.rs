@@ -29,6 +29,8 @@ pub enum CommandError {
     User(#[from] UserError),
     #[error("{what} {id} does not exist")]
     NotFound { what: &'static str, id: String },
+    #[error("a reason is required for this command")]
+    ReasonRequired,
     #[error("the payment was refused: {0}")]
     PaymentRefused(String),
     #[error("the payment provider is unavailable (safe to retry): {0}")]
@@ -57,6 +59,7 @@ impl CommandError {
                 | Self::Review(_)
                 | Self::User(_)
                 | Self::PaymentRefused(_)
+                | Self::ReasonRequired
                 | Self::NotFound { .. }
         )
     }

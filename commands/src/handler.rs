@@ -1,8 +1,8 @@
 //! Command handling: load a stream, replay it through the pure domain, decide, append with the
 //! expected version; retry a bounded number of times when another writer got there first.
 //!
-//! Every event a command writes has an id derived from the command id (UUID v5), and the command
-//! id as its causation id. A retried command therefore cannot append twice: the store refuses
+//! Every event a command writes has an id derived from the command id (UUID v5), and as its
+//! causation id the event it reacts to (reactors) or else the command id. A retried command therefore cannot append twice: the store refuses
 //! different content under the same id and returns the first result for the same content, and a
 //! stream that already holds events caused by this command returns that earlier outcome.
 
@@ -32,6 +32,8 @@ pub struct CommandContext {
     pub actor: String,
     /// The reason a person gave (required for admin compensations).
     pub reason: Option<String>,
+    /// The event this command reacts to (reactors); otherwise the command itself is the cause.
+    pub caused_by_event: Option<Uuid>,
     /// The business time of the command (the clock is read by the caller, never by the domain).
     pub now: DateTime<Utc>,
 }
@@ -43,6 +45,26 @@ impl CommandContext {
             correlation_id: command_id,
             actor: actor.into(),
             reason: None,
+            caused_by_event: None,
+            now: now.trunc_subsecs(6),
+        }
+    }
+
+    /// The context of a reactor's command in reaction to `event`. The command id derives from
+    /// the event, the reactor and `what`, so a redelivered event re-issues the same command,
+    /// which is then a replay.
+    pub fn reacting_to(
+        reactor: &str,
+        what: &str,
+        event: &RecordedEvent,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            command_id: Uuid::new_v5(&event.event_id, format!("{reactor}/{what}").as_bytes()),
+            correlation_id: event.metadata.correlation_id,
+            actor: format!("system:{reactor}"),
+            reason: None,
+            caused_by_event: Some(event.event_id),
             now: now.trunc_subsecs(6),
         }
     }
@@ -60,7 +82,7 @@ impl CommandContext {
     fn metadata(&self) -> EventMetadata {
         EventMetadata {
             correlation_id: self.correlation_id,
-            causation_id: Some(self.command_id),
+            causation_id: Some(self.caused_by_event.unwrap_or(self.command_id)),
             actor: self.actor.clone(),
             reason: self.reason.clone(),
         }
@@ -68,8 +90,13 @@ impl CommandContext {
 
     /// The id of the `index`-th event this command writes to `stream`.
     pub fn event_id(&self, stream: &StreamId, index: usize) -> Uuid {
-        Uuid::new_v5(&self.command_id, format!("{stream}/{index}").as_bytes())
+        event_id_for(self.command_id, stream, index)
     }
+}
+
+/// The id of the `index`-th event command `command_id` writes to `stream`.
+pub fn event_id_for(command_id: Uuid, stream: &StreamId, index: usize) -> Uuid {
+    Uuid::new_v5(&command_id, format!("{stream}/{index}").as_bytes())
 }
 
 /// A stream replayed into its aggregate's state.
@@ -111,6 +138,7 @@ where
     let events = read_whole_stream(store, &stream).await?;
     let mut state = A::State::default();
     let mut caused_by_command = Vec::new();
+    let mut next_own_id = event_id_for(command_id, &stream, 0);
     for recorded in &events {
         let event: A::Event = codec::decode(
             &recorded.event_type,
@@ -119,8 +147,10 @@ where
         )
         .map_err(|e| CommandError::Codec(e.to_string()))?;
         state = A::evolve(state, &event);
-        if recorded.metadata.causation_id == Some(command_id) {
+        // The command's events carry ids derived from it, in order.
+        if recorded.event_id == next_own_id {
             caused_by_command.push(recorded.clone());
+            next_own_id = event_id_for(command_id, &stream, caused_by_command.len());
         }
     }
     Ok(Loaded {

@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate depends on `tessera-domain` and never on the read side
 //! (`tessera-projections`) or the HTTP layer (`tessera-api`).
 
+pub mod admin;
 pub mod booking;
 pub mod codec;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod handler;
 pub mod idempotency;
 pub mod payment;
 pub mod pg;
+pub mod reactor;
 pub mod store;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -286,9 +286,7 @@ fn late_seats(
     ) else {
         return Ok(None);
     };
-    let after = held
-        .iter()
-        .fold(slot.state.clone(), SlotAggregate::evolve);
+    let after = held.iter().fold(slot.state.clone(), SlotAggregate::evolve);
     let mut events = held;
     events.extend(SlotAggregate::decide(
         &after,

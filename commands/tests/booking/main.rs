@@ -1,6 +1,7 @@
 //! Booking commands on PostgreSQL: atomic place-and-hold under contention, release exactly once,
 //! command retries, idempotency keys.
 
+mod lifecycle;
 mod payments;
 
 use std::sync::Arc;

@@ -1,0 +1,138 @@
+//! Compensating commands for admins. Each requires a reason and records the admin as the actor;
+//! each is visible in the booking's history like any other event.
+
+use tessera_domain::Aggregate;
+use tessera_domain::booking::{BookingAggregate, BookingCommand, Canceller};
+use tessera_domain::loyalty::{LoyaltyAggregate, LoyaltyCommand};
+use tessera_domain::slot::{SlotAggregate, SlotCommand};
+use tessera_domain::values::{BookingId, Money, Seats, UserId};
+
+use crate::booking::{BookingConfig, cancel_booking};
+use crate::error::CommandError;
+use crate::handler::{CommandContext, Executed, MAX_ATTEMPTS, execute, load, stream_of, write_for};
+use crate::store::EventStore;
+
+fn require_reason(ctx: &CommandContext) -> Result<(), CommandError> {
+    match ctx.reason.as_deref().map(str::trim) {
+        Some(r) if !r.is_empty() => Ok(()),
+        _ => Err(CommandError::ReasonRequired),
+    }
+}
+
+/// Refunds any amount up to what was paid (minus refunds already made or under way).
+pub async fn refund(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    amount: Money,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    require_reason(ctx)?;
+    crate::payment::request_refund(store, booking_id, amount, ctx).await
+}
+
+/// Cancels a booking; with `waive_fee` the customer gets everything back, otherwise the
+/// booking's policy applies.
+pub async fn force_cancel(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    admin: UserId,
+    waive_fee: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    require_reason(ctx)?;
+    cancel_booking(store, booking_id, Canceller::Admin(admin), waive_fee, ctx).await
+}
+
+/// Adds or removes points (never below zero).
+pub async fn adjust_points(
+    store: &dyn EventStore,
+    user: UserId,
+    delta: i64,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    require_reason(ctx)?;
+    execute::<LoyaltyAggregate>(
+        store,
+        stream_of::<LoyaltyAggregate>(user),
+        &LoyaltyCommand::Adjust { delta },
+        ctx,
+    )
+    .await
+}
+
+/// Brings an expired booking back to `Held`, holding its seats again: only when the slot has
+/// room, unless `allow_overbook` — an explicit decision recorded on the slot's event.
+pub async fn reinstate(
+    store: &dyn EventStore,
+    config: &BookingConfig,
+    booking_id: BookingId,
+    allow_overbook: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    require_reason(ctx)?;
+    for _ in 0..MAX_ATTEMPTS {
+        let booking = load::<BookingAggregate>(
+            store,
+            stream_of::<BookingAggregate>(booking_id),
+            ctx.command_id,
+        )
+        .await?;
+        let b = booking
+            .state
+            .booking()
+            .ok_or_else(|| CommandError::NotFound {
+                what: "booking",
+                id: booking_id.to_string(),
+            })?;
+        let slot =
+            load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
+                .await?;
+        if let Some(last) = booking
+            .caused_by_command
+            .iter()
+            .chain(&slot.caused_by_command)
+            .map(|e| e.position)
+            .max()
+        {
+            return Ok(Executed {
+                position: last,
+                replayed: true,
+            });
+        }
+        let booking_events = BookingAggregate::decide(
+            &booking.state,
+            &BookingCommand::Reinstate {
+                now: ctx.now,
+                hold_ttl: config.hold_ttl,
+                allow_overbook,
+            },
+        )?;
+        let seats = Seats::new(b.seats).map_err(|e| CommandError::Codec(e.to_string()))?;
+        let slot_events = SlotAggregate::decide(
+            &slot.state,
+            &SlotCommand::HoldSeats {
+                booking_id,
+                seats,
+                now: ctx.now,
+                allow_overbook,
+            },
+        )?;
+        let writes = vec![
+            write_for(&booking, &booking_events, ctx)?,
+            write_for(&slot, &slot_events, ctx)?,
+        ];
+        match store.append(writes).await {
+            Ok(r) => {
+                return Ok(Executed {
+                    position: r.last_position,
+                    replayed: false,
+                });
+            }
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}

@@ -1,0 +1,564 @@
+//! Reactors (process managers): checkpointed followers of the log that turn events into
+//! commands. Each command a reactor issues has an id derived from the event it reacts to, so a
+//! redelivered event (after a crash before the checkpoint moved) re-issues the same command,
+//! which the handlers recognise as a replay: restart-safe, nothing doubled.
+//!
+//! A business refusal (say, expiring a booking that was confirmed meanwhile) is a final answer,
+//! logged and passed; an infrastructure failure is retried, and the reactor never moves its
+//! checkpoint past an event it has not handled.
+//!
+//! Time comes from a [`Clock`]: deadlines (a hold lapsing, a slot ending) are rows in
+//! `deadlines`, fired by [`fire_due_deadlines`] when the clock passes them, never by sleeping.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
+use tessera_domain::booking::{BookingAggregate, BookingEvent, Canceller};
+use tessera_domain::loyalty::{LoyaltyAggregate, LoyaltyCommand};
+use tessera_domain::payment::PaymentEvent;
+use tessera_domain::review::ReviewEvent;
+use tessera_domain::slot::SlotEvent;
+use tessera_domain::values::{BookingId, UserId};
+use uuid::Uuid;
+
+use crate::codec::{self, AnyEvent};
+use crate::error::CommandError;
+use crate::gateway::{GatewayEvent, PaymentGateway};
+use crate::handler::{CommandContext, execute, load, stream_of};
+use crate::store::{EventStore, Position, RecordedEvent, StoreError};
+
+/// Where "now" comes from.
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told to (tests, simulations).
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self(Mutex::new(at))
+    }
+
+    pub fn advance(&self, by: TimeDelta) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += by;
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One process manager.
+#[async_trait]
+pub trait Reactor: Send + Sync + fmt::Debug {
+    /// Unique and stable: it names the checkpoint and the actor (`system:<name>`).
+    fn name(&self) -> &'static str;
+    async fn react(
+        &self,
+        event: &RecordedEvent,
+        decoded: &AnyEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), CommandError>;
+}
+
+/// Runs reactors against the store, keeping their checkpoints in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct ReactorRunner {
+    pub store: Arc<dyn EventStore>,
+    pub pool: PgPool,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// How often an infrastructure failure is retried before a batch gives up (the live loop then
+/// restarts from the checkpoint after a pause).
+const ATTEMPTS: u32 = 5;
+
+impl ReactorRunner {
+    pub async fn checkpoint(&self, reactor: &str) -> Result<Position, CommandError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM reactor_checkpoints WHERE name = $1")
+                .bind(reactor)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::from)?;
+        Ok(Position(position.unwrap_or(0) as u64))
+    }
+
+    async fn save(&self, reactor: &str, position: Position) -> Result<(), CommandError> {
+        sqlx::query(
+            "INSERT INTO reactor_checkpoints (name, position) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+        )
+        .bind(reactor)
+        .bind(position.0 as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Handles one event, retrying infrastructure failures; refusals are final answers.
+    async fn handle(
+        &self,
+        reactor: &dyn Reactor,
+        event: &RecordedEvent,
+    ) -> Result<(), CommandError> {
+        let decoded = codec::decode_any(&event.event_type, event.schema_version, &event.data)
+            .map_err(|e| CommandError::Codec(format!("position {}: {e}", event.position)))?;
+        let mut attempt = 0;
+        loop {
+            match reactor.react(event, &decoded, self.clock.now()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_refusal() => {
+                    tracing::info!(reactor = reactor.name(), position = %event.position, event_type = %event.event_type, refusal = %e, "reaction refused by the domain; moving on");
+                    return Ok(());
+                }
+                Err(e) if attempt + 1 < ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(reactor = reactor.name(), position = %event.position, error = %e, attempt, "reaction failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Handles every event up to the current head and returns how many it handled.
+    pub async fn run_until_idle(&self, reactor: &dyn Reactor) -> Result<u64, CommandError> {
+        let mut position = self.checkpoint(reactor.name()).await?;
+        let mut handled = 0;
+        loop {
+            let page = self.store.read_all(position, 500).await?;
+            if page.is_empty() {
+                return Ok(handled);
+            }
+            for event in &page {
+                self.handle(reactor, event).await.map_err(|e| {
+                    tracing::error!(reactor = reactor.name(), position = %event.position, event_type = %event.event_type, error = %e, "reactor stopped");
+                    e
+                })?;
+                position = event.position;
+                handled += 1;
+            }
+            self.save(reactor.name(), position).await?;
+        }
+    }
+
+    /// Follows the log live until `shutdown` turns true; restarts from its checkpoint after a
+    /// failure.
+    pub async fn run(
+        &self,
+        reactor: Arc<dyn Reactor>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use futures::StreamExt;
+        while !*shutdown.borrow() {
+            let position = match self.checkpoint(reactor.name()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(reactor = reactor.name(), error = %e, "cannot read checkpoint");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut events = self.store.subscribe_all(position);
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.changed() => break,
+                    next = events.next() => next,
+                };
+                let result = match next {
+                    Some(Ok(event)) => match self.handle(&*reactor, &event).await {
+                        Ok(()) => self.save(reactor.name(), event.position).await,
+                        Err(e) => Err(e),
+                    },
+                    Some(Err(e)) => Err(e.into()),
+                    None => break,
+                };
+                if let Err(e) = result {
+                    tracing::error!(reactor = reactor.name(), error = %e, "reactor failed; restarting from its checkpoint");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the `deadlines` table: a hold lapses at `hold_expires_at`, a confirmed booking
+/// completes when its slot ends.
+#[derive(Debug)]
+pub struct DeadlineReactor {
+    pub store: Arc<dyn EventStore>,
+    pub pool: PgPool,
+}
+
+impl DeadlineReactor {
+    async fn set(
+        &self,
+        kind: &str,
+        booking_id: BookingId,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), CommandError> {
+        sqlx::query(
+            "INSERT INTO deadlines (kind, booking_id, due_at) VALUES ($1, $2, $3)
+             ON CONFLICT (kind, booking_id) DO UPDATE SET due_at = EXCLUDED.due_at, done_at = NULL",
+        )
+        .bind(kind)
+        .bind(booking_id.0)
+        .bind(due_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn clear(&self, kind: Option<&str>, booking_id: BookingId) -> Result<(), CommandError> {
+        sqlx::query("UPDATE deadlines SET done_at = now() WHERE booking_id = $1 AND ($2::text IS NULL OR kind = $2) AND done_at IS NULL")
+            .bind(booking_id.0)
+            .bind(kind)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Reactor for DeadlineReactor {
+    fn name(&self) -> &'static str {
+        "deadlines"
+    }
+
+    async fn react(
+        &self,
+        _: &RecordedEvent,
+        decoded: &AnyEvent,
+        _: DateTime<Utc>,
+    ) -> Result<(), CommandError> {
+        let AnyEvent::Booking(e) = decoded else {
+            return Ok(());
+        };
+        match e {
+            BookingEvent::BookingPlaced {
+                booking_id,
+                hold_expires_at,
+                ..
+            }
+            | BookingEvent::BookingReinstated {
+                booking_id,
+                hold_expires_at,
+                ..
+            } => self.set("expire-hold", *booking_id, *hold_expires_at).await,
+            BookingEvent::BookingConfirmed { booking_id, .. }
+            | BookingEvent::LatePaymentAccepted { booking_id, .. } => {
+                self.clear(Some("expire-hold"), *booking_id).await?;
+                let booking = load::<BookingAggregate>(
+                    &*self.store,
+                    stream_of::<BookingAggregate>(*booking_id),
+                    Uuid::nil(),
+                )
+                .await?;
+                match booking.state.booking() {
+                    Some(b) => self.set("complete", *booking_id, b.slot_ends_at).await,
+                    None => Ok(()),
+                }
+            }
+            BookingEvent::BookingExpired { booking_id }
+            | BookingEvent::BookingCancelled { booking_id, .. }
+            | BookingEvent::BookingCompleted { booking_id } => self.clear(None, *booking_id).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Fires every deadline the clock has passed; returns how many it fired. Each fires the same
+/// command id every time (derived from the deadline), so firing twice is a replay.
+pub async fn fire_due_deadlines(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> Result<usize, CommandError> {
+    let due: Vec<(String, Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT kind, booking_id, due_at FROM deadlines WHERE done_at IS NULL AND due_at <= $1 ORDER BY due_at LIMIT 1000",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::from)?;
+    for (kind, booking, due_at) in &due {
+        let booking_id = BookingId(*booking);
+        let command_id = Uuid::new_v5(
+            booking,
+            format!("{kind}@{}", due_at.timestamp_micros()).as_bytes(),
+        );
+        let ctx = CommandContext::new(command_id, format!("system:{kind}"), now);
+        let outcome = match kind.as_str() {
+            "expire-hold" => crate::booking::expire_booking(store, booking_id, &ctx).await,
+            _ => crate::booking::complete_booking(store, booking_id, &ctx).await,
+        };
+        match outcome {
+            Ok(_) => {}
+            Err(e) if e.is_refusal() => {
+                tracing::info!(%kind, %booking_id, refusal = %e, "deadline no longer applies")
+            }
+            Err(e) => return Err(e),
+        }
+        sqlx::query(
+            "UPDATE deadlines SET done_at = $3 WHERE kind = $1 AND booking_id = $2 AND due_at = $4",
+        )
+        .bind(kind)
+        .bind(booking)
+        .bind(now)
+        .bind(due_at)
+        .execute(pool)
+        .await
+        .map_err(StoreError::from)?;
+    }
+    Ok(due.len())
+}
+
+/// Money movements that follow from events: refunds for paid cancellations, refunds sent to the
+/// provider, and a provider's slot cancellation cancelling (and fully refunding) its bookings.
+#[derive(Debug)]
+pub struct PaymentsReactor {
+    pub store: Arc<dyn EventStore>,
+    pub gateway: Arc<dyn PaymentGateway>,
+}
+
+#[async_trait]
+impl Reactor for PaymentsReactor {
+    fn name(&self) -> &'static str {
+        "payments"
+    }
+
+    async fn react(
+        &self,
+        event: &RecordedEvent,
+        decoded: &AnyEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), CommandError> {
+        let ctx = |what: &str| CommandContext::reacting_to(self.name(), what, event, now);
+        match decoded {
+            AnyEvent::Booking(BookingEvent::BookingCancelled {
+                booking_id,
+                refund_due,
+                ..
+            }) if refund_due.minor > 0 => {
+                crate::payment::request_refund(
+                    &*self.store,
+                    *booking_id,
+                    *refund_due,
+                    &ctx("refund"),
+                )
+                .await?;
+            }
+            AnyEvent::Payment(PaymentEvent::RefundRequested {
+                payment_id,
+                refund_id,
+                ..
+            }) => {
+                crate::payment::send_refund(
+                    &*self.store,
+                    &*self.gateway,
+                    *payment_id,
+                    *refund_id,
+                    &ctx("send"),
+                )
+                .await?;
+            }
+            AnyEvent::Slot(SlotEvent::SlotCancelled {
+                affected_bookings, ..
+            }) => {
+                let provider = UserId(Uuid::nil());
+                for booking_id in affected_bookings {
+                    let c = ctx(&format!("cancel/{booking_id}"));
+                    match crate::booking::cancel_booking(
+                        &*self.store,
+                        *booking_id,
+                        Canceller::Provider(provider),
+                        true,
+                        &c,
+                    )
+                    .await
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.is_refusal() => {
+                            tracing::info!(%booking_id, refusal = %e, "booking of a cancelled slot needs no cancellation")
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Points and badges that follow from bookings and reviews.
+#[derive(Debug)]
+pub struct LoyaltyReactor {
+    pub store: Arc<dyn EventStore>,
+}
+
+impl LoyaltyReactor {
+    async fn customer(&self, booking_id: BookingId) -> Result<UserId, CommandError> {
+        let booking = load::<BookingAggregate>(
+            &*self.store,
+            stream_of::<BookingAggregate>(booking_id),
+            Uuid::nil(),
+        )
+        .await?;
+        booking
+            .state
+            .booking()
+            .map(|b| b.customer_id)
+            .ok_or_else(|| CommandError::NotFound {
+                what: "booking",
+                id: booking_id.to_string(),
+            })
+    }
+}
+
+#[async_trait]
+impl Reactor for LoyaltyReactor {
+    fn name(&self) -> &'static str {
+        "loyalty"
+    }
+
+    async fn react(
+        &self,
+        event: &RecordedEvent,
+        decoded: &AnyEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), CommandError> {
+        let (user, command) = match decoded {
+            AnyEvent::Booking(
+                BookingEvent::BookingConfirmed { booking_id, .. }
+                | BookingEvent::LatePaymentAccepted { booking_id, .. },
+            ) => (
+                self.customer(*booking_id).await?,
+                LoyaltyCommand::RecordBookingConfirmed {
+                    booking_id: *booking_id,
+                },
+            ),
+            AnyEvent::Booking(BookingEvent::BookingCompleted { booking_id }) => (
+                self.customer(*booking_id).await?,
+                LoyaltyCommand::RecordBookingCompleted {
+                    booking_id: *booking_id,
+                },
+            ),
+            AnyEvent::Booking(BookingEvent::BookingRefunded { booking_id, .. }) => {
+                // Points go back only when the booking ends refunded (a paid cancellation),
+                // not for an admin's partial goodwill refund.
+                let booking = load::<BookingAggregate>(
+                    &*self.store,
+                    stream_of::<BookingAggregate>(*booking_id),
+                    Uuid::nil(),
+                )
+                .await?;
+                match booking.state.booking() {
+                    Some(b) if b.status == tessera_domain::booking::BookingStatus::Refunded => (
+                        b.customer_id,
+                        LoyaltyCommand::ReverseForBooking {
+                            booking_id: *booking_id,
+                        },
+                    ),
+                    _ => return Ok(()),
+                }
+            }
+            AnyEvent::Review(ReviewEvent::ReviewWritten {
+                booking_id,
+                author_id,
+                ..
+            }) => (
+                *author_id,
+                LoyaltyCommand::RecordReviewWritten {
+                    booking_id: *booking_id,
+                },
+            ),
+            _ => return Ok(()),
+        };
+        let ctx = CommandContext::reacting_to(self.name(), "points", event, now);
+        execute::<LoyaltyAggregate>(
+            &*self.store,
+            stream_of::<LoyaltyAggregate>(user),
+            &command,
+            &ctx,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Records what the payment provider reported (a verified webhook, a simulated outcome). The
+/// command id derives from the provider's event id: a redelivery is a replay.
+pub async fn handle_gateway_event(
+    store: &dyn EventStore,
+    event: &GatewayEvent,
+    now: DateTime<Utc>,
+) -> Result<(), CommandError> {
+    let ctx = |event_id: &str| {
+        CommandContext::new(
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, event_id.as_bytes()),
+            "system:payments",
+            now,
+        )
+    };
+    match event {
+        GatewayEvent::PaymentSucceeded {
+            event_id,
+            payment_id: Some(payment_id),
+            ..
+        } => {
+            crate::payment::record_payment_succeeded(store, *payment_id, &ctx(event_id)).await?;
+        }
+        GatewayEvent::PaymentFailed {
+            event_id,
+            payment_id: Some(payment_id),
+            reason,
+            ..
+        } => {
+            crate::payment::record_payment_failed(store, *payment_id, reason, &ctx(event_id))
+                .await?;
+        }
+        GatewayEvent::PaymentSucceeded { provider_ref, .. }
+        | GatewayEvent::PaymentFailed { provider_ref, .. } => {
+            tracing::warn!(%provider_ref, "payment event without a Tessera payment id; ignored");
+        }
+        GatewayEvent::Ignored { .. } => {}
+    }
+    Ok(())
+}
