@@ -57,6 +57,7 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("RoleGranted", "user", 1),
     ("RoleRevoked", "user", 1),
     ("UserErased", "user", 1),
+    ("EmailReserved", "email", 1),
 ];
 
 /// One step up: turns data stored at `from` into data of version `from + 1`.
@@ -126,6 +127,7 @@ pub enum AnyEvent {
     Loyalty(tessera_domain::loyalty::LoyaltyEvent),
     Review(tessera_domain::review::ReviewEvent),
     User(tessera_domain::user::UserEvent),
+    Email(tessera_domain::user::EmailReservationEvent),
 }
 
 /// Decodes any stored event by its type.
@@ -138,6 +140,7 @@ pub fn decode_any(event_type: &str, version: u32, data: &str) -> Result<AnyEvent
         Some("loyalty") => decode(event_type, version, data).map(AnyEvent::Loyalty),
         Some("review") => decode(event_type, version, data).map(AnyEvent::Review),
         Some("user") => decode(event_type, version, data).map(AnyEvent::User),
+        Some("email") => decode(event_type, version, data).map(AnyEvent::Email),
         _ => Err(CodecError::UnknownType(event_type.to_owned())),
     }
 }

@@ -15,6 +15,7 @@ pub mod payment;
 pub mod pg;
 pub mod reactor;
 pub mod store;
+pub mod users;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -133,6 +133,12 @@ pub enum UserError {
     Erased,
     #[error("not a valid e-mail address")]
     InvalidEmail,
+    #[error("an account with this e-mail address already exists")]
+    EmailTaken,
+    #[error("a password needs 10 to 256 characters")]
+    WeakPassword,
+    #[error("wrong e-mail or password")]
+    BadCredentials,
     #[error("a display name has 1 to 100 characters")]
     InvalidDisplayName,
     #[error("the user already has the role {0:?}")]
@@ -260,5 +266,47 @@ impl Aggregate for UserAggregate {
             }
             (state, _) => state,
         }
+    }
+}
+
+/// One stream per e-mail address (keyed by a hash of it): whoever reserves it first owns it.
+/// Appended together with the user's registration, it makes e-mail addresses unique.
+#[derive(Debug)]
+pub struct EmailReservationAggregate;
+
+#[derive(Debug, Clone)]
+pub enum EmailReservationCommand {
+    Reserve { user_id: UserId },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum EmailReservationEvent {
+    EmailReserved { user_id: UserId },
+}
+
+impl Aggregate for EmailReservationAggregate {
+    type State = Option<UserId>;
+    type Command = EmailReservationCommand;
+    type Event = EmailReservationEvent;
+    type Error = UserError;
+    const CATEGORY: &'static str = "email";
+
+    fn decide(
+        state: &Option<UserId>,
+        command: &EmailReservationCommand,
+    ) -> Result<Vec<EmailReservationEvent>, UserError> {
+        let EmailReservationCommand::Reserve { user_id } = command;
+        match state {
+            Some(_) => Err(UserError::EmailTaken),
+            None => Ok(vec![EmailReservationEvent::EmailReserved {
+                user_id: *user_id,
+            }]),
+        }
+    }
+
+    fn evolve(_: Option<UserId>, event: &EmailReservationEvent) -> Option<UserId> {
+        let EmailReservationEvent::EmailReserved { user_id } = event;
+        Some(*user_id)
     }
 }

@@ -3,6 +3,7 @@
 
 mod lifecycle;
 mod payments;
+mod users;
 
 use std::sync::Arc;
 

@@ -19,7 +19,7 @@ use tessera_domain::payment::PaymentEvent;
 use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
-use tessera_domain::user::{Email, Role, UserEvent};
+use tessera_domain::user::{Email, EmailReservationEvent, Role, UserEvent};
 use tessera_domain::values::{BookingId, Currency, ListingId, Money, PaymentId, SlotId, UserId};
 use uuid::Uuid;
 
@@ -165,6 +165,7 @@ fn samples() -> Vec<AnyEvent> {
             payment_id,
             amount_paid: eur(178_000),
         }),
+        AnyEvent::Email(EmailReservationEvent::EmailReserved { user_id: user }),
         AnyEvent::Payment(PaymentEvent::PaymentIntentCreated {
             payment_id,
             booking_id,
@@ -258,6 +259,7 @@ fn stored(event: &AnyEvent) -> (String, u32, String) {
         AnyEvent::Loyalty(e) => codec::encode(e),
         AnyEvent::Review(e) => codec::encode(e),
         AnyEvent::User(e) => codec::encode(e),
+        AnyEvent::Email(e) => codec::encode(e),
     }
     .expect("encode");
     (encoded.event_type, encoded.schema_version, encoded.data)

@@ -396,3 +396,135 @@ fn users_register_as_customers_and_can_be_erased() {
         Err(UE::Erased)
     ));
 }
+
+#[test]
+fn listings_publish_update_reprice_and_retire() {
+    use tessera_domain::listing::{
+        Destination, ListingAggregate as Li, ListingCommand as LiC, ListingDetails,
+        ListingError as LiE, ListingEvent as LiEv, ListingKind,
+    };
+    use tessera_domain::policy::CancellationPolicy;
+    let details = ListingDetails {
+        kind: ListingKind::Experience,
+        title: "Tapas walk".into(),
+        description: "Six bars in the old town.".into(),
+        destination: Destination {
+            name: "Seville".into(),
+            country: "ES".into(),
+            lat: 37.3891,
+            lon: -5.9845,
+        },
+        category: "food".into(),
+        duration_minutes: 180,
+        includes: vec![],
+        itinerary: vec![],
+    };
+    let publish = |d: ListingDetails| LiC::Publish {
+        id: LISTING,
+        provider_id: PROVIDER,
+        details: d,
+        base_price: eur(4_500),
+        policy: CancellationPolicy::standard(),
+    };
+    let published = LiEv::ListingPublished {
+        listing_id: LISTING,
+        provider_id: PROVIDER,
+        details: details.clone(),
+        base_price: eur(4_500),
+        policy: CancellationPolicy::standard(),
+    };
+    given::<Li>(&[]).when_then(publish(details.clone()), std::slice::from_ref(&published));
+    given::<Li>(std::slice::from_ref(&published))
+        .when_err(publish(details.clone()), LiE::AlreadyPublished);
+    let mut bad = details.clone();
+    bad.destination.lat = 91.0;
+    given::<Li>(&[]).when_err(publish(bad), LiE::Invalid("coordinates are out of range"));
+    let mut itinerary = details.clone();
+    itinerary.itinerary = vec![tessera_domain::listing::ItineraryDay {
+        day: 1,
+        title: "x".into(),
+        description: "y".into(),
+    }];
+    given::<Li>(&[]).when_err(
+        publish(itinerary),
+        LiE::Invalid("only packages have itinerary days"),
+    );
+    given::<Li>(std::slice::from_ref(&published)).when_then(
+        LiC::Reprice {
+            base_price: eur(5_000),
+        },
+        &[LiEv::ListingRepriced {
+            listing_id: LISTING,
+            base_price: eur(5_000),
+        }],
+    );
+    let usd = tessera_domain::values::Money::new(
+        5_000,
+        tessera_domain::values::Currency::new("USD").expect("usd"),
+    )
+    .expect("m");
+    given::<Li>(std::slice::from_ref(&published)).when_err(
+        LiC::Reprice { base_price: usd },
+        LiE::Invalid("the currency of a listing cannot change"),
+    );
+    let retired = LiEv::ListingRetired {
+        listing_id: LISTING,
+        reason: "closed".into(),
+    };
+    given::<Li>(std::slice::from_ref(&published)).when_then(
+        LiC::Retire {
+            reason: "closed".into(),
+        },
+        std::slice::from_ref(&retired),
+    );
+    given::<Li>(&[published, retired]).when_err(LiC::Reprice { base_price: eur(1) }, LiE::Retired);
+    given::<Li>(&[]).when_err(LiC::Retire { reason: "x".into() }, LiE::NotPublished);
+}
+
+#[test]
+fn late_payments_are_accepted_only_for_expired_bookings_with_that_payment() {
+    use tessera_domain::booking::{
+        BookingAggregate as B, BookingCommand as C, BookingError as E, BookingEvent as Ev,
+        BookingStatus,
+    };
+    let expired = vec![
+        placed(),
+        payment_started(),
+        Ev::BookingExpired {
+            booking_id: BOOKING,
+        },
+    ];
+    let state = given::<B>(&expired).when_then(
+        C::AcceptLatePayment {
+            payment_id: PAYMENT,
+            amount: eur(10_000),
+        },
+        &[Ev::LatePaymentAccepted {
+            booking_id: BOOKING,
+            payment_id: PAYMENT,
+            amount_paid: eur(10_000),
+        }],
+    );
+    assert_eq!(
+        state.booking().map(|b| (b.status, b.paid)),
+        Some((BookingStatus::Confirmed, eur(10_000)))
+    );
+    given::<B>(&[placed(), payment_started()]).when_err(
+        C::AcceptLatePayment {
+            payment_id: PAYMENT,
+            amount: eur(10_000),
+        },
+        E::InvalidTransition {
+            from: BookingStatus::PaymentPending,
+            action: "accept a late payment",
+        },
+    );
+    let other = tessera_domain::values::PaymentId(Uuid::from_u128(42));
+    given::<B>(&expired).when_err(
+        C::AcceptLatePayment {
+            payment_id: other,
+            amount: eur(10_000),
+        },
+        E::WrongPayment { got: other },
+    );
+}

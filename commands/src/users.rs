@@ -1,0 +1,147 @@
+//! User commands: registration with an argon2id password hash and a unique e-mail address,
+//! and credential checks. Hashing is CPU-heavy, so it runs on the blocking pool.
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use sha2::{Digest, Sha256};
+use tessera_domain::Aggregate;
+use tessera_domain::user::{
+    Email, EmailReservationAggregate, EmailReservationCommand, User, UserAggregate, UserCommand,
+    UserError, UserState,
+};
+use tessera_domain::values::UserId;
+use uuid::Uuid;
+
+use crate::error::CommandError;
+use crate::handler::{CommandContext, Executed, load, stream_of, write_for};
+use crate::store::{EventStore, StreamId};
+
+/// The reservation stream of an e-mail address (a hash: no address in a stream name).
+pub fn email_stream(email: &Email) -> StreamId {
+    let digest = hex::encode(&Sha256::digest(email.as_str().as_bytes())[..16]);
+    stream_of::<EmailReservationAggregate>(digest)
+}
+
+/// Hashes a password with argon2id (random salt), off the async runtime.
+pub async fn hash_password(password: String) -> Result<String, CommandError> {
+    let len = password.chars().count();
+    if !(10..=256).contains(&len) {
+        return Err(UserError::WeakPassword.into());
+    }
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| CommandError::Codec(format!("password hashing failed: {e}")))
+    })
+    .await
+    .map_err(|e| CommandError::Codec(e.to_string()))?
+}
+
+/// Whether `password` matches the stored argon2 hash, off the async runtime.
+pub async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Registers a customer. The user id derives from the command, so a retry registers nobody twice.
+pub async fn register_user(
+    store: &dyn EventStore,
+    email: &str,
+    display_name: &str,
+    password: &str,
+    ctx: &CommandContext,
+) -> Result<(UserId, Executed), CommandError> {
+    let email = Email::parse(email)?;
+    let user_id = UserId(Uuid::new_v5(&ctx.command_id, b"user"));
+    let user =
+        load::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), ctx.command_id).await?;
+    if let Some(last) = user.caused_by_command.last() {
+        return Ok((
+            user_id,
+            Executed {
+                position: last.position,
+                replayed: true,
+            },
+        ));
+    }
+    let password_hash = hash_password(password.to_owned()).await?;
+    let reservation =
+        load::<EmailReservationAggregate>(store, email_stream(&email), ctx.command_id).await?;
+    let reserved = EmailReservationAggregate::decide(
+        &reservation.state,
+        &EmailReservationCommand::Reserve { user_id },
+    )?;
+    let registered = UserAggregate::decide(
+        &user.state,
+        &UserCommand::Register {
+            id: user_id,
+            email,
+            display_name: display_name.to_owned(),
+            password_hash,
+        },
+    )?;
+    // Both streams must be new: a concurrent registration of the same address conflicts here.
+    match store
+        .append(vec![
+            write_for(&user, &registered, ctx)?,
+            write_for(&reservation, &reserved, ctx)?,
+        ])
+        .await
+    {
+        Ok(r) => Ok((
+            user_id,
+            Executed {
+                position: r.last_position,
+                replayed: false,
+            },
+        )),
+        Err(e) if e.is_conflict() => Err(UserError::EmailTaken.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks credentials and returns the user. The same error for an unknown address and a wrong
+/// password, so the answer does not reveal which accounts exist.
+pub async fn authenticate(
+    store: &dyn EventStore,
+    email: &str,
+    password: &str,
+) -> Result<User, CommandError> {
+    let email = Email::parse(email).map_err(|_| UserError::BadCredentials)?;
+    let reservation =
+        load::<EmailReservationAggregate>(store, email_stream(&email), Uuid::nil()).await?;
+    let user = match reservation.state {
+        Some(user_id) => {
+            match load::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), Uuid::nil())
+                .await?
+                .state
+            {
+                UserState::Registered(u) if !u.erased => Some(u),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    // Verify against a real hash of nothing when the user is unknown, so both answers cost
+    // the same argon2 work and do not reveal which accounts exist.
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let hash = match &user {
+        Some(u) => u.password_hash.clone(),
+        None => DUMMY
+            .get_or_try_init(|| hash_password("tessera-dummy-password".to_owned()))
+            .await?
+            .clone(),
+    };
+    let ok = verify_password(password.to_owned(), hash).await;
+    match user {
+        Some(u) if ok => Ok(u),
+        _ => Err(UserError::BadCredentials.into()),
+    }
+}
