@@ -528,3 +528,160 @@ fn late_payments_are_accepted_only_for_expired_bookings_with_that_payment() {
         E::WrongPayment { got: other },
     );
 }
+
+/// Every payment command from every payment state: legal ones pass, the rest are typed errors.
+#[test]
+fn payment_transition_matrix() {
+    let r = Uuid::from_u128(1);
+    let create = PC::CreateIntent {
+        id: PAYMENT,
+        booking_id: BOOKING,
+        customer_id: CUSTOMER,
+        amount: eur(10_000),
+        provider: "simulated".into(),
+        provider_ref: "sim_1".into(),
+    };
+    let commands: Vec<(&str, PC)> = vec![
+        ("create", create),
+        ("succeed", PC::MarkSucceeded),
+        ("fail", PC::MarkFailed { reason: "x".into() }),
+        (
+            "refund",
+            PC::RequestRefund {
+                refund_id: Uuid::from_u128(2),
+                amount: eur(100),
+            },
+        ),
+        ("refund-ok", PC::RefundSucceeded { refund_id: r }),
+        (
+            "refund-failed",
+            PC::RefundFailed {
+                refund_id: r,
+                reason: "x".into(),
+            },
+        ),
+    ];
+    let failed = PEv::PaymentFailed {
+        payment_id: PAYMENT,
+        booking_id: BOOKING,
+        reason: "x".into(),
+    };
+    let requested = PEv::RefundRequested {
+        payment_id: PAYMENT,
+        booking_id: BOOKING,
+        refund_id: r,
+        amount: eur(100),
+    };
+    let states: Vec<(&str, Vec<PEv>, &[&str])> = vec![
+        ("new", vec![], &["create"]),
+        ("pending", vec![intent()], &["succeed", "fail"]),
+        ("succeeded", vec![intent(), succeeded()], &["refund"]),
+        ("failed", vec![intent(), failed], &[]),
+        (
+            "refund requested",
+            vec![intent(), succeeded(), requested],
+            &["refund", "refund-ok", "refund-failed"],
+        ),
+    ];
+    for (state_name, history, legal) in &states {
+        let state = P::replay(history);
+        for (name, command) in &commands {
+            let outcome = P::decide(&state, command);
+            assert_eq!(
+                outcome.is_ok(),
+                legal.contains(name),
+                "{name} from {state_name}: {outcome:?}"
+            );
+        }
+    }
+}
+
+/// Every slot command from every slot state.
+#[test]
+fn slot_transition_matrix() {
+    use tessera_domain::slot::{SlotAggregate as S, SlotCommand as SC, SlotEvent as SEv};
+    use tessera_domain::values::Seats;
+    let b = BookingId(Uuid::from_u128(900));
+    let scheduled = SEv::SlotScheduled {
+        slot_id: SLOT,
+        listing_id: LISTING,
+        provider_id: PROVIDER,
+        starts_at: t(20, 10),
+        ends_at: t(20, 14),
+        capacity: 4,
+        price_per_seat: eur(5_000),
+    };
+    let held = SEv::SeatsHeld {
+        slot_id: SLOT,
+        booking_id: b,
+        seats: 1,
+        overbooked: false,
+    };
+    let confirmed = SEv::SeatsConfirmed {
+        slot_id: SLOT,
+        booking_id: b,
+        seats: 1,
+    };
+    let cancelled = SEv::SlotCancelled {
+        slot_id: SLOT,
+        reason: "x".into(),
+        affected_bookings: vec![b],
+    };
+    let commands: Vec<(&str, SC)> = vec![
+        (
+            "schedule",
+            SC::Schedule {
+                id: SLOT,
+                listing_id: LISTING,
+                provider_id: PROVIDER,
+                starts_at: t(20, 10),
+                ends_at: t(20, 14),
+                capacity: 4,
+                price_per_seat: eur(5_000),
+            },
+        ),
+        ("capacity", SC::ChangeCapacity { capacity: 3 }),
+        (
+            "hold",
+            SC::HoldSeats {
+                booking_id: BookingId(Uuid::from_u128(901)),
+                seats: Seats::new(1).expect("seats"),
+                now: t(1, 9),
+                allow_overbook: false,
+            },
+        ),
+        ("confirm", SC::ConfirmSeats { booking_id: b }),
+        ("release", SC::ReleaseSeats { booking_id: b }),
+        ("cancel", SC::Cancel { reason: "x".into() }),
+    ];
+    let states: Vec<(&str, Vec<SEv>, &[&str])> = vec![
+        ("new", vec![], &["schedule"]),
+        (
+            "scheduled",
+            vec![scheduled.clone()],
+            &["capacity", "hold", "cancel"],
+        ),
+        (
+            "seats held",
+            vec![scheduled.clone(), held.clone()],
+            &["capacity", "hold", "confirm", "release", "cancel"],
+        ),
+        (
+            "seats confirmed",
+            vec![scheduled.clone(), held.clone(), confirmed],
+            &["capacity", "hold", "release", "cancel"],
+        ),
+        ("cancelled", vec![scheduled, held, cancelled], &["release"]),
+    ];
+    for (state_name, history, legal) in &states {
+        let state = S::replay(history);
+        for (name, command) in &commands {
+            let outcome = S::decide(&state, command);
+            assert_eq!(
+                outcome.is_ok(),
+                legal.contains(name),
+                "{name} from {state_name}: {outcome:?}"
+            );
+        }
+    }
+}
