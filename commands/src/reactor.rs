@@ -22,6 +22,7 @@ use tessera_domain::loyalty::{LoyaltyAggregate, LoyaltyCommand};
 use tessera_domain::payment::PaymentEvent;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
+use tessera_domain::user::UserEvent;
 use tessera_domain::values::{BookingId, UserId};
 use uuid::Uuid;
 
@@ -508,6 +509,14 @@ impl Reactor for LoyaltyReactor {
                 LoyaltyCommand::RecordReviewWritten {
                     booking_id: *booking_id,
                 },
+            ),
+            AnyEvent::User(UserEvent::UserRegistered {
+                user_id,
+                referred_by: Some(referrer),
+                ..
+            }) => (
+                *referrer,
+                LoyaltyCommand::RecordReferral { referred: *user_id },
             ),
             _ => return Ok(()),
         };

@@ -56,9 +56,20 @@ pub async fn register_user(
     email: &str,
     display_name: &str,
     password: &str,
+    referred_by: Option<UserId>,
     ctx: &CommandContext,
 ) -> Result<(UserId, Executed), CommandError> {
     let email = Email::parse(email)?;
+    if let Some(referrer) = referred_by {
+        let known =
+            load::<UserAggregate>(store, stream_of::<UserAggregate>(referrer), Uuid::nil()).await?;
+        if !matches!(known.state, UserState::Registered(ref u) if !u.erased) {
+            return Err(CommandError::NotFound {
+                what: "referring user",
+                id: referrer.to_string(),
+            });
+        }
+    }
     let user_id = UserId(Uuid::new_v5(&ctx.command_id, b"user"));
     let user =
         load::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), ctx.command_id).await?;
@@ -85,6 +96,7 @@ pub async fn register_user(
             email,
             display_name: display_name.to_owned(),
             password_hash,
+            referred_by,
         },
     )?;
     // Both streams must be new: a concurrent registration of the same address conflicts here.

@@ -84,6 +84,8 @@ pub enum UserCommand {
         email: Email,
         display_name: String,
         password_hash: String,
+        /// The existing user who referred this one (earns the referral points).
+        referred_by: Option<UserId>,
     },
     UpdateProfile {
         display_name: String,
@@ -105,6 +107,10 @@ pub enum UserEvent {
         email: Email,
         display_name: String,
         password_hash: String,
+        /// Added without a version bump: absent means no referrer, and it is not written then,
+        /// so events stored before it existed read and re-encode unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        referred_by: Option<UserId>,
     },
     UserProfileUpdated {
         user_id: UserId,
@@ -137,6 +143,8 @@ pub enum UserError {
     EmailTaken,
     #[error("a password needs 10 to 256 characters")]
     WeakPassword,
+    #[error("a user cannot refer themselves")]
+    SelfReferral,
     #[error("wrong e-mail or password")]
     BadCredentials,
     #[error("a display name has 1 to 100 characters")]
@@ -175,14 +183,19 @@ impl Aggregate for UserAggregate {
                     email,
                     display_name,
                     password_hash,
+                    referred_by,
                 },
             ) => {
+                if *referred_by == Some(*id) {
+                    return Err(UserError::SelfReferral);
+                }
                 return Ok(vec![
                     UserEvent::UserRegistered {
                         user_id: *id,
                         email: email.clone(),
                         display_name: valid_name(display_name)?,
                         password_hash: password_hash.clone(),
+                        referred_by: *referred_by,
                     },
                     UserEvent::RoleGranted {
                         user_id: *id,
@@ -235,6 +248,7 @@ impl Aggregate for UserAggregate {
                     email,
                     display_name,
                     password_hash,
+                    ..
                 },
             ) => UserState::Registered(User {
                 id: *user_id,

@@ -23,6 +23,7 @@ async fn registration_hashes_passwords_and_keeps_emails_unique() {
         "Ada@Example.org",
         "Ada",
         "correct horse battery",
+        None,
         &c,
     )
     .await
@@ -33,6 +34,7 @@ async fn registration_hashes_passwords_and_keeps_emails_unique() {
         "Ada@Example.org",
         "Ada",
         "correct horse battery",
+        None,
         &c,
     )
     .await
@@ -57,6 +59,7 @@ async fn registration_hashes_passwords_and_keeps_emails_unique() {
         "ada@example.org",
         "Other",
         "another password!",
+        None,
         &ctx("anonymous", t(1, 9)),
     )
     .await;
@@ -69,6 +72,7 @@ async fn registration_hashes_passwords_and_keeps_emails_unique() {
         "bob@example.org",
         "Bob",
         "short",
+        None,
         &ctx("anonymous", t(1, 9)),
     )
     .await;
@@ -81,6 +85,7 @@ async fn registration_hashes_passwords_and_keeps_emails_unique() {
         "not an email",
         "Bob",
         "long enough pw",
+        None,
         &ctx("anonymous", t(1, 9)),
     )
     .await;
@@ -99,6 +104,7 @@ async fn registration_hashes_passwords_and_keeps_emails_unique() {
                     "eve@example.org",
                     "Eve",
                     "a fine password",
+                    None,
                     &ctx("anonymous", t(1, 9)),
                 )
                 .await
@@ -134,4 +140,65 @@ async fn registration_hashes_passwords_and_keeps_emails_unique() {
             "{err}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_referral_earns_the_referrer_200_points() {
+    use tessera_commands::reactor::{LoyaltyReactor, ManualClock, ReactorRunner};
+    use tessera_domain::loyalty::LoyaltyAggregate;
+    let db = TestDatabase::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+        db.pool.clone(),
+        PgStoreOptions::default(),
+    ));
+    let (referrer, _) = register_user(
+        &*store,
+        "ref@example.org",
+        "Ref",
+        "a fine password",
+        None,
+        &ctx("anonymous", t(1, 9)),
+    )
+    .await
+    .expect("referrer");
+    register_user(
+        &*store,
+        "new@example.org",
+        "New",
+        "a fine password",
+        Some(referrer),
+        &ctx("anonymous", t(1, 9)),
+    )
+    .await
+    .expect("referred");
+    let unknown = register_user(
+        &*store,
+        "x@example.org",
+        "X",
+        "a fine password",
+        Some(UserId(Uuid::new_v4())),
+        &ctx("anonymous", t(1, 9)),
+    )
+    .await;
+    assert!(matches!(unknown, Err(CommandError::NotFound { .. })));
+    let runner = ReactorRunner {
+        store: Arc::clone(&store),
+        pool: db.pool.clone(),
+        clock: Arc::new(ManualClock::new(t(1, 9))),
+    };
+    runner
+        .run_until_idle(&LoyaltyReactor {
+            store: Arc::clone(&store),
+        })
+        .await
+        .expect("loyalty");
+    let account = load::<LoyaltyAggregate>(
+        &*store,
+        stream_of::<LoyaltyAggregate>(referrer),
+        Uuid::nil(),
+    )
+    .await
+    .expect("load")
+    .state;
+    assert_eq!(account.balance, 200);
 }

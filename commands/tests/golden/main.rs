@@ -233,6 +233,7 @@ fn samples() -> Vec<AnyEvent> {
             email: Email::parse("ada@example.org").expect("email"),
             display_name: "Ada".into(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+            referred_by: None,
         }),
         AnyEvent::User(UserEvent::UserProfileUpdated {
             user_id: user,

@@ -347,6 +347,7 @@ fn users_register_as_customers_and_can_be_erased() {
         email: email.clone(),
         display_name: "Ada".into(),
         password_hash: "$argon2id$…".into(),
+        referred_by: None,
     };
     given::<U>(&[]).when_then(
         UC::Register {
@@ -354,6 +355,7 @@ fn users_register_as_customers_and_can_be_erased() {
             email,
             display_name: " Ada ".into(),
             password_hash: "$argon2id$…".into(),
+            referred_by: None,
         },
         &[
             registered.clone(),
@@ -684,4 +686,19 @@ fn slot_transition_matrix() {
             );
         }
     }
+}
+
+#[test]
+fn nobody_refers_themselves() {
+    let id = UserId(Uuid::from_u128(78));
+    given::<U>(&[]).when_err(
+        UC::Register {
+            id,
+            email: Email::parse("x@example.org").expect("email"),
+            display_name: "X".into(),
+            password_hash: "h".into(),
+            referred_by: Some(id),
+        },
+        UE::SelfReferral,
+    );
 }
