@@ -9,7 +9,10 @@ use tessera_domain::values::{BookingId, Money, Seats, UserId};
 
 use crate::booking::{BookingConfig, cancel_booking};
 use crate::error::CommandError;
-use crate::handler::{CommandContext, Executed, MAX_ATTEMPTS, execute, load, stream_of, write_for};
+use crate::handler::{
+    Attempt, CommandContext, Executed, decide_and_append, execute, load, replayed, stream_of,
+    write_for,
+};
 use crate::store::EventStore;
 
 fn require_reason(ctx: &CommandContext) -> Result<(), CommandError> {
@@ -70,7 +73,7 @@ pub async fn reinstate(
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
     require_reason(ctx)?;
-    for _ in 0..MAX_ATTEMPTS {
+    decide_and_append(store, || async move {
         let booking = load::<BookingAggregate>(
             store,
             stream_of::<BookingAggregate>(booking_id),
@@ -87,17 +90,8 @@ pub async fn reinstate(
         let slot =
             load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
                 .await?;
-        if let Some(last) = booking
-            .caused_by_command
-            .iter()
-            .chain(&slot.caused_by_command)
-            .map(|e| e.position)
-            .max()
-        {
-            return Ok(Executed {
-                position: last,
-                replayed: true,
-            });
+        if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
+            return Ok(Attempt::Replayed(done));
         }
         let booking_events = BookingAggregate::decide(
             &booking.state,
@@ -117,22 +111,10 @@ pub async fn reinstate(
                 allow_overbook,
             },
         )?;
-        let writes = vec![
+        Ok(Attempt::Append(vec![
             write_for(&booking, &booking_events, ctx)?,
             write_for(&slot, &slot_events, ctx)?,
-        ];
-        match store.append(writes).await {
-            Ok(r) => {
-                return Ok(Executed {
-                    position: r.last_position,
-                    replayed: false,
-                });
-            }
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(CommandError::Contention {
-        attempts: MAX_ATTEMPTS,
+        ]))
     })
+    .await
 }

@@ -12,8 +12,10 @@ use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotState};
 use tessera_domain::values::{BookingId, Money, Seats, SlotId, UserId};
 
 use crate::error::CommandError;
-use crate::handler::{CommandContext, Executed, MAX_ATTEMPTS, load, stream_of, write_for};
-use crate::store::{EventStore, RecordedEvent, StreamWrite};
+use crate::handler::{
+    Attempt, CommandContext, Executed, decide_and_append, load, replayed, stream_of, write_for,
+};
+use crate::store::{EventStore, StreamWrite};
 
 /// Rules of the booking process that are configuration, not code.
 #[derive(Debug, Clone, Copy)]
@@ -48,77 +50,67 @@ pub async fn place_booking(
 ) -> Result<Executed, CommandError> {
     let booking_stream = stream_of::<BookingAggregate>(request.booking_id);
     let slot_stream = stream_of::<SlotAggregate>(request.slot_id);
-    for _ in 0..MAX_ATTEMPTS {
-        let booking =
-            load::<BookingAggregate>(store, booking_stream.clone(), ctx.command_id).await?;
-        let slot = load::<SlotAggregate>(store, slot_stream.clone(), ctx.command_id).await?;
-        if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
-            return Ok(done);
-        }
-        let SlotState::Scheduled(s) = &slot.state else {
-            return Err(CommandError::NotFound {
-                what: "slot",
-                id: request.slot_id.to_string(),
-            });
-        };
-        let listing = load::<ListingAggregate>(
-            store,
-            stream_of::<ListingAggregate>(s.listing_id),
-            ctx.command_id,
-        )
-        .await?;
-        let ListingState::Published(l) = &listing.state else {
-            return Err(CommandError::NotFound {
-                what: "listing",
-                id: s.listing_id.to_string(),
-            });
-        };
-        if l.retired {
-            return Err(ListingError::Retired.into());
-        }
-        let booking_events = BookingAggregate::decide(
-            &booking.state,
-            &BookingCommand::Place {
-                id: request.booking_id,
-                customer_id: request.customer_id,
-                listing_id: s.listing_id,
-                slot_id: request.slot_id,
-                seats: request.seats,
-                price_per_seat: s.price_per_seat,
-                policy: l.policy.clone(),
-                slot_starts_at: s.starts_at,
-                slot_ends_at: s.ends_at,
-                now: ctx.now,
-                hold_ttl: config.hold_ttl,
-            },
-        )?;
-        let slot_events = SlotAggregate::decide(
-            &slot.state,
-            &SlotCommand::HoldSeats {
-                booking_id: request.booking_id,
-                seats: request.seats,
-                now: ctx.now,
-                allow_overbook: false,
-            },
-        )?;
-        let writes = vec![
-            write_for(&booking, &booking_events, ctx)?,
-            write_for(&slot, &slot_events, ctx)?,
-        ];
-        match store.append(writes).await {
-            Ok(result) => {
-                return Ok(Executed {
-                    position: result.last_position,
-                    replayed: false,
-                });
+    decide_and_append(store, || {
+        let (booking_stream, slot_stream) = (booking_stream.clone(), slot_stream.clone());
+        async move {
+            let booking = load::<BookingAggregate>(store, booking_stream, ctx.command_id).await?;
+            let slot = load::<SlotAggregate>(store, slot_stream, ctx.command_id).await?;
+            if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
+                return Ok(Attempt::Replayed(done));
             }
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(e.into()),
+            let SlotState::Scheduled(s) = &slot.state else {
+                return Err(CommandError::NotFound {
+                    what: "slot",
+                    id: request.slot_id.to_string(),
+                });
+            };
+            let listing = load::<ListingAggregate>(
+                store,
+                stream_of::<ListingAggregate>(s.listing_id),
+                ctx.command_id,
+            )
+            .await?;
+            let ListingState::Published(l) = &listing.state else {
+                return Err(CommandError::NotFound {
+                    what: "listing",
+                    id: s.listing_id.to_string(),
+                });
+            };
+            if l.retired {
+                return Err(ListingError::Retired.into());
+            }
+            let booking_events = BookingAggregate::decide(
+                &booking.state,
+                &BookingCommand::Place {
+                    id: request.booking_id,
+                    customer_id: request.customer_id,
+                    listing_id: s.listing_id,
+                    slot_id: request.slot_id,
+                    seats: request.seats,
+                    price_per_seat: s.price_per_seat,
+                    policy: l.policy.clone(),
+                    slot_starts_at: s.starts_at,
+                    slot_ends_at: s.ends_at,
+                    now: ctx.now,
+                    hold_ttl: config.hold_ttl,
+                },
+            )?;
+            let slot_events = SlotAggregate::decide(
+                &slot.state,
+                &SlotCommand::HoldSeats {
+                    booking_id: request.booking_id,
+                    seats: request.seats,
+                    now: ctx.now,
+                    allow_overbook: false,
+                },
+            )?;
+            Ok(Attempt::Append(vec![
+                write_for(&booking, &booking_events, ctx)?,
+                write_for(&slot, &slot_events, ctx)?,
+            ]))
         }
-    }
-    Err(CommandError::Contention {
-        attempts: MAX_ATTEMPTS,
     })
+    .await
 }
 
 /// What cancelling now would refund, without cancelling.
@@ -174,19 +166,6 @@ pub async fn expire_booking(
     .await
 }
 
-/// The outcome of a command that already wrote these events (a retry), if it did.
-fn replayed(caused: &[&Vec<RecordedEvent>]) -> Option<Executed> {
-    caused
-        .iter()
-        .flat_map(|events| events.iter())
-        .map(|e| e.position)
-        .max()
-        .map(|position| Executed {
-            position,
-            replayed: true,
-        })
-}
-
 fn not_found(booking_id: BookingId) -> CommandError {
     CommandError::NotFound {
         what: "booking",
@@ -203,53 +182,38 @@ async fn change_and_release(
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
     let booking_stream = stream_of::<BookingAggregate>(booking_id);
-    for _ in 0..MAX_ATTEMPTS {
-        let booking =
-            load::<BookingAggregate>(store, booking_stream.clone(), ctx.command_id).await?;
-        let b = booking
-            .state
-            .booking()
-            .ok_or_else(|| not_found(booking_id))?;
-        if !booking.caused_by_command.is_empty() {
-            // A retry: the slot's release (if any) was in the same append.
+    decide_and_append(store, || {
+        let booking_stream = booking_stream.clone();
+        async move {
+            let booking = load::<BookingAggregate>(store, booking_stream, ctx.command_id).await?;
+            let b = booking
+                .state
+                .booking()
+                .ok_or_else(|| not_found(booking_id))?;
             let slot =
                 load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
                     .await?;
             if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
-                return Ok(done);
+                return Ok(Attempt::Replayed(done));
             }
-        }
-        let holds_seats = matches!(
-            b.status,
-            BookingStatus::Held | BookingStatus::PaymentPending | BookingStatus::Confirmed
-        );
-        let slot_id = b.slot_id;
-        let events = BookingAggregate::decide(&booking.state, command)?;
-        let mut writes: Vec<StreamWrite> = vec![write_for(&booking, &events, ctx)?];
-        if holds_seats {
-            let slot =
-                load::<SlotAggregate>(store, stream_of::<SlotAggregate>(slot_id), ctx.command_id)
-                    .await?;
-            match SlotAggregate::decide(&slot.state, &SlotCommand::ReleaseSeats { booking_id }) {
-                Ok(released) => writes.push(write_for(&slot, &released, ctx)?),
-                Err(SlotError::NotHolding(_)) => {}
-                Err(e) => return Err(e.into()),
+            let holds_seats = matches!(
+                b.status,
+                BookingStatus::Held | BookingStatus::PaymentPending | BookingStatus::Confirmed
+            );
+            let events = BookingAggregate::decide(&booking.state, command)?;
+            let mut writes: Vec<StreamWrite> = vec![write_for(&booking, &events, ctx)?];
+            if holds_seats {
+                match SlotAggregate::decide(&slot.state, &SlotCommand::ReleaseSeats { booking_id })
+                {
+                    Ok(released) => writes.push(write_for(&slot, &released, ctx)?),
+                    Err(SlotError::NotHolding(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
+            Ok(Attempt::Append(writes))
         }
-        match store.append(writes).await {
-            Ok(result) => {
-                return Ok(Executed {
-                    position: result.last_position,
-                    replayed: false,
-                });
-            }
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(CommandError::Contention {
-        attempts: MAX_ATTEMPTS,
     })
+    .await
 }
 
 /// Completes a confirmed booking once its slot has ended.

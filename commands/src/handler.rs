@@ -200,6 +200,58 @@ pub struct Executed {
     pub replayed: bool,
 }
 
+/// What one attempt at a command decided.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The command had already been applied (a retry): its earlier outcome.
+    Replayed(Executed),
+    /// Append these writes atomically, each guarded by its expected version.
+    Append(Vec<StreamWrite>),
+}
+
+/// The outcome of a command that already wrote these events (a retry), if it did.
+pub fn replayed(caused: &[&[RecordedEvent]]) -> Option<Executed> {
+    caused
+        .iter()
+        .flat_map(|events| events.iter())
+        .map(|e| e.position)
+        .max()
+        .map(|position| Executed {
+            position,
+            replayed: true,
+        })
+}
+
+/// Runs `attempt` (load, decide) and appends what it decided; when another writer changed a
+/// stream in between, loads and decides again, at most [`MAX_ATTEMPTS`] times.
+pub async fn decide_and_append<F, Fut>(
+    store: &dyn EventStore,
+    mut attempt: F,
+) -> Result<Executed, CommandError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Attempt, CommandError>>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        match attempt().await? {
+            Attempt::Replayed(done) => return Ok(done),
+            Attempt::Append(writes) => match store.append(writes).await {
+                Ok(result) => {
+                    return Ok(Executed {
+                        position: result.last_position,
+                        replayed: false,
+                    });
+                }
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
 /// Executes a command against one aggregate instance.
 pub async fn execute<A>(
     store: &dyn EventStore,
@@ -212,33 +264,22 @@ where
     A::Event: Serialize + DeserializeOwned,
     CommandError: From<A::Error>,
 {
-    for _ in 0..MAX_ATTEMPTS {
-        let loaded = load::<A>(store, stream.clone(), ctx.command_id).await?;
-        if let Some(last) = loaded.caused_by_command.last() {
-            return Ok(Executed {
-                position: last.position,
-                replayed: true,
-            });
-        }
-        let events = A::decide(&loaded.state, command)?;
-        if events.is_empty() {
-            return Ok(Executed {
-                position: Position::START,
-                replayed: false,
-            });
-        }
-        match store.append(vec![write_for(&loaded, &events, ctx)?]).await {
-            Ok(result) => {
-                return Ok(Executed {
-                    position: result.last_position,
-                    replayed: false,
-                });
+    decide_and_append(store, || {
+        let stream = stream.clone();
+        async move {
+            let loaded = load::<A>(store, stream, ctx.command_id).await?;
+            if let Some(done) = replayed(&[&loaded.caused_by_command]) {
+                return Ok(Attempt::Replayed(done));
             }
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(e.into()),
+            let events = A::decide(&loaded.state, command)?;
+            if events.is_empty() {
+                return Ok(Attempt::Replayed(Executed {
+                    position: Position::START,
+                    replayed: false,
+                }));
+            }
+            Ok(Attempt::Append(vec![write_for(&loaded, &events, ctx)?]))
         }
-    }
-    Err(CommandError::Contention {
-        attempts: MAX_ATTEMPTS,
     })
+    .await
 }

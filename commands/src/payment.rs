@@ -8,19 +8,24 @@
 //! - succeeded for a booking that was cancelled or is paid already → refunded in full;
 //! - failed → payment failed, booking payable again until its hold lapses.
 
+use std::sync::Mutex;
 use tessera_domain::Aggregate;
 use tessera_domain::booking::{BookingAggregate, BookingCommand, BookingStatus};
 use tessera_domain::payment::{
-    PaymentAggregate, PaymentCommand, PaymentError, PaymentState, RefundStatus,
+    Payment, PaymentAggregate, PaymentCommand, PaymentError, PaymentState, RefundStatus,
 };
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotState};
 use tessera_domain::values::{BookingId, PaymentId, Seats};
+
 use uuid::Uuid;
 
 use crate::error::CommandError;
-use crate::gateway::{GatewayError, IntentRequest, PaymentGateway, RefundRequest};
-use crate::handler::{CommandContext, Executed, Loaded, MAX_ATTEMPTS, load, stream_of, write_for};
-use crate::store::{EventStore, RecordedEvent, StreamWrite};
+use crate::gateway::{GatewayError, Intent, IntentRequest, PaymentGateway, RefundRequest};
+use crate::handler::{
+    Attempt, CommandContext, Executed, Loaded, decide_and_append, load, replayed, stream_of,
+    write_for,
+};
+use crate::store::{EventStore, StreamWrite};
 
 impl From<GatewayError> for CommandError {
     fn from(e: GatewayError) -> Self {
@@ -41,31 +46,6 @@ pub struct StartedPayment {
     pub executed: Executed,
 }
 
-fn replayed(caused: &[&[RecordedEvent]]) -> Option<Executed> {
-    caused
-        .iter()
-        .flat_map(|events| events.iter())
-        .map(|e| e.position)
-        .max()
-        .map(|position| Executed {
-            position,
-            replayed: true,
-        })
-}
-
-fn commit_result(
-    result: Result<crate::store::AppendResult, crate::store::StoreError>,
-) -> Result<Option<Executed>, CommandError> {
-    match result {
-        Ok(r) => Ok(Some(Executed {
-            position: r.last_position,
-            replayed: false,
-        })),
-        Err(e) if e.is_conflict() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Starts paying a held booking: creates the intent at the provider (idempotently: the command
 /// id is the provider's idempotency key) and records it with the booking's move to
 /// `PaymentPending`.
@@ -78,7 +58,9 @@ pub async fn start_payment(
 ) -> Result<StartedPayment, CommandError> {
     // The payment id derives from the command, so a retried command reuses it.
     let payment_id = PaymentId(Uuid::new_v5(&ctx.command_id, b"payment"));
-    for _ in 0..MAX_ATTEMPTS {
+    let intent: Mutex<Option<Intent>> = Mutex::new(None);
+    let (card, intent_ref) = (&card, &intent);
+    let executed = decide_and_append(store, || async move {
         let booking = load::<BookingAggregate>(
             store,
             stream_of::<BookingAggregate>(booking_id),
@@ -98,29 +80,26 @@ pub async fn start_payment(
                 what: "booking",
                 id: booking_id.to_string(),
             })?;
-        let booking_events = if let Some(done) =
-            replayed(&[&booking.caused_by_command, &payment.caused_by_command])
-        {
+        if let Some(done) = replayed(&[&booking.caused_by_command, &payment.caused_by_command]) {
             let p = payment
                 .state
                 .payment()
                 .ok_or(CommandError::Payment(PaymentError::NotCreated))?;
-            return Ok(StartedPayment {
-                payment_id,
+            *lock(intent_ref) = Some(Intent {
                 provider_ref: p.provider_ref.clone(),
                 client_secret: None,
-                executed: done,
             });
-        } else {
-            BookingAggregate::decide(
-                &booking.state,
-                &BookingCommand::StartPayment {
-                    payment_id,
-                    now: ctx.now,
-                },
-            )?
-        };
-        let intent = gateway
+            return Ok(Attempt::Replayed(done));
+        }
+        let booking_events = BookingAggregate::decide(
+            &booking.state,
+            &BookingCommand::StartPayment {
+                payment_id,
+                now: ctx.now,
+            },
+        )?;
+        // Idempotent at the provider: the command id is the idempotency key.
+        let created = gateway
             .create_intent(&IntentRequest {
                 payment_id,
                 booking_id,
@@ -137,24 +116,24 @@ pub async fn start_payment(
                 customer_id: b.customer_id,
                 amount: b.total,
                 provider: gateway.name().to_owned(),
-                provider_ref: intent.provider_ref.clone(),
+                provider_ref: created.provider_ref.clone(),
             },
         )?;
-        let writes = vec![
+        *lock(intent_ref) = Some(created);
+        Ok(Attempt::Append(vec![
             write_for(&booking, &booking_events, ctx)?,
             write_for(&payment, &payment_events, ctx)?,
-        ];
-        if let Some(executed) = commit_result(store.append(writes).await)? {
-            return Ok(StartedPayment {
-                payment_id,
-                provider_ref: intent.provider_ref,
-                client_secret: intent.client_secret,
-                executed,
-            });
-        }
-    }
-    Err(CommandError::Contention {
-        attempts: MAX_ATTEMPTS,
+        ]))
+    })
+    .await?;
+    let intent = lock(&intent)
+        .take()
+        .ok_or(CommandError::Payment(PaymentError::NotCreated))?;
+    Ok(StartedPayment {
+        payment_id,
+        provider_ref: intent.provider_ref,
+        client_secret: intent.client_secret,
+        executed,
     })
 }
 
@@ -166,19 +145,8 @@ pub async fn record_payment_succeeded(
     payment_id: PaymentId,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
-    for _ in 0..MAX_ATTEMPTS {
-        let payment = load::<PaymentAggregate>(
-            store,
-            stream_of::<PaymentAggregate>(payment_id),
-            ctx.command_id,
-        )
-        .await?;
-        let PaymentState::Created(p) = &payment.state else {
-            return Err(CommandError::NotFound {
-                what: "payment",
-                id: payment_id.to_string(),
-            });
-        };
+    decide_and_append(store, || async move {
+        let (payment, p) = load_payment(store, payment_id, ctx).await?;
         let booking = load::<BookingAggregate>(
             store,
             stream_of::<BookingAggregate>(p.booking_id),
@@ -200,7 +168,7 @@ pub async fn record_payment_succeeded(
             &booking.caused_by_command,
             &slot.caused_by_command,
         ]) {
-            return Ok(done);
+            return Ok(Attempt::Replayed(done));
         }
         let mut state = payment.state.clone();
         let mut payment_events = PaymentAggregate::decide(&state, &PaymentCommand::MarkSucceeded)?;
@@ -255,13 +223,9 @@ pub async fn record_payment_succeeded(
             )?);
         }
         writes.insert(0, write_for(&payment, &payment_events, ctx)?);
-        if let Some(executed) = commit_result(store.append(writes).await)? {
-            return Ok(executed);
-        }
-    }
-    Err(CommandError::Contention {
-        attempts: MAX_ATTEMPTS,
+        Ok(Attempt::Append(writes))
     })
+    .await
 }
 
 /// The slot events that re-hold and confirm a late-paid booking's seats, if they are still free.
@@ -302,19 +266,8 @@ pub async fn record_payment_failed(
     reason: &str,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
-    for _ in 0..MAX_ATTEMPTS {
-        let payment = load::<PaymentAggregate>(
-            store,
-            stream_of::<PaymentAggregate>(payment_id),
-            ctx.command_id,
-        )
-        .await?;
-        let PaymentState::Created(p) = &payment.state else {
-            return Err(CommandError::NotFound {
-                what: "payment",
-                id: payment_id.to_string(),
-            });
-        };
+    decide_and_append(store, || async move {
+        let (payment, p) = load_payment(store, payment_id, ctx).await?;
         let booking = load::<BookingAggregate>(
             store,
             stream_of::<BookingAggregate>(p.booking_id),
@@ -322,7 +275,7 @@ pub async fn record_payment_failed(
         )
         .await?;
         if let Some(done) = replayed(&[&payment.caused_by_command, &booking.caused_by_command]) {
-            return Ok(done);
+            return Ok(Attempt::Replayed(done));
         }
         let payment_events = PaymentAggregate::decide(
             &payment.state,
@@ -341,13 +294,9 @@ pub async fn record_payment_failed(
             )?;
             writes.push(write_for(&booking, &booking_events, ctx)?);
         }
-        if let Some(executed) = commit_result(store.append(writes).await)? {
-            return Ok(executed);
-        }
-    }
-    Err(CommandError::Contention {
-        attempts: MAX_ATTEMPTS,
+        Ok(Attempt::Append(writes))
     })
+    .await
 }
 
 /// Asks for a refund of `amount` of a booking's payment (a paid cancellation, an admin's
@@ -394,19 +343,8 @@ pub async fn send_refund(
     refund_id: Uuid,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
-    for _ in 0..MAX_ATTEMPTS {
-        let payment = load::<PaymentAggregate>(
-            store,
-            stream_of::<PaymentAggregate>(payment_id),
-            ctx.command_id,
-        )
-        .await?;
-        let PaymentState::Created(p) = &payment.state else {
-            return Err(CommandError::NotFound {
-                what: "payment",
-                id: payment_id.to_string(),
-            });
-        };
+    decide_and_append(store, || async move {
+        let (payment, p) = load_payment(store, payment_id, ctx).await?;
         let booking = load::<BookingAggregate>(
             store,
             stream_of::<BookingAggregate>(p.booking_id),
@@ -414,7 +352,7 @@ pub async fn send_refund(
         )
         .await?;
         if let Some(done) = replayed(&[&payment.caused_by_command, &booking.caused_by_command]) {
-            return Ok(done);
+            return Ok(Attempt::Replayed(done));
         }
         let refund =
             p.refunds
@@ -444,8 +382,7 @@ pub async fn send_refund(
                     &PaymentCommand::RefundSucceeded { refund_id },
                 )?;
                 writes.push(write_for(&payment, &events, ctx)?);
-                let paid = booking.state.booking().is_some_and(|b| b.paid.minor > 0);
-                if paid {
+                if booking.state.booking().is_some_and(|b| b.paid.minor > 0) {
                     let events = BookingAggregate::decide(
                         &booking.state,
                         &BookingCommand::RecordRefund {
@@ -464,11 +401,35 @@ pub async fn send_refund(
             }
             Err(other) => return Err(other.into()),
         }
-        if let Some(executed) = commit_result(store.append(writes).await)? {
-            return Ok(executed);
-        }
-    }
-    Err(CommandError::Contention {
-        attempts: MAX_ATTEMPTS,
+        Ok(Attempt::Append(writes))
     })
+    .await
+}
+
+/// A payment stream that must exist, with its state.
+async fn load_payment(
+    store: &dyn EventStore,
+    payment_id: PaymentId,
+    ctx: &CommandContext,
+) -> Result<(Loaded<PaymentAggregate>, Payment), CommandError> {
+    let payment = load::<PaymentAggregate>(
+        store,
+        stream_of::<PaymentAggregate>(payment_id),
+        ctx.command_id,
+    )
+    .await?;
+    match &payment.state {
+        PaymentState::Created(p) => {
+            let p = p.clone();
+            Ok((payment, p))
+        }
+        PaymentState::New => Err(CommandError::NotFound {
+            what: "payment",
+            id: payment_id.to_string(),
+        }),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
