@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod booking;
+pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod gateway;

@@ -11,74 +11,27 @@
 //! `deadlines`, fired by [`fire_due_deadlines`] when the clock passes them, never by sleeping.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tessera_domain::booking::{BookingAggregate, BookingEvent, Canceller};
 use tessera_domain::loyalty::{LoyaltyAggregate, LoyaltyCommand};
 use tessera_domain::payment::PaymentEvent;
 use tessera_domain::review::ReviewEvent;
-use tessera_domain::slot::SlotEvent;
+use tessera_domain::slot::{SlotAggregate, SlotEvent, SlotState};
 use tessera_domain::user::UserEvent;
 use tessera_domain::values::{BookingId, UserId};
 use uuid::Uuid;
 
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::codec::{self, AnyEvent};
 use crate::error::CommandError;
 use crate::gateway::{GatewayEvent, PaymentGateway};
 use crate::handler::{CommandContext, execute, load, stream_of};
 use crate::store::{EventStore, Position, RecordedEvent, StoreError};
-
-/// Where "now" comes from.
-pub trait Clock: Send + Sync + fmt::Debug {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that moves only when told to (tests, simulations).
-#[derive(Debug)]
-pub struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    pub fn new(at: DateTime<Utc>) -> Self {
-        Self(Mutex::new(at))
-    }
-
-    pub fn advance(&self, by: TimeDelta) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) += by;
-    }
-
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 
 /// One process manager.
 #[async_trait]
@@ -400,9 +353,26 @@ impl Reactor for PaymentsReactor {
                 .await?;
             }
             AnyEvent::Slot(SlotEvent::SlotCancelled {
-                affected_bookings, ..
+                slot_id,
+                affected_bookings,
+                ..
             }) => {
-                let provider = UserId(Uuid::nil());
+                // The provider who owns the slot cancels its bookings.
+                let slot = load::<SlotAggregate>(
+                    &*self.store,
+                    stream_of::<SlotAggregate>(*slot_id),
+                    Uuid::nil(),
+                )
+                .await?;
+                let provider = match &slot.state {
+                    SlotState::Scheduled(s) => s.provider_id,
+                    SlotState::New => {
+                        return Err(CommandError::NotFound {
+                            what: "slot",
+                            id: slot_id.to_string(),
+                        });
+                    }
+                };
                 for booking_id in affected_bookings {
                     let c = ctx(&format!("cancel/{booking_id}"));
                     match crate::booking::cancel_booking(

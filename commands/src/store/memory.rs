@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use async_trait::async_trait;
-use chrono::Utc;
 use tokio::sync::watch;
 
 use super::plan::{Planned, Planner, StreamHead, validate};
@@ -26,6 +26,7 @@ pub struct InMemoryEventStore {
 struct Inner {
     state: Mutex<State>,
     wake: watch::Sender<()>,
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug, Default)]
@@ -45,10 +46,16 @@ impl Default for InMemoryEventStore {
 
 impl InMemoryEventStore {
     pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// A store whose `recorded_at` comes from `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 wake: watch::Sender::new(()),
+                clock,
             }),
         }
     }
@@ -93,7 +100,7 @@ impl EventStore for InMemoryEventStore {
                 .map(|&i| (state.events[i].event_id, state.events[i].clone()))
                 .collect();
             let head = Position(state.events.len() as u64);
-            let mut planner = Planner::new(head, heads, existing, Utc::now());
+            let mut planner = Planner::new(head, heads, existing, self.inner.clock.now());
             let planned = planner.plan(&writes)?;
             if let Planned::Write { events, .. } = &planned {
                 for e in events {

@@ -27,6 +27,7 @@ use super::{
     AppendResult, Capabilities, EventMetadata, EventStore, EventSubscription, ExpectedVersion,
     Position, RecordedEvent, StoreError, StreamId, StreamRead, StreamWrite,
 };
+use crate::clock::{Clock, SystemClock};
 
 /// The NOTIFY channel that wakes subscribers after a commit. It carries no data.
 pub const NOTIFY_CHANNEL: &str = "tessera_events";
@@ -42,6 +43,8 @@ pub struct PgStoreOptions {
     pub poll_interval: Duration,
     /// Events a subscription reads per page.
     pub page_size: usize,
+    /// Stamps `recorded_at` (the wall clock unless a test or the fixture generator says otherwise).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for PgStoreOptions {
@@ -51,6 +54,7 @@ impl Default for PgStoreOptions {
             queue_capacity: 4_096,
             poll_interval: Duration::from_millis(500),
             page_size: 5_000,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -111,6 +115,7 @@ impl PgEventStore {
             rx,
             Arc::clone(&wake),
             options.max_batch_events,
+            Arc::clone(&options.clock),
         ));
         Self {
             inner: Arc::new(Inner {
@@ -327,11 +332,13 @@ async fn run_writer(
     mut jobs: mpsc::Receiver<Job>,
     wake: Arc<watch::Sender<()>>,
     max_batch_events: usize,
+    clock: Arc<dyn Clock>,
 ) {
     let mut writer = Writer {
         pool,
         cache: HeadCache::default(),
         wake,
+        clock,
     };
     let mut carried: Option<Job> = None;
     loop {
@@ -431,6 +438,7 @@ struct Writer {
     pool: PgPool,
     cache: HeadCache,
     wake: Arc<watch::Sender<()>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Writer {
@@ -496,7 +504,7 @@ impl Writer {
                     .map(|h| (w.stream.clone(), *h))
             })
             .collect();
-        let mut planner = Planner::new(from.0, heads, HashMap::new(), Utc::now());
+        let mut planner = Planner::new(from.0, heads, HashMap::new(), self.clock.now());
         let mut rows = Columns::default();
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in batch {
@@ -658,7 +666,7 @@ impl Writer {
             existing_events.insert(event.event_id, event);
         }
 
-        let mut planner = Planner::new(state.0, stream_heads, existing_events, Utc::now());
+        let mut planner = Planner::new(state.0, stream_heads, existing_events, self.clock.now());
         let mut rows = Columns::default();
         let outcomes: Vec<Result<AppendResult, StoreError>> = batch
             .iter()
