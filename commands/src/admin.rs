@@ -7,6 +7,7 @@ use tessera_domain::loyalty::{LoyaltyAggregate, LoyaltyCommand};
 use tessera_domain::slot::{SlotAggregate, SlotCommand};
 use tessera_domain::values::{BookingId, Money, Seats, UserId};
 
+use crate::booking::load_booking;
 use crate::booking::{BookingConfig, cancel_booking};
 use crate::error::CommandError;
 use crate::handler::{
@@ -74,19 +75,7 @@ pub async fn reinstate(
 ) -> Result<Executed, CommandError> {
     require_reason(ctx)?;
     decide_and_append(store, || async move {
-        let booking = load::<BookingAggregate>(
-            store,
-            stream_of::<BookingAggregate>(booking_id),
-            ctx.command_id,
-        )
-        .await?;
-        let b = booking
-            .state
-            .booking()
-            .ok_or_else(|| CommandError::NotFound {
-                what: "booking",
-                id: booking_id.to_string(),
-            })?;
+        let (booking, b) = load_booking(store, booking_id, ctx.command_id).await?;
         let slot =
             load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
                 .await?;

@@ -6,14 +6,17 @@
 
 use chrono::TimeDelta;
 use tessera_domain::Aggregate;
-use tessera_domain::booking::{BookingAggregate, BookingCommand, BookingStatus, Canceller};
+use tessera_domain::booking::{
+    Booking, BookingAggregate, BookingCommand, BookingStatus, Canceller,
+};
 use tessera_domain::listing::{ListingAggregate, ListingError, ListingState};
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotState};
 use tessera_domain::values::{BookingId, Money, Seats, SlotId, UserId};
 
 use crate::error::CommandError;
 use crate::handler::{
-    Attempt, CommandContext, Executed, decide_and_append, load, replayed, stream_of, write_for,
+    Attempt, CommandContext, Executed, Loaded, decide_and_append, load, replayed, stream_of,
+    write_for,
 };
 use crate::store::{EventStore, StreamWrite};
 
@@ -121,16 +124,7 @@ pub async fn cancellation_quote(
     waive_fee: bool,
     ctx: &CommandContext,
 ) -> Result<Money, CommandError> {
-    let booking = load::<BookingAggregate>(
-        store,
-        stream_of::<BookingAggregate>(booking_id),
-        ctx.command_id,
-    )
-    .await?;
-    let b = booking
-        .state
-        .booking()
-        .ok_or_else(|| not_found(booking_id))?;
+    let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
     Ok(b.cancellation_quote(by, ctx.now, waive_fee)?)
 }
 
@@ -164,6 +158,23 @@ pub async fn expire_booking(
         ctx,
     )
     .await
+}
+
+/// Loads a booking that must exist (else `NotFound`), with its current state.
+pub(crate) async fn load_booking(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    command_id: uuid::Uuid,
+) -> Result<(Loaded<BookingAggregate>, Booking), CommandError> {
+    let loaded =
+        load::<BookingAggregate>(store, stream_of::<BookingAggregate>(booking_id), command_id)
+            .await?;
+    let booking = loaded
+        .state
+        .booking()
+        .cloned()
+        .ok_or_else(|| not_found(booking_id))?;
+    Ok((loaded, booking))
 }
 
 fn not_found(booking_id: BookingId) -> CommandError {
@@ -241,16 +252,7 @@ pub async fn write_review(
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
     use tessera_domain::review::{Review, ReviewAggregate, ReviewCommand};
-    let booking = load::<BookingAggregate>(
-        store,
-        stream_of::<BookingAggregate>(booking_id),
-        ctx.command_id,
-    )
-    .await?;
-    let b = booking
-        .state
-        .booking()
-        .ok_or_else(|| not_found(booking_id))?;
+    let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
     if b.customer_id != author_id {
         return Err(not_found(booking_id));
     }

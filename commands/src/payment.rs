@@ -19,6 +19,7 @@ use tessera_domain::values::{BookingId, PaymentId, Seats};
 
 use uuid::Uuid;
 
+use crate::booking::load_booking;
 use crate::error::CommandError;
 use crate::gateway::{GatewayError, Intent, IntentRequest, PaymentGateway, RefundRequest};
 use crate::handler::{
@@ -147,19 +148,7 @@ pub async fn record_payment_succeeded(
 ) -> Result<Executed, CommandError> {
     decide_and_append(store, || async move {
         let (payment, p) = load_payment(store, payment_id, ctx).await?;
-        let booking = load::<BookingAggregate>(
-            store,
-            stream_of::<BookingAggregate>(p.booking_id),
-            ctx.command_id,
-        )
-        .await?;
-        let b = booking
-            .state
-            .booking()
-            .ok_or_else(|| CommandError::NotFound {
-                what: "booking",
-                id: p.booking_id.to_string(),
-            })?;
+        let (booking, b) = load_booking(store, p.booking_id, ctx.command_id).await?;
         let slot =
             load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
                 .await?;
@@ -307,19 +296,7 @@ pub async fn request_refund(
     amount: tessera_domain::values::Money,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
-    let booking = load::<BookingAggregate>(
-        store,
-        stream_of::<BookingAggregate>(booking_id),
-        ctx.command_id,
-    )
-    .await?;
-    let b = booking
-        .state
-        .booking()
-        .ok_or_else(|| CommandError::NotFound {
-            what: "booking",
-            id: booking_id.to_string(),
-        })?;
+    let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
     let payment_id = b
         .payment_id
         .filter(|_| b.paid.minor > 0)
