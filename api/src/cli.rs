@@ -96,6 +96,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn up(cli: &Cli) -> anyhow::Result<()> {
+    // Installed before anything else: a signal that arrives while starting (or right after the
+    // "up" line) is then handled by stopping cleanly, never by the default kill.
+    let mut shutdown = Shutdown::install()?;
     let db = Database::open(&cli.db_config("tessera")).await?;
     let where_ = match db.embedded_port() {
         Some(port) => format!(
@@ -106,26 +109,33 @@ async fn up(cli: &Cli) -> anyhow::Result<()> {
     };
     println!("Tessera is up: {where_}, migrations applied.");
     println!("Press Ctrl-C to stop.");
-    shutdown_signal().await;
+    shutdown.wait().await;
     println!("Stopping…");
     db.close().await
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
+/// SIGINT (Ctrl-C) and SIGTERM handlers, registered when this value is created.
+#[derive(Debug)]
+pub struct Shutdown {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    pub fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM (including one that arrived before the call).
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = term => {}
     }
 }
 
