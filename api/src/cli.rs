@@ -43,6 +43,19 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Run projector processes (read models and search index) until Ctrl-C or SIGTERM. Any number
+    /// may run; each projection is applied by exactly one of them at a time.
+    Project(crate::ops::ProjectArgs),
+    /// Projection status and zero-downtime rebuilds (analysts).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Deterministic demo and benchmark data, generated through the command handlers.
+    Fixtures {
+        #[command(subcommand)]
+        command: FixturesCommand,
+    },
     /// Benchmarks (they print what they measured beside a baseline measured in the same run).
     Bench {
         #[command(subcommand)]
@@ -54,6 +67,20 @@ pub enum Command {
 pub enum StoreCommand {
     /// Size of the log: events, streams, head position, per category and per type.
     Stats,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Each projection's state, generation, position, lag and owner.
+    Status,
+    /// Rebuild into new generations while the live ones keep serving, then swap.
+    Rebuild(crate::ops::RebuildArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FixturesCommand {
+    /// Generate history into an empty log (same seed and day, same log).
+    Load(crate::ops::FixturesArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +113,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let db = Database::open(&cli.db_config("tessera")).await?;
             let result = store_stats(&db).await;
+            db.close().await?;
+            result
+        }
+        Command::Project(args) => {
+            let db = Database::open(&cli.db_config("tessera")).await?;
+            let result = crate::ops::project(&db, &cli.data_dir, args).await;
+            db.close().await?;
+            result
+        }
+        Command::Projections { command } => {
+            let db = Database::open(&cli.db_config("tessera")).await?;
+            let result = match command {
+                ProjectionsCommand::Status => crate::ops::status(&db).await,
+                ProjectionsCommand::Rebuild(args) => {
+                    crate::ops::rebuild(&db, &cli.data_dir, args).await
+                }
+            };
+            db.close().await?;
+            result
+        }
+        Command::Fixtures {
+            command: FixturesCommand::Load(args),
+        } => {
+            let db = Database::open(&cli.db_config("tessera")).await?;
+            let result = crate::ops::load_fixtures(&db, args, false)
+                .await
+                .map(|_| ());
             db.close().await?;
             result
         }

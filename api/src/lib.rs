@@ -7,4 +7,5 @@
 pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod ops;
 pub mod telemetry;

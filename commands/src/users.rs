@@ -59,6 +59,20 @@ pub async fn register_user(
     referred_by: Option<UserId>,
     ctx: &CommandContext,
 ) -> Result<(UserId, Executed), CommandError> {
+    let password_hash = hash_password(password.to_owned()).await?;
+    register_user_hashed(store, email, display_name, password_hash, referred_by, ctx).await
+}
+
+/// Registers a user whose password is already hashed (argon2id PHC string): the fixture
+/// generator hashes its one demo password once, with a seeded salt, for thousands of users.
+pub async fn register_user_hashed(
+    store: &dyn EventStore,
+    email: &str,
+    display_name: &str,
+    password_hash: String,
+    referred_by: Option<UserId>,
+    ctx: &CommandContext,
+) -> Result<(UserId, Executed), CommandError> {
     let email = Email::parse(email)?;
     if let Some(referrer) = referred_by {
         let known =
@@ -82,7 +96,6 @@ pub async fn register_user(
             },
         ));
     }
-    let password_hash = hash_password(password.to_owned()).await?;
     let reservation =
         load::<EmailReservationAggregate>(store, email_stream(&email), ctx.command_id).await?;
     let reserved = EmailReservationAggregate::decide(

@@ -1,0 +1,40 @@
+//! What can stop a projection. A failure always names the projection, and when an event caused
+//! it, that event's position and type: a projection never skips an event silently.
+
+use tessera_commands::store::{Position, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The projection could not apply this event (it does not decode, or contradicts what the
+    /// projection has seen so far). Retrying does not help; the projection stops.
+    #[error("projection {projection} failed on event {position} ({event_type}): {reason}")]
+    Event {
+        projection: String,
+        position: Position,
+        event_type: String,
+        reason: String,
+    },
+    #[error("read model storage: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("search index: {0}")]
+    Index(String),
+    #[error("event store: {0}")]
+    Store(#[from] StoreError),
+    #[error("unknown projection {0:?} (known: {1})")]
+    Unknown(String, String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<tantivy::TantivyError> for ProjectionError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        Self::Index(e.to_string())
+    }
+}
+
+/// A failure of the projection code on one event, before the runner names the projection.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EventFailure(pub String);
+
+pub type Result<T, E = ProjectionError> = std::result::Result<T, E>;

@@ -1,0 +1,280 @@
+//! Bookings by id and by customer: status, amounts, the snapshotted policy, and a timeline of
+//! everything that happened to each booking (its own events and its payment's).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use tessera_commands::codec::AnyEvent;
+use tessera_domain::booking::{BookingEvent, BookingStatus, Canceller};
+use tessera_domain::payment::PaymentEvent;
+use uuid::Uuid;
+
+use super::{inconsistent, json, keys};
+use crate::SqlProjection;
+use crate::envelope::Envelope;
+use crate::error::ProjectionError;
+use crate::rows::{self, Rows};
+
+#[derive(Debug, Default)]
+pub struct Bookings;
+
+const NAME: &str = "bookings";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BookingRow {
+    pub booking_id: Uuid,
+    pub customer_id: Uuid,
+    pub listing_id: Uuid,
+    pub slot_id: Uuid,
+    pub seats: i64,
+    pub status: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub paid_minor: i64,
+    pub refund_due_minor: i64,
+    pub refunded_minor: i64,
+    pub policy: serde_json::Value,
+    pub slot_starts_at: DateTime<Utc>,
+    pub slot_ends_at: DateTime<Utc>,
+    pub hold_expires_at: DateTime<Utc>,
+    pub payment_id: Option<Uuid>,
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimelineRow {
+    pub booking_id: Uuid,
+    pub position: i64,
+    pub event_type: String,
+    pub status: String,
+    pub at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+fn status(s: BookingStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn booking_of(e: &Envelope) -> Option<Uuid> {
+    match &e.event {
+        AnyEvent::Booking(b) => Some(match b {
+            BookingEvent::BookingPlaced { booking_id, .. }
+            | BookingEvent::BookingPaymentStarted { booking_id, .. }
+            | BookingEvent::BookingPaymentFailed { booking_id, .. }
+            | BookingEvent::BookingConfirmed { booking_id, .. }
+            | BookingEvent::BookingExpired { booking_id }
+            | BookingEvent::BookingCancelled { booking_id, .. }
+            | BookingEvent::BookingCompleted { booking_id }
+            | BookingEvent::LatePaymentAccepted { booking_id, .. }
+            | BookingEvent::BookingRefunded { booking_id, .. }
+            | BookingEvent::BookingReinstated { booking_id, .. } => booking_id.0,
+        }),
+        AnyEvent::Payment(p) => Some(match p {
+            PaymentEvent::PaymentIntentCreated { booking_id, .. }
+            | PaymentEvent::PaymentSucceeded { booking_id, .. }
+            | PaymentEvent::PaymentFailed { booking_id, .. }
+            | PaymentEvent::RefundRequested { booking_id, .. }
+            | PaymentEvent::RefundSucceeded { booking_id, .. }
+            | PaymentEvent::RefundFailed { booking_id, .. } => booking_id.0,
+        }),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl SqlProjection for Bookings {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn ddl(&self) -> String {
+        r#"
+CREATE TABLE bookings (
+    booking_id uuid PRIMARY KEY, customer_id uuid NOT NULL, listing_id uuid NOT NULL,
+    slot_id uuid NOT NULL, seats bigint NOT NULL, status text NOT NULL,
+    total_minor bigint NOT NULL, currency text NOT NULL, paid_minor bigint NOT NULL,
+    refund_due_minor bigint NOT NULL, refunded_minor bigint NOT NULL, policy jsonb NOT NULL,
+    slot_starts_at timestamptz NOT NULL, slot_ends_at timestamptz NOT NULL,
+    hold_expires_at timestamptz NOT NULL, payment_id uuid, cancelled_by text, cancel_reason text,
+    placed_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
+);
+CREATE INDEX bookings_customer ON bookings (customer_id, placed_at DESC, booking_id);
+CREATE INDEX bookings_listing ON bookings (listing_id);
+CREATE INDEX bookings_slot ON bookings (slot_id);
+CREATE TABLE booking_timeline (
+    booking_id uuid NOT NULL, position bigint NOT NULL, event_type text NOT NULL,
+    status text NOT NULL, at timestamptz NOT NULL, recorded_at timestamptz NOT NULL,
+    actor text NOT NULL, reason text, detail jsonb NOT NULL,
+    PRIMARY KEY (booking_id, position)
+);
+"#
+        .to_owned()
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let ids = keys(batch.iter().filter_map(booking_of));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut bookings: Rows<Uuid, BookingRow> = Rows::default();
+        for r in rows::load::<BookingRow>(conn, "bookings", "booking_id", &ids).await? {
+            bookings.rows.insert(r.booking_id, r);
+        }
+        let mut timeline = Vec::new();
+        for e in batch {
+            let Some(id) = booking_of(e) else { continue };
+            if let AnyEvent::Booking(BookingEvent::BookingPlaced {
+                customer_id,
+                listing_id,
+                slot_id,
+                seats,
+                total,
+                policy,
+                slot_starts_at,
+                slot_ends_at,
+                hold_expires_at,
+                ..
+            }) = &e.event
+            {
+                bookings.put(
+                    id,
+                    BookingRow {
+                        booking_id: id,
+                        customer_id: customer_id.0,
+                        listing_id: listing_id.0,
+                        slot_id: slot_id.0,
+                        seats: i64::from(*seats),
+                        status: status(BookingStatus::Held),
+                        total_minor: total.minor,
+                        currency: total.currency.to_string(),
+                        paid_minor: 0,
+                        refund_due_minor: 0,
+                        refunded_minor: 0,
+                        policy: json(NAME, e, policy)?,
+                        slot_starts_at: *slot_starts_at,
+                        slot_ends_at: *slot_ends_at,
+                        hold_expires_at: *hold_expires_at,
+                        payment_id: None,
+                        cancelled_by: None,
+                        cancel_reason: None,
+                        placed_at: e.effective_at,
+                        updated_at: e.effective_at,
+                        version: e.pos(),
+                    },
+                );
+            }
+            let Some(row) = bookings.get_mut(&id) else {
+                return Err(inconsistent(
+                    NAME,
+                    e,
+                    format!("booking {id} was never placed"),
+                ));
+            };
+            if let AnyEvent::Booking(b) = &e.event {
+                apply_booking(row, b);
+            }
+            row.updated_at = e.effective_at;
+            row.version = e.pos();
+            timeline.push(TimelineRow {
+                booking_id: id,
+                position: e.pos(),
+                event_type: e.event_type.clone(),
+                status: row.status.clone(),
+                at: e.effective_at,
+                recorded_at: e.recorded_at,
+                actor: e.metadata.actor.clone(),
+                reason: e.metadata.reason.clone(),
+                detail: detail(e)?,
+            });
+        }
+        rows::upsert(conn, "bookings", &["booking_id"], bookings.changed()).await?;
+        rows::insert(conn, "booking_timeline", &timeline).await?;
+        Ok(())
+    }
+}
+
+fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
+    match b {
+        BookingEvent::BookingPlaced { .. } => {}
+        BookingEvent::BookingPaymentStarted { payment_id, .. } => {
+            row.status = status(BookingStatus::PaymentPending);
+            row.payment_id = Some(payment_id.0);
+        }
+        BookingEvent::BookingPaymentFailed { .. } => row.status = status(BookingStatus::Held),
+        BookingEvent::BookingConfirmed {
+            payment_id,
+            amount_paid,
+            ..
+        }
+        | BookingEvent::LatePaymentAccepted {
+            payment_id,
+            amount_paid,
+            ..
+        } => {
+            row.status = status(BookingStatus::Confirmed);
+            row.payment_id = Some(payment_id.0);
+            row.paid_minor = amount_paid.minor;
+        }
+        BookingEvent::BookingExpired { .. } => row.status = status(BookingStatus::Expired),
+        BookingEvent::BookingCancelled {
+            by,
+            reason,
+            refund_due,
+            ..
+        } => {
+            row.status = status(BookingStatus::Cancelled);
+            row.refund_due_minor = refund_due.minor;
+            row.cancelled_by = Some(
+                match by {
+                    Canceller::Customer(_) => "customer",
+                    Canceller::Provider(_) => "provider",
+                    Canceller::Admin(_) => "admin",
+                }
+                .to_owned(),
+            );
+            row.cancel_reason.clone_from(reason);
+        }
+        BookingEvent::BookingCompleted { .. } => row.status = status(BookingStatus::Completed),
+        BookingEvent::BookingRefunded { total_refunded, .. } => {
+            row.refunded_minor = total_refunded.minor;
+            // The domain's rule: a cancelled booking is refunded once what was due is paid back.
+            if row.status == status(BookingStatus::Cancelled)
+                && row.refunded_minor >= row.refund_due_minor
+            {
+                row.status = status(BookingStatus::Refunded);
+            }
+        }
+        BookingEvent::BookingReinstated {
+            hold_expires_at, ..
+        } => {
+            row.status = status(BookingStatus::Held);
+            row.hold_expires_at = *hold_expires_at;
+            row.payment_id = None;
+        }
+    }
+}
+
+/// The event's own data, for the timeline.
+fn detail(e: &Envelope) -> Result<serde_json::Value, ProjectionError> {
+    let v = json(NAME, e, &e.event)?;
+    Ok(v.get("data").cloned().unwrap_or(serde_json::Value::Null))
+}

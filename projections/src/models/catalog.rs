@@ -1,0 +1,370 @@
+//! Catalog: listings as customers browse them, and every slot with its live availability
+//! (capacity, held, confirmed, remaining). The `listing_overview` view adds the next date with
+//! free seats and the lowest price, computed when read (they depend on the current time).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use tessera_commands::codec::AnyEvent;
+use tessera_domain::listing::{ListingDetails, ListingEvent};
+use tessera_domain::slot::SlotEvent;
+use uuid::Uuid;
+
+use super::{inconsistent, json, keys};
+use crate::SqlProjection;
+use crate::envelope::Envelope;
+use crate::error::ProjectionError;
+use crate::rows::{self, Rows};
+
+#[derive(Debug, Default)]
+pub struct Catalog;
+
+const NAME: &str = "catalog";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListingRow {
+    pub listing_id: Uuid,
+    pub provider_id: Uuid,
+    pub kind: String,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub destination: String,
+    pub country: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub duration_minutes: i64,
+    pub includes: serde_json::Value,
+    pub itinerary: serde_json::Value,
+    pub price_minor: i64,
+    pub currency: String,
+    pub policy: serde_json::Value,
+    pub retired: bool,
+    pub published_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct HoldRow {
+    pub seats: i64,
+    pub confirmed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotRow {
+    pub slot_id: Uuid,
+    pub listing_id: Uuid,
+    pub provider_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub capacity: i64,
+    pub held: i64,
+    pub confirmed: i64,
+    pub remaining: i64,
+    pub price_minor: i64,
+    pub currency: String,
+    pub cancelled: bool,
+    pub holds: BTreeMap<Uuid, HoldRow>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+impl SlotRow {
+    /// Recomputes the counters from the holds (the holds are the truth).
+    pub fn recount(&mut self) {
+        self.held = self
+            .holds
+            .values()
+            .filter(|h| !h.confirmed)
+            .map(|h| h.seats)
+            .sum();
+        self.confirmed = self
+            .holds
+            .values()
+            .filter(|h| h.confirmed)
+            .map(|h| h.seats)
+            .sum();
+        self.remaining = (self.capacity - self.held - self.confirmed).max(0);
+    }
+}
+
+fn details_row(
+    listing_id: Uuid,
+    provider_id: Uuid,
+    d: &ListingDetails,
+    e: &Envelope,
+) -> Result<ListingRow, ProjectionError> {
+    Ok(ListingRow {
+        listing_id,
+        provider_id,
+        kind: serde_json::to_value(d.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        title: d.title.clone(),
+        description: d.description.clone(),
+        category: d.category.clone(),
+        destination: d.destination.name.clone(),
+        country: d.destination.country.clone(),
+        lat: d.destination.lat,
+        lon: d.destination.lon,
+        duration_minutes: i64::from(d.duration_minutes),
+        includes: json(NAME, e, &d.includes)?,
+        itinerary: json(NAME, e, &d.itinerary)?,
+        price_minor: 0,
+        currency: String::new(),
+        policy: serde_json::Value::Null,
+        retired: false,
+        published_at: e.effective_at,
+        updated_at: e.effective_at,
+        version: e.pos(),
+    })
+}
+
+#[async_trait]
+impl SqlProjection for Catalog {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn ddl(&self) -> String {
+        r#"
+CREATE TABLE listings (
+    listing_id uuid PRIMARY KEY, provider_id uuid NOT NULL, kind text NOT NULL,
+    title text NOT NULL, description text NOT NULL, category text NOT NULL,
+    destination text NOT NULL, country text NOT NULL, lat float8 NOT NULL, lon float8 NOT NULL,
+    duration_minutes bigint NOT NULL, includes jsonb NOT NULL, itinerary jsonb NOT NULL,
+    price_minor bigint NOT NULL, currency text NOT NULL, policy jsonb NOT NULL,
+    retired boolean NOT NULL, published_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+    version bigint NOT NULL
+);
+CREATE INDEX listings_provider ON listings (provider_id);
+CREATE TABLE slots (
+    slot_id uuid PRIMARY KEY, listing_id uuid NOT NULL, provider_id uuid NOT NULL,
+    starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL, capacity bigint NOT NULL,
+    held bigint NOT NULL, confirmed bigint NOT NULL, remaining bigint NOT NULL,
+    price_minor bigint NOT NULL, currency text NOT NULL, cancelled boolean NOT NULL,
+    holds jsonb NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
+);
+CREATE INDEX slots_listing ON slots (listing_id, starts_at);
+CREATE VIEW listing_overview AS
+    SELECT l.*, n.next_available_at, n.lowest_price_minor, n.free_seats
+    FROM listings l LEFT JOIN LATERAL (
+        SELECT min(s.starts_at) AS next_available_at, min(s.price_minor) AS lowest_price_minor,
+               sum(s.remaining) AS free_seats
+        FROM slots s
+        WHERE s.listing_id = l.listing_id AND NOT s.cancelled AND s.remaining > 0
+          AND s.starts_at > now()
+    ) n ON true;
+"#
+        .to_owned()
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut listing_ids = Vec::new();
+        let mut slot_ids = Vec::new();
+        for e in batch {
+            match &e.event {
+                AnyEvent::Listing(l) => listing_ids.push(listing_of(l)),
+                AnyEvent::Slot(s) => slot_ids.push(slot_of(s)),
+                _ => {}
+            }
+        }
+        if listing_ids.is_empty() && slot_ids.is_empty() {
+            return Ok(());
+        }
+        let mut listings: Rows<Uuid, ListingRow> = Rows::default();
+        for r in
+            rows::load::<ListingRow>(conn, "listings", "listing_id", &keys(listing_ids)).await?
+        {
+            listings.rows.insert(r.listing_id, r);
+        }
+        let mut slots: Rows<Uuid, SlotRow> = Rows::default();
+        for r in rows::load::<SlotRow>(conn, "slots", "slot_id", &keys(slot_ids)).await? {
+            slots.rows.insert(r.slot_id, r);
+        }
+        for e in batch {
+            match &e.event {
+                AnyEvent::Listing(ev) => apply_listing(&mut listings, e, ev)?,
+                AnyEvent::Slot(ev) => apply_slot(&mut slots, e, ev)?,
+                _ => {}
+            }
+        }
+        rows::upsert(conn, "listings", &["listing_id"], listings.changed()).await?;
+        rows::upsert(conn, "slots", &["slot_id"], slots.changed()).await?;
+        Ok(())
+    }
+}
+
+fn listing_of(e: &ListingEvent) -> Uuid {
+    match e {
+        ListingEvent::ListingPublished { listing_id, .. }
+        | ListingEvent::ListingUpdated { listing_id, .. }
+        | ListingEvent::ListingRepriced { listing_id, .. }
+        | ListingEvent::CancellationPolicyChanged { listing_id, .. }
+        | ListingEvent::ListingRetired { listing_id, .. } => listing_id.0,
+    }
+}
+
+fn slot_of(e: &SlotEvent) -> Uuid {
+    match e {
+        SlotEvent::SlotScheduled { slot_id, .. }
+        | SlotEvent::SlotCapacityChanged { slot_id, .. }
+        | SlotEvent::SeatsHeld { slot_id, .. }
+        | SlotEvent::SeatsConfirmed { slot_id, .. }
+        | SlotEvent::SeatsReleased { slot_id, .. }
+        | SlotEvent::SlotCancelled { slot_id, .. } => slot_id.0,
+    }
+}
+
+fn apply_listing(
+    listings: &mut Rows<Uuid, ListingRow>,
+    e: &Envelope,
+    ev: &ListingEvent,
+) -> Result<(), ProjectionError> {
+    let id = listing_of(ev);
+    if let ListingEvent::ListingPublished {
+        provider_id,
+        details,
+        base_price,
+        policy,
+        ..
+    } = ev
+    {
+        let mut row = details_row(id, provider_id.0, details, e)?;
+        row.price_minor = base_price.minor;
+        row.currency = base_price.currency.to_string();
+        row.policy = json(NAME, e, policy)?;
+        listings.put(id, row);
+        return Ok(());
+    }
+    let Some(row) = listings.get_mut(&id) else {
+        return Err(inconsistent(
+            NAME,
+            e,
+            format!("listing {id} was never published"),
+        ));
+    };
+    match ev {
+        ListingEvent::ListingPublished { .. } => {}
+        ListingEvent::ListingUpdated { details, .. } => {
+            let fresh = details_row(id, row.provider_id, details, e)?;
+            *row = ListingRow {
+                price_minor: row.price_minor,
+                currency: std::mem::take(&mut row.currency),
+                policy: std::mem::take(&mut row.policy),
+                retired: row.retired,
+                published_at: row.published_at,
+                ..fresh
+            };
+        }
+        ListingEvent::ListingRepriced { base_price, .. } => {
+            row.price_minor = base_price.minor;
+            row.currency = base_price.currency.to_string();
+        }
+        ListingEvent::CancellationPolicyChanged { policy, .. } => {
+            row.policy = json(NAME, e, policy)?;
+        }
+        ListingEvent::ListingRetired { .. } => row.retired = true,
+    }
+    row.updated_at = e.effective_at;
+    row.version = e.pos();
+    Ok(())
+}
+
+fn apply_slot(
+    slots: &mut Rows<Uuid, SlotRow>,
+    e: &Envelope,
+    ev: &SlotEvent,
+) -> Result<(), ProjectionError> {
+    let id = slot_of(ev);
+    if let SlotEvent::SlotScheduled {
+        listing_id,
+        provider_id,
+        starts_at,
+        ends_at,
+        capacity,
+        price_per_seat,
+        ..
+    } = ev
+    {
+        let mut row = SlotRow {
+            slot_id: id,
+            listing_id: listing_id.0,
+            provider_id: provider_id.0,
+            starts_at: *starts_at,
+            ends_at: *ends_at,
+            capacity: i64::from(*capacity),
+            held: 0,
+            confirmed: 0,
+            remaining: 0,
+            price_minor: price_per_seat.minor,
+            currency: price_per_seat.currency.to_string(),
+            cancelled: false,
+            holds: BTreeMap::new(),
+            updated_at: e.effective_at,
+            version: e.pos(),
+        };
+        row.recount();
+        slots.put(id, row);
+        return Ok(());
+    }
+    let Some(row) = slots.get_mut(&id) else {
+        return Err(inconsistent(
+            NAME,
+            e,
+            format!("slot {id} was never scheduled"),
+        ));
+    };
+    match ev {
+        SlotEvent::SlotScheduled { .. } => {}
+        SlotEvent::SlotCapacityChanged { capacity, .. } => row.capacity = i64::from(*capacity),
+        SlotEvent::SeatsHeld {
+            booking_id, seats, ..
+        } => {
+            row.holds.insert(
+                booking_id.0,
+                HoldRow {
+                    seats: i64::from(*seats),
+                    confirmed: false,
+                },
+            );
+        }
+        SlotEvent::SeatsConfirmed { booking_id, .. } => match row.holds.get_mut(&booking_id.0) {
+            Some(h) => h.confirmed = true,
+            None => {
+                return Err(inconsistent(
+                    NAME,
+                    e,
+                    format!("booking {booking_id} holds no seats"),
+                ));
+            }
+        },
+        SlotEvent::SeatsReleased { booking_id, .. } => {
+            if row.holds.remove(&booking_id.0).is_none() {
+                return Err(inconsistent(
+                    NAME,
+                    e,
+                    format!("booking {booking_id} holds no seats"),
+                ));
+            }
+        }
+        SlotEvent::SlotCancelled { .. } => row.cancelled = true,
+    }
+    row.recount();
+    row.updated_at = e.effective_at;
+    row.version = e.pos();
+    Ok(())
+}

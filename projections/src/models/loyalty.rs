@@ -1,0 +1,188 @@
+//! Loyalty: each user's balance and its parts, badges, the history of every points movement,
+//! and a leaderboard. The user is named by the stream (`loyalty-<user id>`).
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use tessera_commands::codec::AnyEvent;
+use tessera_domain::loyalty::LoyaltyEvent;
+use uuid::Uuid;
+
+use super::{inconsistent, json, keys};
+use crate::SqlProjection;
+use crate::envelope::Envelope;
+use crate::error::ProjectionError;
+use crate::rows::{self, Rows};
+
+#[derive(Debug, Default)]
+pub struct Loyalty;
+
+const NAME: &str = "loyalty";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountRow {
+    pub user_id: Uuid,
+    pub balance: i64,
+    pub awarded: i64,
+    pub reversed: i64,
+    pub redeemed: i64,
+    pub adjusted: i64,
+    pub badges: BTreeSet<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryRow {
+    pub position: i64,
+    pub user_id: Uuid,
+    /// awarded | reversed | redeemed | adjusted | badge
+    pub kind: String,
+    pub points: i64,
+    pub reason: Option<String>,
+    pub booking_id: Option<Uuid>,
+    pub badge: Option<String>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+fn word(e: &Envelope, v: &impl Serialize) -> Result<String, ProjectionError> {
+    Ok(json(NAME, e, v)?.as_str().unwrap_or_default().to_owned())
+}
+
+#[async_trait]
+impl SqlProjection for Loyalty {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn ddl(&self) -> String {
+        r#"
+CREATE TABLE loyalty_accounts (
+    user_id uuid PRIMARY KEY, balance bigint NOT NULL, awarded bigint NOT NULL,
+    reversed bigint NOT NULL, redeemed bigint NOT NULL, adjusted bigint NOT NULL,
+    badges jsonb NOT NULL, updated_at timestamptz NOT NULL
+);
+CREATE INDEX loyalty_leaderboard ON loyalty_accounts (balance DESC, user_id);
+CREATE TABLE points_history (
+    position bigint PRIMARY KEY, user_id uuid NOT NULL, kind text NOT NULL, points bigint NOT NULL,
+    reason text, booking_id uuid, badge text, actor text NOT NULL, at timestamptz NOT NULL
+);
+CREATE INDEX points_history_user ON points_history (user_id, position DESC);
+CREATE VIEW leaderboard AS
+    SELECT rank() OVER (ORDER BY balance DESC) AS rank, user_id, balance, badges
+    FROM loyalty_accounts;
+"#
+        .to_owned()
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let loyalty = |e: &Envelope| matches!(e.event, AnyEvent::Loyalty(_));
+        let mut users = Vec::new();
+        for e in batch.iter().filter(|e| loyalty(e)) {
+            users.push(e.stream_uuid().ok_or_else(|| {
+                inconsistent(NAME, e, format!("stream {} names no user", e.stream_id))
+            })?);
+        }
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut accounts: Rows<Uuid, AccountRow> = Rows::default();
+        for r in rows::load::<AccountRow>(conn, "loyalty_accounts", "user_id", &keys(users)).await?
+        {
+            accounts.rows.insert(r.user_id, r);
+        }
+        let mut history = Vec::new();
+        for e in batch {
+            let AnyEvent::Loyalty(ev) = &e.event else {
+                continue;
+            };
+            let user = e.stream_uuid().unwrap_or_default();
+            if accounts.get(&user).is_none() {
+                accounts.put(
+                    user,
+                    AccountRow {
+                        user_id: user,
+                        balance: 0,
+                        awarded: 0,
+                        reversed: 0,
+                        redeemed: 0,
+                        adjusted: 0,
+                        badges: BTreeSet::new(),
+                        updated_at: e.effective_at,
+                    },
+                );
+            }
+            let mut h = HistoryRow {
+                position: e.pos(),
+                user_id: user,
+                kind: String::new(),
+                points: 0,
+                reason: e.metadata.reason.clone(),
+                booking_id: None,
+                badge: None,
+                actor: e.metadata.actor.clone(),
+                at: e.effective_at,
+            };
+            let row = accounts.get_mut(&user).expect("inserted above");
+            match ev {
+                LoyaltyEvent::PointsAwarded {
+                    points,
+                    reason,
+                    booking_id,
+                    ..
+                } => {
+                    row.awarded += points;
+                    row.balance += points;
+                    h.kind = "awarded".into();
+                    h.points = *points;
+                    h.reason = Some(word(e, reason)?);
+                    h.booking_id = booking_id.map(|b| b.0);
+                }
+                LoyaltyEvent::PointsReversed { booking_id, points } => {
+                    row.reversed += points;
+                    row.balance -= points;
+                    h.kind = "reversed".into();
+                    h.points = -points;
+                    h.booking_id = Some(booking_id.0);
+                }
+                LoyaltyEvent::PointsRedeemed {
+                    booking_id, points, ..
+                } => {
+                    row.redeemed += points;
+                    row.balance -= points;
+                    h.kind = "redeemed".into();
+                    h.points = -points;
+                    h.booking_id = Some(booking_id.0);
+                }
+                LoyaltyEvent::PointsAdjusted { delta } => {
+                    row.adjusted += delta;
+                    row.balance += delta;
+                    h.kind = "adjusted".into();
+                    h.points = *delta;
+                }
+                LoyaltyEvent::BadgeEarned { badge } => {
+                    let name = word(e, badge)?;
+                    row.badges.insert(name.clone());
+                    h.kind = "badge".into();
+                    h.badge = Some(name);
+                }
+            }
+            row.updated_at = e.effective_at;
+            history.push(h);
+        }
+        rows::upsert(conn, "loyalty_accounts", &["user_id"], accounts.changed()).await?;
+        rows::insert(conn, "points_history", &history).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Payments ledger: one debit per successful charge and one credit per successful refund, and a
+//! balance per payment (charged − refunded, with refunds still in flight); the
+//! `booking_balances` view sums them per booking.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use tessera_commands::codec::AnyEvent;
+use tessera_domain::payment::PaymentEvent;
+use uuid::Uuid;
+
+use super::{inconsistent, keys};
+use crate::SqlProjection;
+use crate::envelope::Envelope;
+use crate::error::ProjectionError;
+use crate::rows::{self, Rows};
+
+#[derive(Debug, Default)]
+pub struct Payments;
+
+const NAME: &str = "payments";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentRow {
+    pub payment_id: Uuid,
+    pub booking_id: Uuid,
+    pub customer_id: Uuid,
+    pub provider: String,
+    pub provider_ref: String,
+    pub status: String,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub charged_minor: i64,
+    pub refunded_minor: i64,
+    pub refunds_pending_minor: i64,
+    pub balance_minor: i64,
+    /// Refund id → amount of refunds requested and not yet settled.
+    pub pending: BTreeMap<Uuid, i64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerRow {
+    pub position: i64,
+    pub payment_id: Uuid,
+    pub booking_id: Uuid,
+    pub customer_id: Uuid,
+    /// `charge` (debit) or `refund` (credit).
+    pub entry: String,
+    pub debit_minor: i64,
+    pub credit_minor: i64,
+    pub currency: String,
+    pub at: DateTime<Utc>,
+}
+
+fn payment_of(e: &Envelope) -> Option<Uuid> {
+    let AnyEvent::Payment(p) = &e.event else {
+        return None;
+    };
+    Some(match p {
+        PaymentEvent::PaymentIntentCreated { payment_id, .. }
+        | PaymentEvent::PaymentSucceeded { payment_id, .. }
+        | PaymentEvent::PaymentFailed { payment_id, .. }
+        | PaymentEvent::RefundRequested { payment_id, .. }
+        | PaymentEvent::RefundSucceeded { payment_id, .. }
+        | PaymentEvent::RefundFailed { payment_id, .. } => payment_id.0,
+    })
+}
+
+#[async_trait]
+impl SqlProjection for Payments {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn ddl(&self) -> String {
+        r#"
+CREATE TABLE payments (
+    payment_id uuid PRIMARY KEY, booking_id uuid NOT NULL, customer_id uuid NOT NULL,
+    provider text NOT NULL, provider_ref text NOT NULL, status text NOT NULL,
+    currency text NOT NULL, amount_minor bigint NOT NULL, charged_minor bigint NOT NULL,
+    refunded_minor bigint NOT NULL, refunds_pending_minor bigint NOT NULL,
+    balance_minor bigint NOT NULL, pending jsonb NOT NULL, updated_at timestamptz NOT NULL
+);
+CREATE INDEX payments_booking ON payments (booking_id);
+CREATE TABLE ledger (
+    position bigint PRIMARY KEY, payment_id uuid NOT NULL, booking_id uuid NOT NULL,
+    customer_id uuid NOT NULL, entry text NOT NULL, debit_minor bigint NOT NULL,
+    credit_minor bigint NOT NULL, currency text NOT NULL, at timestamptz NOT NULL
+);
+CREATE INDEX ledger_booking ON ledger (booking_id, position);
+CREATE VIEW booking_balances AS
+    SELECT booking_id, currency, sum(charged_minor) AS charged_minor,
+           sum(refunded_minor) AS refunded_minor,
+           sum(refunds_pending_minor) AS refunds_pending_minor,
+           sum(balance_minor) AS balance_minor
+    FROM payments GROUP BY booking_id, currency;
+"#
+        .to_owned()
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let ids = keys(batch.iter().filter_map(payment_of));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut payments: Rows<Uuid, PaymentRow> = Rows::default();
+        for r in rows::load::<PaymentRow>(conn, "payments", "payment_id", &ids).await? {
+            payments.rows.insert(r.payment_id, r);
+        }
+        let mut ledger = Vec::new();
+        for e in batch {
+            let AnyEvent::Payment(p) = &e.event else {
+                continue;
+            };
+            let Some(id) = payment_of(e) else { continue };
+            if let PaymentEvent::PaymentIntentCreated {
+                booking_id,
+                customer_id,
+                amount,
+                provider,
+                provider_ref,
+                ..
+            } = p
+            {
+                payments.put(
+                    id,
+                    PaymentRow {
+                        payment_id: id,
+                        booking_id: booking_id.0,
+                        customer_id: customer_id.0,
+                        provider: provider.clone(),
+                        provider_ref: provider_ref.clone(),
+                        status: "pending".into(),
+                        currency: amount.currency.to_string(),
+                        amount_minor: amount.minor,
+                        charged_minor: 0,
+                        refunded_minor: 0,
+                        refunds_pending_minor: 0,
+                        balance_minor: 0,
+                        pending: BTreeMap::new(),
+                        updated_at: e.effective_at,
+                    },
+                );
+                continue;
+            }
+            let Some(row) = payments.get_mut(&id) else {
+                return Err(inconsistent(NAME, e, format!("payment {id} has no intent")));
+            };
+            let entry = |kind: &str, debit: i64, credit: i64, row: &PaymentRow| LedgerRow {
+                position: e.pos(),
+                payment_id: id,
+                booking_id: row.booking_id,
+                customer_id: row.customer_id,
+                entry: kind.to_owned(),
+                debit_minor: debit,
+                credit_minor: credit,
+                currency: row.currency.clone(),
+                at: e.effective_at,
+            };
+            match p {
+                PaymentEvent::PaymentIntentCreated { .. } => {}
+                PaymentEvent::PaymentSucceeded { amount, .. } => {
+                    row.status = "succeeded".into();
+                    row.charged_minor += amount.minor;
+                    ledger.push(entry("charge", amount.minor, 0, row));
+                }
+                PaymentEvent::PaymentFailed { .. } => row.status = "failed".into(),
+                PaymentEvent::RefundRequested {
+                    refund_id, amount, ..
+                } => {
+                    row.pending.insert(*refund_id, amount.minor);
+                }
+                PaymentEvent::RefundSucceeded {
+                    refund_id, amount, ..
+                } => {
+                    row.pending.remove(refund_id);
+                    row.refunded_minor += amount.minor;
+                    ledger.push(entry("refund", 0, amount.minor, row));
+                }
+                PaymentEvent::RefundFailed { refund_id, .. } => {
+                    row.pending.remove(refund_id);
+                }
+            }
+            row.refunds_pending_minor = row.pending.values().sum();
+            row.balance_minor = row.charged_minor - row.refunded_minor;
+            row.updated_at = e.effective_at;
+        }
+        rows::upsert(conn, "payments", &["payment_id"], payments.changed()).await?;
+        rows::insert(conn, "ledger", &ledger).await?;
+        Ok(())
+    }
+}

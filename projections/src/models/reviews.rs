@@ -1,0 +1,100 @@
+//! Reviews and listing ratings (count, sum, average).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use tessera_commands::codec::AnyEvent;
+use tessera_domain::review::ReviewEvent;
+use uuid::Uuid;
+
+use crate::SqlProjection;
+use crate::envelope::Envelope;
+use crate::error::ProjectionError;
+use crate::rows;
+
+#[derive(Debug, Default)]
+pub struct Reviews;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReviewRow {
+    pub booking_id: Uuid,
+    pub listing_id: Uuid,
+    pub author_id: Uuid,
+    pub rating: i64,
+    pub text: String,
+    pub written_at: DateTime<Utc>,
+}
+
+/// Counters added to the listing's row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RatingDelta {
+    listing_id: Uuid,
+    review_count: i64,
+    rating_sum: i64,
+}
+
+#[async_trait]
+impl SqlProjection for Reviews {
+    fn name(&self) -> &'static str {
+        "reviews"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn ddl(&self) -> String {
+        r#"
+CREATE TABLE reviews (
+    booking_id uuid PRIMARY KEY, listing_id uuid NOT NULL, author_id uuid NOT NULL,
+    rating bigint NOT NULL, text text NOT NULL, written_at timestamptz NOT NULL
+);
+CREATE INDEX reviews_listing ON reviews (listing_id, written_at DESC, booking_id);
+CREATE TABLE listing_ratings (
+    listing_id uuid PRIMARY KEY, review_count bigint NOT NULL, rating_sum bigint NOT NULL,
+    rating_avg numeric GENERATED ALWAYS AS (round(rating_sum::numeric / NULLIF(review_count, 0), 2)) STORED
+);
+"#
+        .to_owned()
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut reviews = Vec::new();
+        let mut deltas: std::collections::BTreeMap<Uuid, RatingDelta> = Default::default();
+        for e in batch {
+            let AnyEvent::Review(ReviewEvent::ReviewWritten {
+                booking_id,
+                listing_id,
+                author_id,
+                rating,
+                text,
+            }) = &e.event
+            else {
+                continue;
+            };
+            reviews.push(ReviewRow {
+                booking_id: booking_id.0,
+                listing_id: listing_id.0,
+                author_id: author_id.0,
+                rating: i64::from(*rating),
+                text: text.clone(),
+                written_at: e.effective_at,
+            });
+            let d = deltas.entry(listing_id.0).or_insert(RatingDelta {
+                listing_id: listing_id.0,
+                review_count: 0,
+                rating_sum: 0,
+            });
+            d.review_count += 1;
+            d.rating_sum += i64::from(*rating);
+        }
+        rows::insert(conn, "reviews", &reviews).await?;
+        rows::add(conn, "listing_ratings", &["listing_id"], deltas.values()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! Zero-downtime rebuilds: a new generation of each projection is built from position zero
+//! beside the active one (which keeps serving and, in a running projector, keeps following the
+//! log), then swapped in by one transaction that holds the projection's registry row lock,
+//! applies the last events, and re-points the `read` views. Readers see the old model or the
+//! new one, never a half-built one.
+//!
+//! Several projections rebuilt together share one read of the log, decoded once, and each
+//! batch is applied to every projection concurrently (one connection each).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::try_join_all;
+use sqlx::{PgConnection, PgPool};
+use tessera_commands::store::{EventStore, Position};
+use tokio::sync::mpsc;
+
+use crate::Projection;
+use crate::envelope::Envelope;
+use crate::error::ProjectionError;
+use crate::registry::{self, Generation};
+use crate::runner::{Sink, name_event};
+
+/// Events decoded and handed to the projections at a time.
+const CHUNK: usize = 5_000;
+
+/// How far a rebuild is.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildProgress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// What one rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    pub projections: Vec<String>,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+}
+
+struct Target {
+    projection: Projection,
+    generation: Generation,
+    sink: Sink,
+    /// Keeps the rebuild lock for as long as the rebuild runs.
+    _lock: PgConnection,
+}
+
+/// Rebuilds `projections` into new generations and swaps them in.
+pub async fn rebuild(
+    pool: &PgPool,
+    store: Arc<dyn EventStore>,
+    projections: &[Projection],
+    progress: &(dyn Fn(RebuildProgress) + Sync),
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let mut targets = Vec::new();
+    for p in projections {
+        registry::ensure_registered(pool, p.name()).await?;
+        let mut lock = pool.acquire().await?.detach();
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('tessera.rebuild.' || $1))")
+                .bind(p.name())
+                .fetch_one(&mut lock)
+                .await?;
+        if !got {
+            return Err(ProjectionError::Invalid(format!(
+                "a rebuild of {} is already running",
+                p.name()
+            )));
+        }
+        // A rebuild that died half-way left a generation nobody will finish.
+        let stale: Vec<i64> = sqlx::query_scalar(
+            "SELECT generation FROM projection_generations WHERE name = $1 AND state = 'building'",
+        )
+        .bind(p.name())
+        .fetch_all(&mut lock)
+        .await?;
+        for g in stale {
+            registry::drop_generation(pool, p, g).await?;
+        }
+        let generation = registry::create_generation(pool, p).await?;
+        let sink = Sink::open(p, generation.generation).await?;
+        targets.push(Target {
+            projection: p.clone(),
+            generation,
+            sink,
+            _lock: lock,
+        });
+    }
+
+    // Reading and decoding run on their own task, ahead of the writes.
+    let head = store.head().await?;
+    let total = head.0;
+    let label = projections
+        .iter()
+        .map(Projection::name)
+        .collect::<Vec<_>>()
+        .join(",");
+    let (tx, mut rx) = mpsc::channel::<Result<Arc<Vec<Envelope>>, ProjectionError>>(2);
+    let reader_store = store.clone();
+    let reader = tokio::spawn(async move {
+        let mut after = Position(0);
+        while after < head {
+            let page = match reader_store.read_all(after, CHUNK).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { return };
+            after = last.position;
+            let decoded: Result<Vec<Envelope>, _> = page
+                .into_iter()
+                .filter(|e| e.position <= head)
+                .map(|e| Envelope::decode(e, &format!("rebuild of {label}")))
+                .collect();
+            if tx.send(decoded.map(Arc::new)).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut done = 0u64;
+    progress(RebuildProgress { done, total });
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk?;
+        try_join_all(
+            targets
+                .iter_mut()
+                .map(|t| shadow_batch(pool, t, chunk.clone())),
+        )
+        .await?;
+        done = chunk.last().map_or(done, |e| e.position.0);
+        progress(RebuildProgress { done, total });
+    }
+    reader
+        .await
+        .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+
+    for t in targets {
+        swap(pool, store.as_ref(), t).await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RebuildReport {
+        projections: projections.iter().map(|p| p.name().to_owned()).collect(),
+        events: total,
+        seconds,
+        events_per_second: total as f64 / seconds.max(1e-9),
+    })
+}
+
+async fn shadow_batch(
+    pool: &PgPool,
+    t: &mut Target,
+    chunk: Arc<Vec<Envelope>>,
+) -> Result<(), ProjectionError> {
+    let name = t.projection.name();
+    let mut tx = pool.begin().await?;
+    match t
+        .sink
+        .apply(&mut tx, name, t.generation.generation, &chunk)
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if chunk.len() > 1 => {
+            drop(tx);
+            // Name the event that fails, as the live runner does.
+            for one in chunk.iter() {
+                let mut tx = pool.begin().await?;
+                t.sink
+                    .apply(
+                        &mut tx,
+                        name,
+                        t.generation.generation,
+                        std::slice::from_ref(one),
+                    )
+                    .await
+                    .map_err(|err| name_event(name, one, err))?;
+                tx.commit().await?;
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(name_event(name, &chunk[0], e)),
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Catches the new generation up under the registry row lock and makes it the active one.
+async fn swap(pool: &PgPool, store: &dyn EventStore, mut t: Target) -> Result<(), ProjectionError> {
+    let name = t.projection.name();
+    let generation = t.generation.generation;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM projections WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    // Writers keep appending; the head read now bounds the catch-up under the lock, and the
+    // live projector continues from the new generation's checkpoint after the swap.
+    let head = store.head().await?;
+    let mut after = t.sink.position(pool, name, generation).await?;
+    if let Sink::Sql(_) = t.sink {
+        after = Position(
+            registry::generation(&mut tx, name, generation)
+                .await?
+                .map_or(0, |g| g.position) as u64,
+        );
+    }
+    while after < head {
+        let page = store.read_all(after, CHUNK).await?;
+        let Some(last) = page.last().map(|e| e.position) else {
+            break;
+        };
+        let batch: Vec<Envelope> = page
+            .into_iter()
+            .filter(|e| e.position <= head)
+            .map(|e| Envelope::decode(e, name))
+            .collect::<Result<_, _>>()?;
+        t.sink.apply(&mut tx, name, generation, &batch).await?;
+        after = last;
+    }
+    let retired = registry::activate(&mut tx, &t.projection, generation).await?;
+    // The search index writer must be released before the live projector opens it.
+    drop(t.sink);
+    tx.commit().await?;
+    if let Some(old) = retired {
+        registry::drop_generation(pool, &t.projection, old).await?;
+    }
+    tracing::info!(projection = name, generation, "rebuilt generation is live");
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Set-based reads and writes of read-model rows, shared by every PostgreSQL projection.
+//!
+//! A batch of events is applied in memory to the rows it touches, loaded in one query, and the
+//! result is written back in one statement per table: rows travel as one JSON array that
+//! PostgreSQL turns into typed rows (`jsonb_populate_recordset`). Row structs name their fields
+//! after the table's columns. That keeps a batch of thousands of events at a handful of round
+//! trips, which is what makes rebuilds fast.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::{AssertSqlSafe, PgConnection};
+use uuid::Uuid;
+
+/// Rows of one table keyed by id, with the keys that changed.
+#[derive(Debug)]
+pub struct Rows<K, R> {
+    pub rows: HashMap<K, R>,
+    dirty: Vec<K>,
+}
+
+impl<K, R> Default for Rows<K, R> {
+    fn default() -> Self {
+        Self {
+            rows: HashMap::new(),
+            dirty: Vec::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, R> Rows<K, R> {
+    pub fn get(&self, key: &K) -> Option<&R> {
+        self.rows.get(key)
+    }
+
+    /// The row, marked as changed.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
+        let row = self.rows.get_mut(key)?;
+        if !self.dirty.contains(key) {
+            self.dirty.push(key.clone());
+        }
+        Some(row)
+    }
+
+    /// Inserts or replaces a row, marked as changed.
+    pub fn put(&mut self, key: K, row: R) -> &mut R {
+        if !self.rows.contains_key(&key) {
+            self.dirty.push(key.clone());
+        } else if !self.dirty.contains(&key) {
+            self.dirty.push(key.clone());
+        }
+        self.rows.entry(key).insert_entry(row).into_mut()
+    }
+
+    pub fn changed(&self) -> impl Iterator<Item = &R> {
+        self.dirty.iter().filter_map(|k| self.rows.get(k))
+    }
+}
+
+/// Loads the rows of `table` whose `key` column is in `keys`.
+pub async fn load<R: DeserializeOwned>(
+    conn: &mut PgConnection,
+    table: &str,
+    key: &str,
+    keys: &[Uuid],
+) -> sqlx::Result<Vec<R>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT to_jsonb(t) FROM {table} t WHERE {key} = ANY($1)");
+    let docs: Vec<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(keys)
+        .fetch_all(&mut *conn)
+        .await?;
+    docs.into_iter()
+        .map(|d| serde_json::from_value(d).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .collect()
+}
+
+/// Writes rows, replacing existing ones with the same `conflict` key.
+pub async fn upsert<'a, R: Serialize + 'a>(
+    conn: &mut PgConnection,
+    table: &str,
+    conflict: &[&str],
+    rows: impl IntoIterator<Item = &'a R>,
+) -> sqlx::Result<()> {
+    write(conn, table, conflict, Merge::Replace, rows).await
+}
+
+/// Adds the numeric columns of `rows` to existing rows with the same key (counters).
+pub async fn add<'a, R: Serialize + 'a>(
+    conn: &mut PgConnection,
+    table: &str,
+    conflict: &[&str],
+    rows: impl IntoIterator<Item = &'a R>,
+) -> sqlx::Result<()> {
+    write(conn, table, conflict, Merge::Add, rows).await
+}
+
+/// Appends rows (history tables); a duplicate key is an error, never silently merged.
+pub async fn insert<'a, R: Serialize + 'a>(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: impl IntoIterator<Item = &'a R>,
+) -> sqlx::Result<()> {
+    write(conn, table, &[], Merge::None, rows).await
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Merge {
+    None,
+    Replace,
+    Add,
+}
+
+async fn write<'a, R: Serialize + 'a>(
+    conn: &mut PgConnection,
+    table: &str,
+    conflict: &[&str],
+    merge: Merge,
+    rows: impl IntoIterator<Item = &'a R>,
+) -> sqlx::Result<()> {
+    let docs = rows
+        .into_iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let Some(serde_json::Value::Object(first)) = docs.first() else {
+        return Ok(());
+    };
+    let columns: Vec<&str> = first.keys().map(String::as_str).collect();
+    let list = columns.join(", ");
+    let on_conflict = match merge {
+        Merge::None => String::new(),
+        Merge::Replace | Merge::Add => {
+            let set: Vec<String> = columns
+                .iter()
+                .filter(|c| !conflict.contains(c))
+                .map(|c| match merge {
+                    Merge::Add => format!("{c} = {table}.{c} + EXCLUDED.{c}"),
+                    _ => format!("{c} = EXCLUDED.{c}"),
+                })
+                .collect();
+            if set.is_empty() {
+                format!(" ON CONFLICT ({}) DO NOTHING", conflict.join(", "))
+            } else {
+                format!(
+                    " ON CONFLICT ({}) DO UPDATE SET {}",
+                    conflict.join(", "),
+                    set.join(", ")
+                )
+            }
+        }
+    };
+    let sql = format!(
+        "INSERT INTO {table} ({list}) SELECT {list} FROM jsonb_populate_recordset(NULL::{table}, $1){on_conflict}"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(docs))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
