@@ -153,7 +153,8 @@ impl SearchIndex {
                 "the search index has not been built yet".into(),
             ));
         };
-        if let Some(o) = self.opened.lock().expect("not poisoned").as_ref() {
+        let known = self.opened.lock().expect("not poisoned").clone();
+        if let Some(o) = known {
             if o.generation == generation && o.position == position {
                 return Ok(o.clone());
             }
@@ -271,6 +272,9 @@ fn build_query(o: &Opened, q: &SearchQuery) -> Box<dyn Query> {
             for field in [f.title, f.destination_text, f.category_text] {
                 fuzzy.set_field_fuzzy(field, false, 1, true);
             }
+            // Listings matching every word (as typed, stemmed) rank above those matching some
+            // words or only with typos.
+            exact.set_conjunction_by_default();
             // Free text is never a syntax error: the lenient parser keeps what it understands.
             let (exact, _) = exact.parse_query_lenient(text);
             let (fuzzy, _) = fuzzy.parse_query_lenient(text);

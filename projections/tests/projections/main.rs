@@ -24,11 +24,17 @@ pub struct Setup {
 /// A database holding generated history of `scale`.
 pub async fn history(scale: &str) -> Setup {
     let db = TestDatabase::new().await;
-    let end = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).single().expect("time");
+    let end = Utc
+        .with_ymd_and_hms(2026, 11, 20, 12, 0, 0)
+        .single()
+        .expect("time");
     let clock = Arc::new(ManualClock::new(end));
     let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
         db.pool.clone(),
-        PgStoreOptions { clock: clock.clone(), ..PgStoreOptions::default() },
+        PgStoreOptions {
+            clock: clock.clone(),
+            ..PgStoreOptions::default()
+        },
     ));
     tessera_fixtures::generate(
         store.clone(),
@@ -41,7 +47,11 @@ pub async fn history(scale: &str) -> Setup {
     )
     .await
     .expect("fixtures");
-    Setup { db, store, index: tempfile::tempdir().expect("tempdir") }
+    Setup {
+        db,
+        store,
+        index: tempfile::tempdir().expect("tempdir"),
+    }
 }
 
 pub fn projections(index: &std::path::Path) -> Vec<Projection> {
@@ -56,10 +66,17 @@ pub async fn caught_up(pool: &PgPool, expected: usize) {
         if let Some(failed) = status.iter().find(|s| s.state == "failed") {
             panic!("projection failed: {failed:?}");
         }
-        if status.len() == expected && status.iter().all(|s| s.lag_events == 0 && s.generation.is_some() && s.rebuilding.is_none()) {
+        if status.len() == expected
+            && status
+                .iter()
+                .all(|s| s.lag_events == 0 && s.generation.is_some() && s.rebuilding.is_none())
+        {
             return;
         }
-        assert!(Instant::now() < deadline, "projections did not catch up: {status:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "projections did not catch up: {status:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -75,7 +92,10 @@ pub async fn dump(pool: &PgPool) -> BTreeMap<String, Vec<String>> {
     .fetch_all(pool)
     .await
     .expect("tables");
-    assert!(tables.len() >= 10, "expected the read-model tables, found {tables:?}");
+    assert!(
+        tables.len() >= 10,
+        "expected the read-model tables, found {tables:?}"
+    );
     let mut out = BTreeMap::new();
     for (schema, table) in tables {
         let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -89,12 +109,19 @@ pub async fn dump(pool: &PgPool) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-pub fn start(setup: &Setup, batch_size: usize) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+pub fn start(
+    setup: &Setup,
+    batch_size: usize,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let projector = Projector::new(
         setup.db.pool.clone(),
         setup.store.clone(),
         projections(setup.index.path()),
-        ProjectorOptions { batch_size, lease_poll: Duration::from_millis(50), ..ProjectorOptions::default() },
+        ProjectorOptions {
+            batch_size,
+            lease_poll: Duration::from_millis(50),
+            ..ProjectorOptions::default()
+        },
     );
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(async move { projector.run(stopped).await.expect("projector") });
@@ -111,35 +138,76 @@ async fn a_rebuild_equals_incremental_application() {
     caught_up(&setup.db.pool, n).await;
     let incremental = dump(&setup.db.pool).await;
     let total: usize = incremental.values().map(Vec::len).sum();
-    assert!(total > 1_000, "the history should fill the read models, got {total} rows");
-    for table in ["listings", "slots", "bookings", "booking_timeline", "payments", "ledger", "loyalty_accounts", "points_history", "reviews", "listing_ratings", "daily_stats", "provider_earnings"] {
-        assert!(!incremental.get(table).map_or(true, Vec::is_empty), "{table} is empty");
+    assert!(
+        total > 1_000,
+        "the history should fill the read models, got {total} rows"
+    );
+    for table in [
+        "listings",
+        "slots",
+        "bookings",
+        "booking_timeline",
+        "payments",
+        "ledger",
+        "loyalty_accounts",
+        "points_history",
+        "reviews",
+        "listing_ratings",
+        "daily_stats",
+        "provider_earnings",
+    ] {
+        assert!(
+            !incremental.get(table).map_or(true, Vec::is_empty),
+            "{table} is empty"
+        );
     }
     let search_before = search::everything(&setup).await;
 
     let generations_before: Vec<(String, i64)> =
-        sqlx::query_as("SELECT name, active_generation FROM projections ORDER BY name").fetch_all(&setup.db.pool).await.expect("gens");
-    tessera_projections::rebuild(&setup.db.pool, setup.store.clone(), &projections(setup.index.path()), &|_| {})
-        .await
-        .expect("rebuild");
+        sqlx::query_as("SELECT name, active_generation FROM projections ORDER BY name")
+            .fetch_all(&setup.db.pool)
+            .await
+            .expect("gens");
+    tessera_projections::rebuild(
+        &setup.db.pool,
+        setup.store.clone(),
+        &projections(setup.index.path()),
+        &|_| {},
+    )
+    .await
+    .expect("rebuild");
     caught_up(&setup.db.pool, n).await;
     let generations_after: Vec<(String, i64)> =
-        sqlx::query_as("SELECT name, active_generation FROM projections ORDER BY name").fetch_all(&setup.db.pool).await.expect("gens");
+        sqlx::query_as("SELECT name, active_generation FROM projections ORDER BY name")
+            .fetch_all(&setup.db.pool)
+            .await
+            .expect("gens");
     for ((name, before), (_, after)) in generations_before.iter().zip(&generations_after) {
         assert_eq!(*after, before + 1, "{name} was swapped to a new generation");
     }
     let rebuilt = dump(&setup.db.pool).await;
     for (table, rows) in &incremental {
-        assert_eq!(rows, &rebuilt[table], "table {table} differs after the rebuild");
+        assert_eq!(
+            rows, &rebuilt[table],
+            "table {table} differs after the rebuild"
+        );
     }
-    assert_eq!(search_before, search::everything(&setup).await, "the search index differs after the rebuild");
+    assert_eq!(
+        search_before,
+        search::everything(&setup).await,
+        "the search index differs after the rebuild"
+    );
     // The old generations are gone; the read views point at the new ones.
-    let schemas: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'proj\\_%'")
+    let schemas: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'proj\\_%'")
+            .fetch_one(&setup.db.pool)
+            .await
+            .expect("schemas");
+    assert_eq!(schemas, (n - 1) as i64);
+    let via_view: i64 = sqlx::query_scalar("SELECT count(*) FROM read.bookings")
         .fetch_one(&setup.db.pool)
         .await
-        .expect("schemas");
-    assert_eq!(schemas, (n - 1) as i64);
-    let via_view: i64 = sqlx::query_scalar("SELECT count(*) FROM read.bookings").fetch_one(&setup.db.pool).await.expect("view");
+        .expect("view");
     assert_eq!(via_view as usize, rebuilt["bookings"].len());
     let _ = stop.send(true);
     task.await.expect("projector stops");
