@@ -20,6 +20,8 @@ use crate::pg::{MIGRATOR, connect, migrate};
 
 struct Server {
     admin: PgConnectOptions,
+    /// The server's URL up to (without) the database name.
+    base_url: String,
     template: String,
 }
 
@@ -42,10 +44,16 @@ pub fn test_cluster_dir() -> PathBuf {
 async fn server() -> &'static Server {
     SERVER
         .get_or_init(|| async {
-            let admin = match std::env::var("TEST_DATABASE_URL") {
-                Ok(url) => url
-                    .parse::<PgConnectOptions>()
-                    .expect("TEST_DATABASE_URL is not a valid PostgreSQL URL"),
+            let (admin, base_url) = match std::env::var("TEST_DATABASE_URL") {
+                Ok(url) => {
+                    let admin = url
+                        .parse::<PgConnectOptions>()
+                        .expect("TEST_DATABASE_URL is not a valid PostgreSQL URL");
+                    let authority = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                    let host = authority.split(['/', '?']).next().unwrap_or(authority);
+                    let scheme = url.split_once("://").map_or("postgres", |(s, _)| s);
+                    (admin, format!("{scheme}://{host}/"))
+                }
                 Err(_) => {
                     let mut options = EmbeddedOptions::new(test_cluster_dir());
                     options.durable = false;
@@ -54,11 +62,15 @@ async fn server() -> &'static Server {
                         .await
                         .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
                     // The cluster outlives this process on purpose: later test processes reuse it.
-                    pg.connect_options("postgres")
+                    (pg.connect_options("postgres"), pg.url(""))
                 }
             };
             let template = prepare_template(&admin).await;
-            Server { admin, template }
+            Server {
+                admin,
+                base_url,
+                template,
+            }
         })
         .await
 }
@@ -142,6 +154,7 @@ pub struct TestDatabase {
     pub pool: PgPool,
     name: String,
     admin: PgConnectOptions,
+    base_url: String,
 }
 
 impl TestDatabase {
@@ -173,12 +186,18 @@ impl TestDatabase {
             pool,
             name,
             admin: server.admin.clone(),
+            base_url: server.base_url.clone(),
         }
     }
 
     /// Connection options of this database (for tests that need their own connections).
     pub fn connect_options(&self) -> PgConnectOptions {
         self.admin.clone().database(&self.name)
+    }
+
+    /// A URL of this database, for child processes (`DATABASE_URL`).
+    pub fn url(&self) -> String {
+        format!("{}{}", self.base_url, self.name)
     }
 
     pub fn name(&self) -> &str {

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `tessera` binary: real processes, real PostgreSQL.
 
+mod projectors;
 mod up;

@@ -199,6 +199,14 @@ impl EmbeddedPostgres {
             .database(database)
     }
 
+    /// A connection URL for one database of the cluster (for child processes' `DATABASE_URL`).
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{}:{}@127.0.0.1:{}/{database}",
+            self.credentials.user, self.credentials.password, self.port
+        )
+    }
+
     /// The port the server listens on (loopback only).
     pub fn port(&self) -> u16 {
         self.port
