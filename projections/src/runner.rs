@@ -457,11 +457,32 @@ impl Projector {
         batch: &[Envelope],
     ) -> Result<Outcome, ProjectionError> {
         match self.live_batch_once(p, sink, generation, batch).await {
-            Err(e)
-                if caused_by_event(&e)
-                    && batch.len() > 1
-                    && !matches!(e, ProjectionError::Event { .. }) =>
-            {
+            Err(ProjectionError::Event {
+                projection,
+                position,
+                event_type,
+                reason,
+            }) if batch.len() > 1 => {
+                // Everything before the failing event is applied; the projection stops on it.
+                let before: Vec<Envelope> = batch
+                    .iter()
+                    .filter(|e| e.position < position)
+                    .cloned()
+                    .collect();
+                if !before.is_empty() {
+                    match self.live_batch_once(p, sink, generation, &before).await? {
+                        Outcome::Applied => {}
+                        other => return Ok(other),
+                    }
+                }
+                Err(ProjectionError::Event {
+                    projection,
+                    position,
+                    event_type,
+                    reason,
+                })
+            }
+            Err(e) if caused_by_event(&e) && batch.len() > 1 => {
                 for one in batch {
                     match self
                         .live_batch_once(p, sink, generation, std::slice::from_ref(one))

@@ -212,3 +212,84 @@ async fn a_rebuild_equals_incremental_application() {
     let _ = stop.send(true);
     task.await.expect("projector stops");
 }
+
+/// An event a projection cannot apply stops that projection (and only it), with the projection,
+/// the position and the event type in its status; nothing after it is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_projection_stops_and_names_the_event() {
+    use tessera_commands::codec::encode;
+    use tessera_commands::store::{
+        EventMetadata, ExpectedVersion, NewEvent, StreamId, StreamWrite,
+    };
+    use tessera_domain::booking::BookingEvent;
+    use tessera_domain::values::{BookingId, Currency, Money, PaymentId};
+
+    let setup = history("tiny").await;
+    let ghost = BookingId(uuid::Uuid::new_v4());
+    let e = encode(&BookingEvent::BookingConfirmed {
+        booking_id: ghost,
+        payment_id: PaymentId(uuid::Uuid::new_v4()),
+        amount_paid: Money::new(100, Currency::EUR).expect("money"),
+    })
+    .expect("encode");
+    let bad = setup
+        .store
+        .append(vec![StreamWrite {
+            stream: StreamId::new(format!("booking-{}", ghost.0)).expect("stream"),
+            expected: ExpectedVersion::Any,
+            events: vec![
+                NewEvent::from_json_text(
+                    uuid::Uuid::new_v4(),
+                    e.event_type,
+                    e.schema_version,
+                    e.data,
+                    EventMetadata::new(uuid::Uuid::new_v4(), "user:test"),
+                    Utc::now(),
+                )
+                .expect("event"),
+            ],
+        }])
+        .await
+        .expect("append")
+        .last_position;
+
+    let (stop, task) = start(&setup, 1_000);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let status = tessera_projections::status(&setup.db.pool)
+            .await
+            .expect("status");
+        // Bookings and stats both need the booking placed; the other five do not care.
+        let failed = status.iter().filter(|s| s.state == "failed").count();
+        let others_done = status.len() == 7
+            && status
+                .iter()
+                .filter(|s| s.name != "bookings" && s.name != "stats")
+                .all(|s| s.lag_events == 0 && s.state == "live");
+        if failed == 2 && others_done {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bookings did not fail: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for name in ["bookings", "stats"] {
+        let s = status.iter().find(|s| s.name == name).expect("status");
+        assert_eq!(s.state, "failed");
+        assert_eq!(s.error_position, Some(bad.0 as i64));
+        assert_eq!(s.error_event_type.as_deref(), Some("BookingConfirmed"));
+        let error = s.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains(&format!("projection {name} failed on event {}", bad.0))
+                && error.contains("was never placed"),
+            "{error}"
+        );
+        // Everything before the bad event was applied, nothing at or after it.
+        assert_eq!(s.position, bad.0 as i64 - 1);
+        assert_eq!(s.lag_events, 1);
+    }
+    let _ = stop.send(true);
+    task.await.expect("projector stops");
+}
