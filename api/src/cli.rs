@@ -161,10 +161,26 @@ async fn up(cli: &Cli) -> anyhow::Result<()> {
         ),
         None => "PostgreSQL from DATABASE_URL".to_owned(),
     };
-    println!("Tessera is up: {where_}, migrations applied.");
+    // Projectors run in this process (separate `tessera project` processes may join: each
+    // projection is applied by whichever holds its lease).
+    let projector = tessera_projections::Projector::new(
+        db.pool.clone(),
+        crate::ops::store(&db),
+        tessera_projections::all(&crate::ops::index_root(&cli.data_dir)),
+        tessera_projections::ProjectorOptions::default(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projecting = tokio::spawn(projector.run(stopped));
+    println!("Tessera is up: {where_}, migrations applied, projectors running.");
     println!("Press Ctrl-C to stop.");
     shutdown.wait().await;
     println!("Stopping…");
+    let _ = stop.send(true);
+    match projecting.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "projector stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "projector task failed"),
+    }
     db.close().await
 }
 
