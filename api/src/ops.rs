@@ -108,8 +108,8 @@ pub async fn status(db: &Database) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<11} {:>4} {:>10} {:>10} {:>10} {:>9}  {}",
-        "projection", "state", "gen", "position", "head", "lag", "lag (s)", "owner / error"
+        "{:<10} {:<11} {:>4} {:>10} {:>10} {:>10} {:>9}  owner / error",
+        "projection", "state", "gen", "position", "head", "lag", "lag (s)"
     );
     for s in rows {
         let detail = match (&s.error, &s.owner) {

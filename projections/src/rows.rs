@@ -6,7 +6,7 @@
 //! after the table's columns. That keeps a batch of thousands of events at a handful of round
 //! trips, which is what makes rebuilds fast.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use serde::Serialize;
@@ -14,11 +14,12 @@ use serde::de::DeserializeOwned;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
-/// Rows of one table keyed by id, with the keys that changed.
+/// Rows of one table keyed by id, with the keys that changed (in the order they changed).
 #[derive(Debug)]
 pub struct Rows<K, R> {
     pub rows: HashMap<K, R>,
     dirty: Vec<K>,
+    seen: HashSet<K>,
 }
 
 impl<K, R> Default for Rows<K, R> {
@@ -26,6 +27,7 @@ impl<K, R> Default for Rows<K, R> {
         Self {
             rows: HashMap::new(),
             dirty: Vec::new(),
+            seen: HashSet::new(),
         }
     }
 }
@@ -35,22 +37,24 @@ impl<K: Eq + Hash + Clone, R> Rows<K, R> {
         self.rows.get(key)
     }
 
-    /// The row, marked as changed.
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
-        let row = self.rows.get_mut(key)?;
-        if !self.dirty.contains(key) {
+    fn touch(&mut self, key: &K) {
+        if self.seen.insert(key.clone()) {
             self.dirty.push(key.clone());
         }
-        Some(row)
+    }
+
+    /// The row, marked as changed.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
+        if !self.rows.contains_key(key) {
+            return None;
+        }
+        self.touch(key);
+        self.rows.get_mut(key)
     }
 
     /// Inserts or replaces a row, marked as changed.
     pub fn put(&mut self, key: K, row: R) -> &mut R {
-        if !self.rows.contains_key(&key) {
-            self.dirty.push(key.clone());
-        } else if !self.dirty.contains(&key) {
-            self.dirty.push(key.clone());
-        }
+        self.touch(&key);
         self.rows.entry(key).insert_entry(row).into_mut()
     }
 

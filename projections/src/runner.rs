@@ -192,14 +192,15 @@ async fn set_position(
 /// Whether an error comes from the event being applied (the database refused what the
 /// projection wrote) rather than from the infrastructure (a lost connection), which is retried.
 fn caused_by_event(e: &ProjectionError) -> bool {
-    match e {
-        ProjectionError::Event { .. } | ProjectionError::Index(_) | ProjectionError::Invalid(_) => {
-            true
-        }
-        ProjectionError::Database(sqlx::Error::Database(_)) => true,
-        ProjectionError::Database(sqlx::Error::Decode(_) | sqlx::Error::Encode(_)) => true,
-        _ => false,
-    }
+    matches!(
+        e,
+        ProjectionError::Event { .. }
+            | ProjectionError::Index(_)
+            | ProjectionError::Invalid(_)
+            | ProjectionError::Database(
+                sqlx::Error::Database(_) | sqlx::Error::Decode(_) | sqlx::Error::Encode(_)
+            )
+    )
 }
 
 impl Projector {

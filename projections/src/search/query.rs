@@ -204,15 +204,15 @@ fn validate(q: &SearchQuery) -> Result<(), ProjectionError> {
     if q.limit == 0 || q.limit > 100 {
         return bad("limit must be between 1 and 100");
     }
-    if let (Some(a), Some(b)) = (q.min_price_minor, q.max_price_minor) {
-        if a > b {
-            return bad("min_price is above max_price");
-        }
+    if let (Some(a), Some(b)) = (q.min_price_minor, q.max_price_minor)
+        && a > b
+    {
+        return bad("min_price is above max_price");
     }
-    if let (Some(a), Some(b)) = (q.available_from, q.available_to) {
-        if a > b {
-            return bad("available_from is after available_to");
-        }
+    if let (Some(a), Some(b)) = (q.available_from, q.available_to)
+        && a > b
+    {
+        return bad("available_from is after available_to");
     }
     match (q.near, q.radius_km) {
         (Some((lat, lon)), Some(r)) => {

@@ -15,6 +15,7 @@ use tessera_commands::testkit::TestDatabase;
 use tessera_projections::{Projection, Projector, ProjectorOptions};
 use tokio::sync::watch;
 
+#[derive(Debug)]
 pub struct Setup {
     pub db: TestDatabase,
     pub store: Arc<dyn EventStore>,
@@ -157,7 +158,7 @@ async fn a_rebuild_equals_incremental_application() {
         "provider_earnings",
     ] {
         assert!(
-            !incremental.get(table).map_or(true, Vec::is_empty),
+            incremental.get(table).is_some_and(|rows| !rows.is_empty()),
             "{table} is empty"
         );
     }

@@ -236,12 +236,8 @@ async fn search_answers_known_questions() {
     // Typo tolerance.
     assert_eq!(c.keys(text("flamenko")).await, vec!["seville-flamenco"]);
     assert_eq!(
-        c.keys(text("Lisbn")).await[0..2]
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .len(),
-        2
+        sorted(c.keys(text("Lisbn")).await),
+        set(&["lisbon-food", "lisbon-kayak"])
     );
     // Free text is never a syntax error.
     c.index
