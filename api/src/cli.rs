@@ -87,6 +87,8 @@ pub enum FixturesCommand {
 pub enum BenchCommand {
     /// Event store workloads W1–W4 against a raw-INSERT/SELECT baseline.
     Store(crate::bench::store::StoreBenchArgs),
+    /// Full rebuild of every projection over generated history against a raw COPY baseline.
+    Rebuild(crate::bench::rebuild::RebuildBenchArgs),
 }
 
 impl Cli {
@@ -146,6 +148,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Store(args),
         } => crate::bench::store::run(&cli.db_config("tessera_bench"), args).await,
+        Command::Bench {
+            command: BenchCommand::Rebuild(args),
+        } => {
+            crate::bench::rebuild::run(&cli.db_config("tessera_bench_rebuild"), &cli.data_dir, args)
+                .await
+        }
     }
 }
 
