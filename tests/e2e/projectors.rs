@@ -241,22 +241,30 @@ async fn two_projector_processes_apply_each_projection_once() {
             "{name} owned by {owner}"
         );
     }
-    terminate(a).await;
-    terminate(b).await;
+    // Count lease acquisitions while both run: once one process stops, the other rightly takes
+    // its projections over, so the count is taken before stopping either.
     let mut acquired: BTreeMap<String, usize> = BTreeMap::new();
-    for logs in [&mut logs_a, &mut logs_b] {
-        while let Ok(line) = logs.try_recv() {
-            let line = strip_ansi(&line);
-            if line.contains("projection lease acquired") {
-                let name = line
-                    .split("projection=")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                    .unwrap_or("?")
-                    .trim_matches('"');
-                *acquired.entry(name.to_owned()).or_default() += 1;
+    let deadline = Instant::now() + DEADLINE;
+    while acquired.len() < PROJECTIONS {
+        for logs in [&mut logs_a, &mut logs_b] {
+            while let Ok(line) = logs.try_recv() {
+                let line = strip_ansi(&line);
+                if line.contains("projection lease acquired") {
+                    let name = line
+                        .split("projection=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                        .unwrap_or("?")
+                        .trim_matches('"');
+                    *acquired.entry(name.to_owned()).or_default() += 1;
+                }
             }
         }
+        assert!(
+            Instant::now() < deadline,
+            "not every projection was taken: {acquired:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
         acquired.len(),
@@ -267,6 +275,8 @@ async fn two_projector_processes_apply_each_projection_once() {
         acquired.values().all(|n| *n == 1),
         "each projection taken exactly once: {acquired:?}"
     );
+    terminate(a).await;
+    terminate(b).await;
     equals_a_clean_rebuild(&db, dir.path()).await;
 }
 
