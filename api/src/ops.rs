@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_commands::clock::ManualClock;
 use tessera_commands::store::{EventStore, PgEventStore, PgStoreOptions};
 use tessera_projections::{Projector, ProjectorOptions};
 use tokio::sync::watch;
@@ -194,14 +193,6 @@ pub async fn load_fixtures(
         .and_hms_opt(12, 0, 0)
         .context("noon exists")?
         .and_utc();
-    let clock = Arc::new(ManualClock::new(end));
-    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
-        db.pool.clone(),
-        PgStoreOptions {
-            clock: clock.clone(),
-            ..PgStoreOptions::default()
-        },
-    ));
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -217,19 +208,12 @@ pub async fn load_fixtures(
     bar.set_message(args.scale.clone());
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    let summary = tessera_fixtures::generate(
-        store.clone(),
-        db.pool.clone(),
-        clock,
-        scale,
-        args.seed,
-        end,
-        &|done, total| {
+    let (store, summary) =
+        tessera_fixtures::load(db.pool.clone(), scale, args.seed, end, &|done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
-        },
-    )
-    .await?;
+        })
+        .await?;
     bar.finish_and_clear();
     let events = store.head().await?.0;
     if !quiet {

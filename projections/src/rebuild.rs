@@ -203,13 +203,6 @@ async fn swap(pool: &PgPool, store: &dyn EventStore, mut t: Target) -> Result<()
     // live projector continues from the new generation's checkpoint after the swap.
     let head = store.head().await?;
     let mut after = t.sink.position(pool, name, generation).await?;
-    if let Sink::Sql(_) = t.sink {
-        after = Position(
-            registry::generation(&mut tx, name, generation)
-                .await?
-                .map_or(0, |g| g.position) as u64,
-        );
-    }
     while after < head {
         let page = store.read_all(after, CHUNK).await?;
         let Some(last) = page.last().map(|e| e.position) else {

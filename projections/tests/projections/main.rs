@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use sqlx::{AssertSqlSafe, PgPool};
-use tessera_commands::clock::ManualClock;
-use tessera_commands::store::{EventStore, PgEventStore, PgStoreOptions};
+use tessera_commands::store::EventStore;
 use tessera_commands::testkit::TestDatabase;
 use tessera_projections::{Projection, Projector, ProjectorOptions};
 use tokio::sync::watch;
@@ -29,18 +28,8 @@ pub async fn history(scale: &str) -> Setup {
         .with_ymd_and_hms(2026, 11, 20, 12, 0, 0)
         .single()
         .expect("time");
-    let clock = Arc::new(ManualClock::new(end));
-    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+    let (store, _) = tessera_fixtures::load(
         db.pool.clone(),
-        PgStoreOptions {
-            clock: clock.clone(),
-            ..PgStoreOptions::default()
-        },
-    ));
-    tessera_fixtures::generate(
-        store.clone(),
-        db.pool.clone(),
-        clock,
         tessera_fixtures::Scale::named(scale).expect("scale"),
         7,
         end,
