@@ -33,9 +33,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the platform: embedded PostgreSQL (unless DATABASE_URL is set) and migrations;
-    /// runs until Ctrl-C or SIGTERM.
-    Up,
+    /// Start the whole platform: embedded PostgreSQL (unless DATABASE_URL is set), migrations,
+    /// demo fixtures when the log is empty, API + projectors + reactors; runs until Ctrl-C or
+    /// SIGTERM.
+    Up(UpArgs),
+    /// Run the HTTP API alone (projectors and reactors run as their own processes).
+    Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Event store commands.
@@ -61,6 +64,25 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, env = "TESSERA_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// HS256 secret for access tokens (at least 32 bytes); default: one generated per database.
+    #[arg(long, env = "TESSERA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Fixture scale loaded into an empty log (tiny, small, medium, large); `none` to skip.
+    #[arg(long, default_value = "small")]
+    pub fixtures: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,7 +126,8 @@ impl Cli {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Up => up(&cli).await,
+        Command::Up(args) => up(&cli, args).await,
+        Command::Serve(args) => serve(&cli, args).await,
         Command::Migrate => {
             let db = Database::open(&cli.db_config("tessera")).await?;
             println!("migrations applied");
@@ -157,7 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn up(cli: &Cli) -> anyhow::Result<()> {
+async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     // Installed before anything else: a signal that arrives while starting (or right after the
     // "up" line) is then handled by stopping cleanly, never by the default kill.
     let mut shutdown = Shutdown::install()?;
@@ -169,27 +192,141 @@ async fn up(cli: &Cli) -> anyhow::Result<()> {
         ),
         None => "PostgreSQL from DATABASE_URL".to_owned(),
     };
-    // Projectors run in this process (separate `tessera project` processes may join: each
-    // projection is applied by whichever holds its lease).
-    let projector = tessera_projections::Projector::new(
-        db.pool.clone(),
-        crate::ops::store(&db),
-        tessera_projections::all(&crate::ops::index_root(&cli.data_dir)),
-        tessera_projections::ProjectorOptions::default(),
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projecting = tokio::spawn(projector.run(stopped));
-    println!("Tessera is up: {where_}, migrations applied, projectors running.");
-    println!("Press Ctrl-C to stop.");
-    shutdown.wait().await;
-    println!("Stopping…");
-    let _ = stop.send(true);
-    match projecting.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "projector stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "projector task failed"),
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
+        .fetch_one(&db.pool)
+        .await?;
+    let mut loaded = false;
+    if head == 0 && args.fixtures != "none" {
+        println!(
+            "The log is empty: loading the {} demo fixtures…",
+            args.fixtures
+        );
+        crate::ops::load_fixtures(
+            &db,
+            &crate::ops::FixturesArgs {
+                scale: args.fixtures.clone(),
+                seed: 42,
+                until: None,
+            },
+            false,
+        )
+        .await?;
+        loaded = true;
     }
-    db.close().await
+    let slot = demo_slot(&db).await;
+    let result = run_platform(cli, &db, &args.serve, true, &mut shutdown, |url| {
+        println!("Tessera is up: {where_}, migrations applied, projectors and reactors running.");
+        println!("API: {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)");
+        if loaded || head > 0 {
+            print_demo(url, slot);
+        }
+        println!("Press Ctrl-C to stop.");
+    })
+    .await;
+    println!("Stopping…");
+    db.close().await?;
+    result
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    let mut shutdown = Shutdown::install()?;
+    let db = Database::open(&cli.db_config("tessera")).await?;
+    let result = run_platform(cli, &db, args, false, &mut shutdown, |url| {
+        println!("Tessera API listening on {url}/api/v1");
+    })
+    .await;
+    db.close().await?;
+    result
+}
+
+/// Starts the platform's parts (all of them, or the API's own), serves HTTP until a signal, then
+/// drains in-flight requests and stops the parts.
+async fn run_platform(
+    cli: &Cli,
+    db: &Database,
+    args: &ServeArgs,
+    everything: bool,
+    shutdown: &mut Shutdown,
+    announce: impl FnOnce(&str),
+) -> anyhow::Result<()> {
+    let platform = crate::platform::Platform::start(
+        db.pool.clone(),
+        crate::ops::store(db),
+        crate::platform::PlatformOptions {
+            projectors: everything,
+            reactors: everything,
+            stripe: crate::platform::StripeConfig::from_env(),
+            jwt_secret: args.jwt_secret.clone(),
+            config: crate::http::ApiConfig::default(),
+            index_root: crate::ops::index_root(&cli.data_dir),
+            projector_label: format!("tessera up pid {}", std::process::id()),
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        platform.state.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    announce(&url);
+    shutdown.wait().await;
+    // Drain: stop accepting, finish in-flight requests, then stop the background parts.
+    let _ = stop_tx.send(());
+    let served = server.await;
+    platform.stop().await;
+    served.context("server task")?.context("server")?;
+    Ok(())
+}
+
+/// Demo accounts and three copy-paste `curl` commands (search, place a booking, read it back).
+fn print_demo(url: &str, slot: Option<String>) {
+    let pw = tessera_fixtures::DEMO_PASSWORD;
+    println!();
+    println!("Demo accounts (password {pw}):");
+    for role in ["customer", "provider", "admin", "auditor", "analyst"] {
+        println!("  {role:<9} {role}@tessera.test");
+    }
+    let slot = slot.unwrap_or_else(|| "<a slot_id from GET /api/v1/listings/ID/slots>".into());
+    let text = r#"
+Try it (search; log in and hold two seats; read the booking with its timeline):
+  curl -s '{URL}/api/v1/listings?q=lisbon&limit=3'
+
+  TOKEN=$(curl -s {URL}/api/v1/auth/login -H 'content-type: application/json' -d '{"email":"customer@tessera.test","password":"{PW}"}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  BOOKING=$(curl -s {URL}/api/v1/bookings -H "authorization: Bearer $TOKEN" -H "idempotency-key: $(date +%s%N)" -H 'content-type: application/json' -d '{"slot_id":"{SLOT}","seats":2}' | sed -E 's/.*"booking_id":"([^"]+)".*/\1/')
+
+  curl -s "{URL}/api/v1/bookings/$BOOKING" -H "authorization: Bearer $TOKEN" -H 'tessera-min-position: 0'
+"#;
+    println!(
+        "{}",
+        text.replace("{URL}", url)
+            .replace("{PW}", pw)
+            .replace("{SLOT}", &slot)
+    );
+}
+
+/// The least-booked slot a few days ahead (read from the log: the read models may still be
+/// catching up at start), for the demo commands.
+async fn demo_slot(db: &Database) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT s.data->>'slot_id' FROM events s
+          WHERE s.event_type = 'SlotScheduled'
+            AND (s.data->>'starts_at')::timestamptz > now() + interval '3 days'
+            AND NOT EXISTS (SELECT 1 FROM events c
+                             WHERE c.stream_id = s.stream_id AND c.event_type = 'SlotCancelled')
+          ORDER BY (SELECT count(*) FROM events h WHERE h.stream_id = s.stream_id), s.position
+          LIMIT 1",
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .ok()
+    .flatten()
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM handlers, registered when this value is created.

@@ -1,5 +1,5 @@
 //! Composition root of Tessera: configuration, database provisioning, the `tessera` command line
-//! and (later) the HTTP API.
+//! and the HTTP API.
 //!
 //! Architecture invariant: this is the only crate that wires adapters together and the only one
 //! that reads configuration from the environment.
@@ -7,5 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod http;
 pub mod ops;
+pub mod platform;
 pub mod telemetry;

@@ -160,6 +160,15 @@ pub async fn expire_booking(
     .await
 }
 
+/// A booking's current state (replayed from its stream) and the log position of its last event.
+pub async fn current_booking(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+) -> Result<(Booking, crate::store::Position), CommandError> {
+    let (loaded, booking) = load_booking(store, booking_id, uuid::Uuid::nil()).await?;
+    Ok((booking, loaded.last_position))
+}
+
 /// Loads a booking that must exist (else `NotFound`), with its current state.
 pub(crate) async fn load_booking(
     store: &dyn EventStore,

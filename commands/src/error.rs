@@ -29,6 +29,8 @@ pub enum CommandError {
     User(#[from] UserError),
     #[error("{what} {id} does not exist")]
     NotFound { what: &'static str, id: String },
+    #[error("this {what} belongs to someone else")]
+    NotYours { what: &'static str },
     #[error("a reason is required for this command")]
     ReasonRequired,
     #[error("the payment was refused: {0}")]
@@ -61,6 +63,7 @@ impl CommandError {
                 | Self::PaymentRefused(_)
                 | Self::ReasonRequired
                 | Self::NotFound { .. }
+                | Self::NotYours { .. }
         )
     }
 }

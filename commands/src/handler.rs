@@ -108,6 +108,8 @@ pub struct Loaded<A: Aggregate> {
     pub version: u64,
     /// Events of this stream written by the command being handled (on a retry).
     pub caused_by_command: Vec<RecordedEvent>,
+    /// Log position of the stream's last event (`START` when it does not exist).
+    pub last_position: Position,
 }
 
 impl<A: Aggregate> Loaded<A> {
@@ -158,6 +160,7 @@ where
         state,
         version: events.last().map_or(0, |e| e.stream_version),
         caused_by_command,
+        last_position: events.last().map_or(Position::START, |e| e.position),
     })
 }
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod booking;
+pub mod catalog;
 pub mod clock;
 pub mod codec;
 pub mod error;
@@ -18,5 +19,7 @@ pub mod reactor;
 pub mod store;
 pub mod users;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod fake_stripe;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

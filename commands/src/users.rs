@@ -170,3 +170,42 @@ pub async fn authenticate(
         _ => Err(UserError::BadCredentials.into()),
     }
 }
+
+/// A registered, not erased user (for token refreshes and role checks).
+pub async fn current_user(store: &dyn EventStore, user_id: UserId) -> Result<User, CommandError> {
+    match load::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), Uuid::nil())
+        .await?
+        .state
+    {
+        UserState::Registered(u) if !u.erased => Ok(u),
+        _ => Err(CommandError::NotFound {
+            what: "user",
+            id: user_id.to_string(),
+        }),
+    }
+}
+
+/// Grants (or, with `grant == false`, revokes) a role; an admin command with a reason.
+pub async fn change_role(
+    store: &dyn EventStore,
+    user_id: UserId,
+    role: tessera_domain::user::Role,
+    grant: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    if ctx.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(CommandError::ReasonRequired);
+    }
+    let command = if grant {
+        UserCommand::GrantRole { role }
+    } else {
+        UserCommand::RevokeRole { role }
+    };
+    crate::handler::execute::<UserAggregate>(
+        store,
+        stream_of::<UserAggregate>(user_id),
+        &command,
+        ctx,
+    )
+    .await
+}

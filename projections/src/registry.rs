@@ -184,7 +184,26 @@ pub async fn activate(
     .bind(new)
     .execute(&mut *tx)
     .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(PROGRESS_CHANNEL)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
     Ok(old.filter(|o| *o != new))
+}
+
+/// The PostgreSQL notification channel on which a projection announces that it moved (a batch
+/// committed, a generation was activated); the payload is the projection's name.
+pub const PROGRESS_CHANNEL: &str = "tessera_projection_progress";
+
+/// The position of every projection's active generation (what readers of `read.*` see).
+pub async fn positions(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT p.name, g.position FROM projections p
+           JOIN projection_generations g ON g.name = p.name AND g.generation = p.active_generation",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Drops the storage of a generation that is no longer active (or a failed rebuild's).

@@ -522,6 +522,12 @@ impl Projector {
             return Ok(Outcome::Switched);
         }
         sink.apply(&mut tx, p.name(), generation, batch).await?;
+        // Wakes API processes waiting for this projection to pass a position (read-your-writes).
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::registry::PROGRESS_CHANNEL)
+            .bind(p.name())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Outcome::Applied)
     }

@@ -2,123 +2,12 @@
 //! Stripe's API (form-encoded requests, JSON responses, `Idempotency-Key` semantics), and
 //! verifies webhooks with real `Stripe-Signature` headers.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Form, Json, Router};
-use serde_json::{Value, json};
+use tessera_commands::fake_stripe::{signature, webhook_payload};
 use tessera_commands::gateway::{
     GatewayError, GatewayEvent, IntentRequest, PaymentGateway, RefundRequest, StripeGateway,
 };
 use tessera_domain::values::{BookingId, Currency, Money, PaymentId};
 use uuid::Uuid;
-
-#[derive(Default)]
-struct Fake {
-    /// Idempotency key -> the first response (Stripe replays it for the same key).
-    responses: HashMap<String, Value>,
-    /// Every request that reached the fake: (path, idempotency key, form).
-    requests: Vec<(String, Option<String>, HashMap<String, String>)>,
-}
-
-type Shared = Arc<Mutex<Fake>>;
-
-fn respond(
-    fake: &Shared,
-    path: &str,
-    headers: &HeaderMap,
-    form: HashMap<String, String>,
-    make: impl FnOnce(&HashMap<String, String>) -> Result<Value, String>,
-) -> Response {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut fake = fake.lock().expect("lock");
-    fake.requests
-        .push((path.to_owned(), key.clone(), form.clone()));
-    if let Some(stored) = key.as_ref().and_then(|k| fake.responses.get(k)) {
-        return Json(stored.clone()).into_response();
-    }
-    match make(&form) {
-        Ok(body) => {
-            if let Some(k) = key {
-                fake.responses.insert(k, body.clone());
-            }
-            Json(body).into_response()
-        }
-        Err(message) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "error": { "type": "invalid_request_error", "message": message } })),
-        )
-            .into_response(),
-    }
-}
-
-async fn payment_intents(
-    State(fake): State<Shared>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    respond(&fake, "/v1/payment_intents", &headers, form, |f| {
-        let amount: i64 = f
-            .get("amount")
-            .and_then(|a| a.parse().ok())
-            .ok_or("amount is required")?;
-        if amount < 50 {
-            return Err("Amount must be at least €0.50 eur".into());
-        }
-        let id = format!("pi_{}", Uuid::new_v4().simple());
-        let metadata: HashMap<&str, &String> = f
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("metadata[")
-                    .and_then(|k| k.strip_suffix(']'))
-                    .map(|k| (k, v))
-            })
-            .collect();
-        Ok(json!({
-            "id": id, "object": "payment_intent", "amount": amount, "amount_capturable": 0,
-            "amount_received": 0, "capture_method": "automatic", "confirmation_method": "automatic",
-            "created": 1_790_000_000, "currency": f.get("currency").cloned().unwrap_or_default(),
-            "livemode": false, "metadata": metadata, "payment_method_types": ["card"],
-            "status": "requires_payment_method", "client_secret": format!("{id}_secret_abc"),
-        }))
-    })
-}
-
-async fn refunds(
-    State(fake): State<Shared>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    respond(&fake, "/v1/refunds", &headers, form, |f| {
-        Ok(json!({
-            "id": format!("re_{}", Uuid::new_v4().simple()), "object": "refund",
-            "amount": f.get("amount").and_then(|a| a.parse::<i64>().ok()).unwrap_or(0),
-            "created": 1_790_000_100, "currency": "eur", "status": "succeeded",
-            "payment_intent": f.get("payment_intent"), "metadata": {},
-        }))
-    })
-}
-
-async fn start_fake() -> (String, Shared) {
-    let fake: Shared = Arc::default();
-    let app = Router::new()
-        .route("/v1/payment_intents", post(payment_intents))
-        .route("/v1/refunds", post(refunds))
-        .with_state(Arc::clone(&fake));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    (url, fake)
-}
 
 fn gateway(url: &str) -> StripeGateway {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -131,7 +20,7 @@ fn eur(minor: i64) -> Money {
 
 #[tokio::test]
 async fn creates_intents_idempotently_with_metadata() {
-    let (url, fake) = start_fake().await;
+    let (url, fake) = tessera_commands::fake_stripe::start().await;
     let stripe = gateway(&url);
     let request = IntentRequest {
         payment_id: PaymentId(Uuid::new_v4()),
@@ -169,7 +58,7 @@ async fn creates_intents_idempotently_with_metadata() {
 
 #[tokio::test]
 async fn stripe_refusals_are_typed() {
-    let (url, _fake) = start_fake().await;
+    let (url, _fake) = tessera_commands::fake_stripe::start().await;
     let request = IntentRequest {
         payment_id: PaymentId(Uuid::new_v4()),
         booking_id: BookingId(Uuid::new_v4()),
@@ -191,7 +80,7 @@ async fn stripe_refusals_are_typed() {
 
 #[tokio::test]
 async fn refunds_go_to_the_payment_intent() {
-    let (url, fake) = start_fake().await;
+    let (url, fake) = tessera_commands::fake_stripe::start().await;
     let refund_id = Uuid::new_v4();
     let id = gateway(&url)
         .refund(&RefundRequest {
@@ -214,34 +103,19 @@ async fn refunds_go_to_the_payment_intent() {
     assert_eq!(form.get("amount").map(String::as_str), Some("5000"));
 }
 
-fn webhook_payload(event_type: &str, payment_id: PaymentId) -> String {
-    json!({
-        "id": "evt_1Qtessera", "object": "event", "api_version": "2025-03-31.basil", "created": 1_790_000_000,
-        "livemode": false, "pending_webhooks": 1, "request": { "id": null, "idempotency_key": null },
-        "type": event_type,
-        "data": { "object": {
-            "id": "pi_abc", "object": "payment_intent", "amount": 12_900, "amount_capturable": 0,
-            "amount_received": 12_900, "capture_method": "automatic", "confirmation_method": "automatic",
-            "created": 1_790_000_000, "currency": "eur", "livemode": false,
-            "metadata": { "tessera_payment_id": payment_id.to_string() },
-            "payment_method_types": ["card"], "status": "succeeded",
-            "last_payment_error": null
-        }}
-    })
-    .to_string()
-}
-
 #[tokio::test]
 async fn webhooks_are_verified_and_replays_refused() {
     let stripe = gateway("http://127.0.0.1:9/");
     let payment_id = PaymentId(Uuid::new_v4());
-    let payload = webhook_payload("payment_intent.succeeded", payment_id);
-    let signed_at = 1_790_000_000;
-    let header = stripe_webhook::Webhook::generate_test_header(
-        &payload,
-        "whsec_test_secret",
-        Some(signed_at),
+    let payload = webhook_payload(
+        "evt_1Qtessera",
+        "payment_intent.succeeded",
+        "pi_abc",
+        payment_id,
+        12_900,
     );
+    let signed_at = 1_790_000_000;
+    let header = signature(&payload, "whsec_test_secret", signed_at);
 
     let event = stripe
         .verify_webhook(&payload, &header, signed_at + 5)
@@ -266,16 +140,20 @@ async fn webhooks_are_verified_and_replays_refused() {
         Err(GatewayError::BadSignature(_))
     ));
     // Signed with another secret.
-    let forged =
-        stripe_webhook::Webhook::generate_test_header(&payload, "whsec_other", Some(signed_at));
+    let forged = signature(&payload, "whsec_other", signed_at);
     assert!(matches!(
         stripe.verify_webhook(&payload, &forged, signed_at + 5),
         Err(GatewayError::BadSignature(_))
     ));
     // Events we do not act on are recognised, not errors.
-    let other = webhook_payload("payment_intent.processing", payment_id);
-    let header =
-        stripe_webhook::Webhook::generate_test_header(&other, "whsec_test_secret", Some(signed_at));
+    let other = webhook_payload(
+        "evt_1Qtessera",
+        "payment_intent.processing",
+        "pi_abc",
+        payment_id,
+        12_900,
+    );
+    let header = signature(&other, "whsec_test_secret", signed_at);
     assert!(matches!(
         stripe.verify_webhook(&other, &header, signed_at),
         Ok(GatewayEvent::Ignored { .. })

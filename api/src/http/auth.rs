@@ -1,0 +1,299 @@
+//! Authentication: short-lived access tokens (HS256 JWTs carrying the user's roles) and rotating
+//! refresh tokens. A refresh token is used once: using it returns a new one of the same family;
+//! using an already-rotated token again (a stolen copy, or a replay) revokes the whole family.
+//!
+//! The signing secret comes from `TESSERA_JWT_SECRET`, or else is generated once and kept in the
+//! database, so every API process of one deployment signs and verifies with the same key.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tessera_domain::user::{Role, User};
+use tessera_domain::values::UserId;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+
+pub const ISSUER: &str = "tessera";
+pub const AUDIENCE: &str = "tessera-api";
+
+/// What an access token says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    /// The user id.
+    pub sub: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub roles: Vec<Role>,
+}
+
+/// Signing and verification keys.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("access_ttl", &self.access_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    pub fn from_secret(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    /// The configured secret, or the deployment's generated one (created on first use).
+    pub async fn load(
+        pool: &PgPool,
+        configured: Option<&str>,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        if let Some(secret) = configured {
+            anyhow::ensure!(
+                secret.len() >= 32,
+                "TESSERA_JWT_SECRET must have at least 32 bytes"
+            );
+            return Ok(Self::from_secret(
+                secret.as_bytes(),
+                access_ttl,
+                refresh_ttl,
+            ));
+        }
+        let mut fresh = [0u8; 32];
+        rand::rng().fill_bytes(&mut fresh);
+        sqlx::query(
+            "INSERT INTO api_secrets (name, secret) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(fresh.as_slice())
+        .execute(pool)
+        .await?;
+        let secret: Vec<u8> =
+            sqlx::query_scalar("SELECT secret FROM api_secrets WHERE name = 'jwt'")
+                .fetch_one(pool)
+                .await?;
+        Ok(Self::from_secret(&secret, access_ttl, refresh_ttl))
+    }
+
+    /// A signed access token for `user`.
+    pub fn issue(&self, user: &User, now: DateTime<Utc>) -> Result<String, ApiError> {
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: user.id.0.to_string(),
+            iat: now.timestamp(),
+            exp: now.timestamp() + self.access_ttl.as_secs() as i64,
+            jti: Uuid::new_v4().to_string(),
+            roles: user.roles.iter().copied().collect(),
+        };
+        self.sign(&claims)
+    }
+
+    /// Signs any claims (tests forge expired or foreign tokens with it).
+    pub fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("cannot sign a token: {e}")))
+    }
+
+    /// Verifies signature, algorithm, expiry, issuer and audience.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| ApiError::Unauthenticated(format!("the access token is not valid: {e}")))
+    }
+}
+
+/// The authenticated user of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub roles: BTreeSet<Role>,
+}
+
+impl Caller {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Refuses unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.iter().any(|r| self.has(*r)) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this needs one of the roles {}",
+                roles
+                    .iter()
+                    .map(|r| format!("{r:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+
+    /// The actor recorded on the events this caller's commands write.
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.user_id.0)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthenticated("an access token is required".into()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::Unauthenticated("use `Authorization: Bearer <access token>`".into())
+            })?;
+        let claims = state.keys.verify(token)?;
+        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| {
+            ApiError::Unauthenticated("the access token has no valid subject".into())
+        })?;
+        Ok(Caller {
+            user_id: UserId(user_id),
+            roles: claims.roles.into_iter().collect(),
+        })
+    }
+}
+
+/// A caller, when the request carries a token.
+#[derive(Debug, Clone)]
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            Ok(Self(Some(Caller::from_request_parts(parts, state).await?)))
+        } else {
+            Ok(Self(None))
+        }
+    }
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Issues a refresh token for `user` in `family` (a new family at login).
+pub async fn issue_refresh(
+    pool: &PgPool,
+    user: UserId,
+    family: Uuid,
+    ttl: Duration,
+) -> Result<String, ApiError> {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = format!("rt_{}", hex::encode(raw));
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+    )
+    .bind(token_hash(&token))
+    .bind(family)
+    .bind(user.0)
+    .bind(ttl.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(token)
+}
+
+/// Uses a refresh token: returns its user and family, having marked it rotated. A token that was
+/// already rotated revokes its family (reuse detection).
+pub async fn rotate_refresh(pool: &PgPool, token: &str) -> Result<(UserId, Uuid), ApiError> {
+    let invalid = || ApiError::Unauthenticated("the refresh token is not valid".into());
+    let hash = token_hash(token);
+    let rotated: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "UPDATE refresh_tokens SET rotated_at = now()
+          WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+          RETURNING user_id, family_id",
+    )
+    .bind(&hash)
+    .fetch_optional(pool)
+    .await?;
+    if let Some((user, family)) = rotated {
+        return Ok((UserId(user), family));
+    }
+    // Not usable: unknown, expired, revoked, or rotated already. The last is a reuse.
+    let reused: Option<Uuid> = sqlx::query_scalar(
+        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND rotated_at IS NOT NULL",
+    )
+    .bind(&hash)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(family) = reused {
+        revoke_family(pool, family).await?;
+        tracing::warn!(%family, "a rotated refresh token was used again; its family is revoked");
+        return Err(ApiError::Unauthenticated(
+            "the refresh token was already used; every session of its family is revoked".into(),
+        ));
+    }
+    Err(invalid())
+}
+
+/// Revokes every token of a family.
+pub async fn revoke_family(pool: &PgPool, family: Uuid) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The family of a refresh token (for logout), if the token is known.
+pub async fn family_of(pool: &PgPool, token: &str) -> Result<Option<Uuid>, ApiError> {
+    Ok(
+        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(token_hash(token))
+            .fetch_optional(pool)
+            .await?,
+    )
+}

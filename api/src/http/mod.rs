@@ -1,0 +1,329 @@
+//! The HTTP API (axum, under `/api/v1`). Commands go through the command handlers; queries read
+//! the PostgreSQL read models and the tantivy index, never the event store (the audit endpoints
+//! will be the one exception).
+//!
+//! Cross-cutting rules live here: request ids and tracing spans, the body limit, request latency
+//! metrics, problem responses for unknown routes, and the typed extractors whose rejections become
+//! problem responses.
+
+pub mod auth;
+pub mod error;
+pub mod positions;
+pub mod routes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::PrometheusHandle;
+use moka::future::Cache;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::PgPool;
+use tessera_commands::booking::BookingConfig;
+use tessera_commands::clock::Clock;
+use tessera_commands::gateway::{PaymentGateway, StripeGateway};
+use tessera_commands::idempotency::IdempotencyKeys;
+use tessera_commands::store::EventStore;
+use tessera_projections::search::SearchIndex;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use self::auth::TokenKeys;
+use self::error::ApiError;
+use self::positions::{POSITION_HEADER, Positions};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Limits and timeouts of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Login attempts per e-mail address and minute.
+    pub login_per_minute: u32,
+    /// Commands per user and second (with a burst of twice that).
+    pub commands_per_second: u32,
+    /// How long a query waits for projections to reach a requested position.
+    pub read_wait: Duration,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            login_per_minute: 10,
+            commands_per_second: 20,
+            read_wait: Duration::from_secs(2),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Cached read results: (projection position when read, JSON body).
+pub type ReadCache = Cache<String, (i64, Arc<serde_json::Value>)>;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub store: Arc<dyn EventStore>,
+    pub gateway: Arc<dyn PaymentGateway>,
+    /// Set when payments go through Stripe: verifies its webhooks.
+    pub stripe: Option<Arc<StripeGateway>>,
+    pub clock: Arc<dyn Clock>,
+    pub booking: BookingConfig,
+    pub keys: Arc<TokenKeys>,
+    pub positions: Positions,
+    pub search: Arc<SearchIndex>,
+    pub cache: ReadCache,
+    pub idempotency: IdempotencyKeys,
+    pub login_limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    pub command_limiter: Arc<DefaultKeyedRateLimiter<uuid::Uuid>>,
+    pub index_root: PathBuf,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The parts an [`AppState`] is made of that the composition root provides.
+#[derive(Debug)]
+pub struct StateParts {
+    pub pool: PgPool,
+    pub store: Arc<dyn EventStore>,
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub stripe: Option<Arc<StripeGateway>>,
+    pub clock: Arc<dyn Clock>,
+    pub keys: TokenKeys,
+    pub positions: Positions,
+    pub index_root: PathBuf,
+    pub metrics: Option<PrometheusHandle>,
+    pub config: ApiConfig,
+}
+
+fn quota(per: u32, burst: u32, minute: bool) -> Quota {
+    let per = std::num::NonZeroU32::new(per.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    if minute {
+        Quota::per_minute(per).allow_burst(burst)
+    } else {
+        Quota::per_second(per).allow_burst(burst)
+    }
+}
+
+impl AppState {
+    pub fn new(parts: StateParts) -> Self {
+        let c = &parts.config;
+        Self {
+            search: Arc::new(SearchIndex::new(parts.pool.clone(), &parts.index_root)),
+            idempotency: IdempotencyKeys::new(parts.pool.clone()),
+            pool: parts.pool,
+            store: parts.store,
+            gateway: parts.gateway,
+            stripe: parts.stripe,
+            clock: parts.clock,
+            booking: BookingConfig::default(),
+            keys: Arc::new(parts.keys),
+            positions: parts.positions,
+            cache: Cache::builder()
+                .max_capacity(20_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            login_limiter: Arc::new(RateLimiter::keyed(quota(
+                c.login_per_minute,
+                c.login_per_minute,
+                true,
+            ))),
+            command_limiter: Arc::new(RateLimiter::keyed(quota(
+                c.commands_per_second,
+                c.commands_per_second * 2,
+                false,
+            ))),
+            index_root: parts.index_root,
+            metrics: parts.metrics,
+        }
+    }
+
+    /// Refuses with 429 when `user` is over their command rate.
+    pub fn limit_commands(&self, user: uuid::Uuid) -> Result<(), ApiError> {
+        self.command_limiter
+            .check_key(&user)
+            .map_err(|not_until| ApiError::RateLimited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })
+    }
+
+    /// Refuses with 429 when `email` is over its login rate.
+    pub fn limit_login(&self, email: &str) -> Result<(), ApiError> {
+        self.login_limiter
+            .check_key(&email.trim().to_lowercase())
+            .map_err(|not_until| ApiError::RateLimited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })
+    }
+}
+
+/// `Json` whose rejections are problem responses (400 malformed, 415, 413, 422 with the field).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `Path` whose rejections (a malformed id) are 400 problem responses.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// `Query` whose rejections are 400 problem responses.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// A command's answer: its body, with the log position of its last event in the
+/// `Tessera-Position` header (and in the body, as `position`).
+#[derive(Debug)]
+pub struct Accepted<T> {
+    pub status: StatusCode,
+    pub position: i64,
+    pub body: T,
+}
+
+impl<T: Serialize> IntoResponse for Accepted<T> {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        response
+            .headers_mut()
+            .insert(POSITION_HEADER, HeaderValue::from(self.position));
+        response
+    }
+}
+
+/// Sets the request id task-local (problem bodies and logs quote it), opens the request's
+/// tracing span and records its latency.
+async fn request_context(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let started = Instant::now();
+    let response = error::REQUEST_ID
+        .scope(
+            id,
+            tracing::Instrument::instrument(next.run(request), span.clone()),
+        )
+        .await;
+    let status = response.status().as_u16();
+    metrics::histogram!(
+        "tessera_http_request_duration_seconds",
+        "method" => method.to_string(),
+        "route" => route,
+        "status" => status.to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    span.in_scope(|| tracing::debug!(status, "served"));
+    response
+}
+
+/// The whole router, with its OpenAPI document served at `/api/v1/openapi.json`.
+pub fn router(state: AppState) -> axum::Router {
+    let (api, openapi) = routes::api().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let doc = {
+        let openapi = openapi.clone();
+        move || {
+            let openapi = openapi.clone();
+            async move { axum::Json((*openapi).clone()) }
+        }
+    };
+    axum::Router::new()
+        .nest(
+            "/api/v1",
+            api.route("/openapi.json", axum::routing::get(doc)),
+        )
+        .merge(routes::ops::router())
+        .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(request_context))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The OpenAPI document (for tests and `tessera openapi`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::api().split_for_parts().1
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

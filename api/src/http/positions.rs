@@ -1,0 +1,195 @@
+//! Read-your-writes. Every command answers with the log position of its last event; a query may
+//! name a minimum position (`Tessera-Min-Position` header or `min_position` parameter) and is
+//! answered only once every projection it reads has passed it, waiting a bounded time.
+//!
+//! Projections announce progress with `NOTIFY` (in the transaction that moves their checkpoint);
+//! one listener per process keeps a watch of every projection's position, re-read on each
+//! notification and at least every half second (a safety net for a lost connection).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+
+use super::AppState;
+use super::error::ApiError;
+
+pub const MIN_POSITION_HEADER: &str = "tessera-min-position";
+pub const POSITION_HEADER: &str = "tessera-position";
+
+type Snapshot = Arc<HashMap<String, i64>>;
+
+/// Every projection's position, kept current.
+#[derive(Debug, Clone)]
+pub struct Positions {
+    rx: watch::Receiver<Snapshot>,
+    wait: Duration,
+}
+
+impl Positions {
+    /// Starts following projection progress until `shutdown` turns true.
+    pub async fn start(
+        pool: PgPool,
+        wait: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
+        let first = read(&pool).await?;
+        let (tx, rx) = watch::channel(Arc::new(first));
+        let task = tokio::spawn(async move {
+            let mut listener: Option<PgListener> = None;
+            while !*shutdown.borrow() {
+                if listener.is_none() {
+                    match PgListener::connect_with(&pool).await {
+                        Ok(mut l) => match l
+                            .listen(tessera_projections::registry::PROGRESS_CHANNEL)
+                            .await
+                        {
+                            Ok(()) => listener = Some(l),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot listen for projection progress")
+                            }
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for projection progress")
+                        }
+                    }
+                }
+                let tick = Duration::from_millis(500);
+                match listener.as_mut() {
+                    Some(l) => {
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            n = tokio::time::timeout(tick, l.recv()) => {
+                                if let Ok(Err(e)) = n {
+                                    tracing::warn!(error = %e, "projection progress listener lost");
+                                    listener = None;
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            _ = tokio::time::sleep(tick) => {}
+                        }
+                    }
+                }
+                match read(&pool).await {
+                    Ok(now) => {
+                        tx.send_if_modified(|current| {
+                            if **current == now {
+                                false
+                            } else {
+                                *current = Arc::new(now);
+                                true
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read projection positions"),
+                }
+            }
+        });
+        Ok((Self { rx, wait }, task))
+    }
+
+    /// The position of `projection` as last seen (0 when unknown).
+    pub fn current(&self, projection: &str) -> i64 {
+        self.rx.borrow().get(projection).copied().unwrap_or(0)
+    }
+
+    /// Waits until every one of `projections` has passed `min` (bounded); returns at once when
+    /// there is no minimum.
+    pub async fn wait_for(&self, projections: &[&str], min: Option<i64>) -> Result<(), ApiError> {
+        let Some(min) = min else { return Ok(()) };
+        let behind = |snapshot: &Snapshot| {
+            projections
+                .iter()
+                .map(|p| (*p, snapshot.get(*p).copied().unwrap_or(0)))
+                .find(|(_, at)| *at < min)
+                .map(|(p, at)| (p.to_owned(), at))
+        };
+        let mut rx = self.rx.clone();
+        let waited = tokio::time::timeout(self.wait, async {
+            loop {
+                if behind(&rx.borrow_and_update()).is_none() {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(true) => Ok(()),
+            _ => {
+                let (projection, at) = behind(&self.rx.borrow()).unwrap_or_default();
+                Err(ApiError::NotYetConsistent {
+                    projection,
+                    at,
+                    wanted: min,
+                })
+            }
+        }
+    }
+}
+
+async fn read(pool: &PgPool) -> sqlx::Result<HashMap<String, i64>> {
+    Ok(tessera_projections::registry::positions(pool)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The minimum log position a query must reflect, if the client named one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MinPosition(pub Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let bad = |v: &str| ApiError::BadRequest {
+            code: "request.invalid_min_position",
+            detail: format!("a minimum position is a non-negative integer, got {v:?}"),
+        };
+        let parse = |v: &str| v.trim().parse::<i64>().ok().filter(|p| *p >= 0);
+        if let Some(h) = parts.headers.get(MIN_POSITION_HEADER) {
+            let v = h.to_str().unwrap_or("");
+            return parse(v).map(|p| Self(Some(p))).ok_or_else(|| bad(v));
+        }
+        let from_query = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "min_position")
+                .map(|(_, v)| v.to_owned())
+        });
+        match from_query {
+            Some(v) => parse(&v).map(|p| Self(Some(p))).ok_or_else(|| bad(&v)),
+            None => Ok(Self(None)),
+        }
+    }
+}
+
+/// Read models by the projection that builds them.
+pub mod reads {
+    pub const CATALOG: &[&str] = &["catalog"];
+    pub const SEARCH: &[&str] = &["search"];
+    pub const BOOKINGS: &[&str] = &["bookings"];
+    pub const BOOKING_DETAIL: &[&str] = &["bookings", "payments"];
+    pub const LOYALTY: &[&str] = &["loyalty"];
+    pub const REVIEWS: &[&str] = &["reviews"];
+    pub const STATS: &[&str] = &["stats"];
+}
+
+impl AppState {
+    /// Waits for the projections behind a query (see [`Positions::wait_for`]).
+    pub async fn read_after(&self, projections: &[&str], min: MinPosition) -> Result<(), ApiError> {
+        self.positions.wait_for(projections, min.0).await
+    }
+}

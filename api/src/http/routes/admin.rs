@@ -1,0 +1,529 @@
+//! Admins: compensating commands (each with a reason, the admin recorded as actor), role
+//! management and statistics. Analysts: projection status and rebuilds.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use tessera_commands::admin;
+use tessera_domain::user::Role;
+use tessera_domain::values::{BookingId, UserId};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{CommandResult, answered, context, idempotency_key, once};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, FieldError, Problem};
+use crate::http::positions::{MinPosition, reads};
+use crate::http::{ApiJson, ApiPath, ApiQuery, AppState};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(refund))
+        .routes(routes!(force_cancel))
+        .routes(routes!(reinstate))
+        .routes(routes!(adjust_points))
+        .routes(routes!(grant_role))
+        .routes(routes!(revoke_role))
+        .routes(routes!(daily_stats))
+        .routes(routes!(listing_stats))
+        .routes(routes!(projections))
+        .routes(routes!(rebuild))
+}
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    ApiError::Invalid(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }])
+}
+
+fn reason(r: &str) -> Result<String, ApiError> {
+    let r = r.trim();
+    if r.is_empty() || r.chars().count() > 1000 {
+        return Err(invalid(
+            "reason",
+            "a reason of 1 to 1000 characters is required",
+        ));
+    }
+    Ok(r.to_owned())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Amount in the booking's currency, minor units; at most what was paid minus refunds.
+    pub amount_minor: i64,
+    pub reason: String,
+}
+
+/// Refund part or all of a booking's payment (admins).
+#[utoipa::path(post, path = "/admin/bookings/{booking_id}/refund", tag = "admin", security(("bearer" = [])),
+    request_body = RefundRequest,
+    params(("booking_id" = Uuid, Path, description = "The booking")),
+    responses(
+        (status = 200, description = "Refund requested", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn refund(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RefundRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let why = reason(&req.reason)?;
+    let key = idempotency_key(&headers)?;
+    let request = (booking_id, &req);
+    once(
+        &state,
+        &caller,
+        "admin.refund",
+        key,
+        &request,
+        async |command_id| {
+            let (b, _) =
+                tessera_commands::booking::current_booking(&*state.store, BookingId(booking_id))
+                    .await?;
+            let amount = tessera_domain::values::Money::new(req.amount_minor, b.total.currency)
+                .map_err(|e| invalid("amount_minor", &e.to_string()))?;
+            let ctx = context(&state, &caller, command_id).with_reason(why);
+            let executed =
+                admin::refund(&*state.store, BookingId(booking_id), amount, &ctx).await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForceCancelRequest {
+    pub reason: String,
+    /// Refund everything regardless of the policy.
+    #[serde(default)]
+    pub waive_fee: bool,
+}
+
+/// Cancel any booking (admins).
+#[utoipa::path(post, path = "/admin/bookings/{booking_id}/force-cancel", tag = "admin", security(("bearer" = [])),
+    request_body = ForceCancelRequest,
+    params(("booking_id" = Uuid, Path, description = "The booking")),
+    responses(
+        (status = 200, description = "Cancelled", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn force_cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<ForceCancelRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let why = reason(&req.reason)?;
+    let key = idempotency_key(&headers)?;
+    let request = (booking_id, &req);
+    once(
+        &state,
+        &caller,
+        "admin.force_cancel",
+        key,
+        &request,
+        async |command_id| {
+            let ctx = context(&state, &caller, command_id).with_reason(why);
+            let executed = admin::force_cancel(
+                &*state.store,
+                BookingId(booking_id),
+                caller.user_id,
+                req.waive_fee,
+                &ctx,
+            )
+            .await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReinstateRequest {
+    pub reason: String,
+    /// Hold the seats even when the slot is full (recorded on the slot's event).
+    #[serde(default)]
+    pub allow_overbook: bool,
+}
+
+/// Bring an expired booking back to held (admins).
+#[utoipa::path(post, path = "/admin/bookings/{booking_id}/reinstate", tag = "admin", security(("bearer" = [])),
+    request_body = ReinstateRequest,
+    params(("booking_id" = Uuid, Path, description = "The booking")),
+    responses(
+        (status = 200, description = "Reinstated", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn reinstate(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<ReinstateRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let why = reason(&req.reason)?;
+    let key = idempotency_key(&headers)?;
+    let request = (booking_id, &req);
+    once(
+        &state,
+        &caller,
+        "admin.reinstate",
+        key,
+        &request,
+        async |command_id| {
+            let ctx = context(&state, &caller, command_id).with_reason(why);
+            let executed = admin::reinstate(
+                &*state.store,
+                &state.booking,
+                BookingId(booking_id),
+                req.allow_overbook,
+                &ctx,
+            )
+            .await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PointsRequest {
+    /// Points to add (positive) or remove (negative); a balance never goes below zero.
+    pub delta: i64,
+    pub reason: String,
+}
+
+/// Adjust a user's points (admins).
+#[utoipa::path(post, path = "/admin/users/{user_id}/points", tag = "admin", security(("bearer" = [])),
+    request_body = PointsRequest,
+    params(("user_id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "Adjusted", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn adjust_points(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(user_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<PointsRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let why = reason(&req.reason)?;
+    let key = idempotency_key(&headers)?;
+    let request = (user_id, &req);
+    once(
+        &state,
+        &caller,
+        "admin.points",
+        key,
+        &request,
+        async |command_id| {
+            tessera_commands::users::current_user(&*state.store, UserId(user_id)).await?;
+            let ctx = context(&state, &caller, command_id).with_reason(why);
+            let executed =
+                admin::adjust_points(&*state.store, UserId(user_id), req.delta, &ctx).await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRequest {
+    /// customer | provider | admin | auditor | analyst
+    pub role: String,
+    pub reason: String,
+}
+
+fn role(name: &str) -> Result<Role, ApiError> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|_| invalid("role", "customer, provider, admin, auditor or analyst"))
+}
+
+async fn change_role(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    user_id: Uuid,
+    req: &RoleRequest,
+    grant: bool,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let r = role(&req.role)?;
+    let why = reason(&req.reason)?;
+    let key = idempotency_key(headers)?;
+    let request = (user_id, req, grant);
+    once(
+        state,
+        caller,
+        "admin.role",
+        key,
+        &request,
+        async |command_id| {
+            let ctx = context(state, caller, command_id).with_reason(why);
+            let executed = tessera_commands::users::change_role(
+                &*state.store,
+                UserId(user_id),
+                r,
+                grant,
+                &ctx,
+            )
+            .await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+/// Grant a role (admins). Takes effect at the user's next login or token refresh.
+#[utoipa::path(post, path = "/admin/users/{user_id}/roles", tag = "admin", security(("bearer" = [])),
+    request_body = RoleRequest,
+    params(("user_id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "Granted", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn grant_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(user_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RoleRequest>,
+) -> Result<Response, ApiError> {
+    change_role(&state, &caller, &headers, user_id, &req, true).await
+}
+
+/// Revoke a role (admins).
+#[utoipa::path(post, path = "/admin/users/{user_id}/roles/revoke", tag = "admin", security(("bearer" = [])),
+    request_body = RoleRequest,
+    params(("user_id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "Revoked", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn revoke_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(user_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RoleRequest>,
+) -> Result<Response, ApiError> {
+    change_role(&state, &caller, &headers, user_id, &req, false).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DayRange {
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct DayStats {
+    pub day: NaiveDate,
+    pub currency: String,
+    pub bookings_placed: i64,
+    pub bookings_confirmed: i64,
+    pub bookings_cancelled: i64,
+    pub bookings_expired: i64,
+    pub bookings_completed: i64,
+    pub seats_sold: i64,
+    pub revenue_minor: i64,
+    pub refunds_minor: i64,
+}
+
+const SUMS: &str = "sum(bookings_placed)::int8 AS bookings_placed, \
+    sum(bookings_confirmed)::int8 AS bookings_confirmed, \
+    sum(bookings_cancelled)::int8 AS bookings_cancelled, \
+    sum(bookings_expired)::int8 AS bookings_expired, \
+    sum(bookings_completed)::int8 AS bookings_completed, \
+    sum(seats_sold)::int8 AS seats_sold, sum(revenue_minor)::int8 AS revenue_minor, \
+    sum(refunds_minor)::int8 AS refunds_minor";
+
+/// Bookings, revenue and refunds per day (admins, analysts, auditors).
+#[utoipa::path(get, path = "/admin/stats/daily", tag = "admin", security(("bearer" = [])), params(DayRange),
+    responses(
+        (status = 200, description = "Per day and currency", body = Vec<DayStats>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn daily_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiQuery(range): ApiQuery<DayRange>,
+) -> Result<axum::Json<Vec<DayStats>>, ApiError> {
+    caller.require(&[Role::Admin, Role::Analyst, Role::Auditor])?;
+    state.read_after(reads::STATS, min).await?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT day, currency, {SUMS} FROM read.daily_stats
+          WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)
+          GROUP BY day, currency ORDER BY day, currency LIMIT 5000"
+    )))
+    .bind(range.from)
+    .bind(range.to)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(axum::Json(rows))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct ListingStats {
+    pub listing_id: Uuid,
+    pub currency: String,
+    pub bookings_placed: i64,
+    pub bookings_confirmed: i64,
+    pub bookings_cancelled: i64,
+    pub bookings_expired: i64,
+    pub bookings_completed: i64,
+    pub seats_sold: i64,
+    pub revenue_minor: i64,
+    pub refunds_minor: i64,
+}
+
+/// Bookings, revenue and refunds per listing, highest revenue first (admins, analysts, auditors).
+#[utoipa::path(get, path = "/admin/stats/listings", tag = "admin", security(("bearer" = [])), params(DayRange),
+    responses(
+        (status = 200, description = "Per listing and currency", body = Vec<ListingStats>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn listing_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiQuery(range): ApiQuery<DayRange>,
+) -> Result<axum::Json<Vec<ListingStats>>, ApiError> {
+    caller.require(&[Role::Admin, Role::Analyst, Role::Auditor])?;
+    state.read_after(reads::STATS, min).await?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT listing_id, currency, {SUMS} FROM read.daily_stats
+          WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)
+          GROUP BY listing_id, currency ORDER BY revenue_minor DESC, listing_id LIMIT 1000"
+    )))
+    .bind(range.from)
+    .bind(range.to)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(axum::Json(rows))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionView {
+    pub name: String,
+    /// live | rebuilding | failed | stopped
+    pub state: String,
+    pub generation: Option<i64>,
+    pub position: i64,
+    pub head: i64,
+    pub lag_events: i64,
+    pub lag_seconds: f64,
+    pub owner: Option<String>,
+    pub error: Option<String>,
+    pub error_position: Option<i64>,
+    pub error_event_type: Option<String>,
+    /// The generation being rebuilt and its position.
+    pub rebuilding_generation: Option<i64>,
+    pub rebuilding_position: Option<i64>,
+}
+
+/// Every projection's state, position and lag (analysts, admins).
+#[utoipa::path(get, path = "/projections", tag = "analyst", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Projections", body = Vec<ProjectionView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn projections(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Vec<ProjectionView>>, ApiError> {
+    caller.require(&[Role::Analyst, Role::Admin])?;
+    let status = tessera_projections::status(&state.pool).await?;
+    Ok(axum::Json(
+        status
+            .into_iter()
+            .map(|s| ProjectionView {
+                name: s.name,
+                state: s.state,
+                generation: s.generation,
+                position: s.position,
+                head: s.head,
+                lag_events: s.lag_events,
+                lag_seconds: s.lag_seconds,
+                owner: s.owner,
+                error: s.error,
+                error_position: s.error_position,
+                error_event_type: s.error_event_type,
+                rebuilding_generation: s.rebuilding.map(|r| r.0),
+                rebuilding_position: s.rebuilding.map(|r| r.1),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildRequest {
+    /// Projections to rebuild; empty with `all` for every one.
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RebuildStarted {
+    pub projections: Vec<String>,
+}
+
+/// Start a zero-downtime rebuild (analysts, admins); follow it at `/projections`.
+#[utoipa::path(post, path = "/projections/rebuild", tag = "analyst", security(("bearer" = [])),
+    request_body = RebuildRequest,
+    responses(
+        (status = 202, description = "Rebuild started", body = RebuildStarted),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn rebuild(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<RebuildRequest>,
+) -> Result<(StatusCode, axum::Json<RebuildStarted>), ApiError> {
+    caller.require(&[Role::Analyst, Role::Admin])?;
+    if req.all != req.names.is_empty() {
+        return Err(invalid("names", "name projections, or set `all`, not both"));
+    }
+    let selected =
+        tessera_projections::select(tessera_projections::all(&state.index_root), &req.names)?;
+    let names: Vec<String> = selected.iter().map(|p| p.name().to_owned()).collect();
+    let (pool, store) = (state.pool.clone(), state.store.clone());
+    tokio::spawn(async move {
+        match tessera_projections::rebuild(&pool, store, &selected, &|_| {}).await {
+            Ok(report) => tracing::info!(
+                projections = ?report.projections,
+                events = report.events,
+                seconds = report.seconds,
+                "rebuild finished"
+            ),
+            Err(e) => tracing::error!(error = %e, "rebuild failed"),
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(RebuildStarted { projections: names }),
+    ))
+}

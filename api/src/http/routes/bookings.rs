@@ -1,0 +1,599 @@
+//! Customers' bookings: hold seats, pay, quote and cancel, review; the Stripe webhook.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tessera_commands::booking::{self as commands, PlaceBooking};
+use tessera_commands::store::Position;
+use tessera_domain::booking::{BookingStatus, Canceller};
+use tessera_domain::user::Role;
+use tessera_domain::values::{BookingId, Seats, SlotId};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{CommandResult, answered, context, idempotency_key, once};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, FieldError, Problem};
+use crate::http::positions::{MinPosition, reads};
+use crate::http::{ApiJson, ApiPath, ApiQuery, AppState};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(my_bookings, place))
+        .routes(routes!(booking))
+        .routes(routes!(pay))
+        .routes(routes!(quote))
+        .routes(routes!(cancel))
+        .routes(routes!(review))
+        .routes(routes!(stripe_webhook))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceRequest {
+    pub slot_id: Uuid,
+    /// 1 to 50 seats.
+    pub seats: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Placed {
+    pub booking_id: Uuid,
+    /// Pay before this time, or the hold lapses and the seats go back.
+    pub hold_expires_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub result: CommandResult,
+}
+
+/// Place a booking: holds seats on the slot while the customer pays. Requires an
+/// `Idempotency-Key`: a retry with the same key returns the first answer.
+#[utoipa::path(post, path = "/bookings", tag = "bookings", security(("bearer" = [])),
+    request_body = PlaceRequest,
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry with the same key places nothing twice")),
+    responses(
+        (status = 201, description = "Seats held", body = Placed),
+        (status = 409, description = "Sold out, slot started or cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn place(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PlaceRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Customer])?;
+    let key = idempotency_key(&headers)?.ok_or_else(|| ApiError::BadRequest {
+        code: "request.idempotency_key_required",
+        detail: "placing a booking needs an Idempotency-Key header".into(),
+    })?;
+    let seats = Seats::new(req.seats).map_err(|e| {
+        ApiError::Invalid(vec![FieldError {
+            field: "seats".into(),
+            message: e.to_string(),
+        }])
+    })?;
+    once(
+        &state,
+        &caller,
+        "booking.place",
+        Some(key),
+        &req,
+        async |command_id| {
+            let ctx = context(&state, &caller, command_id);
+            let booking_id = BookingId(Uuid::new_v5(&command_id, b"booking"));
+            let executed = commands::place_booking(
+                &*state.store,
+                &state.booking,
+                &PlaceBooking {
+                    booking_id,
+                    customer_id: caller.user_id,
+                    slot_id: SlotId(req.slot_id),
+                    seats,
+                },
+                &ctx,
+            )
+            .await?;
+            Ok((
+                StatusCode::CREATED,
+                executed.position.0 as i64,
+                Placed {
+                    booking_id: booking_id.0,
+                    hold_expires_at: ctx.now + state.booking.hold_ttl,
+                    result: CommandResult::from(&executed),
+                },
+            ))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BookingsQuery {
+    /// held | payment_pending | confirmed | completed | expired | cancelled | refunded
+    pub status: Option<String>,
+    /// 1 to 100 (default 20).
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct BookingView {
+    pub booking_id: Uuid,
+    pub customer_id: Uuid,
+    pub listing_id: Uuid,
+    pub slot_id: Uuid,
+    pub seats: i64,
+    pub status: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub paid_minor: i64,
+    pub refund_due_minor: i64,
+    pub refunded_minor: i64,
+    #[schema(value_type = Vec<Object>)]
+    pub policy: serde_json::Value,
+    pub slot_starts_at: DateTime<Utc>,
+    pub slot_ends_at: DateTime<Utc>,
+    pub hold_expires_at: DateTime<Utc>,
+    pub payment_id: Option<Uuid>,
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const BOOKING_COLUMNS: &str = "booking_id, customer_id, listing_id, slot_id, seats, status, \
+    total_minor, currency, paid_minor, refund_due_minor, refunded_minor, policy, slot_starts_at, \
+    slot_ends_at, hold_expires_at, payment_id, cancelled_by, cancel_reason, placed_at, updated_at";
+
+/// My bookings, newest first.
+#[utoipa::path(get, path = "/bookings", tag = "bookings", security(("bearer" = [])),
+    params(BookingsQuery, ("Tessera-Min-Position" = Option<i64>, Header, description = "Wait until the read model has this position")),
+    responses(
+        (status = 200, description = "Bookings", body = Vec<BookingView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_bookings(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiQuery(q): ApiQuery<BookingsQuery>,
+) -> Result<axum::Json<Vec<BookingView>>, ApiError> {
+    caller.require(&[Role::Customer])?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::Invalid(vec![FieldError {
+            field: "limit".into(),
+            message: "limit is 1 to 100".into(),
+        }]));
+    }
+    state.read_after(reads::BOOKINGS, min).await?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BOOKING_COLUMNS} FROM read.bookings
+          WHERE customer_id = $1 AND ($2::text IS NULL OR status = $2)
+          ORDER BY placed_at DESC, booking_id LIMIT $3 OFFSET $4"
+    )))
+    .bind(caller.user_id.0)
+    .bind(q.status)
+    .bind(limit)
+    .bind(q.offset.unwrap_or(0).max(0))
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(axum::Json(rows))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct TimelineEntry {
+    pub position: i64,
+    pub event_type: String,
+    pub status: String,
+    /// Business time of the change.
+    pub at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct PaymentView {
+    pub payment_id: Uuid,
+    pub provider: String,
+    pub provider_ref: String,
+    pub status: String,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub charged_minor: i64,
+    pub refunded_minor: i64,
+    pub refunds_pending_minor: i64,
+    pub balance_minor: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BookingDetail {
+    pub booking: BookingView,
+    /// Every state change, in log order.
+    pub timeline: Vec<TimelineEntry>,
+    pub payments: Vec<PaymentView>,
+}
+
+/// Loads a booking the caller may see: its customer, admins and auditors. Others get 404.
+async fn visible_booking(
+    state: &AppState,
+    caller: &Caller,
+    booking_id: Uuid,
+) -> Result<BookingView, ApiError> {
+    let view: Option<BookingView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BOOKING_COLUMNS} FROM read.bookings WHERE booking_id = $1"
+    )))
+    .bind(booking_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    match view {
+        Some(v)
+            if v.customer_id == caller.user_id.0
+                || caller.has(Role::Admin)
+                || caller.has(Role::Auditor) =>
+        {
+            Ok(v)
+        }
+        _ => Err(ApiError::NotFound {
+            what: "booking",
+            id: booking_id.to_string(),
+        }),
+    }
+}
+
+/// One booking with its timeline and payments (its customer, admins, auditors).
+#[utoipa::path(get, path = "/bookings/{booking_id}", tag = "bookings", security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking"),
+           ("Tessera-Min-Position" = Option<i64>, Header, description = "Wait until the read models have this position")),
+    responses(
+        (status = 200, description = "The booking", body = BookingDetail),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn booking(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath(booking_id): ApiPath<Uuid>,
+) -> Result<axum::Json<BookingDetail>, ApiError> {
+    state.read_after(reads::BOOKING_DETAIL, min).await?;
+    let booking = visible_booking(&state, &caller, booking_id).await?;
+    let timeline = sqlx::query_as(
+        "SELECT position, event_type, status, at, recorded_at, actor, reason, detail
+           FROM read.booking_timeline WHERE booking_id = $1 ORDER BY position",
+    )
+    .bind(booking_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let payments = sqlx::query_as(
+        "SELECT payment_id, provider, provider_ref, status, currency, amount_minor, charged_minor,
+                refunded_minor, refunds_pending_minor, balance_minor
+           FROM read.payments WHERE booking_id = $1 ORDER BY payment_id",
+    )
+    .bind(booking_id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(axum::Json(BookingDetail {
+        booking,
+        timeline,
+        payments,
+    }))
+}
+
+/// The caller's own booking, from the write side (for commands on it).
+async fn own_booking(
+    state: &AppState,
+    caller: &Caller,
+    booking_id: Uuid,
+) -> Result<(tessera_domain::booking::Booking, Position), ApiError> {
+    let (b, at) = commands::current_booking(&*state.store, BookingId(booking_id)).await?;
+    if b.customer_id != caller.user_id {
+        return Err(ApiError::NotFound {
+            what: "booking",
+            id: booking_id.to_string(),
+        });
+    }
+    Ok((b, at))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayRequest {
+    /// Simulated gateway only: `4242424242424242` succeeds, `4000000000000002` is declined.
+    #[serde(default)]
+    pub card: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PaymentStarted {
+    pub payment_id: Uuid,
+    /// `stripe` or `simulated`.
+    pub provider: String,
+    pub provider_ref: String,
+    /// Stripe: what the browser needs to confirm the payment.
+    pub client_secret: Option<String>,
+    /// The booking's status after the call: `payment_pending` while the provider decides
+    /// (Stripe reports through its webhook), or the simulated gateway's outcome (`confirmed`,
+    /// `held` after a decline).
+    pub booking_status: String,
+    #[serde(flatten)]
+    pub result: CommandResult,
+}
+
+fn status_name(s: BookingStatus) -> String {
+    let debug = format!("{s:?}");
+    let mut out = String::new();
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// Pay for a held booking. With Stripe, returns the client secret; with the simulated gateway,
+/// waits (bounded) for its outcome and returns the booking's new status.
+#[utoipa::path(post, path = "/bookings/{booking_id}/pay", tag = "bookings", security(("bearer" = [])),
+    request_body = PayRequest,
+    params(("booking_id" = Uuid, Path, description = "The booking"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key pay once")),
+    responses(
+        (status = 200, description = "Payment started (and, simulated, decided)", body = PaymentStarted),
+        (status = 402, description = "The card was refused", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn pay(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<PayRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Customer])?;
+    let key = idempotency_key(&headers)?;
+    let request = (booking_id, &req);
+    once(
+        &state,
+        &caller,
+        "booking.pay",
+        key,
+        &request,
+        async |command_id| {
+            own_booking(&state, &caller, booking_id).await?;
+            let ctx = context(&state, &caller, command_id);
+            let started = tessera_commands::payment::start_payment(
+                &*state.store,
+                &*state.gateway,
+                BookingId(booking_id),
+                req.card.clone(),
+                &ctx,
+            )
+            .await?;
+            let mut position = started.executed.position;
+            let mut status = BookingStatus::PaymentPending;
+            if state.gateway.name() == "simulated" {
+                // The simulated gateway decides at once; report its outcome (bounded wait).
+                let deadline = Instant::now() + Duration::from_secs(2);
+                loop {
+                    let (b, at) = own_booking(&state, &caller, booking_id).await?;
+                    status = b.status;
+                    if b.status != BookingStatus::PaymentPending || Instant::now() >= deadline {
+                        position = position.max(at);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            Ok((
+                StatusCode::OK,
+                position.0 as i64,
+                PaymentStarted {
+                    payment_id: started.payment_id.0,
+                    provider: state.gateway.name().to_owned(),
+                    provider_ref: started.provider_ref,
+                    client_secret: started.client_secret,
+                    booking_status: status_name(status),
+                    result: CommandResult {
+                        position: position.0 as i64,
+                        replayed: started.executed.replayed,
+                    },
+                },
+            ))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Quote {
+    pub booking_id: Uuid,
+    /// What cancelling now would refund.
+    pub refund_minor: i64,
+    pub currency: String,
+    pub paid_minor: i64,
+    pub hours_before_start: i64,
+}
+
+/// What cancelling now would refund, under the booking's policy.
+#[utoipa::path(get, path = "/bookings/{booking_id}/cancellation-quote", tag = "bookings", security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking")),
+    responses(
+        (status = 200, description = "The quote", body = Quote),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn quote(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(booking_id): ApiPath<Uuid>,
+) -> Result<axum::Json<Quote>, ApiError> {
+    caller.require(&[Role::Customer])?;
+    let (b, _) = own_booking(&state, &caller, booking_id).await?;
+    let ctx = context(&state, &caller, Uuid::new_v4());
+    let refund = commands::cancellation_quote(
+        &*state.store,
+        BookingId(booking_id),
+        Canceller::Customer(caller.user_id),
+        false,
+        &ctx,
+    )
+    .await?;
+    Ok(axum::Json(Quote {
+        booking_id,
+        refund_minor: refund.minor,
+        currency: refund.currency.to_string(),
+        paid_minor: b.paid.minor,
+        hours_before_start: b.hours_before_start(ctx.now),
+    }))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Cancel my booking; the refund follows the booking's policy (see the quote).
+#[utoipa::path(post, path = "/bookings/{booking_id}/cancel", tag = "bookings", security(("bearer" = [])),
+    request_body = CancelRequest,
+    params(("booking_id" = Uuid, Path, description = "The booking")),
+    responses(
+        (status = 200, description = "Cancelled", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CancelRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Customer])?;
+    let key = idempotency_key(&headers)?;
+    let request = (booking_id, &req);
+    once(
+        &state,
+        &caller,
+        "booking.cancel",
+        key,
+        &request,
+        async |command_id| {
+            own_booking(&state, &caller, booking_id).await?;
+            let mut ctx = context(&state, &caller, command_id);
+            if let Some(r) = req.reason.as_deref().filter(|r| !r.trim().is_empty()) {
+                ctx = ctx.with_reason(r);
+            }
+            let executed = commands::cancel_booking(
+                &*state.store,
+                BookingId(booking_id),
+                Canceller::Customer(caller.user_id),
+                false,
+                &ctx,
+            )
+            .await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// 1 to 5.
+    pub rating: u8,
+    pub text: String,
+}
+
+/// Review my completed booking (once).
+#[utoipa::path(post, path = "/bookings/{booking_id}/review", tag = "bookings", security(("bearer" = [])),
+    request_body = ReviewRequest,
+    params(("booking_id" = Uuid, Path, description = "The booking")),
+    responses(
+        (status = 201, description = "Reviewed", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn review(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<ReviewRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Customer])?;
+    let key = idempotency_key(&headers)?;
+    let request = (booking_id, &req);
+    once(
+        &state,
+        &caller,
+        "booking.review",
+        key,
+        &request,
+        async |command_id| {
+            let ctx = context(&state, &caller, command_id);
+            let executed = commands::write_review(
+                &*state.store,
+                BookingId(booking_id),
+                caller.user_id,
+                req.rating,
+                &req.text,
+                &ctx,
+            )
+            .await?;
+            Ok(answered(StatusCode::CREATED, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookReceived {
+    pub received: bool,
+}
+
+/// Stripe's webhook: the `Stripe-Signature` header is verified over the raw body (300 s
+/// tolerance); a redelivered event (same Stripe event id) changes nothing.
+#[utoipa::path(post, path = "/payments/stripe/webhook", tag = "payments",
+    request_body(content = String, description = "Stripe event JSON, verbatim", content_type = "application/json"),
+    params(("Stripe-Signature" = String, Header, description = "Stripe's HMAC signature header")),
+    responses(
+        (status = 200, description = "Processed", body = WebhookReceived),
+        (status = 400, description = "Bad signature or payload", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Stripe is not configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<axum::Json<WebhookReceived>, ApiError> {
+    let stripe = state.stripe.as_ref().ok_or_else(|| ApiError::NotFound {
+        what: "payment_provider",
+        id: "stripe".into(),
+    })?;
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "payment.signature_missing",
+            detail: "the Stripe-Signature header is missing".into(),
+        })?;
+    let now = state.clock.now();
+    let event = stripe
+        .verify_webhook(&body, signature, now.timestamp())
+        .map_err(|e| ApiError::BadRequest {
+            code: "payment.invalid_webhook",
+            detail: e.to_string(),
+        })?;
+    tessera_commands::reactor::handle_gateway_event(&*state.store, &event, now).await?;
+    Ok(axum::Json(WebhookReceived { received: true }))
+}

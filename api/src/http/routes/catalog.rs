@@ -1,0 +1,876 @@
+//! The catalog: search (tantivy), listing details and live slot availability (read models);
+//! providers' commands on their own listings and slots.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use tessera_commands::catalog::{self as commands, Acting, ListingChange};
+use tessera_domain::listing::{Destination, ItineraryDay, ListingDetails, ListingKind};
+use tessera_domain::policy::{CancellationPolicy, RefundTier};
+use tessera_domain::user::Role;
+use tessera_domain::values::{Currency, ListingId, Money, SlotId};
+use tessera_projections::search::{SearchQuery, Sort};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{CommandResult, answered, context, idempotency_key, once};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, FieldError, Problem};
+use crate::http::positions::{MinPosition, reads};
+use crate::http::{ApiJson, ApiPath, ApiQuery, AppState};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(search))
+        .routes(routes!(listing))
+        .routes(routes!(listing_slots))
+        .routes(routes!(listing_reviews))
+        .routes(routes!(my_listings, publish))
+        .routes(routes!(update_listing))
+        .routes(routes!(retire_listing))
+        .routes(routes!(schedule_slot))
+        .routes(routes!(cancel_slot))
+        .routes(routes!(my_earnings))
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid(vec![FieldError {
+        field: field.to_owned(),
+        message: message.into(),
+    }])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Full text over title, description, destination and category (stemmed, typo tolerant).
+    pub q: Option<String>,
+    /// `package` or `experience`.
+    pub kind: Option<String>,
+    pub category: Option<String>,
+    pub destination: Option<String>,
+    pub country: Option<String>,
+    /// Lowest price per seat, in minor units.
+    pub min_price: Option<u64>,
+    pub max_price: Option<u64>,
+    /// Shortest duration in minutes.
+    pub min_duration: Option<u64>,
+    pub max_duration: Option<u64>,
+    /// Only listings with free seats on a day from `available_from` to `available_to`.
+    pub available_from: Option<NaiveDate>,
+    pub available_to: Option<NaiveDate>,
+    /// Within `radius_km` of (`lat`, `lng`).
+    pub lat: Option<f64>,
+    pub lng: Option<f64>,
+    pub radius_km: Option<f64>,
+    /// relevance | price_asc | price_desc | rating
+    pub sort: Option<String>,
+    pub offset: Option<usize>,
+    /// 1 to 100 (default 20).
+    pub limit: Option<usize>,
+    /// Wait until the index reflects this log position.
+    pub min_position: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Hit {
+    pub listing_id: Uuid,
+    pub kind: String,
+    pub title: String,
+    pub category: String,
+    pub destination: String,
+    pub country: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub duration_minutes: u32,
+    pub rating: f64,
+    pub review_count: u64,
+    pub lat: f64,
+    pub lng: f64,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FacetCount {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchFacets {
+    pub kind: Vec<FacetCount>,
+    pub category: Vec<FacetCount>,
+    pub destination: Vec<FacetCount>,
+    pub country: Vec<FacetCount>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchPage {
+    pub total: usize,
+    pub hits: Vec<Hit>,
+    pub facets: SearchFacets,
+    /// The log position the index reflected.
+    pub position: i64,
+}
+
+fn to_query(p: &SearchParams) -> Result<SearchQuery, ApiError> {
+    let sort = match p.sort.as_deref() {
+        None | Some("relevance") => Sort::Relevance,
+        Some("price_asc") => Sort::PriceAsc,
+        Some("price_desc") => Sort::PriceDesc,
+        Some("rating") => Sort::Rating,
+        Some(other) => {
+            return Err(invalid(
+                "sort",
+                format!("unknown sort {other:?}: relevance, price_asc, price_desc or rating"),
+            ));
+        }
+    };
+    let near = match (p.lat, p.lng) {
+        (Some(lat), Some(lng)) => Some((lat, lng)),
+        (None, None) => None,
+        _ => return Err(invalid("lat", "lat and lng go together")),
+    };
+    Ok(SearchQuery {
+        text: p.q.clone(),
+        kind: p.kind.clone(),
+        category: p.category.clone(),
+        destination: p.destination.clone(),
+        country: p.country.clone(),
+        min_price_minor: p.min_price,
+        max_price_minor: p.max_price,
+        min_duration_minutes: p.min_duration,
+        max_duration_minutes: p.max_duration,
+        available_from: p.available_from,
+        available_to: p.available_to,
+        near,
+        radius_km: p.radius_km,
+        sort,
+        offset: p.offset.unwrap_or(0),
+        limit: p.limit.unwrap_or(20),
+    })
+}
+
+fn facets(v: &[(String, u64)]) -> Vec<FacetCount> {
+    v.iter()
+        .map(|(value, count)| FacetCount {
+            value: value.clone(),
+            count: *count,
+        })
+        .collect()
+}
+
+/// Search packages and experiences, with facet counts.
+#[utoipa::path(get, path = "/listings", tag = "catalog", params(SearchParams),
+    responses(
+        (status = 200, description = "Matching listings", body = SearchPage),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn search(
+    State(state): State<AppState>,
+    min: MinPosition,
+    ApiQuery(params): ApiQuery<SearchParams>,
+) -> Result<axum::Json<Arc<serde_json::Value>>, ApiError> {
+    let query = to_query(&params)?;
+    state.read_after(reads::SEARCH, min).await?;
+    let key = format!(
+        "search:{}",
+        serde_json::to_string(&query).map_err(|e| ApiError::Internal(e.to_string()))?
+    );
+    let version = state.positions.current("search");
+    if let Some((at, body)) = state.cache.get(&key).await
+        && at == version
+    {
+        return Ok(axum::Json(body));
+    }
+    let r = state.search.search(&query).await?;
+    let page = SearchPage {
+        total: r.total,
+        hits: r
+            .hits
+            .into_iter()
+            .map(|h| Hit {
+                listing_id: h.listing_id,
+                kind: h.kind,
+                title: h.title,
+                category: h.category,
+                destination: h.destination,
+                country: h.country,
+                price_minor: h.price_minor,
+                currency: h.currency,
+                duration_minutes: h.duration_minutes,
+                rating: h.rating,
+                review_count: h.review_count,
+                lat: h.lat,
+                lng: h.lon,
+                score: h.score,
+            })
+            .collect(),
+        facets: SearchFacets {
+            kind: facets(&r.facets.kind),
+            category: facets(&r.facets.category),
+            destination: facets(&r.facets.destination),
+            country: facets(&r.facets.country),
+        },
+        position: r.position as i64,
+    };
+    let body =
+        Arc::new(serde_json::to_value(&page).map_err(|e| ApiError::Internal(e.to_string()))?);
+    // Cached under the index position it was answered at: any progress makes it a miss.
+    if r.position as i64 == version {
+        state.cache.insert(key, (version, body.clone())).await;
+    }
+    Ok(axum::Json(body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing details, slots, reviews
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct ListingView {
+    pub listing_id: Uuid,
+    pub provider_id: Uuid,
+    pub kind: String,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub destination: String,
+    pub country: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub duration_minutes: i64,
+    #[schema(value_type = Vec<String>)]
+    pub includes: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub itinerary: serde_json::Value,
+    pub price_minor: i64,
+    pub currency: String,
+    /// Refund tiers: `[{min_hours_before, refund_percent}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub policy: serde_json::Value,
+    pub retired: bool,
+    pub published_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The next slot start with free seats.
+    pub next_available_at: Option<DateTime<Utc>>,
+    /// The lowest price per seat among upcoming slots with free seats.
+    pub lowest_price_minor: Option<i64>,
+    pub free_seats: Option<i64>,
+    #[sqlx(default)]
+    pub review_count: Option<i64>,
+    #[sqlx(default)]
+    pub rating_avg: Option<f64>,
+}
+
+const LISTING_COLUMNS: &str = "l.listing_id, l.provider_id, l.kind, l.title, l.description, \
+    l.category, l.destination, l.country, l.lat, l.lon, l.duration_minutes, l.includes, \
+    l.itinerary, l.price_minor, l.currency, l.policy, l.retired, l.published_at, l.updated_at, \
+    l.next_available_at, l.lowest_price_minor, l.free_seats::int8 AS free_seats";
+
+/// One listing with its next available date, lowest price and rating.
+#[utoipa::path(get, path = "/listings/{listing_id}", tag = "catalog",
+    params(("listing_id" = Uuid, Path, description = "The listing")),
+    responses(
+        (status = 200, description = "The listing", body = ListingView),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn listing(
+    State(state): State<AppState>,
+    min: MinPosition,
+    ApiPath(listing_id): ApiPath<Uuid>,
+) -> Result<axum::Json<Arc<serde_json::Value>>, ApiError> {
+    let projections = ["catalog", "reviews"];
+    state.read_after(&projections, min).await?;
+    let key = format!("listing:{listing_id}");
+    // Both projections only move forward: their sum changes whenever either moves.
+    let version: i64 = projections.iter().map(|p| state.positions.current(p)).sum();
+    if let Some((at, body)) = state.cache.get(&key).await
+        && at == version
+    {
+        return Ok(axum::Json(body));
+    }
+    let view: Option<ListingView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LISTING_COLUMNS}, r.review_count, r.rating_avg::float8 AS rating_avg
+           FROM read.listing_overview l LEFT JOIN read.listing_ratings r USING (listing_id)
+          WHERE l.listing_id = $1"
+    )))
+    .bind(listing_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let view = view.ok_or_else(|| ApiError::NotFound {
+        what: "listing",
+        id: listing_id.to_string(),
+    })?;
+    let body =
+        Arc::new(serde_json::to_value(&view).map_err(|e| ApiError::Internal(e.to_string()))?);
+    state.cache.insert(key, (version, body.clone())).await;
+    Ok(axum::Json(body))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SlotRange {
+    /// Slots starting from this time (default: now).
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Include cancelled and full slots.
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct SlotView {
+    pub slot_id: Uuid,
+    pub listing_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub capacity: i64,
+    pub held: i64,
+    pub confirmed: i64,
+    pub remaining: i64,
+    pub price_minor: i64,
+    pub currency: String,
+    pub cancelled: bool,
+}
+
+/// A listing's upcoming slots with live availability (capacity, held, confirmed, remaining).
+#[utoipa::path(get, path = "/listings/{listing_id}/slots", tag = "catalog",
+    params(("listing_id" = Uuid, Path, description = "The listing"), SlotRange),
+    responses(
+        (status = 200, description = "Slots, earliest first", body = Vec<SlotView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn listing_slots(
+    State(state): State<AppState>,
+    min: MinPosition,
+    ApiPath(listing_id): ApiPath<Uuid>,
+    ApiQuery(range): ApiQuery<SlotRange>,
+) -> Result<axum::Json<Vec<SlotView>>, ApiError> {
+    state.read_after(reads::CATALOG, min).await?;
+    let rows: Vec<SlotView> = sqlx::query_as(
+        "SELECT slot_id, listing_id, starts_at, ends_at, capacity, held, confirmed, remaining,
+                price_minor, currency, cancelled
+           FROM read.slots
+          WHERE listing_id = $1 AND starts_at >= coalesce($2, now())
+            AND ($3::timestamptz IS NULL OR starts_at <= $3)
+            AND ($4 OR (NOT cancelled AND remaining > 0))
+          ORDER BY starts_at, slot_id LIMIT 500",
+    )
+    .bind(listing_id)
+    .bind(range.from)
+    .bind(range.to)
+    .bind(range.all)
+    .fetch_all(&state.pool)
+    .await?;
+    if rows.is_empty() {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM read.listings WHERE listing_id = $1)")
+                .bind(listing_id)
+                .fetch_one(&state.pool)
+                .await?;
+        if !exists {
+            return Err(ApiError::NotFound {
+                what: "listing",
+                id: listing_id.to_string(),
+            });
+        }
+    }
+    Ok(axum::Json(rows))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct ReviewView {
+    pub booking_id: Uuid,
+    pub author_id: Uuid,
+    pub rating: i64,
+    pub text: String,
+    pub written_at: DateTime<Utc>,
+}
+
+/// A listing's reviews, newest first.
+#[utoipa::path(get, path = "/listings/{listing_id}/reviews", tag = "catalog",
+    params(("listing_id" = Uuid, Path, description = "The listing"), super::account::Page),
+    responses(
+        (status = 200, description = "Reviews", body = Vec<ReviewView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn listing_reviews(
+    State(state): State<AppState>,
+    min: MinPosition,
+    ApiPath(listing_id): ApiPath<Uuid>,
+    ApiQuery(page): ApiQuery<super::account::Page>,
+) -> Result<axum::Json<Vec<ReviewView>>, ApiError> {
+    state.read_after(reads::REVIEWS, min).await?;
+    let rows = sqlx::query_as(
+        "SELECT booking_id, author_id, rating, text, written_at FROM read.reviews
+          WHERE listing_id = $1 ORDER BY written_at DESC, booking_id LIMIT $2",
+    )
+    .bind(listing_id)
+    .bind(super::account::page_limit(&page)?)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(axum::Json(rows))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Providers
+
+fn acting(caller: &Caller) -> Result<Acting, ApiError> {
+    caller.require(&[Role::Provider, Role::Admin])?;
+    Ok(if caller.has(Role::Admin) {
+        Acting::Admin
+    } else {
+        Acting::Provider(caller.user_id)
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceInput {
+    pub name: String,
+    pub country: String,
+    pub lat: f64,
+    pub lng: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DayInput {
+    pub day: u16,
+    pub title: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierInput {
+    pub min_hours_before: u32,
+    pub refund_percent: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListingInput {
+    /// `package` or `experience`.
+    pub kind: String,
+    pub title: String,
+    pub description: String,
+    pub destination: PlaceInput,
+    pub category: String,
+    pub duration_minutes: u32,
+    #[serde(default)]
+    pub includes: Vec<String>,
+    /// Packages only: days numbered 1, 2, 3, …
+    #[serde(default)]
+    pub itinerary: Vec<DayInput>,
+    /// Base price per seat in minor units (cents).
+    pub price_minor: i64,
+    /// ISO 4217, e.g. `EUR`.
+    pub currency: String,
+    /// Refund tiers, most hours first; default: 100 % ≥ 7 days, 50 % ≥ 48 h, else 0 %.
+    #[serde(default)]
+    pub policy: Option<Vec<TierInput>>,
+}
+
+fn details(i: &ListingInput) -> Result<ListingDetails, ApiError> {
+    let kind = match i.kind.as_str() {
+        "package" => ListingKind::Package,
+        "experience" => ListingKind::Experience,
+        other => {
+            return Err(invalid(
+                "kind",
+                format!("unknown kind {other:?}: package or experience"),
+            ));
+        }
+    };
+    Ok(ListingDetails {
+        kind,
+        title: i.title.clone(),
+        description: i.description.clone(),
+        destination: Destination {
+            name: i.destination.name.clone(),
+            country: i.destination.country.clone(),
+            lat: i.destination.lat,
+            lon: i.destination.lng,
+        },
+        category: i.category.clone(),
+        duration_minutes: i.duration_minutes,
+        includes: i.includes.clone(),
+        itinerary: i
+            .itinerary
+            .iter()
+            .map(|d| ItineraryDay {
+                day: d.day,
+                title: d.title.clone(),
+                description: d.description.clone(),
+            })
+            .collect(),
+    })
+}
+
+fn money(minor: i64, currency: &str, field: &str) -> Result<Money, ApiError> {
+    let currency = Currency::new(currency).map_err(|e| invalid("currency", e.to_string()))?;
+    Money::new(minor, currency).map_err(|e| invalid(field, e.to_string()))
+}
+
+fn policy(tiers: &Option<Vec<TierInput>>) -> Result<CancellationPolicy, ApiError> {
+    match tiers {
+        None => Ok(CancellationPolicy::standard()),
+        Some(t) => CancellationPolicy::new(
+            t.iter()
+                .map(|t| RefundTier {
+                    min_hours_before: t.min_hours_before,
+                    refund_percent: t.refund_percent,
+                })
+                .collect(),
+        )
+        .map_err(|e| invalid("policy", e.to_string())),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Published {
+    pub listing_id: Uuid,
+    #[serde(flatten)]
+    pub result: CommandResult,
+}
+
+/// Publish a listing (providers; admins on a provider's behalf are not supported here).
+#[utoipa::path(post, path = "/provider/listings", tag = "provider", security(("bearer" = [])),
+    request_body = ListingInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key publish once")),
+    responses(
+        (status = 201, description = "Published", body = Published),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<ListingInput>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Provider])?;
+    let key = idempotency_key(&headers)?;
+    once(
+        &state,
+        &caller,
+        "listing.publish",
+        key,
+        &input,
+        async |command_id| {
+            let (details, price, policy) = (
+                details(&input)?,
+                money(input.price_minor, &input.currency, "price_minor")?,
+                policy(&input.policy)?,
+            );
+            let ctx = context(&state, &caller, command_id);
+            let (id, executed) = commands::publish_listing(
+                &*state.store,
+                caller.user_id,
+                details,
+                price,
+                policy,
+                &ctx,
+            )
+            .await?;
+            Ok((
+                StatusCode::CREATED,
+                executed.position.0 as i64,
+                Published {
+                    listing_id: id.0,
+                    result: CommandResult::from(&executed),
+                },
+            ))
+        },
+    )
+    .await
+}
+
+/// My listings (providers).
+#[utoipa::path(get, path = "/provider/listings", tag = "provider", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's listings", body = Vec<ListingView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_listings(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+) -> Result<axum::Json<Vec<ListingView>>, ApiError> {
+    caller.require(&[Role::Provider])?;
+    state.read_after(reads::CATALOG, min).await?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LISTING_COLUMNS} FROM read.listing_overview l
+          WHERE l.provider_id = $1 ORDER BY l.published_at DESC, l.listing_id LIMIT 500"
+    )))
+    .bind(caller.user_id.0)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(axum::Json(rows))
+}
+
+/// Replace a listing's details, price and policy (its owner, or an admin).
+#[utoipa::path(put, path = "/provider/listings/{listing_id}", tag = "provider", security(("bearer" = [])),
+    request_body = ListingInput,
+    params(("listing_id" = Uuid, Path, description = "The listing")),
+    responses(
+        (status = 200, description = "Changed", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_listing(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(listing_id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<ListingInput>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller)?;
+    let key = idempotency_key(&headers)?;
+    let request = (listing_id, &input);
+    once(
+        &state,
+        &caller,
+        "listing.update",
+        key,
+        &request,
+        async |command_id| {
+            let changes = [
+                ListingChange::Update(details(&input)?),
+                ListingChange::Reprice(money(input.price_minor, &input.currency, "price_minor")?),
+                ListingChange::ChangePolicy(policy(&input.policy)?),
+            ];
+            let mut last = None;
+            for (i, change) in changes.into_iter().enumerate() {
+                let id = Uuid::new_v5(&command_id, format!("step-{i}").as_bytes());
+                let ctx = context(&state, &caller, id);
+                last = Some(
+                    commands::change_listing(
+                        &*state.store,
+                        acting,
+                        ListingId(listing_id),
+                        change,
+                        &ctx,
+                    )
+                    .await?,
+                );
+            }
+            let executed = last.ok_or_else(|| ApiError::Internal("no change ran".into()))?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    pub reason: String,
+}
+
+/// Retire a listing: it leaves search; existing bookings stand.
+#[utoipa::path(post, path = "/provider/listings/{listing_id}/retire", tag = "provider", security(("bearer" = [])),
+    request_body = Reason,
+    params(("listing_id" = Uuid, Path, description = "The listing")),
+    responses(
+        (status = 200, description = "Retired", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn retire_listing(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(listing_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<Reason>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller)?;
+    if body.reason.trim().is_empty() {
+        return Err(invalid("reason", "a reason is required"));
+    }
+    let key = idempotency_key(&headers)?;
+    let request = (listing_id, &body);
+    once(
+        &state,
+        &caller,
+        "listing.retire",
+        key,
+        &request,
+        async |command_id| {
+            let ctx = context(&state, &caller, command_id).with_reason(body.reason.clone());
+            let executed = commands::change_listing(
+                &*state.store,
+                acting,
+                ListingId(listing_id),
+                ListingChange::Retire(body.reason.clone()),
+                &ctx,
+            )
+            .await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlotInput {
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// 1 to 10,000 seats.
+    pub capacity: u32,
+    /// Price per seat in the listing's currency; default: the listing's base price.
+    #[serde(default)]
+    pub price_minor: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Scheduled {
+    pub slot_id: Uuid,
+    #[serde(flatten)]
+    pub result: CommandResult,
+}
+
+/// Schedule a slot of a listing.
+#[utoipa::path(post, path = "/provider/listings/{listing_id}/slots", tag = "provider", security(("bearer" = [])),
+    request_body = SlotInput,
+    params(("listing_id" = Uuid, Path, description = "The listing"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key schedule once")),
+    responses(
+        (status = 201, description = "Scheduled", body = Scheduled),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn schedule_slot(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(listing_id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<SlotInput>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller)?;
+    let key = idempotency_key(&headers)?;
+    let request = (listing_id, &input);
+    once(
+        &state,
+        &caller,
+        "slot.schedule",
+        key,
+        &request,
+        async |command_id| {
+            let ctx = context(&state, &caller, command_id);
+            let price = match input.price_minor {
+                Some(minor) if minor < 0 => {
+                    return Err(invalid("price_minor", "must not be negative"));
+                }
+                Some(minor) => {
+                    let currency: Option<String> = sqlx::query_scalar(
+                        "SELECT currency FROM read.listings WHERE listing_id = $1",
+                    )
+                    .bind(listing_id)
+                    .fetch_optional(&state.pool)
+                    .await?;
+                    currency
+                        .map(|c| money(minor, &c, "price_minor"))
+                        .transpose()?
+                }
+                None => None,
+            };
+            let (id, executed) = commands::schedule_slot(
+                &*state.store,
+                acting,
+                ListingId(listing_id),
+                input.starts_at,
+                input.ends_at,
+                input.capacity,
+                price,
+                &ctx,
+            )
+            .await?;
+            Ok((
+                StatusCode::CREATED,
+                executed.position.0 as i64,
+                Scheduled {
+                    slot_id: id.0,
+                    result: CommandResult::from(&executed),
+                },
+            ))
+        },
+    )
+    .await
+}
+
+/// Cancel a slot: its bookings are cancelled and refunded in full.
+#[utoipa::path(post, path = "/provider/slots/{slot_id}/cancel", tag = "provider", security(("bearer" = [])),
+    request_body = Reason,
+    params(("slot_id" = Uuid, Path, description = "The slot")),
+    responses(
+        (status = 200, description = "Cancelled", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel_slot(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(slot_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<Reason>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller)?;
+    let key = idempotency_key(&headers)?;
+    let request = (slot_id, &body);
+    once(
+        &state,
+        &caller,
+        "slot.cancel",
+        key,
+        &request,
+        async |command_id| {
+            let ctx = context(&state, &caller, command_id).with_reason(body.reason.clone());
+            let executed =
+                commands::cancel_slot(&*state.store, acting, SlotId(slot_id), &body.reason, &ctx)
+                    .await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Earnings {
+    pub currency: String,
+    pub gross_minor: i64,
+    pub refunds_minor: i64,
+    /// Platform commission in basis points (1500 = 15 %).
+    pub commission_bp: i32,
+    pub commission_minor: i64,
+    pub net_minor: i64,
+}
+
+/// My earnings per currency, after refunds and the platform's commission.
+#[utoipa::path(get, path = "/provider/earnings", tag = "provider", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Earnings", body = Vec<Earnings>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_earnings(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+) -> Result<axum::Json<Vec<Earnings>>, ApiError> {
+    caller.require(&[Role::Provider])?;
+    state.read_after(reads::STATS, min).await?;
+    let rows = sqlx::query_as(
+        "SELECT currency, gross_minor, refunds_minor, commission_bp, commission_minor, net_minor
+           FROM read.provider_earnings WHERE provider_id = $1 ORDER BY currency",
+    )
+    .bind(caller.user_id.0)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(axum::Json(rows))
+}

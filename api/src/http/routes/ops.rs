@@ -1,0 +1,82 @@
+//! Operations endpoints at the root: liveness, readiness (database and projections) and
+//! Prometheus metrics (request latency histograms, projection positions and lag).
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::http::AppState;
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The process is alive.
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Ready when the database answers and no projection has failed or lacks a live generation.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let db = sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await
+        .is_ok();
+    let projections = if db {
+        tessera_projections::status(&state.pool).await.ok()
+    } else {
+        None
+    };
+    let problems: Vec<String> = projections
+        .iter()
+        .flatten()
+        .filter(|p| p.state == "failed" || p.generation.is_none())
+        .map(|p| format!("{}: {}", p.name, p.state))
+        .collect();
+    let ready = db && projections.is_some() && problems.is_empty();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": if db { "ok" } else { "unreachable" },
+        "projections": projections.iter().flatten().map(|p| json!({
+            "name": p.name, "state": p.state, "position": p.position, "lag_events": p.lag_events,
+        })).collect::<Vec<_>>(),
+        "problems": problems,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Prometheus text format. Projection gauges are refreshed from the registry at each scrape, so
+/// an API process reports lag even when its projectors run elsewhere.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are not enabled").into_response();
+    };
+    if let Ok(status) = tessera_projections::status(&state.pool).await {
+        for p in status {
+            let name = p.name.clone();
+            metrics::gauge!("tessera_projection_position", "projection" => name.clone())
+                .set(p.position as f64);
+            metrics::gauge!("tessera_projection_lag_events", "projection" => name.clone())
+                .set(p.lag_events as f64);
+            metrics::gauge!("tessera_projection_lag_seconds", "projection" => name.clone())
+                .set(p.lag_seconds);
+            metrics::gauge!("tessera_projection_failed", "projection" => name)
+                .set(if p.state == "failed" { 1.0 } else { 0.0 });
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,474 @@
+//! The RBAC matrix: every route of the API, called by every kind of caller (anonymous, the
+//! owning customer, another customer, the owning provider, another provider, admin, auditor,
+//! analyst), against the rule it must follow. The OpenAPI document lists no route the matrix
+//! does not cover.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Options, Server};
+
+#[derive(Debug, Clone, Copy)]
+enum Owned {
+    Booking,
+    Listing,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Anyone, signed in or not.
+    Public,
+    /// Anyone; the body carries the credentials (a wrong one is 401, never 403).
+    BodyCredentials,
+    /// Any signed-in user.
+    SignedIn,
+    /// Signed in with one of these roles.
+    Roles(&'static [&'static str]),
+    /// One of `roles`, and the owner of the resource (or one of `privileged`); a caller with
+    /// the role who is not the owner gets `other`.
+    Own {
+        roles: &'static [&'static str],
+        owned: Owned,
+        privileged: &'static [&'static str],
+        other: StatusCode,
+    },
+}
+
+struct Caller {
+    name: &'static str,
+    token: Option<String>,
+    roles: BTreeSet<String>,
+    owns_booking: bool,
+    owns_listing: bool,
+}
+
+impl Caller {
+    fn any(&self, roles: &[&str]) -> bool {
+        roles.iter().any(|r| self.roles.contains(*r))
+    }
+}
+
+/// What `caller` must get from a route under `rule`: `None` = allowed (neither 401 nor 403).
+fn expected(rule: Rule, c: &Caller) -> Option<StatusCode> {
+    if c.token.is_none() && !matches!(rule, Rule::Public | Rule::BodyCredentials) {
+        return Some(StatusCode::UNAUTHORIZED);
+    }
+    match rule {
+        Rule::Public | Rule::SignedIn | Rule::BodyCredentials => None,
+        Rule::Roles(roles) => (!c.any(roles)).then_some(StatusCode::FORBIDDEN),
+        Rule::Own {
+            roles,
+            owned,
+            privileged,
+            other,
+        } => {
+            if c.any(privileged) {
+                return None;
+            }
+            if !roles.is_empty() && !c.any(roles) {
+                return Some(StatusCode::FORBIDDEN);
+            }
+            let owner = match owned {
+                Owned::Booking => c.owns_booking,
+                Owned::Listing => c.owns_listing,
+            };
+            (!owner).then_some(other)
+        }
+    }
+}
+
+const CUSTOMER: &[&str] = &["customer"];
+const ADMIN: &[&str] = &["admin"];
+
+#[tokio::test]
+async fn every_route_times_every_role() {
+    let s = Server::start(Options {
+        config: Some(tessera_api::http::ApiConfig {
+            commands_per_second: 10_000,
+            login_per_minute: 10_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await;
+
+    let mut callers = vec![Caller {
+        name: "anonymous",
+        token: None,
+        roles: BTreeSet::new(),
+        owns_booking: false,
+        owns_listing: false,
+    }];
+    for (name, email) in [
+        ("customer", "customer@tessera.test"),
+        ("other customer", "customer1@tessera.test"),
+        ("provider", "provider@tessera.test"),
+        ("other provider", "provider1@tessera.test"),
+        ("admin", "admin@tessera.test"),
+        ("auditor", "auditor@tessera.test"),
+        ("analyst", "analyst@tessera.test"),
+    ] {
+        let login = s.login(email).await;
+        callers.push(Caller {
+            name,
+            token: login["access_token"].as_str().map(str::to_owned),
+            roles: login["roles"]
+                .as_array()
+                .expect("roles")
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+            owns_booking: name == "customer",
+            owns_listing: name == "provider",
+        });
+    }
+    let token = |name: &str| {
+        callers
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.token.clone())
+            .expect("caller")
+    };
+    assert!(
+        !callers[5].roles.contains("customer"),
+        "staff are not customers"
+    );
+
+    // The resources: the customer's booking, the provider's listing and slots.
+    let (_, mine) = s.get("/provider/listings", Some(&token("provider"))).await;
+    let listing = mine[0]["listing_id"]
+        .as_str()
+        .expect("a listing")
+        .to_owned();
+    let future = (chrono::Utc::now() + chrono::TimeDelta::days(30)).to_rfc3339();
+    let slot_body = json!({ "starts_at": future, "ends_at": (chrono::Utc::now() + chrono::TimeDelta::days(30) + chrono::TimeDelta::hours(2)).to_rfc3339(), "capacity": 20 });
+    let (st, slot) = s
+        .post(
+            &format!("/provider/listings/{listing}/slots"),
+            Some(&token("provider")),
+            slot_body.clone(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{slot}");
+    let slot = slot["slot_id"].as_str().expect("slot").to_owned();
+    let (st, spare) = s
+        .post(
+            &format!("/provider/listings/{listing}/slots"),
+            Some(&token("provider")),
+            slot_body.clone(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{spare}");
+    let spare = spare["slot_id"].as_str().expect("slot").to_owned();
+    let (st, _, placed) = s
+        .call(
+            Method::POST,
+            "/bookings",
+            Some(&token("customer")),
+            Some(json!({ "slot_id": slot, "seats": 1 })),
+            &[("idempotency-key", "rbac-booking".into())],
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{placed}");
+    let booking = placed["booking_id"].as_str().expect("booking").to_owned();
+    let (_, me) = s.get("/me", Some(&token("customer"))).await;
+    let user = me["user_id"].as_str().expect("user").to_owned();
+
+    let listing_body = json!({
+        "kind": "experience", "title": "Sunset kayak", "description": "Paddle at dusk.",
+        "destination": { "name": "Lisbon", "country": "Portugal", "lat": 38.72, "lng": -9.14 },
+        "category": "outdoors", "duration_minutes": 120, "price_minor": 4500, "currency": "EUR"
+    });
+    let booking_own = |privileged: &'static [&'static str]| Rule::Own {
+        roles: CUSTOMER,
+        owned: Owned::Booking,
+        privileged,
+        other: StatusCode::NOT_FOUND,
+    };
+    let listing_own = Rule::Own {
+        roles: &["provider", "admin"],
+        owned: Owned::Listing,
+        privileged: ADMIN,
+        other: StatusCode::FORBIDDEN,
+    };
+    let routes: Vec<(Method, String, Option<Value>, Rule)> = vec![
+        (
+            Method::POST,
+            "/auth/login".into(),
+            Some(json!({ "email": "nobody@example.com", "password": "whatever123" })),
+            Rule::BodyCredentials,
+        ),
+        (
+            Method::POST,
+            "/auth/register".into(),
+            Some(json!({ "email": "x", "display_name": "X", "password": "p" })),
+            Rule::Public,
+        ),
+        (
+            Method::POST,
+            "/auth/refresh".into(),
+            Some(json!({ "refresh_token": "rt_x" })),
+            Rule::BodyCredentials,
+        ),
+        (
+            Method::POST,
+            "/auth/logout".into(),
+            Some(json!({ "refresh_token": "rt_x" })),
+            Rule::Public,
+        ),
+        (Method::GET, "/me".into(), None, Rule::SignedIn),
+        (
+            Method::GET,
+            "/me/loyalty".into(),
+            None,
+            Rule::Roles(CUSTOMER),
+        ),
+        (
+            Method::GET,
+            "/me/loyalty/history".into(),
+            None,
+            Rule::Roles(CUSTOMER),
+        ),
+        (
+            Method::GET,
+            "/loyalty/leaderboard".into(),
+            None,
+            Rule::SignedIn,
+        ),
+        (Method::GET, "/listings".into(), None, Rule::Public),
+        (
+            Method::GET,
+            format!("/listings/{listing}"),
+            None,
+            Rule::Public,
+        ),
+        (
+            Method::GET,
+            format!("/listings/{listing}/slots"),
+            None,
+            Rule::Public,
+        ),
+        (
+            Method::GET,
+            format!("/listings/{listing}/reviews"),
+            None,
+            Rule::Public,
+        ),
+        (
+            Method::GET,
+            "/provider/listings".into(),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::POST,
+            "/provider/listings".into(),
+            Some(listing_body.clone()),
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::PUT,
+            format!("/provider/listings/{listing}"),
+            Some(listing_body.clone()),
+            listing_own,
+        ),
+        (
+            Method::POST,
+            format!("/provider/listings/{listing}/slots"),
+            Some(slot_body.clone()),
+            listing_own,
+        ),
+        (
+            Method::POST,
+            format!("/provider/slots/{spare}/cancel"),
+            Some(json!({ "reason": "storm" })),
+            listing_own,
+        ),
+        (
+            Method::GET,
+            "/provider/earnings".into(),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (Method::GET, "/bookings".into(), None, Rule::Roles(CUSTOMER)),
+        (
+            Method::POST,
+            "/bookings".into(),
+            Some(json!({ "slot_id": slot, "seats": 1 })),
+            Rule::Roles(CUSTOMER),
+        ),
+        (
+            Method::GET,
+            format!("/bookings/{booking}"),
+            None,
+            Rule::Own {
+                roles: &[],
+                owned: Owned::Booking,
+                privileged: &["admin", "auditor"],
+                other: StatusCode::NOT_FOUND,
+            },
+        ),
+        (
+            Method::GET,
+            format!("/bookings/{booking}/cancellation-quote"),
+            None,
+            booking_own(&[]),
+        ),
+        (
+            Method::POST,
+            format!("/bookings/{booking}/review"),
+            Some(json!({ "rating": 5, "text": "great" })),
+            booking_own(&[]),
+        ),
+        (
+            Method::POST,
+            format!("/bookings/{booking}/pay"),
+            Some(json!({})),
+            booking_own(&[]),
+        ),
+        (
+            Method::POST,
+            format!("/bookings/{booking}/cancel"),
+            Some(json!({})),
+            booking_own(&[]),
+        ),
+        (
+            Method::POST,
+            "/payments/stripe/webhook".into(),
+            Some(json!({})),
+            Rule::Public,
+        ),
+        (
+            Method::POST,
+            format!("/admin/bookings/{booking}/refund"),
+            Some(json!({ "amount_minor": 100, "reason": "goodwill" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
+            format!("/admin/bookings/{booking}/force-cancel"),
+            Some(json!({ "reason": "fraud check" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
+            format!("/admin/bookings/{booking}/reinstate"),
+            Some(json!({ "reason": "our fault" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
+            format!("/admin/users/{user}/points"),
+            Some(json!({ "delta": 10, "reason": "goodwill" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
+            format!("/admin/users/{user}/roles"),
+            Some(json!({ "role": "auditor", "reason": "audit" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
+            format!("/admin/users/{user}/roles/revoke"),
+            Some(json!({ "role": "auditor", "reason": "done" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::GET,
+            "/admin/stats/daily".into(),
+            None,
+            Rule::Roles(&["admin", "analyst", "auditor"]),
+        ),
+        (
+            Method::GET,
+            "/admin/stats/listings".into(),
+            None,
+            Rule::Roles(&["admin", "analyst", "auditor"]),
+        ),
+        (
+            Method::GET,
+            "/projections".into(),
+            None,
+            Rule::Roles(&["analyst", "admin"]),
+        ),
+        (
+            Method::POST,
+            "/projections/rebuild".into(),
+            Some(json!({ "names": ["reviews"] })),
+            Rule::Roles(&["analyst", "admin"]),
+        ),
+        (
+            Method::POST,
+            format!("/provider/listings/{listing}/retire"),
+            Some(json!({ "reason": "season over" })),
+            listing_own,
+        ),
+        (Method::GET, "/openapi.json".into(), None, Rule::Public),
+    ];
+
+    let mut failures = Vec::new();
+    for (method, path, body, rule) in &routes {
+        for c in &callers {
+            let (status, _, answer) = s
+                .call(
+                    method.clone(),
+                    path,
+                    c.token.as_deref(),
+                    body.clone(),
+                    &[("idempotency-key", uuid::Uuid::new_v4().to_string())],
+                )
+                .await;
+            let ok = match expected(*rule, c) {
+                None if matches!(rule, Rule::BodyCredentials) => status != StatusCode::FORBIDDEN,
+                None => status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                Some(want) => status == want,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{method} {path} as {}: got {status}, expected {} ({answer})",
+                    c.name,
+                    expected(*rule, c).map_or("allowed".to_owned(), |s| s.to_string())
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "RBAC violations:\n{}",
+        failures.join("\n")
+    );
+
+    // Every documented operation is in the matrix.
+    let (_, doc) = s.get("/openapi.json", None).await;
+    let covered: BTreeSet<(String, String)> = routes
+        .iter()
+        .map(|(m, p, _, _)| (m.as_str().to_lowercase(), normalise(p)))
+        .collect();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for method in ops.as_object().expect("ops").keys() {
+            let key = (method.clone(), normalise(path));
+            assert!(
+                covered.contains(&key),
+                "{method} {path} is not in the RBAC matrix"
+            );
+        }
+    }
+    s.shutdown().await;
+}
+
+/// `/bookings/{booking_id}/pay` and `/bookings/<uuid>/pay` both become `/bookings/*/pay`.
+fn normalise(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with('{') || uuid::Uuid::parse_str(seg).is_ok() {
+                "*"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
