@@ -111,6 +111,8 @@ pub enum BenchCommand {
     Store(crate::bench::store::StoreBenchArgs),
     /// Full rebuild of every projection over generated history against a raw COPY baseline.
     Rebuild(crate::bench::rebuild::RebuildBenchArgs),
+    /// The API over HTTP on the rebuild bench's data: search and holds against plain SQL.
+    Http(crate::bench::http::HttpBenchArgs),
 }
 
 impl Cli {
@@ -171,6 +173,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Store(args),
         } => crate::bench::store::run(&cli.db_config("tessera_bench"), args).await,
+        Command::Bench {
+            command: BenchCommand::Http(args),
+        } => {
+            crate::bench::http::run(&cli.db_config("tessera_bench_rebuild"), &cli.data_dir, args)
+                .await
+        }
         Command::Bench {
             command: BenchCommand::Rebuild(args),
         } => {

@@ -1,0 +1,474 @@
+//! `tessera bench http`: the API served over loopback HTTP on the generated fixture data (the
+//! bench database of `tessera bench rebuild`), under two workloads, each beside a baseline
+//! measured in the same run:
+//!
+//! - **search**: 32 concurrent clients searching listings (a few hundred distinct queries:
+//!   text, kind, category, price and date filters, geo radius). Baseline: the nearest plain
+//!   PostgreSQL read (`ILIKE` over the catalog read model with the same filters and limit),
+//!   at the same concurrency, straight through sqlx.
+//! - **holds**: 200 concurrent customers placing one-seat holds over many slots (each request with
+//!   its own idempotency key). Baseline: a CRUD-style hold in plain SQL (lock the slot row,
+//!   check and decrement its seats, insert a booking row) at the same concurrency.
+//!
+//! Client and server share this machine's cores: the latencies include the client's own work.
+
+#![allow(clippy::print_stdout)] // Benchmarks print their results.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::db::{Database, DbConfig};
+use crate::platform::{Platform, PlatformOptions};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpBenchArgs {
+    /// Seconds each workload runs (after a short warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    #[arg(long, default_value_t = 32)]
+    pub search_clients: usize,
+    #[arg(long, default_value_t = 200)]
+    pub hold_clients: usize,
+}
+
+/// Latencies of one workload.
+struct Measured {
+    latencies: Vec<Duration>,
+    errors: usize,
+    refusals: usize,
+    seconds: f64,
+}
+
+impl Measured {
+    fn percentile(&self, p: f64) -> f64 {
+        let mut v: Vec<f64> = self.latencies.iter().map(Duration::as_secs_f64).collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i] * 1_000.0
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.seconds
+    }
+
+    fn line(&self, what: &str) -> String {
+        format!(
+            "{what:<34} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} ok, {} refused, {} errors)",
+            self.throughput(),
+            self.percentile(0.50),
+            self.percentile(0.99),
+            self.latencies.len() - self.refusals,
+            self.refusals,
+            self.errors
+        )
+    }
+}
+
+/// What one request did.
+enum Outcome {
+    Ok,
+    Refused,
+    Error,
+}
+
+/// Runs `clients` concurrent loops of `call(client index, iteration)` for `seconds`.
+async fn drive<F, Fut>(clients: usize, seconds: u64, call: F) -> Measured
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
+    let call = Arc::new(call);
+    // Warm-up: connections, caches, JIT-free but not cold.
+    let warm = Instant::now() + Duration::from_millis(1_500);
+    let deadline = warm + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut refusals) = (Vec::new(), 0, 0);
+            let mut i = 0u64;
+            loop {
+                let started = Instant::now();
+                if started >= deadline {
+                    break;
+                }
+                let outcome = call(c, i).await;
+                i += 1;
+                if started < warm {
+                    continue;
+                }
+                match outcome {
+                    Outcome::Ok => lat.push(started.elapsed()),
+                    Outcome::Refused => {
+                        lat.push(started.elapsed());
+                        refusals += 1;
+                    }
+                    Outcome::Error => errors += 1,
+                }
+            }
+            (lat, errors, refusals)
+        }));
+    }
+    let mut m = Measured {
+        latencies: Vec::new(),
+        errors: 0,
+        refusals: 0,
+        seconds: seconds as f64,
+    };
+    for t in tasks {
+        if let Ok((lat, errors, refusals)) = t.await {
+            m.latencies.extend(lat);
+            m.errors += errors;
+            m.refusals += refusals;
+        }
+    }
+    m
+}
+
+pub async fn run(config: &DbConfig, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::Result<()> {
+    let db = Database::open(config).await?;
+    let result = bench(&db, data_dir, args).await;
+    db.close().await?;
+    result
+}
+
+async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::Result<()> {
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
+        .fetch_one(&db.pool)
+        .await?;
+    anyhow::ensure!(
+        head > 0,
+        "the bench database is empty: run `tessera bench rebuild` first (it generates the data)"
+    );
+    let platform = Platform::start(
+        db.pool.clone(),
+        crate::ops::store(db),
+        PlatformOptions {
+            projectors: true,
+            reactors: true,
+            stripe: None,
+            jwt_secret: None,
+            config: crate::http::ApiConfig {
+                commands_per_second: 1_000,
+                login_per_minute: 1_000,
+                ..crate::http::ApiConfig::default()
+            },
+            index_root: data_dir.join("bench-index"),
+            projector_label: "bench http".into(),
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/api/v1", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::serve(listener, platform.state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()?;
+
+    // Wait until the read side has the whole log (a first start catches up).
+    let started = Instant::now();
+    loop {
+        let status = tessera_projections::status(&db.pool).await?;
+        if status.len() == tessera_projections::all(&data_dir.join("bench-index")).len()
+            && status.iter().all(|s| s.position >= head)
+        {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1_800),
+            "projections did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "bench http: {head} events in the log; client and server on this machine; {} s per workload",
+        args.seconds
+    );
+
+    let search = search_workload(&client, &base, &db.pool, args).await?;
+    let holds = hold_workload(&client, &base, &db.pool, args).await?;
+    println!("\n{search}\n{holds}");
+
+    let _ = stop.send(());
+    server.await.context("server task")??;
+    platform.stop().await;
+    Ok(())
+}
+
+const WORDS: &[&str] = &[
+    "tour", "food", "wine", "walk", "museum", "boat", "history", "market", "cooking", "hike",
+    "night", "beach", "castle", "art", "bike", "lisbon", "paris", "rome", "kyoto", "tapas",
+];
+const KINDS: &[&str] = &["package", "experience"];
+
+/// A few hundred distinct searches, the same list for the API and the baseline.
+fn searches(categories: &[String], cities: &[(String, f64, f64)]) -> Vec<SearchCase> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    (0..300)
+        .map(|_| {
+            let city = cities.choose(&mut rng).cloned();
+            SearchCase {
+                text: rng.random_bool(0.7).then(|| (*WORDS.choose(&mut rng).unwrap_or(&"tour")).to_owned()),
+                kind: rng.random_bool(0.3).then(|| (*KINDS.choose(&mut rng).unwrap_or(&"tour")).to_owned()),
+                category: rng
+                    .random_bool(0.3)
+                    .then(|| categories.choose(&mut rng).cloned())
+                    .flatten(),
+                max_price: rng.random_bool(0.4).then(|| rng.random_range(5_000..50_000)),
+                near: rng
+                    .random_bool(0.2)
+                    .then_some(city)
+                    .flatten()
+                    .map(|(_, lat, lon)| (lat, lon)),
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct SearchCase {
+    text: Option<String>,
+    kind: Option<String>,
+    category: Option<String>,
+    max_price: Option<i64>,
+    near: Option<(f64, f64)>,
+}
+
+impl SearchCase {
+    fn query_string(&self) -> String {
+        let mut q = vec!["limit=20".to_owned()];
+        if let Some(t) = &self.text {
+            q.push(format!("q={t}"));
+        }
+        if let Some(k) = &self.kind {
+            q.push(format!("kind={k}"));
+        }
+        if let Some(c) = &self.category {
+            q.push(format!("category={}", c.replace(' ', "%20").replace('&', "%26")));
+        }
+        if let Some(p) = self.max_price {
+            q.push(format!("max_price={p}"));
+        }
+        if let Some((lat, lon)) = self.near {
+            q.push(format!("lat={lat}&lng={lon}&radius_km=50"));
+        }
+        q.join("&")
+    }
+}
+
+async fn search_workload(
+    client: &reqwest::Client,
+    base: &str,
+    pool: &PgPool,
+    args: &HttpBenchArgs,
+) -> anyhow::Result<String> {
+    let categories: Vec<String> = sqlx::query_scalar("SELECT DISTINCT category FROM read.listings")
+        .fetch_all(pool)
+        .await?;
+    let cities: Vec<(String, f64, f64)> =
+        sqlx::query_as("SELECT DISTINCT ON (destination) destination, lat, lon FROM read.listings")
+            .fetch_all(pool)
+            .await?;
+    let cases = Arc::new(searches(&categories, &cities));
+
+    let api = {
+        let (client, base, cases) = (client.clone(), base.to_owned(), cases.clone());
+        drive(args.search_clients, args.seconds, move |c, i| {
+            let url = format!(
+                "{base}/listings?{}",
+                cases[(c * 7919 + i as usize) % cases.len()].query_string()
+            );
+            let client = client.clone();
+            async move {
+                match client.get(url).send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => Outcome::Ok,
+                        Err(_) => Outcome::Error,
+                    },
+                    _ => Outcome::Error,
+                }
+            }
+        })
+        .await
+    };
+    let raw = {
+        let (pool, cases) = (pool.clone(), cases.clone());
+        drive(args.search_clients, args.seconds, move |c, i| {
+            let case = cases[(c * 7919 + i as usize) % cases.len()].clone();
+            let pool = pool.clone();
+            async move {
+                let pattern = case.text.as_ref().map(|t| format!("%{t}%"));
+                let r = sqlx::query(
+                    "SELECT listing_id, kind, title, category, destination, country, price_minor,
+                            currency, duration_minutes, lat, lon
+                       FROM read.listings
+                      WHERE NOT retired
+                        AND ($1::text IS NULL OR title ILIKE $1 OR description ILIKE $1
+                             OR destination ILIKE $1 OR category ILIKE $1)
+                        AND ($2::text IS NULL OR kind = $2)
+                        AND ($3::text IS NULL OR category = $3)
+                        AND ($4::int8 IS NULL OR price_minor <= $4)
+                        AND ($5::float8 IS NULL OR
+                             6371 * 2 * asin(sqrt(power(sin(radians(lat - $5) / 2), 2)
+                               + cos(radians($5)) * cos(radians(lat))
+                               * power(sin(radians(lon - $6) / 2), 2))) <= 50)
+                      ORDER BY title LIMIT 20",
+                )
+                .bind(pattern)
+                .bind(case.kind)
+                .bind(case.category)
+                .bind(case.max_price)
+                .bind(case.near.map(|n| n.0))
+                .bind(case.near.map(|n| n.1))
+                .fetch_all(&pool)
+                .await;
+                if r.is_ok() { Outcome::Ok } else { Outcome::Error }
+            }
+        })
+        .await
+    };
+    Ok(format!(
+        "search, {} concurrent clients\n  {}\n  {}\n  API p99 / raw p99: {:.2}x; target p99 < 5 ms",
+        args.search_clients,
+        api.line("API GET /listings (HTTP)"),
+        raw.line("raw PostgreSQL ILIKE (sqlx)"),
+        api.percentile(0.99) / raw.percentile(0.99)
+    ))
+}
+
+async fn hold_workload(
+    client: &reqwest::Client,
+    base: &str,
+    pool: &PgPool,
+    args: &HttpBenchArgs,
+) -> anyhow::Result<String> {
+    // Slots with room, well ahead; customers with tokens (logins are not measured).
+    let slots: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT slot_id, remaining FROM read.slots
+          WHERE NOT cancelled AND remaining >= 3 AND starts_at > now() + interval '2 days'
+          ORDER BY slot_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(slots.len() >= 100, "only {} slots have room", slots.len());
+    let slots: Arc<Vec<uuid::Uuid>> = Arc::new(slots.into_iter().map(|s| s.0).collect());
+    let mut tokens = Vec::new();
+    for i in 0..args.hold_clients {
+        let email = if i == 0 {
+            "customer@tessera.test".to_owned()
+        } else {
+            format!("customer{i}@tessera.test")
+        };
+        let r: serde_json::Value = client
+            .post(format!("{base}/auth/login"))
+            .json(&json!({ "email": email, "password": tessera_fixtures::DEMO_PASSWORD }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        tokens.push(
+            r["access_token"]
+                .as_str()
+                .with_context(|| format!("login of {email}: {r}"))?
+                .to_owned(),
+        );
+    }
+    let tokens = Arc::new(tokens);
+    let run = uuid::Uuid::new_v4();
+
+    let api = {
+        let (client, base, slots, tokens) =
+            (client.clone(), base.to_owned(), slots.clone(), tokens.clone());
+        drive(args.hold_clients, args.seconds, move |c, i| {
+            let slot = slots[(c * 104_729 + i as usize * 7) % slots.len()];
+            let request = client
+                .post(format!("{base}/bookings"))
+                .bearer_auth(&tokens[c])
+                .header("idempotency-key", format!("bench-{run}-{c}-{i}"))
+                .json(&json!({ "slot_id": slot, "seats": 1 }));
+            async move {
+                match request.send().await {
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => Outcome::Ok,
+                    Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => Outcome::Refused,
+                    _ => Outcome::Error,
+                }
+            }
+        })
+        .await
+    };
+
+    // Baseline: a CRUD hold on a scratch copy of the slots' seats.
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS bench_crud_bookings, bench_crud_slots;
+         CREATE UNLOGGED TABLE bench_crud_slots AS
+             SELECT slot_id, remaining FROM read.slots;
+         ALTER TABLE bench_crud_slots ADD PRIMARY KEY (slot_id);
+         CREATE TABLE bench_crud_bookings (booking_id uuid PRIMARY KEY, slot_id uuid NOT NULL,
+             customer text NOT NULL, seats int NOT NULL, placed_at timestamptz NOT NULL DEFAULT now());",
+    )
+    .execute(pool)
+    .await?;
+    let raw = {
+        let (pool, slots) = (pool.clone(), slots.clone());
+        drive(args.hold_clients, args.seconds, move |c, i| {
+            let slot = slots[(c * 104_729 + i as usize * 7) % slots.len()];
+            let pool = pool.clone();
+            async move {
+                let hold = async {
+                    let mut tx = pool.begin().await?;
+                    let remaining: i64 = sqlx::query_scalar(
+                        "SELECT remaining FROM bench_crud_slots WHERE slot_id = $1 FOR UPDATE",
+                    )
+                    .bind(slot)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if remaining < 1 {
+                        return Ok::<bool, sqlx::Error>(false);
+                    }
+                    sqlx::query("UPDATE bench_crud_slots SET remaining = remaining - 1 WHERE slot_id = $1")
+                        .bind(slot)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO bench_crud_bookings (booking_id, slot_id, customer, seats) VALUES ($1, $2, $3, 1)")
+                        .bind(uuid::Uuid::new_v4())
+                        .bind(slot)
+                        .bind(format!("c{c}"))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(true)
+                };
+                match hold.await {
+                    Ok(true) => Outcome::Ok,
+                    Ok(false) => Outcome::Refused,
+                    Err(_) => Outcome::Error,
+                }
+            }
+        })
+        .await
+    };
+    sqlx::raw_sql("DROP TABLE IF EXISTS bench_crud_bookings, bench_crud_slots")
+        .execute(pool)
+        .await?;
+    Ok(format!(
+        "holds, {} concurrent customers over {} slots\n  {}\n  {}\n  API p99 / raw p99: {:.2}x; target p99 < 20 ms",
+        args.hold_clients,
+        slots.len(),
+        api.line("API POST /bookings (HTTP)"),
+        raw.line("raw PostgreSQL CRUD hold (sqlx)"),
+        api.percentile(0.99) / raw.percentile(0.99)
+    ))
+}
