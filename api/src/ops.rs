@@ -208,12 +208,23 @@ pub async fn load_fixtures(
     bar.set_message(args.scale.clone());
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    let (store, summary) =
-        tessera_fixtures::load(db.pool.clone(), scale, args.seed, end, &|done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })
-        .await?;
+    // A bulk load commits asynchronously (no wait for the WAL flush per command). A crash can
+    // lose the last few commits, which leaves a partial history like any crash mid-load would
+    // (reload into an empty database); the log's order and hash chains stay intact. Everything
+    // else keeps synchronous commits.
+    let loading = tessera_commands::pg::connect(
+        db.options.clone().options([("synchronous_commit", "off")]),
+        8,
+    )
+    .await
+    .context("cannot connect for loading")?;
+    let loaded = tessera_fixtures::load(loading.clone(), scale, args.seed, end, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .await;
+    loading.close().await;
+    let (store, summary) = loaded?;
     bar.finish_and_clear();
     let events = store.head().await?.0;
     if !quiet {

@@ -171,9 +171,13 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/api/v1", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::http::serve(listener, platform.state.clone(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        platform.state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .build()?;
@@ -221,13 +225,19 @@ fn searches(categories: &[String], cities: &[(String, f64, f64)]) -> Vec<SearchC
         .map(|_| {
             let city = cities.choose(&mut rng).cloned();
             SearchCase {
-                text: rng.random_bool(0.7).then(|| (*WORDS.choose(&mut rng).unwrap_or(&"tour")).to_owned()),
-                kind: rng.random_bool(0.3).then(|| (*KINDS.choose(&mut rng).unwrap_or(&"tour")).to_owned()),
+                text: rng
+                    .random_bool(0.7)
+                    .then(|| (*WORDS.choose(&mut rng).unwrap_or(&"tour")).to_owned()),
+                kind: rng
+                    .random_bool(0.3)
+                    .then(|| (*KINDS.choose(&mut rng).unwrap_or(&"tour")).to_owned()),
                 category: rng
                     .random_bool(0.3)
                     .then(|| categories.choose(&mut rng).cloned())
                     .flatten(),
-                max_price: rng.random_bool(0.4).then(|| rng.random_range(5_000..50_000)),
+                max_price: rng
+                    .random_bool(0.4)
+                    .then(|| rng.random_range(5_000..50_000)),
                 near: rng
                     .random_bool(0.2)
                     .then_some(city)
@@ -257,7 +267,10 @@ impl SearchCase {
             q.push(format!("kind={k}"));
         }
         if let Some(c) = &self.category {
-            q.push(format!("category={}", c.replace(' ', "%20").replace('&', "%26")));
+            q.push(format!(
+                "category={}",
+                c.replace(' ', "%20").replace('&', "%26")
+            ));
         }
         if let Some(p) = self.max_price {
             q.push(format!("max_price={p}"));
@@ -335,7 +348,11 @@ async fn search_workload(
                 .bind(case.near.map(|n| n.1))
                 .fetch_all(&pool)
                 .await;
-                if r.is_ok() { Outcome::Ok } else { Outcome::Error }
+                if r.is_ok() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Error
+                }
             }
         })
         .await
@@ -390,8 +407,12 @@ async fn hold_workload(
     let run = uuid::Uuid::new_v4();
 
     let api = {
-        let (client, base, slots, tokens) =
-            (client.clone(), base.to_owned(), slots.clone(), tokens.clone());
+        let (client, base, slots, tokens) = (
+            client.clone(),
+            base.to_owned(),
+            slots.clone(),
+            tokens.clone(),
+        );
         drive(args.hold_clients, args.seconds, move |c, i| {
             let slot = slots[(c * 104_729 + i as usize * 7) % slots.len()];
             let request = client
