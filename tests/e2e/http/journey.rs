@@ -351,3 +351,120 @@ async fn stripe_payments_confirm_through_a_signed_webhook() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_provider_publishes_schedules_and_reads_its_changes() {
+    let s = Server::start(Options::default()).await;
+    let token = s.token("provider@tessera.test").await;
+    let listing = json!({
+        "kind": "experience", "title": "Azulejo painting workshop",
+        "description": "Paint your own Portuguese tile with a master ceramicist.",
+        "destination": { "name": "Lisbon", "country": "Portugal", "lat": 38.7223, "lng": -9.1393 },
+        "category": "workshops", "duration_minutes": 150, "includes": ["materials", "tea"],
+        "price_minor": 6500, "currency": "EUR",
+        "policy": [{ "min_hours_before": 48, "refund_percent": 100 }]
+    });
+    let (status, headers, published) = s
+        .call(
+            Method::POST,
+            "/provider/listings",
+            Some(&token),
+            Some(listing.clone()),
+            &[("idempotency-key", "pub-1".into())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let at = position(&headers, &published);
+    let id = published["listing_id"].as_str().expect("id").to_owned();
+
+    // Read it back at once (read-your-writes), twice: the second answer may come from the cache.
+    for _ in 0..2 {
+        let (status, view) = s
+            .get(&format!("/listings/{id}?min_position={at}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["title"], "Azulejo painting workshop");
+        assert_eq!(view["next_available_at"], Value::Null);
+    }
+    let starts = chrono::Utc::now() + chrono::TimeDelta::days(20);
+    let (status, headers, slot) = s
+        .call(
+            Method::POST,
+            &format!("/provider/listings/{id}/slots"),
+            Some(&token),
+            Some(json!({ "starts_at": starts.to_rfc3339(), "ends_at": (starts + chrono::TimeDelta::hours(3)).to_rfc3339(), "capacity": 8 })),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{slot}");
+    let at = position(&headers, &slot);
+
+    // A change is never hidden by a cached answer once its position is asked for.
+    let mut changed = listing.clone();
+    changed["title"] = json!("Azulejo tile painting");
+    changed["price_minor"] = json!(7000);
+    let (status, headers, updated) = s
+        .call(
+            Method::PUT,
+            &format!("/provider/listings/{id}"),
+            Some(&token),
+            Some(changed),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    let after = position(&headers, &updated);
+    assert!(after > at);
+    let (_, view) = s
+        .get(&format!("/listings/{id}?min_position={after}"), None)
+        .await;
+    assert_eq!(view["title"], "Azulejo tile painting", "{view}");
+    assert_eq!(view["price_minor"], 7000);
+    assert_eq!(view["free_seats"], 8);
+    assert!(view["next_available_at"].is_string(), "{view}");
+    let (_, found) = s
+        .get(&format!("/listings?q=azulejo&min_position={after}"), None)
+        .await;
+    assert_eq!(found["hits"][0]["listing_id"], id.as_str(), "{found}");
+    assert_eq!(found["hits"][0]["title"], "Azulejo tile painting");
+
+    // Another provider may not touch it; retiring removes it from search.
+    let other = s.token("provider1@tessera.test").await;
+    let (status, body) = s
+        .post(
+            &format!("/provider/listings/{id}/retire"),
+            Some(&other),
+            json!({ "reason": "mine now" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "listing.not_yours");
+    let (status, headers, retired) = s
+        .call(
+            Method::POST,
+            &format!("/provider/listings/{id}/retire"),
+            Some(&token),
+            Some(json!({ "reason": "season over" })),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{retired}");
+    let gone = position(&headers, &retired);
+    let (_, found) = s
+        .get(&format!("/listings?q=azulejo&min_position={gone}"), None)
+        .await;
+    assert_eq!(found["total"], 0, "{found}");
+    let (_, mine) = s
+        .get(
+            &format!("/provider/listings?min_position={gone}"),
+            Some(&token),
+        )
+        .await;
+    assert!(
+        mine.as_array().is_some_and(|l| l
+            .iter()
+            .any(|l| l["listing_id"] == id.as_str() && l["retired"] == true)),
+        "{mine}"
+    );
+    s.shutdown().await;
+}
