@@ -95,7 +95,7 @@ impl ReactorRunner {
             match reactor.react(event, &decoded, self.clock.now()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_refusal() => {
-                    tracing::info!(reactor = reactor.name(), position = %event.position, event_type = %event.event_type, refusal = %e, "reaction refused by the domain; moving on");
+                    tracing::debug!(reactor = reactor.name(), position = %event.position, event_type = %event.event_type, refusal = %e, "reaction refused by the domain; moving on");
                     return Ok(());
                 }
                 Err(e) if attempt + 1 < ATTEMPTS => {
@@ -285,7 +285,7 @@ pub async fn fire_due_deadlines(
         match outcome {
             Ok(_) => {}
             Err(e) if e.is_refusal() => {
-                tracing::info!(%kind, %booking_id, refusal = %e, "deadline no longer applies")
+                tracing::debug!(%kind, %booking_id, refusal = %e, "deadline no longer applies")
             }
             Err(e) => return Err(e),
         }
