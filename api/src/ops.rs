@@ -208,25 +208,39 @@ pub async fn load_fixtures(
     bar.set_message(args.scale.clone());
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    // A bulk load commits asynchronously (no wait for the WAL flush per command). A crash can
-    // lose the last few commits, which leaves a partial history like any crash mid-load would
-    // (reload into an empty database); the log's order and hash chains stay intact. Everything
-    // else keeps synchronous commits.
-    let loading = tessera_commands::pg::connect(
-        db.options.clone().options([("synchronous_commit", "off")]),
-        8,
-    )
-    .await
-    .context("cannot connect for loading")?;
-    let loaded = tessera_fixtures::load(loading.clone(), scale, args.seed, end, &|done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
+    // The generator is one long chain of small round trips. It runs on a single-threaded
+    // runtime of its own: on the multi-threaded one every await hops between threads, and those
+    // wake-ups cost more than the queries. It commits asynchronously (no wait for the WAL flush
+    // per command): a crash can lose the last few commits, which leaves a partial history like
+    // any crash mid-load (reload into an empty database); order and hash chains stay intact.
+    // Everything else keeps synchronous commits.
+    let options = db.options.clone().options([("synchronous_commit", "off")]);
+    let (seed, progress) = (args.seed, bar.clone());
+    let (events, summary) = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let loading = tessera_commands::pg::connect(options, 4)
+                .await
+                .context("cannot connect for loading")?;
+            let loaded =
+                tessera_fixtures::load(loading.clone(), scale, seed, end, &|done, total| {
+                    progress.set_length(total as u64);
+                    progress.set_position(done as u64);
+                })
+                .await;
+            let result = match loaded {
+                Ok((store, summary)) => Ok((store.head().await?.0, summary)),
+                Err(e) => Err(anyhow::Error::from(e)),
+            };
+            loading.close().await;
+            result
+        })
     })
-    .await;
-    loading.close().await;
-    let (store, summary) = loaded?;
+    .await
+    .context("the loader thread failed")??;
     bar.finish_and_clear();
-    let events = store.head().await?.0;
     if !quiet {
         println!(
             "loaded {} fixtures (seed {}, until {until}): {events} events, {} listings, {} slots, {} bookings in {:.1} s",

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::try_join_all;
 use sqlx::{PgConnection, PgPool};
 use tessera_commands::store::{EventStore, Position};
 use tokio::sync::mpsc;
@@ -22,7 +21,7 @@ use crate::registry::{self, Generation};
 use crate::runner::{Sink, name_event};
 
 /// Events decoded and handed to the projections at a time.
-const CHUNK: usize = 5_000;
+const CHUNK: usize = 20_000;
 
 /// How far a rebuild is.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +42,8 @@ pub struct RebuildReport {
 struct Target {
     projection: Projection,
     generation: Generation,
+    /// Secondary indexes, created once the bulk of the log is applied.
+    indexes: Vec<String>,
     sink: Sink,
     /// Keeps the rebuild lock for as long as the rebuild runs.
     _lock: PgConnection,
@@ -81,11 +82,12 @@ pub async fn rebuild(
         for g in stale {
             registry::drop_generation(pool, p, g).await?;
         }
-        let generation = registry::create_generation(pool, p).await?;
+        let (generation, indexes) = registry::create_generation_deferring(pool, p, true).await?;
         let sink = Sink::open(p, generation.generation).await?;
         targets.push(Target {
             projection: p.clone(),
             generation,
+            indexes,
             sink,
             _lock: lock,
         });
@@ -124,22 +126,65 @@ pub async fn rebuild(
         }
     });
 
+    // One task per projection, so their CPU work (rows, JSON, tantivy) spreads over the cores;
+    // each takes the same decoded chunks through its own bounded queue.
+    let mut queues = Vec::new();
+    let mut workers = Vec::new();
+    for mut t in targets {
+        let (queue, mut chunks) = mpsc::channel::<Arc<Vec<Envelope>>>(2);
+        queues.push(queue);
+        let pool = pool.clone();
+        workers.push(tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                shadow_batch(&pool, &mut t, chunk).await?;
+            }
+            Ok::<Target, ProjectionError>(t)
+        }));
+    }
     let mut done = 0u64;
     progress(RebuildProgress { done, total });
-    while let Some(chunk) = rx.recv().await {
-        let chunk = chunk?;
-        try_join_all(
-            targets
-                .iter_mut()
-                .map(|t| shadow_batch(pool, t, chunk.clone())),
-        )
-        .await?;
+    let mut fed = Ok(());
+    'feed: while let Some(chunk) = rx.recv().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                fed = Err(e);
+                break;
+            }
+        };
+        for queue in &queues {
+            if queue.send(chunk.clone()).await.is_err() {
+                // That projection's task stopped on an error; it is reported below.
+                break 'feed;
+            }
+        }
         done = chunk.last().map_or(done, |e| e.position.0);
         progress(RebuildProgress { done, total });
     }
+    drop(queues);
+    drop(rx);
+    let mut targets = Vec::new();
+    for worker in workers {
+        targets.push(
+            worker
+                .await
+                .map_err(|e| ProjectionError::Invalid(e.to_string()))??,
+        );
+    }
+    fed?;
     reader
         .await
         .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+    // Secondary indexes in bulk, one projection per connection, before any swap.
+    futures::future::try_join_all(targets.iter().map(|t| {
+        registry::create_indexes(
+            pool,
+            t.projection.name(),
+            t.generation.generation,
+            &t.indexes,
+        )
+    }))
+    .await?;
 
     for t in targets {
         swap(pool, store.as_ref(), t).await?;

@@ -70,6 +70,33 @@ pub async fn create_generation(
     pool: &PgPool,
     p: &Projection,
 ) -> Result<Generation, ProjectionError> {
+    Ok(create_generation_deferring(pool, p, false).await?.0)
+}
+
+/// Splits a projection's DDL into what must exist while events are applied (tables, keys,
+/// unique indexes, views) and its secondary indexes, which a bulk build creates afterwards:
+/// one sort per index instead of one B-tree insertion per row.
+pub fn split_ddl(ddl: &str) -> (String, Vec<String>) {
+    let mut now = String::new();
+    let mut later = Vec::new();
+    for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        if statement.starts_with("CREATE INDEX") {
+            later.push(statement.to_owned());
+        } else {
+            now.push_str(statement);
+            now.push_str(";\n");
+        }
+    }
+    (now, later)
+}
+
+/// [`create_generation`], optionally leaving the secondary indexes out; returns them to be run
+/// (with [`create_indexes`]) once the generation is built.
+pub async fn create_generation_deferring(
+    pool: &PgPool,
+    p: &Projection,
+    defer_indexes: bool,
+) -> Result<(Generation, Vec<String>), ProjectionError> {
     let name = p.name();
     ensure_registered(pool, name).await?;
     let mut tx = pool.begin().await?;
@@ -84,6 +111,7 @@ pub async fn create_generation(
     .bind(name)
     .fetch_one(&mut *tx)
     .await?;
+    let mut deferred = Vec::new();
     if let Projection::Sql(sql) = p {
         let schema = schema_name(name, next);
         sqlx::raw_sql(AssertSqlSafe(format!(
@@ -95,9 +123,13 @@ pub async fn create_generation(
             .bind(format!("{schema}, public"))
             .execute(&mut *tx)
             .await?;
-        sqlx::raw_sql(AssertSqlSafe(sql.ddl()))
-            .execute(&mut *tx)
-            .await?;
+        let (ddl, indexes) = if defer_indexes {
+            split_ddl(&sql.ddl())
+        } else {
+            (sql.ddl(), Vec::new())
+        };
+        deferred = indexes;
+        sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
         sqlx::query("SELECT set_config('search_path', 'public', true)")
             .execute(&mut *tx)
             .await?;
@@ -115,13 +147,38 @@ pub async fn create_generation(
     if let Projection::Search(s) = p {
         s.create_generation(next)?;
     }
-    Ok(Generation {
-        name: name.to_owned(),
-        generation: next,
-        code_version: i32::try_from(p.version()).unwrap_or(i32::MAX),
-        position: 0,
-        state: "building".into(),
-    })
+    Ok((
+        Generation {
+            name: name.to_owned(),
+            generation: next,
+            code_version: i32::try_from(p.version()).unwrap_or(i32::MAX),
+            position: 0,
+            state: "building".into(),
+        },
+        deferred,
+    ))
+}
+
+/// Runs deferred index statements in a generation's schema.
+pub async fn create_indexes(
+    pool: &PgPool,
+    name: &str,
+    generation: i64,
+    indexes: &[String],
+) -> Result<(), ProjectionError> {
+    if indexes.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(format!("{}, public", schema_name(name, generation)))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(AssertSqlSafe(indexes.join(";\n")))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Makes `new` the active generation, inside the caller's transaction (which must hold the
@@ -331,4 +388,21 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_ddl;
+
+    #[test]
+    fn secondary_indexes_are_split_out_of_the_ddl() {
+        let ddl = "CREATE TABLE a (id uuid PRIMARY KEY, b uuid NOT NULL);
+CREATE INDEX a_b ON a (b);
+CREATE UNIQUE INDEX a_u ON a (b, id);
+CREATE VIEW v AS SELECT * FROM a;";
+        let (now, later) = split_ddl(ddl);
+        assert_eq!(later, vec!["CREATE INDEX a_b ON a (b)".to_owned()]);
+        assert!(now.contains("CREATE TABLE a") && now.contains("CREATE UNIQUE INDEX a_u"));
+        assert!(now.contains("CREATE VIEW v") && !now.contains("a_b"));
+    }
 }

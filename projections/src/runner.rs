@@ -112,7 +112,8 @@ impl Sink {
                 .bind(generation)
                 .fetch_one(&mut *tx)
                 .await?;
-                let fresh: Vec<Envelope> = batch.iter().filter(|e| e.pos() > at).cloned().collect();
+                // Batches are in log order: the fresh events are a suffix (no copies).
+                let fresh = &batch[batch.partition_point(|e| e.pos() <= at)..];
                 let Some(last) = fresh.last().map(Envelope::pos) else {
                     return Ok(());
                 };
@@ -120,7 +121,7 @@ impl Sink {
                     .bind(format!("{}, public", schema_name(name, generation)))
                     .execute(&mut *tx)
                     .await?;
-                p.apply(tx, &fresh).await?;
+                p.apply(tx, fresh).await?;
                 sqlx::query("SELECT set_config('search_path', 'public', true)")
                     .execute(&mut *tx)
                     .await?;

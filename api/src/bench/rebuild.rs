@@ -23,6 +23,9 @@ pub struct RebuildBenchArgs {
     /// Rounds of each side; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Rebuild only these projections (all when omitted), to see where the time goes.
+    #[arg(long = "only", value_name = "NAME")]
+    pub only: Vec<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -71,7 +74,8 @@ async fn bench(db: &Database, data_dir: &Path, args: &RebuildBenchArgs) -> anyho
         );
     }
     let index_root = data_dir.join("bench-index");
-    let projections = tessera_projections::all(&index_root);
+    let projections =
+        tessera_projections::select(tessera_projections::all(&index_root), &args.only)?;
     let store = crate::ops::store(db);
 
     // The baseline's input, read once before any timing.
