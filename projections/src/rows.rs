@@ -2,7 +2,7 @@
 //!
 //! A batch of events is applied in memory to the rows it touches, loaded in one query, and the
 //! result is written back in one statement per table: rows travel as one JSON array that
-//! PostgreSQL turns into typed rows (`jsonb_populate_recordset`). Row structs name their fields
+//! PostgreSQL turns into typed rows (`json_populate_recordset`). Row structs name their fields
 //! after the table's columns. That keeps a batch of thousands of events at a handful of round
 //! trips, which is what makes rebuilds fast.
 
@@ -73,13 +73,14 @@ pub async fn load<R: DeserializeOwned>(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("SELECT to_jsonb(t) FROM {table} t WHERE {key} = ANY($1)");
-    let docs: Vec<serde_json::Value> = sqlx::query_scalar(AssertSqlSafe(sql))
+    // JSON text straight into the row struct: no intermediate `Value` tree on either side.
+    let sql = format!("SELECT row_to_json(t)::text FROM {table} t WHERE {key} = ANY($1)");
+    let docs: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(keys)
         .fetch_all(&mut *conn)
         .await?;
-    docs.into_iter()
-        .map(|d| serde_json::from_value(d).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+    docs.iter()
+        .map(|d| serde_json::from_str(d).map_err(|e| sqlx::Error::Decode(Box::new(e))))
         .collect()
 }
 
@@ -126,14 +127,17 @@ async fn write<'a, R: Serialize + 'a>(
     merge: Merge,
     rows: impl IntoIterator<Item = &'a R>,
 ) -> sqlx::Result<()> {
-    let docs = rows
-        .into_iter()
-        .map(serde_json::to_value)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let Some(serde_json::Value::Object(first)) = docs.first() else {
+    let rows: Vec<&R> = rows.into_iter().collect();
+    let Some(first) = rows.first() else {
         return Ok(());
     };
+    // The column names come from the first row; the rows go as one JSON text, serialised once.
+    let serde_json::Value::Object(first) =
+        serde_json::to_value(first).map_err(|e| sqlx::Error::Encode(Box::new(e)))?
+    else {
+        return Ok(());
+    };
+    let text = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let columns: Vec<&str> = first.keys().map(String::as_str).collect();
     let list = columns.join(", ");
     let on_conflict = match merge {
@@ -159,10 +163,10 @@ async fn write<'a, R: Serialize + 'a>(
         }
     };
     let sql = format!(
-        "INSERT INTO {table} ({list}) SELECT {list} FROM jsonb_populate_recordset(NULL::{table}, $1){on_conflict}"
+        "INSERT INTO {table} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{table}, $1::json){on_conflict}"
     );
     sqlx::query(AssertSqlSafe(sql))
-        .bind(serde_json::Value::Array(docs))
+        .bind(text)
         .execute(&mut *conn)
         .await?;
     Ok(())
