@@ -21,7 +21,7 @@ use crate::registry::{self, Generation};
 use crate::runner::{Sink, name_event};
 
 /// Events decoded and handed to the projections at a time.
-const CHUNK: usize = 20_000;
+const CHUNK: usize = 40_000;
 
 /// How far a rebuild is.
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +205,12 @@ async fn shadow_batch(
 ) -> Result<(), ProjectionError> {
     let name = t.projection.name();
     let mut tx = pool.begin().await?;
+    // A shadow generation is not served until its swap (which commits synchronously); a crash
+    // mid-build leaves a `building` generation that the next rebuild drops. So its batches need
+    // not wait for the WAL flush.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     match t
         .sink
         .apply(&mut tx, name, t.generation.generation, &chunk)
