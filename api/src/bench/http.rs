@@ -36,6 +36,9 @@ pub struct HttpBenchArgs {
     pub search_clients: usize,
     #[arg(long, default_value_t = 200)]
     pub hold_clients: usize,
+    /// Turn the API's read cache off (every search runs the index query).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// Latencies of one workload.
@@ -161,6 +164,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
             config: crate::http::ApiConfig {
                 commands_per_second: 1_000,
                 login_per_minute: 1_000,
+                cache_capacity: if args.no_cache { 0 } else { 20_000 },
                 ..crate::http::ApiConfig::default()
             },
             index_root: data_dir.join("bench-index"),
@@ -198,8 +202,9 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
-        "bench http: {head} events in the log; client and server on this machine; {} s per workload",
-        args.seconds
+        "bench http: {head} events in the log; client and server on this machine; {} s per workload; read cache {}",
+        args.seconds,
+        if args.no_cache { "off" } else { "on" }
     );
 
     let search = search_workload(&client, &base, &db.pool, args).await?;

@@ -52,6 +52,8 @@ pub struct ApiConfig {
     pub read_wait: Duration,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Entries of the read cache (listing details, search pages); 0 turns it off.
+    pub cache_capacity: u64,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +64,7 @@ impl Default for ApiConfig {
             read_wait: Duration::from_secs(2),
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            cache_capacity: 20_000,
         }
     }
 }
@@ -136,7 +139,7 @@ impl AppState {
             keys: Arc::new(parts.keys),
             positions: parts.positions,
             cache: Cache::builder()
-                .max_capacity(20_000)
+                .max_capacity(c.cache_capacity)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             login_limiter: Arc::new(RateLimiter::keyed(quota(
