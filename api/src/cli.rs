@@ -54,6 +54,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Auditors: seals and verification of the log, booking histories, time travel, log
+    /// browsing and verifiable exports (read straight from the log).
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::AuditCommand,
+    },
     /// Deterministic demo and benchmark data, generated through the command handlers.
     Fixtures {
         #[command(subcommand)]
@@ -74,6 +80,10 @@ pub struct ServeArgs {
     /// HS256 secret for access tokens (at least 32 bytes); default: one generated per database.
     #[arg(long, env = "TESSERA_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Ed25519 seed (64 hex characters) that signs the log's seals; default: one generated per
+    /// database. Keep it outside the database for real tamper evidence.
+    #[arg(long, env = "TESSERA_SEAL_KEY", hide_env_values = true)]
+    pub seal_key: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -157,6 +167,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     crate::ops::rebuild(&db, &cli.data_dir, args).await
                 }
             };
+            db.close().await?;
+            result
+        }
+        Command::Audit { command } => {
+            let db = Database::open(&cli.db_config("tessera")).await?;
+            let result = crate::audit::run(&db, command).await;
             db.close().await?;
             result
         }
@@ -268,6 +284,8 @@ async fn run_platform(
             config: crate::http::ApiConfig::default(),
             index_root: crate::ops::index_root(&cli.data_dir),
             projector_label: format!("tessera up pid {}", std::process::id()),
+            seal_key: args.seal_key.clone(),
+            seal_every: everything.then_some(std::time::Duration::from_secs(10)),
         },
     )
     .await?;

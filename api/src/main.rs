@@ -8,6 +8,9 @@ async fn main() -> std::process::ExitCode {
     tessera_api::telemetry::init();
     match tessera_api::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if error.is::<tessera_api::audit::VerificationFailed>() => {
+            std::process::ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: {error:#}");

@@ -54,6 +54,10 @@ pub struct PlatformOptions {
     pub config: ApiConfig,
     pub index_root: PathBuf,
     pub projector_label: String,
+    /// Ed25519 seed (hex) of the seal key; default: the one generated for the database.
+    pub seal_key: Option<String>,
+    /// Run the sealing process at this interval.
+    pub seal_every: Option<Duration>,
 }
 
 /// The running parts; [`Platform::stop`] stops them all.
@@ -149,6 +153,18 @@ impl Platform {
         )
         .await
         .context("cannot load the token signing key")?;
+        let seal_key = tessera_commands::audit::SealKey::load(&pool, options.seal_key.as_deref())
+            .await
+            .context("cannot load the seal key")?;
+        let seal_public_key = seal_key.public_key();
+        if let Some(every) = options.seal_every {
+            tasks.push(tokio::spawn(tessera_commands::audit::run_sealer(
+                pool.clone(),
+                seal_key,
+                every,
+                stopped.clone(),
+            )));
+        }
         let (positions, follower) =
             Positions::start(pool.clone(), options.config.read_wait, stopped.clone()).await?;
         tasks.push(follower);
@@ -224,6 +240,7 @@ impl Platform {
             index_root: options.index_root,
             metrics: Some(prometheus()),
             config: options.config,
+            seal_public_key,
         });
         Ok(Self { state, stop, tasks })
     }

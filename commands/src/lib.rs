@@ -5,6 +5,7 @@
 //! (`tessera-projections`) or the HTTP layer (`tessera-api`).
 
 pub mod admin;
+pub mod audit;
 pub mod booking;
 pub mod catalog;
 pub mod clock;

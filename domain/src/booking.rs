@@ -97,7 +97,7 @@ impl Booking {
 
 /// One value per aggregate instance, so the size gap between variants costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub enum BookingState {
     #[default]
     New,

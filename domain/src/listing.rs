@@ -68,7 +68,7 @@ pub struct Listing {
 
 /// One value per aggregate instance, so the size gap between variants costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub enum ListingState {
     #[default]
     New,

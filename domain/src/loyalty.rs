@@ -40,7 +40,7 @@ pub enum Badge {
     BudgetMaster,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LoyaltyAccount {
     pub balance: i64,
     pub awarded: i64,

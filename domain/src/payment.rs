@@ -62,7 +62,7 @@ impl Payment {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub enum PaymentState {
     #[default]
     New,

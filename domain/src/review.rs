@@ -18,7 +18,7 @@ pub struct Review {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub enum ReviewState {
     #[default]
     New,

@@ -57,7 +57,7 @@ impl Slot {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub enum SlotState {
     #[default]
     New,

@@ -60,17 +60,18 @@ impl From<Email> for String {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct User {
     pub id: UserId,
     pub email: Email,
     pub display_name: String,
+    #[serde(skip_serializing)]
     pub password_hash: String,
     pub roles: BTreeSet<Role>,
     pub erased: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub enum UserState {
     #[default]
     New,

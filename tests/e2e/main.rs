@@ -1,5 +1,6 @@
 //! End-to-end tests of the `tessera` binary: real processes, real PostgreSQL.
 
+mod audit;
 mod http;
 mod projectors;
 mod up;

@@ -169,6 +169,8 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
             },
             index_root: data_dir.join("bench-index"),
             projector_label: "bench http".into(),
+            seal_key: None,
+            seal_every: None,
         },
     )
     .await?;

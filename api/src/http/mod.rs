@@ -91,6 +91,8 @@ pub struct AppState {
     pub command_limiter: Arc<DefaultKeyedRateLimiter<uuid::Uuid>>,
     pub index_root: PathBuf,
     pub metrics: Option<PrometheusHandle>,
+    /// The Ed25519 public key seals are verified with.
+    pub seal_public_key: [u8; 32],
 }
 
 impl std::fmt::Debug for AppState {
@@ -112,6 +114,7 @@ pub struct StateParts {
     pub index_root: PathBuf,
     pub metrics: Option<PrometheusHandle>,
     pub config: ApiConfig,
+    pub seal_public_key: [u8; 32],
 }
 
 fn quota(per: u32, burst: u32, minute: bool) -> Quota {
@@ -154,6 +157,7 @@ impl AppState {
             ))),
             index_root: parts.index_root,
             metrics: parts.metrics,
+            seal_public_key: parts.seal_public_key,
         }
     }
 

@@ -19,7 +19,7 @@ pub mod kurrent;
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
 
-pub use hash::{GENESIS_HASH, Hash, chain_hash};
+pub use hash::{GENESIS_HASH, Hash, HashedFields, chain_hash};
 pub use memory::InMemoryEventStore;
 pub use postgres::{PgEventStore, PgStoreOptions};
 pub use types::{

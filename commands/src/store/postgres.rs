@@ -274,11 +274,11 @@ macro_rules! event_columns {
          effective_at, hash"
     };
 }
-use event_columns;
+pub(crate) use event_columns;
 
 /// One row of `events`.
 #[derive(sqlx::FromRow)]
-struct EventRow {
+pub(crate) struct EventRow {
     position: i64,
     event_id: Uuid,
     stream_id: String,
@@ -296,7 +296,11 @@ struct EventRow {
 }
 
 impl EventRow {
-    fn into_event(self) -> Result<RecordedEvent, StoreError> {
+    pub(crate) fn position(&self) -> i64 {
+        self.position
+    }
+
+    pub(crate) fn into_event(self) -> Result<RecordedEvent, StoreError> {
         let position = Position(self.position as u64);
         let corrupt = |reason: String| StoreError::Corrupt { position, reason };
         let hash = Hash::from_slice(&self.hash)

@@ -69,6 +69,8 @@ impl Server {
                 config: options.config.unwrap_or_default(),
                 index_root: dir.path().join("index"),
                 projector_label: "e2e".into(),
+                seal_key: None,
+                seal_every: None,
             },
         )
         .await
