@@ -205,7 +205,10 @@ async fn a_customer_books_pays_cancels_and_is_refunded() {
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     let refunded = eventually("refund completed", || async {
         let (_, d) = s.get(&format!("/bookings/{booking}"), Some(&token)).await;
-        (d["booking"]["refunded_minor"].as_i64() == Some(total)).then_some(d)
+        // Two projections (bookings, payments) each catch up on their own.
+        (d["booking"]["refunded_minor"].as_i64() == Some(total)
+            && d["payments"][0]["refunded_minor"].as_i64() == Some(total))
+        .then_some(d)
     })
     .await;
     assert_eq!(refunded["booking"]["cancel_reason"], "plans changed");

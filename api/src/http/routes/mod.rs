@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod audit;
 pub mod bookings;
 pub mod catalog;
 pub mod ops;
@@ -40,6 +41,7 @@ RFC 9457 problem details with a stable `code`."
         (name = "payments", description = "Payment provider callbacks"),
         (name = "loyalty", description = "Points, badges, leaderboard"),
         (name = "admin", description = "Compensating commands, roles, statistics"),
+        (name = "audit", description = "Auditors: histories, time travel, log browsing, verification, exports"),
         (name = "analyst", description = "Projection status and rebuilds"),
     )
 )]
@@ -70,6 +72,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(catalog::router())
         .merge(bookings::router())
         .merge(admin::router())
+        .merge(audit::router())
 }
 
 /// What a command answers with, besides its own fields.
