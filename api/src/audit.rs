@@ -278,7 +278,12 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::State(args) => {
             let stream = StreamId::new(args.stream.clone())?;
-            let state = audit::state_as_of(pool, &stream, args.as_of.as_of()).await?;
+            let vault = tessera_commands::pii::Vault::load(
+                pool.clone(),
+                crate::ops::master_key().as_deref(),
+            )
+            .await?;
+            let state = audit::state_as_of(pool, &vault, &stream, args.as_of.as_of()).await?;
             println!("{}", serde_json::to_string_pretty(&state)?);
         }
         AuditCommand::Log(args) => {

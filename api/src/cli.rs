@@ -275,7 +275,7 @@ async fn run_platform(
 ) -> anyhow::Result<()> {
     let platform = crate::platform::Platform::start(
         db.pool.clone(),
-        crate::ops::store(db),
+        crate::ops::log(db),
         crate::platform::PlatformOptions {
             projectors: everything,
             reactors: everything,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
+use tessera_commands::pii::{PiiStore, Vault};
 use tessera_commands::store::{EventStore, PgEventStore, PgStoreOptions};
 use tessera_projections::{Projector, ProjectorOptions};
 use tokio::sync::watch;
@@ -55,11 +56,27 @@ pub fn index_root(data_dir: &Path) -> PathBuf {
     data_dir.join("index")
 }
 
-pub fn store(db: &Database) -> Arc<dyn EventStore> {
+/// The log, without the personal-data layer (the platform adds it, see [`store`]).
+pub fn log(db: &Database) -> Arc<dyn EventStore> {
     Arc::new(PgEventStore::new(
         db.pool.clone(),
         PgStoreOptions::default(),
     ))
+}
+
+/// The master key that wraps personal-data keys (`TESSERA_MASTER_KEY`, 64 hex characters);
+/// default: one generated for the database (demos only).
+pub fn master_key() -> Option<String> {
+    std::env::var("TESSERA_MASTER_KEY").ok()
+}
+
+/// The log as everything above the store sees it: personal data encrypted on the way in and
+/// decrypted (or shown as erased) on the way out.
+pub async fn store(db: &Database) -> anyhow::Result<Arc<dyn EventStore>> {
+    let vault = Vault::load(db.pool.clone(), master_key().as_deref())
+        .await
+        .context("cannot open the personal-data vault")?;
+    Ok(Arc::new(PiiStore::new(log(db), vault)))
 }
 
 /// `tessera project`: runs projections until SIGINT/SIGTERM.
@@ -79,7 +96,12 @@ pub async fn project(db: &Database, data_dir: &Path, args: &ProjectArgs) -> anyh
         label: format!("{} pid {}", hostname(), std::process::id()),
         ..ProjectorOptions::default()
     };
-    let projector = Projector::new(db.pool.clone(), store(db), projections.clone(), options);
+    let projector = Projector::new(
+        db.pool.clone(),
+        store(db).await?,
+        projections.clone(),
+        options,
+    );
     println!(
         "projector {} running: {}",
         projector.instance(),
@@ -154,7 +176,7 @@ pub async fn rebuild(db: &Database, data_dir: &Path, args: &RebuildArgs) -> anyh
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let report = tessera_projections::rebuild(&db.pool, store(db), &projections, &|p| {
+    let report = tessera_projections::rebuild(&db.pool, store(db).await?, &projections, &|p| {
         bar.set_length(p.total);
         bar.set_position(p.done);
     })
@@ -224,12 +246,19 @@ pub async fn load_fixtures(
             let loading = tessera_commands::pg::connect(options, 4)
                 .await
                 .context("cannot connect for loading")?;
-            let loaded =
-                tessera_fixtures::load(loading.clone(), scale, seed, end, &|done, total| {
+            let master_key = master_key();
+            let loaded = tessera_fixtures::load(
+                loading.clone(),
+                scale,
+                seed,
+                end,
+                &|done, total| {
                     progress.set_length(total as u64);
                     progress.set_position(done as u64);
-                })
-                .await;
+                },
+                master_key.as_deref(),
+            )
+            .await;
             let result = match loaded {
                 Ok((store, summary)) => Ok((store.head().await?.0, summary)),
                 Err(e) => Err(anyhow::Error::from(e)),

@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tessera_commands::clock::{Clock, SystemClock};
 use tessera_commands::gateway::{PaymentGateway, SimulatedGateway, StripeGateway};
+use tessera_commands::pii::{PiiStore, Vault};
 use tessera_commands::reactor::{
     DeadlineReactor, LoyaltyReactor, PaymentsReactor, Reactor, ReactorRunner, fire_due_deadlines,
     handle_gateway_event,
@@ -98,6 +99,11 @@ impl Platform {
     ) -> anyhow::Result<Self> {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
+        // Everything in the platform sees personal data through the vault.
+        let vault = Vault::load(pool.clone(), crate::ops::master_key().as_deref())
+            .await
+            .context("cannot open the personal-data vault")?;
+        let store: Arc<dyn EventStore> = Arc::new(PiiStore::new(store, vault.clone()));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
         let (gateway, stripe): (Arc<dyn PaymentGateway>, Option<Arc<StripeGateway>>) =
@@ -241,6 +247,7 @@ impl Platform {
             metrics: Some(prometheus()),
             config: options.config,
             seal_public_key,
+            vault,
         });
         Ok(Self { state, stop, tasks })
     }

@@ -107,3 +107,33 @@ pub async fn reinstate(
     })
     .await
 }
+
+/// GDPR erasure: records `UserErased` (with the admin and reason), then destroys the person's
+/// data key, after which their e-mail, names and review texts read as placeholders everywhere.
+/// Safe to retry: a second call finds the event already there and the key already gone.
+pub async fn erase_user(
+    store: &dyn EventStore,
+    vault: &crate::pii::Vault,
+    user: UserId,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    require_reason(ctx)?;
+    let executed = match execute::<tessera_domain::user::UserAggregate>(
+        store,
+        stream_of::<tessera_domain::user::UserAggregate>(user),
+        &tessera_domain::user::UserCommand::Erase,
+        ctx,
+    )
+    .await
+    {
+        Ok(executed) => executed,
+        // Erased before (perhaps by a call that failed before destroying the key): finish it.
+        Err(CommandError::User(tessera_domain::user::UserError::Erased)) => {
+            vault.shred(user.0, &ctx.actor).await?;
+            return Err(CommandError::User(tessera_domain::user::UserError::Erased));
+        }
+        Err(e) => return Err(e),
+    };
+    vault.shred(user.0, &ctx.actor).await?;
+    Ok(executed)
+}

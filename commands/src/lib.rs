@@ -16,6 +16,7 @@ pub mod handler;
 pub mod idempotency;
 pub mod payment;
 pub mod pg;
+pub mod pii;
 pub mod reactor;
 pub mod store;
 pub mod users;

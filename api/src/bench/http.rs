@@ -155,7 +155,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
     );
     let platform = Platform::start(
         db.pool.clone(),
-        crate::ops::store(db),
+        crate::ops::log(db),
         PlatformOptions {
             projectors: true,
             reactors: true,

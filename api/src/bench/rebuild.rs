@@ -76,7 +76,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &RebuildBenchArgs) -> anyho
     let index_root = data_dir.join("bench-index");
     let projections =
         tessera_projections::select(tessera_projections::all(&index_root), &args.only)?;
-    let store = crate::ops::store(db);
+    let store = crate::ops::store(db).await?;
 
     // The baseline's input, read once before any timing.
     let mut conn = db.pool.acquire().await?;

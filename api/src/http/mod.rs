@@ -93,6 +93,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The Ed25519 public key seals are verified with.
     pub seal_public_key: [u8; 32],
+    /// Personal-data keys (erasure destroys them).
+    pub vault: Arc<tessera_commands::pii::Vault>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -115,6 +117,7 @@ pub struct StateParts {
     pub metrics: Option<PrometheusHandle>,
     pub config: ApiConfig,
     pub seal_public_key: [u8; 32],
+    pub vault: Arc<tessera_commands::pii::Vault>,
 }
 
 fn quota(per: u32, burst: u32, minute: bool) -> Quota {
@@ -158,6 +161,7 @@ impl AppState {
             index_root: parts.index_root,
             metrics: parts.metrics,
             seal_public_key: parts.seal_public_key,
+            vault: parts.vault,
         }
     }
 

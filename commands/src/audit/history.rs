@@ -277,6 +277,7 @@ where
 /// The state of the aggregate in `stream` as of `as_of`.
 pub async fn state_as_of(
     pool: &PgPool,
+    vault: &crate::pii::Vault,
     stream: &StreamId,
     as_of: AsOf,
 ) -> Result<StateAsOf, AuditError> {
@@ -291,6 +292,8 @@ pub async fn state_as_of(
         });
     }
     events.retain(|e| as_of.includes(e));
+    // Personal data as it reads today: plaintext, or placeholders once the person was erased.
+    let events = vault.open(events).await?;
     let state = match stream.category() {
         "booking" => fold::<BookingAggregate>(&events)?,
         "slot" => fold::<SlotAggregate>(&events)?,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tessera_commands::codec::AnyEvent;
 use tessera_domain::review::ReviewEvent;
+use tessera_domain::user::UserEvent;
 use uuid::Uuid;
 
 use crate::SqlProjection;
@@ -41,7 +42,8 @@ impl SqlProjection for Reviews {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: an erased author's review texts are masked.
+        2
     }
 
     fn ddl(&self) -> String {
@@ -66,7 +68,12 @@ CREATE TABLE listing_ratings (
     ) -> Result<(), ProjectionError> {
         let mut reviews = Vec::new();
         let mut deltas: std::collections::BTreeMap<Uuid, RatingDelta> = Default::default();
+        let mut erased = Vec::new();
         for e in batch {
+            if let AnyEvent::User(UserEvent::UserErased { user_id }) = &e.event {
+                erased.push(user_id.0);
+                continue;
+            }
             let AnyEvent::Review(ReviewEvent::ReviewWritten {
                 booking_id,
                 listing_id,
@@ -95,6 +102,14 @@ CREATE TABLE listing_ratings (
         }
         rows::insert(conn, "reviews", &reviews).await?;
         rows::add(conn, "listing_ratings", &["listing_id"], deltas.values()).await?;
+        if !erased.is_empty() {
+            // GDPR: the texts of an erased author are no longer theirs to show (the ratings stay).
+            sqlx::query("UPDATE reviews SET text = $2 WHERE author_id = ANY($1)")
+                .bind(&erased)
+                .bind(tessera_commands::pii::ERASED)
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(())
     }
 }

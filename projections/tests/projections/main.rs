@@ -34,6 +34,7 @@ pub async fn history(scale: &str) -> Setup {
         7,
         end,
         &|_, _| {},
+        None,
     )
     .await
     .expect("fixtures");

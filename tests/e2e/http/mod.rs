@@ -2,6 +2,7 @@
 //! runs in the test process on a free port, on a throwaway database holding `tiny` fixtures.
 
 mod auth;
+mod gdpr;
 mod input;
 mod journey;
 mod openapi;
@@ -50,6 +51,7 @@ impl Server {
             7,
             end,
             &|_, _| {},
+            None,
         )
         .await
         .expect("load fixtures");
@@ -116,6 +118,11 @@ impl Server {
             (status.len() == 7 && status.iter().all(|s| s.position >= head)).then_some(())
         })
         .await;
+    }
+
+    /// Where this server's search index lives.
+    pub fn index_root(&self) -> std::path::PathBuf {
+        self._dir.path().join("index")
     }
 
     pub fn api(&self, path: &str) -> String {

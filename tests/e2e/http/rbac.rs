@@ -377,6 +377,12 @@ async fn every_route_times_every_role() {
             Rule::Roles(ADMIN),
         ),
         (
+            Method::POST,
+            format!("/admin/users/{}/erase", uuid::Uuid::new_v4()),
+            Some(json!({ "reason": "GDPR request" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
             Method::GET,
             "/admin/stats/daily".into(),
             None,

@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(force_cancel))
         .routes(routes!(reinstate))
         .routes(routes!(adjust_points))
+        .routes(routes!(erase_user))
         .routes(routes!(grant_role))
         .routes(routes!(revoke_role))
         .routes(routes!(daily_stats))
@@ -238,6 +239,48 @@ async fn adjust_points(
             let ctx = context(&state, &caller, command_id).with_reason(why);
             let executed =
                 admin::adjust_points(&*state.store, UserId(user_id), req.delta, &ctx).await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EraseRequest {
+    pub reason: String,
+}
+
+/// GDPR erasure (admins): records `UserErased` with the admin and reason, then destroys the
+/// person's data key; their e-mail, name and review texts read as placeholders from then on.
+#[utoipa::path(post, path = "/admin/users/{user_id}/erase", tag = "admin", security(("bearer" = [])),
+    request_body = EraseRequest,
+    params(("user_id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "Erased", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn erase_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(user_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<EraseRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let why = reason(&req.reason)?;
+    let key = idempotency_key(&headers)?;
+    let request = (user_id, &req);
+    once(
+        &state,
+        &caller,
+        "admin.erase",
+        key,
+        &request,
+        async |command_id| {
+            let ctx = context(&state, &caller, command_id).with_reason(why);
+            let executed =
+                admin::erase_user(&*state.store, &state.vault, UserId(user_id), &ctx).await?;
             Ok(answered(StatusCode::OK, &executed))
         },
     )

@@ -108,7 +108,7 @@ async fn stream_state(
         }])
     })?;
     Ok(axum::Json(
-        audit::state_as_of(&state.pool, &stream, q.as_of()?).await?,
+        audit::state_as_of(&state.pool, &state.vault, &stream, q.as_of()?).await?,
     ))
 }
 
