@@ -465,20 +465,35 @@ impl EventStore for PiiStore {
     }
 }
 
-/// Decrypts a stream of events as it flows (only events with personal data cost a key read).
+/// Decrypts a stream of events as it flows: whatever is ready (up to 512 events) is opened
+/// together, so a page costs at most one key read; nothing waits for a chunk to fill.
 fn opened(store: PiiStore, events: EventSubscription) -> EventSubscription {
     events
-        .then(move |e| {
+        .ready_chunks(512)
+        .then(move |chunk| {
             let store = store.clone();
             async move {
-                let e = e?;
-                if spec(&e.event_type).is_none() {
-                    return Ok(e);
+                let mut events = Vec::with_capacity(chunk.len());
+                let mut failure = None;
+                for e in chunk {
+                    match e {
+                        Ok(e) if failure.is_none() => events.push(e),
+                        Ok(_) => {}
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
                 }
-                let mut opened = store.open_events(vec![e]).await?;
-                opened.pop().ok_or_else(|| backend("an event went missing"))
+                let mut out: Vec<Result<RecordedEvent, StoreError>> =
+                    match store.open_events(events).await {
+                        Ok(opened) => opened.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e)],
+                    };
+                out.extend(failure.map(Err));
+                futures::stream::iter(out)
             }
         })
+        .flatten()
         .boxed()
 }
 

@@ -130,15 +130,23 @@ async fn up_runs_the_demo_and_stops_cleanly() {
 
     // The three printed curl commands, made with an HTTP client.
     let client = reqwest::Client::new();
-    let search: serde_json::Value = client
-        .get(format!("{api}/listings?q=lisbon&limit=3"))
-        .header("tessera-min-position", head.to_string())
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
+    // The projectors may still be catching up: a 503 `read.not_yet_consistent` is the API's
+    // retryable answer, retried here as a client would (until a deadline).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let search: serde_json::Value = loop {
+        let response = client
+            .get(format!("{api}/listings?q=lisbon&limit=3"))
+            .header("tessera-min-position", head.to_string())
+            .send()
+            .await
+            .expect("search");
+        let retry = response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        let body: serde_json::Value = response.json().await.expect("json");
+        if !retry || std::time::Instant::now() > deadline {
+            break body;
+        }
+        assert_eq!(body["retryable"], true, "{body}");
+    };
     assert!(search["total"].as_u64().is_some_and(|t| t > 0), "{search}");
     let login: serde_json::Value = client
         .post(format!("{api}/auth/login"))
