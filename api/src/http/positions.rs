@@ -181,7 +181,7 @@ pub mod reads {
     pub const CATALOG: &[&str] = &["catalog"];
     pub const SEARCH: &[&str] = &["search"];
     pub const BOOKINGS: &[&str] = &["bookings"];
-    pub const BOOKING_DETAIL: &[&str] = &["bookings", "payments"];
+    pub const BOOKING_DETAIL: &[&str] = &["bookings", "payments", "loyalty"];
     pub const LOYALTY: &[&str] = &["loyalty"];
     pub const REVIEWS: &[&str] = &["reviews"];
     pub const STATS: &[&str] = &["stats"];

@@ -59,7 +59,8 @@ impl SqlProjection for Loyalty {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: points history indexed by booking (a booking's points effects).
+        2
     }
 
     fn ddl(&self) -> String {
@@ -75,6 +76,7 @@ CREATE TABLE points_history (
     reason text, booking_id uuid, badge text, actor text NOT NULL, at timestamptz NOT NULL
 );
 CREATE INDEX points_history_user ON points_history (user_id, position DESC);
+CREATE INDEX points_history_booking ON points_history (booking_id) WHERE booking_id IS NOT NULL;
 CREATE VIEW leaderboard AS
     SELECT rank() OVER (ORDER BY balance DESC) AS rank, user_id, balance, badges
     FROM loyalty_accounts;

@@ -230,6 +230,29 @@ async fn a_customer_books_pays_cancels_and_is_refunded() {
         .filter_map(|e| e["kind"].as_str())
         .collect();
     assert!(kinds.contains(&"reversed"), "{history}");
+    // The booking's own view shows what it did to the balance: awarded, then reversed.
+    let (_, detail) = s.get(&format!("/bookings/{booking}"), Some(&token)).await;
+    let effects: Vec<(String, i64)> = detail["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+                e["points"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        effects.contains(&("awarded".to_owned(), earned)),
+        "{effects:?}"
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|(k, p)| k == "reversed" && p.abs() == earned),
+        "{effects:?}"
+    );
 
     // A declined card: 200 with the booking payable again (held), or a refusal, never a 5xx.
     let (second, _) = hold(&s, &token, &slot_id, 1, "hold-2").await;

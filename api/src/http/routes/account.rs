@@ -265,7 +265,7 @@ pub struct Page {
     pub before: Option<i64>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct PointsEntry {
     pub position: i64,
     /// awarded | reversed | redeemed | adjusted | badge

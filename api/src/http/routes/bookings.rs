@@ -222,6 +222,9 @@ pub struct BookingDetail {
     /// Every state change, in log order.
     pub timeline: Vec<TimelineEntry>,
     pub payments: Vec<PaymentView>,
+    /// Points awarded for this booking and reversed when it was refunded (what the booking did
+    /// to the customer's loyalty balance).
+    pub points: Vec<super::account::PointsEntry>,
 }
 
 /// Loads a booking the caller may see: its customer, admins and auditors. Others get 404.
@@ -282,10 +285,18 @@ async fn booking(
     .bind(booking_id)
     .fetch_all(&state.pool)
     .await?;
+    let points = sqlx::query_as(
+        "SELECT position, kind, points, reason, booking_id, badge, actor, at
+           FROM read.points_history WHERE booking_id = $1 ORDER BY position",
+    )
+    .bind(booking_id)
+    .fetch_all(&state.pool)
+    .await?;
     Ok(axum::Json(BookingDetail {
         booking,
         timeline,
         payments,
+        points,
     }))
 }
 
