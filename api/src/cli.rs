@@ -54,6 +54,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Admins: compensating commands and GDPR erasure (each with a reason, the admin recorded).
+    Admin {
+        #[command(subcommand)]
+        command: crate::admin_cli::AdminCommand,
+    },
     /// Auditors: seals and verification of the log, booking histories, time travel, log
     /// browsing and verifiable exports (read straight from the log).
     Audit {
@@ -167,6 +172,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     crate::ops::rebuild(&db, &cli.data_dir, args).await
                 }
             };
+            db.close().await?;
+            result
+        }
+        Command::Admin { command } => {
+            let db = Database::open(&cli.db_config("tessera")).await?;
+            let result = crate::admin_cli::run(&db, command).await;
             db.close().await?;
             result
         }

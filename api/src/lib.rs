@@ -4,6 +4,7 @@
 //! Architecture invariant: this is the only crate that wires adapters together and the only one
 //! that reads configuration from the environment.
 
+pub mod admin_cli;
 pub mod audit;
 pub mod bench;
 pub mod cli;

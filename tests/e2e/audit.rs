@@ -452,3 +452,98 @@ async fn a_booking_history_spans_its_streams_and_time_travels() {
     .await;
     assert_eq!(code, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_commands_from_the_cli_record_the_admin_and_reason() {
+    let (db, dir) = sealed().await;
+    let admin: String = sqlx::query_scalar(
+        "SELECT data->>'user_id' FROM events WHERE event_type = 'RoleGranted' \
+           AND data->>'role' = 'admin' ORDER BY position LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("an admin");
+    let customer: String = sqlx::query_scalar(
+        "SELECT data->>'customer_id' FROM events WHERE event_type = 'BookingPlaced' ORDER BY position LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("a customer");
+    // A confirmed booking with nothing after its confirmation.
+    let booking: String = sqlx::query_scalar(
+        "SELECT data->>'booking_id' FROM events e WHERE event_type = 'BookingConfirmed' \
+           AND NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = e.stream_id \
+                                                   AND x.stream_version > e.stream_version) \
+         ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("a confirmed booking");
+
+    // Only an admin may issue it.
+    let (code, _) = run(
+        &db,
+        dir.path(),
+        &[
+            "admin", "points", &admin, "--delta", "5", "--as", &customer, "--reason", "x",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    let (code, out) = run(
+        &db,
+        dir.path(),
+        &[
+            "admin",
+            "force-cancel",
+            &booking,
+            "--waive-fee",
+            "--as",
+            &admin,
+            "--reason",
+            "venue flooded",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("applied at position"), "{out}");
+    let (code, out) = run(
+        &db,
+        dir.path(),
+        &[
+            "admin",
+            "points",
+            &customer,
+            "--delta",
+            "25",
+            "--as",
+            &admin,
+            "--reason",
+            "goodwill correction",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    // The domain still decides: a balance never goes below zero, whoever asks.
+    let (code, _) = run(
+        &db,
+        dir.path(),
+        &[
+            "admin", "points", &customer, "--delta", "-1000000", "--as", &admin, "--reason", "typo",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+
+    let (_, out) = run(&db, dir.path(), &["audit", "history", &booking, "--json"]).await;
+    let cancelled: serde_json::Value = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|e| e["event_type"] == "BookingCancelled")
+        .expect("the cancellation is in the history");
+    assert_eq!(cancelled["actor"], format!("user:{admin}"));
+    assert_eq!(cancelled["reason"], "venue flooded");
+    // The log still verifies after admins acted (new events are simply not sealed yet).
+    let (code, out) = verify(&db, dir.path()).await;
+    assert_eq!(code, 0, "{out}");
+}
