@@ -28,6 +28,9 @@ pub enum AuditCommand {
     /// The state of one aggregate (a stream such as booking-<id>) as of a position or a time,
     /// replayed through the domain.
     State(StateArgs),
+    /// What the bookings read model said about a booking at a moment (its projection logic
+    /// replayed over the booking's events up to then; nothing live is read or changed).
+    ReadModel(HistoryArgs),
     /// Browse the global log with a cursor.
     Log(LogArgs),
     /// Stream an NDJSON export (a range of positions, or one booking's history) with hashes.
@@ -275,6 +278,19 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        AuditCommand::ReadModel(args) => {
+            let as_of = args.as_of.as_of();
+            let events = audit::booking_events(pool, args.booking_id, as_of).await?;
+            let view =
+                tessera_projections::replay::booking_read_model(pool, args.booking_id, events)
+                    .await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "as_of": as_of, "read_model": view })
+                )?
+            );
         }
         AuditCommand::State(args) => {
             let stream = StreamId::new(args.stream.clone())?;

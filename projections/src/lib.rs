@@ -14,6 +14,7 @@ pub mod error;
 pub mod models;
 pub mod rebuild;
 pub mod registry;
+pub mod replay;
 pub mod rows;
 pub mod runner;
 pub mod search;

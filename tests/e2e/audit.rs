@@ -419,6 +419,40 @@ async fn a_booking_history_spans_its_streams_and_time_travels() {
     let by_time: serde_json::Value = serde_json::from_str(&out).expect("state JSON");
     assert_eq!(by_time["state"]["Placed"]["status"], "held", "{by_time}");
 
+    // What the read model said then: the projection's own logic replayed up to that moment.
+    let (code, out) = run(
+        &db,
+        dir.path(),
+        &["audit", "read-model", &id, "--position", &at_placed],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let then: serde_json::Value = serde_json::from_str(&out).expect("read model JSON");
+    assert_eq!(then["read_model"]["booking"]["status"], "held", "{then}");
+    assert_eq!(
+        then["read_model"]["timeline"].as_array().map(Vec::len),
+        Some(1),
+        "{then}"
+    );
+    let (code, out) = run(&db, dir.path(), &["audit", "read-model", &id]).await;
+    assert_eq!(code, 0, "{out}");
+    let now: serde_json::Value = serde_json::from_str(&out).expect("read model JSON");
+    assert_eq!(now["read_model"]["booking"]["status"], "refunded", "{now}");
+    assert!(
+        now["read_model"]["booking"]["refunded_minor"]
+            .as_i64()
+            .is_some_and(|r| r > 0),
+        "{now}"
+    );
+    // Nothing was left behind by the replays.
+    let leftovers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'audit_replay_%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("schemas");
+    assert_eq!(leftovers, 0);
+
     // The history cut at the placement holds nothing later.
     let (code, out) = run(
         &db,

@@ -132,6 +132,46 @@ pub async fn booking_history(
     booking_id: Uuid,
     as_of: AsOf,
 ) -> Result<Vec<LogEntry>, AuditError> {
+    let events = related_events(pool, booking_id, as_of).await?;
+    let types: std::collections::HashMap<Uuid, String> = events
+        .iter()
+        .map(|(e, _)| (e.event_id, e.event_type.clone()))
+        .collect();
+    events
+        .into_iter()
+        .map(|(e, link)| {
+            let caused_by = e.metadata.causation_id.and_then(|c| types.get(&c).cloned());
+            let mut entry = LogEntry::from_event(e)?;
+            entry.link = Some(link.to_owned());
+            entry.caused_by = caused_by;
+            Ok(entry)
+        })
+        .collect()
+}
+
+/// The booking's own events and its payments', up to `as_of`: what the bookings read model is
+/// built from.
+pub async fn booking_events(
+    pool: &PgPool,
+    booking_id: Uuid,
+    as_of: AsOf,
+) -> Result<Vec<RecordedEvent>, AuditError> {
+    Ok(related_events(pool, booking_id, as_of)
+        .await?
+        .into_iter()
+        .filter(|(e, link)| {
+            *link != "cause" && matches!(e.stream_id.category(), "booking" | "payment")
+        })
+        .map(|(e, _)| e)
+        .collect())
+}
+
+/// Every event related to a booking (see [`booking_history`]) with why, in log order.
+async fn related_events(
+    pool: &PgPool,
+    booking_id: Uuid,
+    as_of: AsOf,
+) -> Result<Vec<(RecordedEvent, &'static str)>, AuditError> {
     let id = booking_id.to_string();
     let own = fetch(pool, "stream_id = $1 ORDER BY position", |q| {
         q.bind(format!("booking-{id}"))
@@ -226,20 +266,7 @@ pub async fn booking_history(
     }
     events.retain(|(e, _)| as_of.includes(e));
     events.sort_by_key(|(e, _)| e.position);
-    let types: std::collections::HashMap<Uuid, String> = events
-        .iter()
-        .map(|(e, _)| (e.event_id, e.event_type.clone()))
-        .collect();
-    events
-        .into_iter()
-        .map(|(e, link)| {
-            let caused_by = e.metadata.causation_id.and_then(|c| types.get(&c).cloned());
-            let mut entry = LogEntry::from_event(e)?;
-            entry.link = Some(link.to_owned());
-            entry.caused_by = caused_by;
-            Ok(entry)
-        })
-        .collect()
+    Ok(events)
 }
 
 /// An aggregate's state as of a moment, replayed from its events through the domain's `evolve`.

@@ -420,6 +420,12 @@ async fn every_route_times_every_role() {
         ),
         (
             Method::GET,
+            format!("/audit/bookings/{booking}/read-model"),
+            None,
+            Rule::Roles(&["auditor", "admin"]),
+        ),
+        (
+            Method::GET,
             format!("/audit/streams/booking-{booking}/state"),
             None,
             Rule::Roles(&["auditor", "admin"]),

@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(booking_history))
         .routes(routes!(stream_state))
+        .routes(routes!(booking_read_model))
         .routes(routes!(browse_log))
         .routes(routes!(verify_log))
         .routes(routes!(export))
@@ -109,6 +110,30 @@ async fn stream_state(
     })?;
     Ok(axum::Json(
         audit::state_as_of(&state.pool, &state.vault, &stream, q.as_of()?).await?,
+    ))
+}
+
+/// What the bookings read model said about a booking at a moment: its projection logic replayed
+/// over the booking's events up to then, in a throwaway schema (auditors, admins).
+#[utoipa::path(get, path = "/audit/bookings/{booking_id}/read-model", tag = "audit", security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking"), AsOfQuery),
+    responses(
+        (status = 200, description = "The row and timeline as of then (null before the booking existed)", body = serde_json::Value),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn booking_read_model(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<AsOfQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    caller.require(AUDIT_ROLES)?;
+    let as_of = q.as_of()?;
+    let events = audit::booking_events(&state.pool, booking_id, as_of).await?;
+    let view =
+        tessera_projections::replay::booking_read_model(&state.pool, booking_id, events).await?;
+    Ok(axum::Json(
+        serde_json::json!({ "as_of": as_of, "read_model": view }),
     ))
 }
 
