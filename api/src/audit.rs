@@ -168,6 +168,9 @@ fn bar(len: u64) -> ProgressBar {
 
 pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
     let pool = &db.pool;
+    let vault =
+        tessera_commands::pii::Vault::load(pool.clone(), crate::ops::master_key().as_deref())
+            .await?;
     match command {
         AuditCommand::Seal(args) => {
             let key = SealKey::load(pool, args.seal_key.as_deref()).await?;
@@ -253,7 +256,9 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
             }
         }
         AuditCommand::History(args) => {
-            let entries = audit::booking_history(pool, args.booking_id, args.as_of.as_of()).await?;
+            let mut entries =
+                audit::booking_history(pool, args.booking_id, args.as_of.as_of()).await?;
+            audit::add_personal_views(&vault, &mut entries).await?;
             for e in entries {
                 if args.json {
                     println!("{}", serde_json::to_string(&e)?);
@@ -294,11 +299,6 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::State(args) => {
             let stream = StreamId::new(args.stream.clone())?;
-            let vault = tessera_commands::pii::Vault::load(
-                pool.clone(),
-                crate::ops::master_key().as_deref(),
-            )
-            .await?;
             let state = audit::state_as_of(pool, &vault, &stream, args.as_of.as_of()).await?;
             println!("{}", serde_json::to_string_pretty(&state)?);
         }
@@ -315,6 +315,8 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
                 },
             )
             .await?;
+            let mut page = page;
+            audit::add_personal_views(&vault, &mut page.events).await?;
             for e in &page.events {
                 if args.json {
                     println!("{}", serde_json::to_string(e)?);
@@ -350,8 +352,12 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
                 None => Box::new(BufWriter::new(tokio::io::stdout())),
             };
             let written = match args.booking {
-                Some(id) => audit::export_booking(pool, id, AsOf::Head, key, &mut out).await?,
-                None => audit::export_range(pool, args.from, args.to, key, &mut out).await?,
+                Some(id) => {
+                    audit::export_booking(pool, &vault, id, AsOf::Head, key, &mut out).await?
+                }
+                None => {
+                    audit::export_range(pool, &vault, args.from, args.to, key, &mut out).await?
+                }
             };
             if let Some(path) = &args.output {
                 println!("exported {written} events to {}", path.display());

@@ -390,10 +390,43 @@ impl Vault {
 
 /// Replaces the encrypted fields of `e` by their plaintext, or placeholders without a key.
 fn open_with(e: &mut RecordedEvent, keys: &HashMap<Uuid, [u8; 32]>) {
-    let Some((subject_field, fields)) = spec(&e.event_type) else {
+    open_data(&e.event_type, &mut e.data, keys);
+}
+
+impl Vault {
+    /// The payloads of `(event type, stored JSON)` pairs as they read today: `Some` with the
+    /// personal fields decrypted (or placeholders once the person was erased) for event types
+    /// with personal data, `None` for the others.
+    pub async fn readable_payloads(
+        &self,
+        items: &[(&str, &str)],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let subjects: Vec<Uuid> = items
+            .iter()
+            .filter_map(|(t, d)| {
+                let (field, _) = spec(t)?;
+                let data: Map<String, Value> = serde_json::from_str(d).ok()?;
+                subject_of(&data, field)
+            })
+            .collect();
+        let keys = self.keys_for_reading(&subjects).await?;
+        Ok(items
+            .iter()
+            .map(|(t, d)| {
+                spec(t)?;
+                let mut data = (*d).to_owned();
+                open_data(t, &mut data, &keys);
+                Some(data)
+            })
+            .collect())
+    }
+}
+
+fn open_data(event_type: &str, text: &mut String, keys: &HashMap<Uuid, [u8; 32]>) {
+    let Some((subject_field, fields)) = spec(event_type) else {
         return;
     };
-    let Ok(Value::Object(mut data)) = serde_json::from_str::<Value>(&e.data) else {
+    let Ok(Value::Object(mut data)) = serde_json::from_str::<Value>(text) else {
         return;
     };
     let Some(subject) = subject_of(&data, subject_field) else {
@@ -410,8 +443,8 @@ fn open_with(e: &mut RecordedEvent, keys: &HashMap<Uuid, [u8; 32]>) {
             data.insert((*field).to_owned(), Value::String(plain));
         }
     }
-    if let Ok(text) = serde_json::to_string(&data) {
-        e.data = text;
+    if let Ok(opened) = serde_json::to_string(&data) {
+        *text = opened;
     }
 }
 

@@ -19,9 +19,10 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::AuditError;
-use super::history::{AsOf, COLUMNS, LogEntry, booking_history};
+use super::history::{AsOf, COLUMNS, LogEntry, add_personal_views, booking_history};
 use super::merkle::{MerkleBuilder, leaf};
 use super::seal::{Seal, list_seals, signature_holds};
+use crate::pii::Vault;
 use crate::store::postgres::EventRow;
 use crate::store::{EventMetadata, GENESIS_HASH, Hash, StreamId, chain_hash};
 
@@ -129,6 +130,7 @@ fn prefixed(columns: &str) -> String {
 /// events written.
 pub async fn export_range<W: AsyncWrite + Unpin>(
     pool: &PgPool,
+    vault: &Vault,
     from: Option<u64>,
     to: Option<u64>,
     public_key: [u8; 32],
@@ -181,8 +183,10 @@ pub async fn export_range<W: AsyncWrite + Unpin>(
             .await?;
         let Some(last) = rows.last() else { break };
         cursor = last.event.position();
-        for row in rows {
-            line(out, &entry(row)?).await?;
+        let mut entries = rows.into_iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        add_personal_views(vault, &mut entries).await?;
+        for e in &entries {
+            line(out, e).await?;
             written += 1;
         }
     }
@@ -193,12 +197,14 @@ pub async fn export_range<W: AsyncWrite + Unpin>(
 /// Writes one booking's history (see [`booking_history`]) to `out`.
 pub async fn export_booking<W: AsyncWrite + Unpin>(
     pool: &PgPool,
+    vault: &Vault,
     booking_id: Uuid,
     as_of: AsOf,
     public_key: [u8; 32],
     out: &mut W,
 ) -> Result<u64, AuditError> {
-    let entries = booking_history(pool, booking_id, as_of).await?;
+    let mut entries = booking_history(pool, booking_id, as_of).await?;
+    add_personal_views(vault, &mut entries).await?;
     let positions: Vec<i64> = entries.iter().map(|e| e.position as i64).collect();
     let previous: HashMap<i64, Vec<u8>> = sqlx::query_as::<_, (i64, Vec<u8>)>(
         "SELECT e.position, p.hash FROM events e \

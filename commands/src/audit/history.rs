@@ -65,6 +65,10 @@ pub struct LogEntry {
     /// checked offline on its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_hash: Option<String>,
+    /// For events with personal data: the payload as it reads today, personal fields decrypted,
+    /// or placeholders once the person was erased (`data` keeps the stored ciphertext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<serde_json::Value>,
     /// Why this event is part of a booking's history (absent in plain log reads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
@@ -97,6 +101,7 @@ impl LogEntry {
             effective_at: e.effective_at,
             hash: e.hash.to_hex(),
             previous_hash: None,
+            personal: None,
             link: None,
             caused_by: None,
         })
@@ -267,6 +272,22 @@ async fn related_events(
     events.retain(|(e, _)| as_of.includes(e));
     events.sort_by_key(|(e, _)| e.position);
     Ok(events)
+}
+
+/// Fills `personal` for the entries whose events carry personal data.
+pub async fn add_personal_views(
+    vault: &crate::pii::Vault,
+    entries: &mut [LogEntry],
+) -> Result<(), AuditError> {
+    let items: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data.get()))
+        .collect();
+    let opened = vault.readable_payloads(&items).await?;
+    for (entry, view) in entries.iter_mut().zip(opened) {
+        entry.personal = view.and_then(|v| serde_json::from_str(&v).ok());
+    }
+    Ok(())
 }
 
 /// An aggregate's state as of a moment, replayed from its events through the domain's `evolve`.

@@ -11,8 +11,8 @@ pub mod verify;
 
 pub use export::{ExportCheck, export_booking, export_range, verify_export};
 pub use history::{
-    AsOf, LogEntry, LogPage, LogQuery, StateAsOf, booking_events, booking_history, browse,
-    state_as_of,
+    AsOf, LogEntry, LogPage, LogQuery, StateAsOf, add_personal_views, booking_events,
+    booking_history, browse, state_as_of,
 };
 pub use seal::{DEFAULT_SEAL_RANGE, Seal, SealKey, list_seals, run_sealer, seal_now};
 pub use verify::{Problem, ProblemKind, VerifyOptions, VerifyReport, verify};

@@ -109,6 +109,16 @@ async fn an_erased_person_leaves_no_personal_data_and_the_log_still_verifies() {
     let (status, before) = s.get(&state_path, Some(&auditor)).await;
     assert_eq!(status, StatusCode::OK, "{before}");
     assert_eq!(before["state"]["Registered"]["email"], email, "{before}");
+    let registration = format!("/audit/log?event_type=UserRegistered&stream_prefix=user-{user}");
+    let (_, log) = s.get(&registration, Some(&auditor)).await;
+    let stored = &log["events"][0];
+    assert_eq!(stored["personal"]["email"], email, "{log}");
+    assert!(
+        stored["data"]["email"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("pii:v1:")),
+        "{log}"
+    );
 
     // A customer with bookings, erased too: the statistics must not change.
     let admin = s.token("admin@tessera.test").await;
@@ -177,6 +187,15 @@ async fn an_erased_person_leaves_no_personal_data_and_the_log_still_verifies() {
         "{after}"
     );
     assert_eq!(registered["erased"], true);
+    let (_, log) = s.get(&registration, Some(&auditor)).await;
+    let stored = &log["events"][0];
+    assert_eq!(stored["personal"]["display_name"], "[erased]", "{log}");
+    assert!(
+        stored["personal"]["email"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("@erased.invalid")),
+        "{log}"
+    );
     let (status, _) = s
         .post(
             "/auth/login",

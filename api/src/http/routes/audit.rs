@@ -82,9 +82,9 @@ async fn booking_history(
     ApiQuery(q): ApiQuery<AsOfQuery>,
 ) -> Result<axum::Json<Vec<audit::LogEntry>>, ApiError> {
     caller.require(AUDIT_ROLES)?;
-    Ok(axum::Json(
-        audit::booking_history(&state.pool, booking_id, q.as_of()?).await?,
-    ))
+    let mut entries = audit::booking_history(&state.pool, booking_id, q.as_of()?).await?;
+    audit::add_personal_views(&state.vault, &mut entries).await?;
+    Ok(axum::Json(entries))
 }
 
 /// The state of any aggregate (stream `booking-<id>`, `slot-<id>`, `loyalty-<user id>`, …) as of
@@ -172,7 +172,9 @@ async fn browse_log(
         since: q.since,
         until: q.until,
     };
-    Ok(axum::Json(audit::browse(&state.pool, &query).await?))
+    let mut page = audit::browse(&state.pool, &query).await?;
+    audit::add_personal_views(&state.vault, &mut page.events).await?;
+    Ok(axum::Json(page))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -225,11 +227,17 @@ async fn export(
         audit::booking_history(&state.pool, id, AsOf::Position(0)).await?;
     }
     let (mut writer, reader) = tokio::io::duplex(64 * 1024);
-    let (pool, key) = (state.pool.clone(), state.seal_public_key);
+    let (pool, key, vault) = (
+        state.pool.clone(),
+        state.seal_public_key,
+        state.vault.clone(),
+    );
     tokio::spawn(async move {
         let result = match q.booking {
-            Some(id) => audit::export_booking(&pool, id, AsOf::Head, key, &mut writer).await,
-            None => audit::export_range(&pool, q.from, q.to, key, &mut writer).await,
+            Some(id) => {
+                audit::export_booking(&pool, &vault, id, AsOf::Head, key, &mut writer).await
+            }
+            None => audit::export_range(&pool, &vault, q.from, q.to, key, &mut writer).await,
         };
         // A failure mid-stream ends the body early; the missing lines fail offline verification.
         if let Err(e) = result {
