@@ -69,7 +69,9 @@ impl ReactorRunner {
         Ok(Position(position.unwrap_or(0) as u64))
     }
 
-    async fn save(&self, reactor: &str, position: Position) -> Result<(), CommandError> {
+    /// Stores `reactor`'s checkpoint (for callers that keep it themselves meanwhile, see
+    /// [`Self::catch_up`]).
+    pub async fn save(&self, reactor: &str, position: Position) -> Result<(), CommandError> {
         sqlx::query(
             "INSERT INTO reactor_checkpoints (name, position) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
@@ -110,12 +112,34 @@ impl ReactorRunner {
 
     /// Handles every event up to the current head and returns how many it handled.
     pub async fn run_until_idle(&self, reactor: &dyn Reactor) -> Result<u64, CommandError> {
-        let mut position = self.checkpoint(reactor.name()).await?;
+        let from = self.checkpoint(reactor.name()).await?;
+        let (_, handled) = self.run_pages(reactor, from, true).await?;
+        Ok(handled)
+    }
+
+    /// Handles every event after `from` up to the current head without reading or storing the
+    /// checkpoint; returns the position reached and how many events it handled. For a single
+    /// driver that keeps the position itself and stores it with [`Self::save`] (the fixture
+    /// loader, which settles the reactors after every command).
+    pub async fn catch_up(
+        &self,
+        reactor: &dyn Reactor,
+        from: Position,
+    ) -> Result<(Position, u64), CommandError> {
+        self.run_pages(reactor, from, false).await
+    }
+
+    async fn run_pages(
+        &self,
+        reactor: &dyn Reactor,
+        mut position: Position,
+        save: bool,
+    ) -> Result<(Position, u64), CommandError> {
         let mut handled = 0;
         loop {
             let page = self.store.read_all(position, 500).await?;
             if page.is_empty() {
-                return Ok(handled);
+                return Ok((position, handled));
             }
             for event in &page {
                 self.handle(reactor, event).await.map_err(|e| {
@@ -125,7 +149,9 @@ impl ReactorRunner {
                 position = event.position;
                 handled += 1;
             }
-            self.save(reactor.name(), position).await?;
+            if save {
+                self.save(reactor.name(), position).await?;
+            }
         }
     }
 

@@ -132,6 +132,49 @@ impl PgEventStore {
         &self.inner.pool
     }
 
+    /// Copies events another store has already planned (same planner: versions, positions
+    /// continuing this log's head, hash chain, `recorded_at`) into this log in one guarded
+    /// statement: it writes only if the log is still exactly at the head it read, and the
+    /// positions must continue that head without a gap. For a single writer that staged a whole
+    /// history elsewhere (the fixture loader); returns the new head.
+    pub async fn import(&self, events: Vec<RecordedEvent>) -> Result<Position, StoreError> {
+        let Some(last) = events.last().map(|e| e.position) else {
+            return self.head().await;
+        };
+        let (head, token): (i64, Uuid) =
+            sqlx::query_as("SELECT position, write_token FROM log_head WHERE id = 1")
+                .fetch_one(&self.inner.pool)
+                .await?;
+        let from = Position(head as u64);
+        if let Some((i, e)) = events
+            .iter()
+            .enumerate()
+            .find(|(i, e)| e.position.0 != from.0 + 1 + *i as u64)
+        {
+            return Err(StoreError::InvalidAppend {
+                reason: format!(
+                    "imported event {i} has position {}, but the log head is {from}",
+                    e.position
+                ),
+            });
+        }
+        let mut rows = Columns::default();
+        for e in events {
+            rows.push(e);
+        }
+        let write = GroupWrite {
+            rows,
+            from: (from, token),
+            to: (last, Uuid::new_v4()),
+        };
+        if !write.execute(&self.inner.pool).await? {
+            return Err(StoreError::InvalidAppend {
+                reason: format!("the log moved past {from} while importing"),
+            });
+        }
+        Ok(last)
+    }
+
     /// Starts (once) the task that turns PostgreSQL notifications into wake-ups.
     fn ensure_listener(&self) {
         let mut guard = self
