@@ -242,6 +242,7 @@ async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
                 scale: args.fixtures.clone(),
                 seed: 42,
                 until: None,
+                direct: false,
             },
             false,
         )

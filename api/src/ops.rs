@@ -49,6 +49,10 @@ pub struct FixturesArgs {
     /// Last day of the history (slots run 90 days past it). Default: today.
     #[arg(long)]
     pub until: Option<NaiveDate>,
+    /// Append every command straight to PostgreSQL instead of staging the log in memory and
+    /// copying it in bulk (the same log, much slower: the baseline of the staged load).
+    #[arg(long)]
+    pub direct: bool,
 }
 
 /// Where search indexes live.
@@ -230,14 +234,20 @@ pub async fn load_fixtures(
     bar.set_message(args.scale.clone());
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    // The generator is one long chain of small round trips. It runs on a single-threaded
-    // runtime of its own: on the multi-threaded one every await hops between threads, and those
-    // wake-ups cost more than the queries. It commits asynchronously (no wait for the WAL flush
-    // per command): a crash can lose the last few commits, which leaves a partial history like
-    // any crash mid-load (reload into an empty database); order and hash chains stay intact.
-    // Everything else keeps synchronous commits.
+    // The generator runs one command at a time (that is what makes it deterministic) on a
+    // single-threaded runtime of its own: on the multi-threaded one every await hops between
+    // threads, and those wake-ups cost more than its remaining queries (deadlines, data keys).
+    // It commits asynchronously (no wait for the WAL flush per statement): a crash can lose the
+    // last few commits, which leaves a partial history like any crash mid-load (reload into an
+    // empty database); order and hash chains stay intact. Everything else keeps synchronous
+    // commits.
     let options = db.options.clone().options([("synchronous_commit", "off")]);
     let (seed, progress) = (args.seed, bar.clone());
+    let staging = if args.direct {
+        tessera_fixtures::Staging::Direct
+    } else {
+        tessera_fixtures::Staging::Bulk
+    };
     let (events, summary) = tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -247,7 +257,7 @@ pub async fn load_fixtures(
                 .await
                 .context("cannot connect for loading")?;
             let master_key = master_key();
-            let loaded = tessera_fixtures::load(
+            let loaded = tessera_fixtures::load_with(
                 loading.clone(),
                 scale,
                 seed,
@@ -257,6 +267,7 @@ pub async fn load_fixtures(
                     progress.set_position(done as u64);
                 },
                 master_key.as_deref(),
+                staging,
             )
             .await;
             let result = match loaded {

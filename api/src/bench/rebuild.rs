@@ -54,6 +54,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &RebuildBenchArgs) -> anyho
             scale: args.scale.clone(),
             seed: 42,
             until: None,
+            direct: false,
         };
         crate::ops::load_fixtures(db, &fixtures, false).await?;
         head = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
