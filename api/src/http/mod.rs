@@ -87,8 +87,7 @@ pub struct AppState {
     pub search: Arc<SearchIndex>,
     pub cache: ReadCache,
     pub idempotency: IdempotencyKeys,
-    pub login_limiter: Arc<DefaultKeyedRateLimiter<String>>,
-    pub command_limiter: Arc<DefaultKeyedRateLimiter<uuid::Uuid>>,
+    pub limits: Arc<RateLimits>,
     pub index_root: PathBuf,
     pub metrics: Option<PrometheusHandle>,
     /// The Ed25519 public key seals are verified with.
@@ -148,16 +147,7 @@ impl AppState {
                 .max_capacity(c.cache_capacity)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
-            login_limiter: Arc::new(RateLimiter::keyed(quota(
-                c.login_per_minute,
-                c.login_per_minute,
-                true,
-            ))),
-            command_limiter: Arc::new(RateLimiter::keyed(quota(
-                c.commands_per_second,
-                c.commands_per_second * 2,
-                false,
-            ))),
+            limits: Arc::new(RateLimits::new(c)),
             index_root: parts.index_root,
             metrics: parts.metrics,
             seal_public_key: parts.seal_public_key,
@@ -167,7 +157,45 @@ impl AppState {
 
     /// Refuses with 429 when `user` is over their command rate.
     pub fn limit_commands(&self, user: uuid::Uuid) -> Result<(), ApiError> {
-        self.command_limiter
+        self.limits.commands(user)
+    }
+
+    /// Refuses with 429 when `email` is over its login rate.
+    pub fn limit_login(&self, email: &str) -> Result<(), ApiError> {
+        self.limits.login(email)
+    }
+}
+
+/// Rate limits per login address and per user's commands.
+pub struct RateLimits {
+    login: DefaultKeyedRateLimiter<String>,
+    commands: DefaultKeyedRateLimiter<uuid::Uuid>,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("login_keys", &self.login.len())
+            .field("command_keys", &self.commands.len())
+            .finish()
+    }
+}
+
+impl RateLimits {
+    pub fn new(c: &ApiConfig) -> Self {
+        Self {
+            login: RateLimiter::keyed(quota(c.login_per_minute, c.login_per_minute, true)),
+            commands: RateLimiter::keyed(quota(
+                c.commands_per_second,
+                c.commands_per_second * 2,
+                false,
+            )),
+        }
+    }
+
+    /// Refuses with 429 when `user` is over their command rate.
+    pub fn commands(&self, user: uuid::Uuid) -> Result<(), ApiError> {
+        self.commands
             .check_key(&user)
             .map_err(|not_until| ApiError::RateLimited {
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
@@ -175,12 +203,25 @@ impl AppState {
     }
 
     /// Refuses with 429 when `email` is over its login rate.
-    pub fn limit_login(&self, email: &str) -> Result<(), ApiError> {
-        self.login_limiter
+    pub fn login(&self, email: &str) -> Result<(), ApiError> {
+        self.login
             .check_key(&email.trim().to_lowercase())
             .map_err(|not_until| ApiError::RateLimited {
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
             })
+    }
+
+    /// Forgets the state of every key whose limit has fully replenished (such a key is
+    /// indistinguishable from a new one); returns how many keys are still tracked. Without this
+    /// the limiters would keep an entry for every e-mail address ever tried and every user ever
+    /// seen: a spray of made-up addresses at the login route would grow memory without bound.
+    /// `serve` runs it every minute.
+    pub fn forget_idle(&self) -> usize {
+        self.login.retain_recent();
+        self.login.shrink_to_fit();
+        self.commands.retain_recent();
+        self.commands.shrink_to_fit();
+        self.login.len() + self.commands.len()
     }
 }
 
@@ -334,7 +375,60 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let sweeper = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                state.limits.forget_idle();
+            }
+        }
+    });
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    sweeper.abort();
+    served
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::{ApiConfig, RateLimits};
+
+    /// Keys whose limits have replenished are forgotten; keys still limited are kept.
+    #[test]
+    fn idle_keys_are_forgotten_and_limited_ones_kept() {
+        let limits = RateLimits::new(&ApiConfig {
+            login_per_minute: 1,
+            commands_per_second: 1_000,
+            ..ApiConfig::default()
+        });
+        for i in 0..500 {
+            limits
+                .commands(uuid::Uuid::from_u128(i))
+                .expect("under the limit");
+        }
+        limits
+            .login("someone@example.test")
+            .expect("first login attempt");
+        // One command cell replenishes within a millisecond; the login one needs a minute.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let tracked = limits.forget_idle();
+            if tracked == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{tracked} keys still tracked"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            limits.login("SOMEONE@example.test ").is_err(),
+            "the address that is still limited was kept"
+        );
+    }
 }
