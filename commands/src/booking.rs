@@ -10,15 +10,15 @@ use tessera_domain::booking::{
     Booking, BookingAggregate, BookingCommand, BookingStatus, Canceller,
 };
 use tessera_domain::listing::{ListingAggregate, ListingError, ListingState};
-use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotState};
+use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotEvent, SlotState};
 use tessera_domain::values::{BookingId, Money, Seats, SlotId, UserId};
 
 use crate::error::CommandError;
 use crate::handler::{
-    Attempt, CommandContext, Executed, Loaded, decide_and_append, load, replayed, stream_of,
-    write_for,
+    AggregateCache, Attempt, CommandContext, Executed, Loaded, MAX_ATTEMPTS, decide_and_append,
+    load, load_via, replayed, stream_of, write_for,
 };
-use crate::store::{EventStore, StreamWrite};
+use crate::store::{EventStore, StreamId, StreamWrite};
 
 /// Rules of the booking process that are configuration, not code.
 #[derive(Debug, Clone, Copy)]
@@ -51,69 +51,175 @@ pub async fn place_booking(
     request: &PlaceBooking,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
+    place_booking_cached(store, None, config, request, ctx).await
+}
+
+/// [`place_booking`], deciding first on the slot and listing states in `cache` (the hot path of
+/// a busy slot: no reads at all). That attempt is optimistic: its append is guarded by the
+/// cached versions of the slot and the listing, and a new booking stream. If anything fails
+/// (a stream moved, a retried command, a refusal decided on a stale state), the command is
+/// decided again on what the store holds, exactly as without a cache.
+pub async fn place_booking_cached(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    config: &BookingConfig,
+    request: &PlaceBooking,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
     let booking_stream = stream_of::<BookingAggregate>(request.booking_id);
     let slot_stream = stream_of::<SlotAggregate>(request.slot_id);
-    decide_and_append(store, || {
-        let (booking_stream, slot_stream) = (booking_stream.clone(), slot_stream.clone());
-        async move {
-            let booking = load::<BookingAggregate>(store, booking_stream, ctx.command_id).await?;
-            let slot = load::<SlotAggregate>(store, slot_stream, ctx.command_id).await?;
-            if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
-                return Ok(Attempt::Replayed(done));
+    let mut optimistic = cache.is_some();
+    for _ in 0..MAX_ATTEMPTS {
+        let decided = decide_placement(
+            store,
+            cache,
+            optimistic,
+            config,
+            request,
+            ctx,
+            &booking_stream,
+            &slot_stream,
+        )
+        .await;
+        let (writes, slot, slot_events) = match decided {
+            Ok(Placement::Replayed(done)) => return Ok(done),
+            Ok(Placement::Append {
+                writes,
+                slot,
+                slot_events,
+            }) => (writes, slot, slot_events),
+            // A refusal may come from a stale cached state: only the store's state decides.
+            Err(_) if optimistic => {
+                optimistic = false;
+                continue;
             }
-            let SlotState::Scheduled(s) = &slot.state else {
-                return Err(CommandError::NotFound {
-                    what: "slot",
-                    id: request.slot_id.to_string(),
+            Err(e) => return Err(e),
+        };
+        match store.append(writes).await {
+            Ok(result) => {
+                if let Some(cache) = cache {
+                    cache.advance(&slot, &slot_events, &result);
+                }
+                return Ok(Executed {
+                    position: result.last_position,
+                    replayed: false,
                 });
-            };
-            let listing = load::<ListingAggregate>(
-                store,
-                stream_of::<ListingAggregate>(s.listing_id),
-                ctx.command_id,
-            )
-            .await?;
-            let ListingState::Published(l) = &listing.state else {
-                return Err(CommandError::NotFound {
-                    what: "listing",
-                    id: s.listing_id.to_string(),
-                });
-            };
-            if l.retired {
-                return Err(ListingError::Retired.into());
             }
-            let booking_events = BookingAggregate::decide(
-                &booking.state,
-                &BookingCommand::Place {
-                    id: request.booking_id,
-                    customer_id: request.customer_id,
-                    listing_id: s.listing_id,
-                    slot_id: request.slot_id,
-                    seats: request.seats,
-                    price_per_seat: s.price_per_seat,
-                    policy: l.policy.clone(),
-                    slot_starts_at: s.starts_at,
-                    slot_ends_at: s.ends_at,
-                    now: ctx.now,
-                    hold_ttl: config.hold_ttl,
-                },
-            )?;
-            let slot_events = SlotAggregate::decide(
-                &slot.state,
-                &SlotCommand::HoldSeats {
-                    booking_id: request.booking_id,
-                    seats: request.seats,
-                    now: ctx.now,
-                    allow_overbook: false,
-                },
-            )?;
-            Ok(Attempt::Append(vec![
-                write_for(&booking, &booking_events, ctx)?,
-                write_for(&slot, &slot_events, ctx)?,
-            ]))
+            Err(e) if e.is_conflict() => {
+                if let Some(cache) = cache {
+                    cache.forget(&slot_stream);
+                }
+                optimistic = false;
+            }
+            // An optimistic attempt may also be a retry of an earlier one that did write: the
+            // store refuses the same event ids with other content; the store's state decides.
+            Err(_) if optimistic => optimistic = false,
+            Err(e) => return Err(e.into()),
         }
+    }
+    Err(CommandError::Contention {
+        attempts: MAX_ATTEMPTS,
     })
-    .await
+}
+
+/// What one placement attempt decided.
+enum Placement {
+    Replayed(Executed),
+    Append {
+        writes: Vec<StreamWrite>,
+        slot: Box<Loaded<SlotAggregate>>,
+        slot_events: Vec<SlotEvent>,
+    },
+}
+
+#[allow(clippy::too_many_arguments)] // One attempt of `place_booking_cached`, split out to read.
+async fn decide_placement(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    optimistic: bool,
+    config: &BookingConfig,
+    request: &PlaceBooking,
+    ctx: &CommandContext,
+    booking_stream: &StreamId,
+    slot_stream: &StreamId,
+) -> Result<Placement, CommandError> {
+    // Optimistically the booking is new (its id derives from a fresh command id); a retry
+    // whose first attempt wrote it fails the append's no-stream check.
+    let booking = if optimistic {
+        Loaded::<BookingAggregate>::new_stream(booking_stream.clone())
+    } else {
+        load::<BookingAggregate>(store, booking_stream.clone(), ctx.command_id).await?
+    };
+    let slot = load_via::<SlotAggregate>(
+        store,
+        cache,
+        optimistic,
+        slot_stream.clone(),
+        ctx.command_id,
+    )
+    .await?;
+    if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
+        return Ok(Placement::Replayed(done));
+    }
+    let SlotState::Scheduled(s) = &slot.state else {
+        return Err(CommandError::NotFound {
+            what: "slot",
+            id: request.slot_id.to_string(),
+        });
+    };
+    let listing = load_via::<ListingAggregate>(
+        store,
+        cache,
+        optimistic,
+        stream_of::<ListingAggregate>(s.listing_id),
+        ctx.command_id,
+    )
+    .await?;
+    let ListingState::Published(l) = &listing.state else {
+        return Err(CommandError::NotFound {
+            what: "listing",
+            id: s.listing_id.to_string(),
+        });
+    };
+    if l.retired {
+        return Err(ListingError::Retired.into());
+    }
+    let booking_events = BookingAggregate::decide(
+        &booking.state,
+        &BookingCommand::Place {
+            id: request.booking_id,
+            customer_id: request.customer_id,
+            listing_id: s.listing_id,
+            slot_id: request.slot_id,
+            seats: request.seats,
+            price_per_seat: s.price_per_seat,
+            policy: l.policy.clone(),
+            slot_starts_at: s.starts_at,
+            slot_ends_at: s.ends_at,
+            now: ctx.now,
+            hold_ttl: config.hold_ttl,
+        },
+    )?;
+    let slot_events = SlotAggregate::decide(
+        &slot.state,
+        &SlotCommand::HoldSeats {
+            booking_id: request.booking_id,
+            seats: request.seats,
+            now: ctx.now,
+            allow_overbook: false,
+        },
+    )?;
+    Ok(Placement::Append {
+        writes: vec![
+            write_for(&booking, &booking_events, ctx)?,
+            write_for(&slot, &slot_events, ctx)?,
+            // The listing decided too (published, not retired, its policy): a hold never
+            // commits against a listing that changed in between.
+            listing.guard(),
+        ],
+        slot: Box::new(slot),
+        slot_events,
+    })
 }
 
 /// What cancelling now would refund, without cancelling.

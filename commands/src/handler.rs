@@ -6,6 +6,9 @@
 //! different content under the same id and returns the first result for the same content, and a
 //! stream that already holds events caused by this command returns that earlier outcome.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,8 +18,8 @@ use uuid::Uuid;
 use crate::codec::{self, CodecError};
 use crate::error::CommandError;
 use crate::store::{
-    EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
-    StreamWrite, read_whole_stream,
+    AppendResult, EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    StreamId, StreamWrite, read_whole_stream,
 };
 
 /// How many times a command is re-decided after losing a race for a stream.
@@ -162,6 +165,148 @@ where
         caused_by_command,
         last_position: events.last().map_or(Position::START, |e| e.position),
     })
+}
+
+impl<A: Aggregate> Loaded<A> {
+    /// A stream about to be created: nothing in it yet.
+    pub fn new_stream(stream: StreamId) -> Self {
+        Self {
+            stream,
+            state: A::State::default(),
+            version: 0,
+            caused_by_command: Vec::new(),
+            last_position: Position::START,
+        }
+    }
+
+    /// A guard on this stream at the version it was loaded at: an append carrying it commits
+    /// only if nobody wrote to the stream since.
+    pub fn guard(&self) -> StreamWrite {
+        StreamWrite::guard(self.stream.clone(), self.expected())
+    }
+}
+
+/// Aggregate states this process decided on recently, by stream, so that a hot aggregate (a
+/// slot taking holds) is not replayed from the store for every command: the caching repository
+/// of Axon, the in-memory aggregate of Commanded.
+///
+/// An entry may be stale (another process, or another command here, wrote since). It is
+/// therefore only used for an **optimistic** attempt whose append is guarded by the cached
+/// versions: if the stream moved, the append is refused and the command loads from the store.
+/// A cached state never decides anything the store did not confirm.
+#[derive(Clone)]
+pub struct AggregateCache {
+    entries: moka::sync::Cache<StreamId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for AggregateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+/// One cached aggregate: its state after `version` events.
+struct CachedState<S> {
+    state: S,
+    version: u64,
+    last_position: Position,
+}
+
+impl AggregateCache {
+    /// A cache of at most `capacity` aggregates.
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            entries: moka::sync::Cache::new(capacity),
+        }
+    }
+
+    /// The cached state of `stream`, if any (possibly stale).
+    pub fn get<A>(&self, stream: &StreamId) -> Option<Loaded<A>>
+    where
+        A: Aggregate,
+        A::State: Send + Sync + 'static,
+    {
+        let entry = self.entries.get(stream)?;
+        let cached = entry.downcast_ref::<CachedState<A::State>>()?;
+        Some(Loaded {
+            stream: stream.clone(),
+            state: cached.state.clone(),
+            version: cached.version,
+            caused_by_command: Vec::new(),
+            last_position: cached.last_position,
+        })
+    }
+
+    /// Remembers a state loaded from the store.
+    pub fn put<A>(&self, loaded: &Loaded<A>)
+    where
+        A: Aggregate,
+        A::State: Send + Sync + 'static,
+    {
+        self.entries.insert(
+            loaded.stream.clone(),
+            Arc::new(CachedState {
+                state: loaded.state.clone(),
+                version: loaded.version,
+                last_position: loaded.last_position,
+            }),
+        );
+    }
+
+    /// Remembers the state after `events`, which an append just wrote on top of `loaded`.
+    pub fn advance<A>(&self, loaded: &Loaded<A>, events: &[A::Event], appended: &AppendResult)
+    where
+        A: Aggregate,
+        A::State: Send + Sync + 'static,
+    {
+        let Some(written) = appended.streams.iter().find(|s| s.stream == loaded.stream) else {
+            return;
+        };
+        let state = events
+            .iter()
+            .fold(loaded.state.clone(), |state, e| A::evolve(state, e));
+        self.entries.insert(
+            loaded.stream.clone(),
+            Arc::new(CachedState {
+                state,
+                version: written.last_version,
+                // The append's last position: at or after this stream's last event.
+                last_position: appended.last_position,
+            }),
+        );
+    }
+
+    /// Drops what is cached for `stream`.
+    pub fn forget(&self, stream: &StreamId) {
+        self.entries.invalidate(stream);
+    }
+}
+
+/// Loads `stream`: from `cache` when `optimistic` and it is there, else from the store (and
+/// then into the cache). A state from the cache carries no `caused_by_command`: only an
+/// optimistic attempt may use it, one whose append is guarded by its version.
+pub async fn load_via<A>(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    optimistic: bool,
+    stream: StreamId,
+    command_id: Uuid,
+) -> Result<Loaded<A>, CommandError>
+where
+    A: Aggregate,
+    A::Event: DeserializeOwned,
+    A::State: Send + Sync + 'static,
+{
+    if optimistic && let Some(hit) = cache.and_then(|c| c.get::<A>(&stream)) {
+        return Ok(hit);
+    }
+    let loaded = load::<A>(store, stream, command_id).await?;
+    if let Some(cache) = cache {
+        cache.put(&loaded);
+    }
+    Ok(loaded)
 }
 
 /// Turns decided events into a write to their stream.

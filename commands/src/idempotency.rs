@@ -5,6 +5,15 @@
 //! the handlers turn a re-run into a replay), or returns the stored result of a finished one.
 //! The same key with a different request is refused. Only final results are stored — successes
 //! and business refusals; an infrastructure failure leaves the key open for a retry.
+//!
+//! **Durability without a flush of its own.** A claim commits asynchronously (no WAL flush of its
+//! own). That is enough: the command it admits either appends events, whose synchronous commit
+//! flushes the WAL up to and past the claim's commit record, or is refused, and the refusal is
+//! stored with a synchronous commit ([`IdempotencyKeys::complete`]), which flushes the claim
+//! too; or it fails and wrote nothing, and a lost claim is then a key that was never used. The
+//! result of a command whose events are in the log is stored asynchronously as well
+//! ([`IdempotencyKeys::complete_after_log`]): if a crash loses it, the key reads as unfinished
+//! and a retry replays the command from the log, under the same command id.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +23,13 @@ use uuid::Uuid;
 
 use crate::error::CommandError;
 use crate::store::StoreError;
+
+const STORE_RESULT: &str = "UPDATE idempotency_keys SET response = $3, completed_at = now()
+     WHERE scope = $1 AND key = $2 AND response IS NULL";
+
+const STORE_RESULT_ASYNC: &str = "UPDATE idempotency_keys SET response = $3, completed_at = now()
+      FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+     WHERE scope = $1 AND key = $2 AND response IS NULL";
 
 /// Outcome of claiming a key.
 #[derive(Debug)]
@@ -52,7 +68,8 @@ impl IdempotencyKeys {
         let fresh = Uuid::new_v4();
         let claimed: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO idempotency_keys (scope, key, request_hash, command_id)
-             VALUES ($1, $2, $3, $4)
+             SELECT $1, $2, $3, $4
+               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
              ON CONFLICT (scope, key) DO NOTHING
              RETURNING command_id",
         )
@@ -85,24 +102,44 @@ impl IdempotencyKeys {
         }
     }
 
-    /// Stores the final result of the command that claimed `key`. The first stored result wins.
+    /// Stores the final result of the command that claimed `key`, durably (a refusal: nothing
+    /// else records it). The first stored result wins.
     pub async fn complete(
         &self,
         scope: &str,
         key: &str,
         result: &impl Serialize,
     ) -> Result<(), CommandError> {
+        self.store_result(scope, key, result, STORE_RESULT).await
+    }
+
+    /// Stores the result of a command whose events are already durable in the log, with an
+    /// asynchronous commit: losing it in a crash only makes a retry replay from the log.
+    pub async fn complete_after_log(
+        &self,
+        scope: &str,
+        key: &str,
+        result: &impl Serialize,
+    ) -> Result<(), CommandError> {
+        self.store_result(scope, key, result, STORE_RESULT_ASYNC)
+            .await
+    }
+
+    async fn store_result(
+        &self,
+        scope: &str,
+        key: &str,
+        result: &impl Serialize,
+        sql: &'static str,
+    ) -> Result<(), CommandError> {
         let value = serde_json::to_value(result).map_err(|e| CommandError::Codec(e.to_string()))?;
-        sqlx::query(
-            "UPDATE idempotency_keys SET response = $3, completed_at = now()
-              WHERE scope = $1 AND key = $2 AND response IS NULL",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from)?;
+        sqlx::query(sql)
+            .bind(scope)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -39,6 +39,19 @@ pub struct HttpBenchArgs {
     /// Turn the API's read cache off (every search runs the index query).
     #[arg(long)]
     pub no_cache: bool,
+    /// Turn the command side's aggregate cache off (every hold reads its slot and listing).
+    #[arg(long)]
+    pub no_aggregate_cache: bool,
+    /// Run only this workload (both when not given).
+    #[arg(long, value_enum)]
+    pub only: Option<Workload>,
+}
+
+/// One of the benchmark's workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    Search,
+    Holds,
 }
 
 /// Latencies of one workload.
@@ -165,6 +178,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
                 commands_per_second: 1_000,
                 login_per_minute: 1_000,
                 cache_capacity: if args.no_cache { 0 } else { 20_000 },
+                aggregate_capacity: if args.no_aggregate_cache { 0 } else { 100_000 },
                 ..crate::http::ApiConfig::default()
             },
             index_root: data_dir.join("bench-index"),
@@ -204,14 +218,20 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
-        "bench http: {head} events in the log; client and server on this machine; {} s per workload; read cache {}",
+        "bench http: {head} events in the log; client and server on this machine; {} s per workload; read cache {}; aggregate cache {}",
         args.seconds,
-        if args.no_cache { "off" } else { "on" }
+        if args.no_cache { "off" } else { "on" },
+        if args.no_aggregate_cache { "off" } else { "on" }
     );
 
-    let search = search_workload(&client, &base, &db.pool, args).await?;
-    let holds = hold_workload(&client, &base, &db.pool, args).await?;
-    println!("\n{search}\n{holds}");
+    if args.only != Some(Workload::Holds) {
+        let search = search_workload(&client, &base, &db.pool, args).await?;
+        println!("\n{search}");
+    }
+    if args.only != Some(Workload::Search) {
+        let holds = hold_workload(&client, &base, &db.pool, args).await?;
+        println!("\n{holds}");
+    }
 
     let _ = stop.send(());
     server.await.context("server task")??;
@@ -412,6 +432,7 @@ async fn hold_workload(
     }
     let tokens = Arc::new(tokens);
     let run = uuid::Uuid::new_v4();
+    println!("holds: {} customers logged in; measuring", tokens.len());
 
     let api = {
         let (client, base, slots, tokens) = (

@@ -29,6 +29,7 @@ use sqlx::PgPool;
 use tessera_commands::booking::BookingConfig;
 use tessera_commands::clock::Clock;
 use tessera_commands::gateway::{PaymentGateway, StripeGateway};
+use tessera_commands::handler::AggregateCache;
 use tessera_commands::idempotency::IdempotencyKeys;
 use tessera_commands::store::EventStore;
 use tessera_projections::search::SearchIndex;
@@ -54,6 +55,8 @@ pub struct ApiConfig {
     pub refresh_ttl: Duration,
     /// Entries of the read cache (listing details, search pages); 0 turns it off.
     pub cache_capacity: u64,
+    /// Aggregates (slots, listings) the command side keeps decided state of; 0 turns it off.
+    pub aggregate_capacity: u64,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +68,7 @@ impl Default for ApiConfig {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             cache_capacity: 20_000,
+            aggregate_capacity: 100_000,
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct AppState {
     pub positions: Positions,
     pub search: Arc<SearchIndex>,
     pub cache: ReadCache,
+    /// Decided state of hot aggregates; `None` when turned off.
+    pub aggregates: Option<AggregateCache>,
     pub idempotency: IdempotencyKeys,
     pub limits: Arc<RateLimits>,
     pub index_root: PathBuf,
@@ -147,6 +153,8 @@ impl AppState {
                 .max_capacity(c.cache_capacity)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            aggregates: (c.aggregate_capacity > 0)
+                .then(|| AggregateCache::new(c.aggregate_capacity)),
             limits: Arc::new(RateLimits::new(c)),
             index_root: parts.index_root,
             metrics: parts.metrics,

@@ -248,6 +248,93 @@ pub async fn multi_stream_append_is_atomic(store: Arc<dyn EventStore>) {
     );
 }
 
+/// A guard (a write without events) makes the append depend on a stream it does not write.
+pub async fn guards_check_streams_they_do_not_write(store: Arc<dyn EventStore>) {
+    let (w, g, missing) = (
+        stream("guard-w"),
+        stream("guard-g"),
+        stream("guard-missing"),
+    );
+    append_one(&*store, &g, ExpectedVersion::NoStream, events(1))
+        .await
+        .expect("the guarded stream");
+    let guarded = |version: ExpectedVersion, guard: ExpectedVersion| {
+        vec![
+            StreamWrite::new(w.clone(), version, events(1)),
+            StreamWrite::guard(g.clone(), guard),
+        ]
+    };
+    if !store.capabilities().atomic_multi_stream {
+        let err = store
+            .append(guarded(
+                ExpectedVersion::NoStream,
+                ExpectedVersion::Exact(1),
+            ))
+            .await
+            .expect_err("a guard makes a multi-stream append");
+        assert!(matches!(err, StoreError::Unsupported { .. }), "{err:?}");
+        return;
+    }
+    let ok = store
+        .append(guarded(
+            ExpectedVersion::NoStream,
+            ExpectedVersion::Exact(1),
+        ))
+        .await
+        .expect("the guard holds");
+    assert_eq!(ok.streams.len(), 1, "only written streams are reported");
+    assert_eq!(ok.streams[0].stream, w);
+    assert_eq!(ok.first_position, ok.last_position);
+
+    // The guarded stream moves; a decision based on its old version must not commit.
+    append_one(&*store, &g, ExpectedVersion::Exact(1), events(1))
+        .await
+        .expect("the guarded stream moves");
+    let head = store.head().await.expect("head");
+    let err = store
+        .append(guarded(
+            ExpectedVersion::Exact(1),
+            ExpectedVersion::Exact(1),
+        ))
+        .await
+        .expect_err("a stale guard");
+    assert!(
+        matches!(&err, StoreError::WrongExpectedVersion { stream, actual, .. } if *stream == g && actual.0 == 2),
+        "{err:?}"
+    );
+    assert!(err.is_conflict());
+    assert_eq!(store.head().await.expect("head"), head, "nothing written");
+    assert_eq!(read_whole_stream(&*store, &w).await.expect("read").len(), 1);
+    assert_eq!(read_whole_stream(&*store, &g).await.expect("read").len(), 2);
+
+    // Guards on a stream that does not exist.
+    store
+        .append(vec![
+            StreamWrite::new(w.clone(), ExpectedVersion::Exact(1), events(1)),
+            StreamWrite::guard(missing.clone(), ExpectedVersion::NoStream),
+        ])
+        .await
+        .expect("a missing stream is at no stream");
+    let err = store
+        .append(vec![
+            StreamWrite::new(w.clone(), ExpectedVersion::Exact(2), events(1)),
+            StreamWrite::guard(missing.clone(), ExpectedVersion::Exact(3)),
+        ])
+        .await
+        .expect_err("a missing stream is not at version 3");
+    assert!(
+        matches!(&err, StoreError::WrongExpectedVersion { stream, actual, .. } if *stream == missing && actual.0 == 0),
+        "{err:?}"
+    );
+    assert!(
+        read_whole_stream(&*store, &missing)
+            .await
+            .expect("read")
+            .is_empty(),
+        "a guard never creates its stream"
+    );
+}
+
 /// Re-appending stored events is a no-op returning the first result; changed content is refused.
 pub async fn idempotent_reappend(store: Arc<dyn EventStore>) {
     let s = stream("idem");
@@ -442,6 +529,12 @@ pub async fn invalid_appends_are_rejected(store: Arc<dyn EventStore>) {
     let cases: Vec<Vec<StreamWrite>> = vec![
         vec![],
         vec![StreamWrite::new(s.clone(), ExpectedVersion::Any, vec![])],
+        // Guards alone write nothing.
+        vec![StreamWrite::guard(s.clone(), ExpectedVersion::NoStream)],
+        vec![
+            StreamWrite::new(stream("invalid-b"), ExpectedVersion::Any, events(1)),
+            StreamWrite::guard(s.clone(), ExpectedVersion::Any),
+        ],
         vec![
             StreamWrite::new(s.clone(), ExpectedVersion::Any, events(1)),
             StreamWrite::new(s.clone(), ExpectedVersion::Any, events(1)),
@@ -708,6 +801,7 @@ macro_rules! store_conformance_suite {
             expected_version_checks,
             concurrent_appenders_exactly_one_wins,
             multi_stream_append_is_atomic,
+            guards_check_streams_they_do_not_write,
             idempotent_reappend,
             hash_chain_is_continuous,
             stream_reads_both_directions,

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::hash::{GENESIS_HASH, Hash, HashedFields, chain_hash};
 use super::types::{
-    ActualVersion, AppendResult, Position, RecordedEvent, StoreError, StreamId, StreamWrite,
-    StreamWriteResult,
+    ActualVersion, AppendResult, ExpectedVersion, Position, RecordedEvent, StoreError, StreamId,
+    StreamWrite, StreamWriteResult,
 };
 
 /// Most events one append may carry.
@@ -49,8 +49,11 @@ pub(crate) fn validate(writes: &[StreamWrite]) -> Result<(), StoreError> {
         if !streams.insert(&w.stream) {
             return invalid(format!("stream {} appears twice in one append", w.stream));
         }
-        if w.events.is_empty() {
-            return invalid(format!("the write to stream {} has no events", w.stream));
+        if w.is_guard() && w.expected == ExpectedVersion::Any {
+            return invalid(format!(
+                "the write to stream {} has no events and expects any version: it checks nothing",
+                w.stream
+            ));
         }
         total += w.events.len();
         for e in &w.events {
@@ -67,6 +70,9 @@ pub(crate) fn validate(writes: &[StreamWrite]) -> Result<(), StoreError> {
                 ));
             }
         }
+    }
+    if total == 0 {
+        return invalid("an append needs at least one event (guards alone write nothing)".into());
     }
     if total > MAX_EVENTS_PER_APPEND {
         return invalid(format!(
@@ -143,7 +149,7 @@ impl Planner {
         let first_position = Position(self.head.0 + 1);
         let mut events = Vec::with_capacity(writes.iter().map(|w| w.events.len()).sum());
         let mut streams = Vec::with_capacity(writes.len());
-        for w in writes {
+        for w in writes.iter().filter(|w| !w.is_guard()) {
             let head = self.streams.entry(w.stream.clone()).or_default();
             let first_version = head.version + 1;
             for e in &w.events {
@@ -228,7 +234,7 @@ impl Planner {
         let mut streams = Vec::with_capacity(writes.len());
         let mut first_position = Position(u64::MAX);
         let mut last_position = Position::START;
-        for w in writes {
+        for w in writes.iter().filter(|w| !w.is_guard()) {
             let stored: Vec<&RecordedEvent> = w
                 .events
                 .iter()

@@ -526,11 +526,12 @@ impl Writer {
     fn plan_fast(&mut self, batch: &[Job]) -> FastPlan {
         // A stream expected not to exist is assumed not to: if it does, the unique
         // (stream_id, stream_version) index refuses the write and the locked path decides.
+        // A guard writes no row that the index could refuse, so its head is always known.
         let unknown: Vec<String> = batch
             .iter()
             .flat_map(|j| &j.writes)
             .filter(|w| {
-                w.expected != ExpectedVersion::NoStream
+                (w.expected != ExpectedVersion::NoStream || w.is_guard())
                     && !self.cache.streams.contains_key(&w.stream)
             })
             .map(|w| w.stream.as_str().to_owned())

@@ -216,7 +216,10 @@ impl NewEvent {
     }
 }
 
-/// The events to append to one stream, guarded by an expected version.
+/// The events to append to one stream, guarded by an expected version. A write without events
+/// is a **guard**: it appends nothing, but the whole append fails unless that stream is at the
+/// expected version. A decision that read a stream it does not change (a hold reads its
+/// listing) guards it, so it cannot commit against a state that has since moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamWrite {
     pub stream: StreamId,
@@ -231,6 +234,16 @@ impl StreamWrite {
             expected,
             events,
         }
+    }
+
+    /// A guard: the append commits only if `stream` is at `expected` (never [`ExpectedVersion::Any`]).
+    pub fn guard(stream: StreamId, expected: ExpectedVersion) -> Self {
+        Self::new(stream, expected, Vec::new())
+    }
+
+    /// Whether this write appends nothing and only checks its stream's version.
+    pub fn is_guard(&self) -> bool {
+        self.events.is_empty()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Booking commands on PostgreSQL: atomic place-and-hold under contention, release exactly once,
 //! command retries, idempotency keys.
 
+mod cached;
 mod lifecycle;
 mod payments;
 mod users;
@@ -38,6 +39,7 @@ fn ctx(actor: &str, now: DateTime<Utc>) -> CommandContext {
 struct World {
     _db: TestDatabase,
     store: Arc<dyn EventStore>,
+    listing_id: ListingId,
     slot_id: SlotId,
 }
 
@@ -99,6 +101,7 @@ async fn world(capacity: u32) -> World {
     World {
         _db: db,
         store,
+        listing_id,
         slot_id,
     }
 }

@@ -87,8 +87,9 @@ async fn place(
         async |command_id| {
             let ctx = context(&state, &caller, command_id);
             let booking_id = BookingId(Uuid::new_v5(&command_id, b"booking"));
-            let executed = commands::place_booking(
+            let executed = commands::place_booking_cached(
                 &*state.store,
+                state.aggregates.as_ref(),
                 &state.booking,
                 &PlaceBooking {
                     booking_id,

@@ -208,6 +208,14 @@ where
         }
         Err(e) => return Err(e),
     };
-    state.idempotency.complete(&scope, &key, &stored).await?;
+    if stored.problem {
+        state.idempotency.complete(&scope, &key, &stored).await?;
+    } else {
+        // The command's events are durable in the log: a lost result is replayed from it.
+        state
+            .idempotency
+            .complete_after_log(&scope, &key, &stored)
+            .await?;
+    }
     Ok(stored.response(false))
 }
