@@ -27,6 +27,14 @@ pub struct Cli {
         global = true
     )]
     pub data_dir: PathBuf,
+    /// Connections in this process's PostgreSQL pool.
+    #[arg(
+        long,
+        env = "TESSERA_MAX_CONNECTIONS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub max_connections: u32,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -136,7 +144,7 @@ impl Cli {
             database_url: self.database_url.clone(),
             data_dir: self.data_dir.clone(),
             database: database.to_owned(),
-            max_connections: 20,
+            max_connections: self.max_connections,
         }
     }
 }

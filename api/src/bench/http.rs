@@ -42,6 +42,14 @@ pub struct HttpBenchArgs {
     /// Turn the command side's aggregate cache off (every hold reads its slot and listing).
     #[arg(long)]
     pub no_aggregate_cache: bool,
+    /// Offered rate (requests per second) of the paced hold run; half the API's saturated
+    /// throughput when not given.
+    #[arg(long)]
+    pub paced_rate: Option<f64>,
+    /// Run the API without projectors and reactors in this process (as `tessera serve`, with
+    /// the read side elsewhere or stopped): separates the API's own cost from the read side's.
+    #[arg(long)]
+    pub api_only: bool,
     /// Run only this workload (both when not given).
     #[arg(long, value_enum)]
     pub only: Option<Workload>,
@@ -97,24 +105,49 @@ enum Outcome {
     Error,
 }
 
-/// Runs `clients` concurrent loops of `call(client index, iteration)` for `seconds`.
+/// Runs `clients` concurrent loops of `call(client index, iteration)` for `seconds`, each
+/// client sending its next request as soon as the last one is answered (closed loop: the
+/// system runs saturated and latency is mostly queueing).
 async fn drive<F, Fut>(clients: usize, seconds: u64, call: F) -> Measured
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
+    drive_paced(clients, seconds, None, call).await
+}
+
+/// [`drive`], or with `rate` (requests per second, all clients together) an open loop: each
+/// client sends on a fixed schedule whether or not its last request was answered late, and a
+/// latency is measured from the scheduled send time (as wrk2 does, so a stall is not hidden by
+/// the requests it delayed).
+async fn drive_paced<F, Fut>(clients: usize, seconds: u64, rate: Option<f64>, call: F) -> Measured
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send,
 {
     let call = Arc::new(call);
     // Warm-up: connections, caches, JIT-free but not cold.
-    let warm = Instant::now() + Duration::from_millis(1_500);
+    let begin = Instant::now();
+    let warm = begin + Duration::from_millis(1_500);
     let deadline = warm + Duration::from_secs(seconds);
+    let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r.max(1.0)));
     let mut tasks = Vec::new();
     for c in 0..clients {
         let call = call.clone();
+        // Clients start spread over one interval, not all at once.
+        let first = interval.map(|i| begin + i.mul_f64(c as f64 / clients as f64));
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut refusals) = (Vec::new(), 0, 0);
             let mut i = 0u64;
             loop {
-                let started = Instant::now();
+                let started = match (first, interval) {
+                    (Some(first), Some(interval)) => {
+                        let at = first + interval.mul_f64(i as f64);
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    _ => Instant::now(),
+                };
                 if started >= deadline {
                     break;
                 }
@@ -158,6 +191,30 @@ pub async fn run(config: &DbConfig, data_dir: &Path, args: &HttpBenchArgs) -> an
     result
 }
 
+/// Waits until every projection has applied the whole log as it is now, so that a workload
+/// neither starts with nor pays for the read side's backlog from the one before. (Reactors
+/// keep working meanwhile: holds of earlier runs expire 15 minutes after they were placed.)
+async fn settle(pool: &PgPool, projections: usize) -> anyhow::Result<()> {
+    if projections == 0 {
+        return Ok(());
+    }
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    let started = Instant::now();
+    loop {
+        let status = tessera_projections::status(pool).await?;
+        if status.len() == projections && status.iter().all(|s| s.position >= head) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1_800),
+            "projections did not reach position {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::Result<()> {
     let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
         .fetch_one(&db.pool)
@@ -170,8 +227,8 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
         db.pool.clone(),
         crate::ops::log(db),
         PlatformOptions {
-            projectors: true,
-            reactors: true,
+            projectors: !args.api_only,
+            reactors: !args.api_only,
             stripe: None,
             jwt_secret: None,
             config: crate::http::ApiConfig {
@@ -203,20 +260,12 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
         .build()?;
 
     // Wait until the read side has the whole log (a first start catches up).
-    let started = Instant::now();
-    loop {
-        let status = tessera_projections::status(&db.pool).await?;
-        if status.len() == tessera_projections::all(&data_dir.join("bench-index")).len()
-            && status.iter().all(|s| s.position >= head)
-        {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(1_800),
-            "projections did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let projections = if args.api_only {
+        0
+    } else {
+        tessera_projections::all(&data_dir.join("bench-index")).len()
+    };
+    settle(&db.pool, projections).await?;
     println!(
         "bench http: {head} events in the log; client and server on this machine; {} s per workload; read cache {}; aggregate cache {}",
         args.seconds,
@@ -229,7 +278,8 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
         println!("\n{search}");
     }
     if args.only != Some(Workload::Search) {
-        let holds = hold_workload(&client, &base, &db.pool, args).await?;
+        let holds =
+            hold_workload(&platform.state, &client, &base, &db.pool, args, projections).await?;
         println!("\n{holds}");
     }
 
@@ -393,22 +443,65 @@ async fn search_workload(
     ))
 }
 
+/// How many slots the hold workload spreads over, and the seats of each.
+const HOLD_SLOTS: usize = 1_000;
+const HOLD_SLOT_SEATS: u32 = 10_000;
+
+/// Schedules [`HOLD_SLOTS`] new slots of [`HOLD_SLOT_SEATS`] seats, one on each of as many
+/// published listings (by their providers, through the commands). Every run, and its
+/// baseline, then holds against the same fresh capacity:
+/// nothing sells out during a run, and earlier runs do not leave it fewer slots with room.
+async fn fresh_slots(
+    state: &crate::http::AppState,
+    pool: &PgPool,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
+    use tessera_commands::catalog::{Acting, schedule_slot};
+    use tessera_commands::handler::CommandContext;
+    use tessera_domain::values::{ListingId, UserId};
+
+    let listings: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT listing_id, provider_id FROM read.listings WHERE NOT retired
+          ORDER BY listing_id LIMIT $1",
+    )
+    .bind(HOLD_SLOTS as i64)
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(
+        listings.len() >= 100,
+        "only {} listings are published",
+        listings.len()
+    );
+    let now = state.clock.now();
+    let starts_at = now + chrono::TimeDelta::days(30);
+    let mut slots = Vec::with_capacity(listings.len());
+    for (listing, provider) in listings {
+        let ctx = CommandContext::new(uuid::Uuid::new_v4(), format!("user:{provider}"), now);
+        let (slot, _) = schedule_slot(
+            &*state.store,
+            Acting::Provider(UserId(provider)),
+            ListingId(listing),
+            starts_at,
+            starts_at + chrono::TimeDelta::hours(3),
+            HOLD_SLOT_SEATS,
+            None,
+            &ctx,
+        )
+        .await?;
+        slots.push(slot.0);
+    }
+    Ok(slots)
+}
+
 async fn hold_workload(
+    state: &crate::http::AppState,
     client: &reqwest::Client,
     base: &str,
     pool: &PgPool,
     args: &HttpBenchArgs,
+    projections: usize,
 ) -> anyhow::Result<String> {
-    // Slots with room, well ahead; customers with tokens (logins are not measured).
-    let slots: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
-        "SELECT slot_id, remaining FROM read.slots
-          WHERE NOT cancelled AND remaining >= 3 AND starts_at > now() + interval '2 days'
-          ORDER BY slot_id",
-    )
-    .fetch_all(pool)
-    .await?;
-    anyhow::ensure!(slots.len() >= 100, "only {} slots have room", slots.len());
-    let slots: Arc<Vec<uuid::Uuid>> = Arc::new(slots.into_iter().map(|s| s.0).collect());
+    let slots = Arc::new(fresh_slots(state, pool).await?);
+    // Customers with tokens (logins are not measured).
     let mut tokens = Vec::new();
     for i in 0..args.hold_clients {
         let email = if i == 0 {
@@ -431,17 +524,18 @@ async fn hold_workload(
         );
     }
     let tokens = Arc::new(tokens);
-    let run = uuid::Uuid::new_v4();
     println!("holds: {} customers logged in; measuring", tokens.len());
 
-    let api = {
+    // One `POST /bookings` per call, each with its own idempotency key.
+    let api_hold = |rate: Option<f64>| {
         let (client, base, slots, tokens) = (
             client.clone(),
             base.to_owned(),
             slots.clone(),
             tokens.clone(),
         );
-        drive(args.hold_clients, args.seconds, move |c, i| {
+        let run = uuid::Uuid::new_v4();
+        drive_paced(args.hold_clients, args.seconds, rate, move |c, i| {
             let slot = slots[(c * 104_729 + i as usize * 7) % slots.len()];
             let request = client
                 .post(format!("{base}/bookings"))
@@ -456,68 +550,93 @@ async fn hold_workload(
                 }
             }
         })
-        .await
     };
-
     // Baseline: a CRUD hold on a scratch copy of the slots' seats.
-    sqlx::raw_sql(
-        "DROP TABLE IF EXISTS bench_crud_bookings, bench_crud_slots;
-         CREATE UNLOGGED TABLE bench_crud_slots AS
-             SELECT slot_id, remaining FROM read.slots;
-         ALTER TABLE bench_crud_slots ADD PRIMARY KEY (slot_id);
-         CREATE TABLE bench_crud_bookings (booking_id uuid PRIMARY KEY, slot_id uuid NOT NULL,
-             customer text NOT NULL, seats int NOT NULL, placed_at timestamptz NOT NULL DEFAULT now());",
-    )
-    .execute(pool)
-    .await?;
-    let raw = {
+    let raw_hold = |rate: Option<f64>| {
         let (pool, slots) = (pool.clone(), slots.clone());
-        drive(args.hold_clients, args.seconds, move |c, i| {
+        drive_paced(args.hold_clients, args.seconds, rate, move |c, i| {
             let slot = slots[(c * 104_729 + i as usize * 7) % slots.len()];
             let pool = pool.clone();
             async move {
-                let hold = async {
-                    let mut tx = pool.begin().await?;
-                    let remaining: i64 = sqlx::query_scalar(
-                        "SELECT remaining FROM bench_crud_slots WHERE slot_id = $1 FOR UPDATE",
-                    )
-                    .bind(slot)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if remaining < 1 {
-                        return Ok::<bool, sqlx::Error>(false);
-                    }
-                    sqlx::query("UPDATE bench_crud_slots SET remaining = remaining - 1 WHERE slot_id = $1")
-                        .bind(slot)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("INSERT INTO bench_crud_bookings (booking_id, slot_id, customer, seats) VALUES ($1, $2, $3, 1)")
-                        .bind(uuid::Uuid::new_v4())
-                        .bind(slot)
-                        .bind(format!("c{c}"))
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok(true)
-                };
-                match hold.await {
+                match crud_hold(&pool, slot, c).await {
                     Ok(true) => Outcome::Ok,
                     Ok(false) => Outcome::Refused,
                     Err(_) => Outcome::Error,
                 }
             }
         })
-        .await
     };
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS bench_crud_bookings, bench_crud_slots;
+         CREATE UNLOGGED TABLE bench_crud_slots (slot_id uuid PRIMARY KEY, remaining bigint NOT NULL);
+         CREATE TABLE bench_crud_bookings (booking_id uuid PRIMARY KEY, slot_id uuid NOT NULL,
+             customer text NOT NULL, seats int NOT NULL, placed_at timestamptz NOT NULL DEFAULT now());",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("INSERT INTO bench_crud_slots SELECT unnest($1::uuid[]), $2")
+        .bind(&*slots)
+        .bind(i64::from(HOLD_SLOT_SEATS))
+        .execute(pool)
+        .await?;
+
+    // Saturated: every client sends again as soon as it is answered.
+    settle(pool, projections).await?;
+    let api = api_hold(None).await;
+    settle(pool, projections).await?;
+    let raw = raw_hold(None).await;
+    // Paced: the same clients offering half the API's saturated throughput (or the rate asked
+    // for), both sides alike.
+    let rate = args.paced_rate.unwrap_or(api.throughput() / 2.0).max(1.0);
+    settle(pool, projections).await?;
+    let api_paced = api_hold(Some(rate)).await;
+    settle(pool, projections).await?;
+    let raw_paced = raw_hold(Some(rate)).await;
     sqlx::raw_sql("DROP TABLE IF EXISTS bench_crud_bookings, bench_crud_slots")
         .execute(pool)
         .await?;
     Ok(format!(
-        "holds, {} concurrent customers over {} slots\n  {}\n  {}\n  API p99 / raw p99: {:.2}x; target p99 < 20 ms",
+        "holds, {} concurrent customers over {} slots\n  saturated (closed loop):\n  {}\n  {}\n  API p99 / raw p99: {:.2}x; target p99 < 20 ms\n  paced at {rate:.0} req/s offered ({}; latency from the scheduled send):\n  {}\n  {}\n  API p99 / raw p99: {:.2}x",
         args.hold_clients,
         slots.len(),
         api.line("API POST /bookings (HTTP)"),
         raw.line("raw PostgreSQL CRUD hold (sqlx)"),
-        api.percentile(0.99) / raw.percentile(0.99)
+        api.percentile(0.99) / raw.percentile(0.99),
+        if args.paced_rate.is_some() {
+            "as asked"
+        } else {
+            "half the API's saturated throughput"
+        },
+        api_paced.line("API POST /bookings (HTTP)"),
+        raw_paced.line("raw PostgreSQL CRUD hold (sqlx)"),
+        api_paced.percentile(0.99) / raw_paced.percentile(0.99),
     ))
+}
+
+/// The baseline's hold in plain SQL: lock the slot row, check and decrement its seats, insert a
+/// booking row; one transaction.
+async fn crud_hold(pool: &PgPool, slot: uuid::Uuid, customer: usize) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let remaining: i64 =
+        sqlx::query_scalar("SELECT remaining FROM bench_crud_slots WHERE slot_id = $1 FOR UPDATE")
+            .bind(slot)
+            .fetch_one(&mut *tx)
+            .await?;
+    if remaining < 1 {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE bench_crud_slots SET remaining = remaining - 1 WHERE slot_id = $1")
+        .bind(slot)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO bench_crud_bookings (booking_id, slot_id, customer, seats) VALUES ($1, $2, $3, 1)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(slot)
+    .bind(format!("c{customer}"))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -454,6 +454,9 @@ impl HeadCache {
         state: LogState,
         streams: impl IntoIterator<Item = (StreamId, StreamHead)>,
     ) {
+        if self.streams.len() > MAX_CACHED_STREAMS {
+            self.streams.clear();
+        }
         self.state = Some(state);
         self.streams.extend(streams);
     }
@@ -466,8 +469,10 @@ impl HeadCache {
 
 /// What the fast path can do with a group.
 enum FastPlan {
-    /// Planned against the cache: send this statement.
-    Ready(Box<GroupWrite>, Vec<AppendResult>),
+    /// Planned against the cache: send this statement. `None` marks an append the cache could
+    /// not decide (a version conflict, a possible retry): it goes through the locked path once
+    /// the others are written.
+    Ready(Box<GroupWrite>, Vec<Option<AppendResult>>),
     /// Heads of these streams (or of the log) must be read first.
     NeedsHeads(Vec<String>),
     /// Only the locked transaction can decide (a conflict, a possible retry, …).
@@ -505,8 +510,17 @@ impl Writer {
             match statement.execute(&self.pool).await {
                 Ok(true) => {
                     self.wake.send_replace(());
+                    let mut undecided = Vec::new();
                     for (job, result) in batch.into_iter().zip(outcomes) {
-                        let _ = job.reply.send(Ok(result));
+                        match result {
+                            Some(result) => {
+                                let _ = job.reply.send(Ok(result));
+                            }
+                            None => undecided.push(job),
+                        }
+                    }
+                    if !undecided.is_empty() {
+                        self.write_locked_and_reply(undecided).await;
                     }
                     return;
                 }
@@ -559,12 +573,20 @@ impl Writer {
             match planner.plan(&job.writes) {
                 Ok(Planned::Write { events, result }) => {
                     events.into_iter().for_each(|e| rows.push(e));
-                    outcomes.push(result);
+                    outcomes.push(Some(result));
                 }
-                // A conflict against the cache may be a stale cache or a retried append: only
-                // the locked path (which reads the truth and the stored ids) may decide that.
-                Ok(Planned::AlreadyStored(_)) | Err(_) => return FastPlan::Locked,
+                // A conflict against the cache is a real conflict if the log is still in state
+                // `from` when the group commits, but it may also be a retried append whose
+                // events are stored: only the locked path (which reads the stored ids) may
+                // decide that. It runs after the group (two concurrent appends have no order),
+                // so one contended stream does not send the whole group down the locked path.
+                // Planning failed, so the planner is unchanged: the rest is planned as if this
+                // append had not been there.
+                Ok(Planned::AlreadyStored(_)) | Err(_) => outcomes.push(None),
             }
+        }
+        if rows.position.is_empty() {
+            return FastPlan::Locked;
         }
         let to = (planner.head(), Uuid::new_v4());
         self.cache.advance(to, touched_heads(&planner, &rows));
@@ -651,7 +673,6 @@ impl Writer {
         &mut self,
         batch: &[Job],
     ) -> Result<Vec<Result<AppendResult, StoreError>>, sqlx::Error> {
-        self.cache.forget();
         let mut tx = self.pool.begin().await?;
         // The global write lock, held until commit. It must be taken in a statement of its own:
         // every later statement then reads with a snapshot taken after the lock was granted.
@@ -660,6 +681,10 @@ impl Writer {
                 .fetch_one(&mut *tx)
                 .await?;
         let state = (Position(head as u64), token);
+        // The cached heads stay true only if nobody wrote since they were.
+        if self.cache.state != Some(state) {
+            self.cache.forget();
+        }
 
         let mut stream_ids = HashSet::new();
         let mut event_ids = Vec::new();
@@ -730,7 +755,7 @@ impl Writer {
         if rows.position.is_empty() {
             tx.rollback().await?;
             // Nothing was planned to change: every head read under the lock is current.
-            self.cache.observe(state, planner.stream_heads().clone());
+            self.cache.advance(state, planner.stream_heads().clone());
             return Ok(outcomes);
         }
         let statement = GroupWrite {
@@ -741,9 +766,10 @@ impl Writer {
         statement.write(&mut *tx).await?;
         tx.commit().await?;
         self.wake.send_replace(());
-        // Every head the planner holds was read under the lock or written by us: all current.
+        // Every head the planner holds was read under the lock or written by us: all current;
+        // the rest of the cache was true at `state` (or was forgotten), and only we wrote since.
         self.cache
-            .observe(statement.to, planner.stream_heads().clone());
+            .advance(statement.to, planner.stream_heads().clone());
         Ok(outcomes)
     }
 }
