@@ -6,9 +6,11 @@
 //!   text, kind, category, price and date filters, geo radius). Baseline: the nearest plain
 //!   PostgreSQL read (`ILIKE` over the catalog read model with the same filters and limit),
 //!   at the same concurrency, straight through sqlx.
-//! - **holds**: 200 concurrent customers placing one-seat holds over many slots (each request with
-//!   its own idempotency key). Baseline: a CRUD-style hold in plain SQL (lock the slot row,
-//!   check and decrement its seats, insert a booking row) at the same concurrency.
+//! - **holds**: 200 concurrent customers placing one-seat holds over fresh slots scheduled for
+//!   the run (each request with its own idempotency key), first saturated (closed loop), then
+//!   paced (open loop at half the saturated throughput, or `--paced-rate`). Baseline: a
+//!   CRUD-style hold in plain SQL (lock the slot row, check and decrement its seats, insert a
+//!   booking row) at the same concurrency and pacing.
 //!
 //! Client and server share this machine's cores: the latencies include the client's own work.
 
