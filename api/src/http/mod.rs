@@ -349,7 +349,7 @@ async fn request_context(request: Request, next: Next) -> Response {
 /// The whole router, with its OpenAPI document served at `/api/v1/openapi.json`.
 pub fn router(state: AppState) -> axum::Router {
     let (api, openapi) = routes::api().split_for_parts();
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(document(openapi));
     let doc = {
         let openapi = openapi.clone();
         move || {
@@ -374,7 +374,35 @@ pub fn router(state: AppState) -> axum::Router {
 
 /// The OpenAPI document (for tests and `tessera openapi`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::api().split_for_parts().1
+    document(routes::api().split_for_parts().1)
+}
+
+/// The whole document: the `/api/v1` routes (its server) and the operations endpoints, which
+/// are served at the root (a server of their own on each of their path items).
+fn document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    use utoipa::openapi::server::Server;
+    api.servers = Some(vec![Server::new("/api/v1")]);
+    let mut ops = routes::ops::OpsDoc::openapi();
+    for item in ops.paths.paths.values_mut() {
+        item.servers = Some(vec![Server::new("/")]);
+    }
+    api.merge(ops);
+    let this = utoipa::openapi::path::OperationBuilder::new()
+        .tag("ops")
+        .operation_id(Some("openapi"))
+        .summary(Some("This document (OpenAPI 3.1)"))
+        .response(
+            "200",
+            utoipa::openapi::ResponseBuilder::new()
+                .description("The OpenAPI document of this API")
+                .build(),
+        );
+    api.paths.paths.insert(
+        "/openapi.json".into(),
+        utoipa::openapi::PathItem::new(utoipa::openapi::path::HttpMethod::Get, this),
+    );
+    api
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.

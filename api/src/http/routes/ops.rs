@@ -16,12 +16,29 @@ pub fn router() -> axum::Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// The operations endpoints' documentation. They are served at the root, not under `/api/v1`:
+/// [`crate::http::openapi`] gives their path items a server of their own.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(healthz, readyz, metrics),
+    tags((name = "ops", description = "Liveness, readiness and metrics, at the root"))
+)]
+#[derive(Debug)]
+pub struct OpsDoc;
+
 /// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "Alive: `{\"status\": \"ok\"}`", body = Object)))]
 async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
 /// Ready when the database answers and no projection has failed or lacks a live generation.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Ready: database reachable, every projection live (with positions and lag)", body = Object),
+        (status = 503, description = "Not ready: the database is unreachable, or a projection failed or has no live generation (listed in `problems`)", body = Object),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let db = sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&state.pool)
@@ -57,6 +74,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus text format. Projection gauges are refreshed from the registry at each scrape, so
 /// an API process reports lag even when its projectors run elsewhere.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text format: request latency histograms by route, method and status; projection position, lag (events and seconds) and failure", body = String, content_type = "text/plain"),
+        (status = 404, description = "Metrics are not enabled in this process", body = String, content_type = "text/plain"),
+    ))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
         return (StatusCode::NOT_FOUND, "metrics are not enabled").into_response();
