@@ -4,15 +4,16 @@
 //! loser re-decides against the new seat count. Releasing seats (expiry, cancellation) is
 //! appended together with the booking's own event, so it happens exactly once.
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use tessera_domain::Aggregate;
 use tessera_domain::booking::{
-    Booking, BookingAggregate, BookingCommand, BookingStatus, Canceller,
+    Booking, BookingAggregate, BookingCommand, BookingEvent, BookingStatus, Canceller,
 };
 use tessera_domain::listing::{ListingAggregate, ListingError, ListingState};
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotEvent, SlotState};
 use tessera_domain::values::{BookingId, Money, Seats, SlotId, UserId};
 
+use crate::codec;
 use crate::error::CommandError;
 use crate::handler::{
     AggregateCache, Attempt, CommandContext, Executed, Loaded, MAX_ATTEMPTS, decide_and_append,
@@ -51,7 +52,33 @@ pub async fn place_booking(
     request: &PlaceBooking,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
-    place_booking_cached(store, None, config, request, ctx).await
+    Ok(place_booking_cached(store, None, config, request, ctx)
+        .await?
+        .executed)
+}
+
+/// What placing a booking did, with what the customer is told about the hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub executed: Executed,
+    /// When the held seats lapse unless paid for, as recorded when the booking was placed (a
+    /// replayed command answers with the recorded value, not one computed again).
+    pub hold_expires_at: DateTime<Utc>,
+}
+
+/// The hold expiry recorded by `BookingPlaced` among `events`.
+fn placed_expiry<'a>(
+    events: impl IntoIterator<Item = &'a BookingEvent>,
+) -> Result<DateTime<Utc>, CommandError> {
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            BookingEvent::BookingPlaced {
+                hold_expires_at, ..
+            } => Some(*hold_expires_at),
+            _ => None,
+        })
+        .ok_or_else(|| CommandError::Codec("a placement without BookingPlaced".into()))
 }
 
 /// [`place_booking`], deciding first on the slot and listing states in `cache` (the hot path of
@@ -65,7 +92,7 @@ pub async fn place_booking_cached(
     config: &BookingConfig,
     request: &PlaceBooking,
     ctx: &CommandContext,
-) -> Result<Executed, CommandError> {
+) -> Result<Placed, CommandError> {
     let booking_stream = stream_of::<BookingAggregate>(request.booking_id);
     let slot_stream = stream_of::<SlotAggregate>(request.slot_id);
     let mut optimistic = cache.is_some();
@@ -81,13 +108,19 @@ pub async fn place_booking_cached(
             &slot_stream,
         )
         .await;
-        let (writes, slot, slot_events) = match decided {
-            Ok(Placement::Replayed(done)) => return Ok(done),
+        let (writes, slot, slot_events, hold_expires_at) = match decided {
+            Ok(Placement::Replayed(executed, hold_expires_at)) => {
+                return Ok(Placed {
+                    executed,
+                    hold_expires_at,
+                });
+            }
             Ok(Placement::Append {
                 writes,
                 slot,
                 slot_events,
-            }) => (writes, slot, slot_events),
+                hold_expires_at,
+            }) => (writes, slot, slot_events, hold_expires_at),
             // A refusal may come from a stale cached state: only the store's state decides.
             Err(_) if optimistic => {
                 optimistic = false;
@@ -100,9 +133,12 @@ pub async fn place_booking_cached(
                 if let Some(cache) = cache {
                     cache.advance(&slot, &slot_events, &result);
                 }
-                return Ok(Executed {
-                    position: result.last_position,
-                    replayed: false,
+                return Ok(Placed {
+                    executed: Executed {
+                        position: result.last_position,
+                        replayed: false,
+                    },
+                    hold_expires_at,
                 });
             }
             Err(e) if e.is_conflict() => {
@@ -124,11 +160,12 @@ pub async fn place_booking_cached(
 
 /// What one placement attempt decided.
 enum Placement {
-    Replayed(Executed),
+    Replayed(Executed, DateTime<Utc>),
     Append {
         writes: Vec<StreamWrite>,
         slot: Box<Loaded<SlotAggregate>>,
         slot_events: Vec<SlotEvent>,
+        hold_expires_at: DateTime<Utc>,
     },
 }
 
@@ -159,7 +196,13 @@ async fn decide_placement(
     )
     .await?;
     if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
-        return Ok(Placement::Replayed(done));
+        let placed = booking
+            .caused_by_command
+            .iter()
+            .map(|e| codec::decode::<BookingEvent>(&e.event_type, e.schema_version, &e.data))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CommandError::Codec(e.to_string()))?;
+        return Ok(Placement::Replayed(done, placed_expiry(&placed)?));
     }
     let SlotState::Scheduled(s) = &slot.state else {
         return Err(CommandError::NotFound {
@@ -209,7 +252,9 @@ async fn decide_placement(
             allow_overbook: false,
         },
     )?;
+    let hold_expires_at = placed_expiry(&booking_events)?;
     Ok(Placement::Append {
+        hold_expires_at,
         writes: vec![
             write_for(&booking, &booking_events, ctx)?,
             write_for(&slot, &slot_events, ctx)?,

@@ -14,7 +14,7 @@ use tessera_domain::slot::SlotError;
 
 use super::{ctx, request, slot, t, world};
 
-fn sold_out(outcome: &Result<tessera_commands::handler::Executed, CommandError>) -> bool {
+fn sold_out<T>(outcome: &Result<T, CommandError>) -> bool {
     matches!(outcome, Err(CommandError::Slot(SlotError::SoldOut { .. })))
 }
 
@@ -105,7 +105,7 @@ async fn a_stale_cache_never_decides() {
     )
     .await
     .expect("the freed seats are held");
-    assert!(!placed.replayed);
+    assert!(!placed.executed.replayed);
     let s = slot(&w).await;
     assert_eq!(s.remaining(), 0);
     assert!(s.holds.contains_key(&first.booking_id) && s.holds.contains_key(&freed.booking_id));
@@ -170,7 +170,10 @@ async fn a_retry_through_the_cache_replays() {
     let again = place_booking_cached(&*w.store, Some(&cache), &config, &req, &later)
         .await
         .expect("retry");
-    assert!(!first.replayed && again.replayed);
-    assert_eq!(again.position, first.position);
+    assert!(!first.executed.replayed && again.executed.replayed);
+    assert_eq!(again.executed.position, first.executed.position);
+    // The answer is the first one: the hold expiry recorded then, not one computed now.
+    assert_eq!(first.hold_expires_at, t(1, 9) + config.hold_ttl);
+    assert_eq!(again.hold_expires_at, first.hold_expires_at);
     assert_eq!(slot(&w).await.taken(), 2, "seats held once");
 }

@@ -42,16 +42,26 @@ async fn register_and_login(s: &Server, email: &str) -> String {
 }
 
 /// Holds `seats` seats with an idempotency key; returns (booking id, position).
+/// `POST /bookings` under idempotency key `key`: status, headers, body.
+async fn place(
+    s: &Server,
+    token: &str,
+    slot: &str,
+    seats: u32,
+    key: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, serde_json::Value) {
+    s.call(
+        Method::POST,
+        "/bookings",
+        Some(token),
+        Some(json!({ "slot_id": slot, "seats": seats })),
+        &[("idempotency-key", key.to_owned())],
+    )
+    .await
+}
+
 async fn hold(s: &Server, token: &str, slot: &str, seats: u32, key: &str) -> (String, i64) {
-    let (status, headers, body) = s
-        .call(
-            Method::POST,
-            "/bookings",
-            Some(token),
-            Some(json!({ "slot_id": slot, "seats": seats })),
-            &[("idempotency-key", key.to_owned())],
-        )
-        .await;
+    let (status, headers, body) = place(s, token, slot, seats, key).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let at = position(&headers, &body);
     (body["booking_id"].as_str().expect("id").to_owned(), at)
@@ -90,31 +100,29 @@ async fn a_customer_books_pays_cancels_and_is_refunded() {
 
     // Hold; a retry with the same key answers the same booking, marked as a replay.
     let (booking, placed_at) = hold(&s, &token, &slot_id, 2, "hold-1").await;
-    let (status, headers, again) = s
-        .call(
-            Method::POST,
-            "/bookings",
-            Some(&token),
-            Some(json!({ "slot_id": slot_id, "seats": 2 })),
-            &[("idempotency-key", "hold-1".to_owned())],
-        )
-        .await;
+    let (status, headers, again) = place(&s, &token, &slot_id, 2, "hold-1").await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(again["booking_id"], booking.as_str());
     assert_eq!(
         headers.get("idempotent-replayed").map(|v| v.as_bytes()),
         Some(&b"true"[..])
     );
+    // If the stored answer is lost (it is committed without a flush of its own: a crash can
+    // lose it), a retry replays the command from the log and answers exactly as the first time.
+    sqlx::query("UPDATE idempotency_keys SET response = NULL, completed_at = NULL WHERE key = $1")
+        .bind("hold-1")
+        .execute(&s.db.pool)
+        .await
+        .expect("lose the stored answer");
+    let (status, _, replayed) = place(&s, &token, &slot_id, 2, "hold-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{replayed}");
+    assert_eq!(replayed["booking_id"], again["booking_id"]);
+    assert_eq!(replayed["hold_expires_at"], again["hold_expires_at"]);
+    assert!(again["position"].as_i64().is_some_and(|p| p > 0), "{again}");
+    assert_eq!(replayed["position"], again["position"]);
+    assert_eq!(replayed["replayed"], true);
     // The same key for another request is refused.
-    let (status, _, body) = s
-        .call(
-            Method::POST,
-            "/bookings",
-            Some(&token),
-            Some(json!({ "slot_id": slot_id, "seats": 1 })),
-            &[("idempotency-key", "hold-1".to_owned())],
-        )
-        .await;
+    let (status, _, body) = place(&s, &token, &slot_id, 1, "hold-1").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "request.idempotency_key_reused");
 

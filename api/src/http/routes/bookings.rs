@@ -87,7 +87,7 @@ async fn place(
         async |command_id| {
             let ctx = context(&state, &caller, command_id);
             let booking_id = BookingId(Uuid::new_v5(&command_id, b"booking"));
-            let executed = commands::place_booking_cached(
+            let placed = commands::place_booking_cached(
                 &*state.store,
                 state.aggregates.as_ref(),
                 &state.booking,
@@ -102,11 +102,12 @@ async fn place(
             .await?;
             Ok((
                 StatusCode::CREATED,
-                executed.position.0 as i64,
+                placed.executed.position.0 as i64,
                 Placed {
                     booking_id: booking_id.0,
-                    hold_expires_at: ctx.now + state.booking.hold_ttl,
-                    result: CommandResult::from(&executed),
+                    // As recorded (capped at the slot's start), also when this is a replay.
+                    hold_expires_at: placed.hold_expires_at,
+                    result: CommandResult::from(&placed.executed),
                 },
             ))
         },
