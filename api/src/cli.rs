@@ -306,6 +306,7 @@ async fn run_platform(
             projector_label: format!("tessera up pid {}", std::process::id()),
             seal_key: args.seal_key.clone(),
             seal_every: everything.then_some(std::time::Duration::from_secs(10)),
+            read_side_nice: crate::platform::READ_SIDE_NICE,
         },
     )
     .await?;

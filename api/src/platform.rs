@@ -12,10 +12,7 @@ use sqlx::PgPool;
 use tessera_commands::clock::{Clock, SystemClock};
 use tessera_commands::gateway::{PaymentGateway, SimulatedGateway, StripeGateway};
 use tessera_commands::pii::{PiiStore, Vault};
-use tessera_commands::reactor::{
-    DeadlineReactor, LoyaltyReactor, PaymentsReactor, Reactor, ReactorRunner, fire_due_deadlines,
-    handle_gateway_event,
-};
+use tessera_commands::reactor::{ReactorRunner, fire_due_deadlines, handle_gateway_event};
 use tessera_commands::store::EventStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,7 +56,14 @@ pub struct PlatformOptions {
     pub seal_key: Option<String>,
     /// Run the sealing process at this interval.
     pub seal_every: Option<Duration>,
+    /// Niceness (0..=19) of the read side's threads (projectors, reactors, the deadline clock):
+    /// above 0, the API's requests win the CPU from them, and under load projections lag
+    /// instead of commands waiting. See [`ReadSide`].
+    pub read_side_nice: u8,
 }
+
+/// The niceness `tessera up` gives the read side.
+pub const READ_SIDE_NICE: u8 = 10;
 
 /// The running parts; [`Platform::stop`] stops them all.
 #[derive(Debug)]
@@ -67,6 +71,7 @@ pub struct Platform {
     pub state: AppState,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    read_side: Option<ReadSide>,
 }
 
 /// The process's Prometheus recorder (installed once; every server in the process shares it).
@@ -175,65 +180,26 @@ impl Platform {
             Positions::start(pool.clone(), options.config.read_wait, stopped.clone()).await?;
         tasks.push(follower);
 
-        if options.projectors {
-            let projector = tessera_projections::Projector::new(
-                pool.clone(),
-                store.clone(),
-                tessera_projections::all(&options.index_root),
-                tessera_projections::ProjectorOptions {
-                    label: options.projector_label.clone(),
-                    ..tessera_projections::ProjectorOptions::default()
-                },
-            );
-            let stopped = stopped.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = projector.run(stopped).await {
-                    tracing::error!(error = %e, "projector stopped with an error");
-                }
-            }));
-        }
-
-        if options.reactors {
-            let runner = ReactorRunner {
-                store: store.clone(),
-                pool: pool.clone(),
-                clock: clock.clone(),
-            };
-            let reactors: Vec<Arc<dyn Reactor>> = vec![
-                Arc::new(DeadlineReactor {
-                    store: store.clone(),
-                    pool: pool.clone(),
-                }),
-                Arc::new(PaymentsReactor {
-                    store: store.clone(),
-                    gateway: gateway.clone(),
-                }),
-                Arc::new(LoyaltyReactor {
-                    store: store.clone(),
-                }),
-            ];
-            for reactor in reactors {
-                let (runner, stopped) = (runner.clone(), stopped.clone());
-                tasks.push(tokio::spawn(
-                    async move { runner.run(reactor, stopped).await },
-                ));
-            }
-            // Deadlines (lapsed holds, ended slots) fire when the clock passes them.
-            let (store, pool, clock, mut stopped) =
-                (store.clone(), pool.clone(), clock.clone(), stopped.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = stopped.changed() => break,
-                        _ = tick.tick() => {}
-                    }
-                    if let Err(e) = fire_due_deadlines(&*store, &pool, clock.now()).await {
-                        tracing::error!(error = %e, "firing deadlines failed");
-                    }
-                }
-            }));
-        }
+        let read_side = if options.projectors || options.reactors {
+            Some(
+                ReadSide::start(
+                    &pool,
+                    ReadSideParts {
+                        projectors: options
+                            .projectors
+                            .then(|| (options.index_root.clone(), options.projector_label.clone())),
+                        reactors: options.reactors,
+                        gateway: gateway.clone(),
+                        clock: clock.clone(),
+                        nice: options.read_side_nice,
+                    },
+                    stopped.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
 
         let state = AppState::new(StateParts {
             pool,
@@ -249,7 +215,12 @@ impl Platform {
             seal_public_key,
             vault,
         });
-        Ok(Self { state, stop, tasks })
+        Ok(Self {
+            state,
+            stop,
+            tasks,
+            read_side,
+        })
     }
 
     /// Stops projectors, reactors and followers and waits for them.
@@ -257,6 +228,226 @@ impl Platform {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        if let Some(read_side) = self.read_side {
+            read_side.stopped().await;
+        }
+    }
+}
+
+/// What the read side runs.
+struct ReadSideParts {
+    /// The search index's root and this projector's label, when projectors run.
+    projectors: Option<(PathBuf, String)>,
+    reactors: bool,
+    gateway: Arc<dyn PaymentGateway>,
+    clock: Arc<dyn Clock>,
+    nice: u8,
+}
+
+/// Projectors, reactors and the deadline clock on a tokio runtime of their own, in threads of
+/// lower priority, with their own connection pool and their own store (so their own
+/// group-commit writer).
+///
+/// Sharing the API's runtime made every request queue behind projection work on the same two
+/// worker threads; and a pool or store cannot be shared across runtimes without the same
+/// problem, because a connection's readiness is delivered by the runtime that opened it. The
+/// read side is a separate process in all but address space: what it needs it opens itself,
+/// inside its runtime, from the API pool's connection options.
+#[derive(Debug)]
+struct ReadSide {
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl ReadSide {
+    async fn start(
+        pool: &PgPool,
+        parts: ReadSideParts,
+        stopped: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let connect = (*pool.connect_options()).clone();
+        let max_connections = pool.options().get_max_connections();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let nice = parts.nice;
+        std::thread::Builder::new()
+            .name("tessera-read-side".into())
+            .spawn(move || {
+                lower_priority(nice);
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("tessera-read")
+                    .on_thread_start(move || lower_priority(nice))
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let pool = sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(max_connections)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .connect_lazy_with(connect);
+                    match run_read_side(pool, parts, stopped).await {
+                        Ok(tasks) => {
+                            let _ = started_tx.send(Ok(()));
+                            for task in tasks {
+                                let _ = task.await;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                        }
+                    }
+                });
+                // Outside any async context, as dropping a runtime must be.
+                runtime.shutdown_timeout(Duration::from_secs(10));
+                let _ = done_tx.send(());
+            })
+            .context("cannot start the read side's thread")?;
+        started
+            .await
+            .context("the read side's thread ended before it started")??;
+        Ok(Self { done })
+    }
+
+    /// Waits (bounded) until the read side has stopped, after the platform's stop signal.
+    async fn stopped(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.done).await;
+    }
+}
+
+/// Lowers the calling thread's priority to `nice` (Linux keeps a nice value per thread). A
+/// failure leaves it as it was: the read side is then only less polite.
+pub fn lower_priority(nice: u8) {
+    if nice == 0 {
+        return;
+    }
+    // thread-priority maps a value p of 0..=99 to the niceness (39 (1 - p/99)) - 20, computed in
+    // f32 and truncated; niceness grows by less than 1 per step of p, so every niceness has one.
+    use thread_priority::unix::{NICENESS_MAX, NICENESS_MIN};
+    let span = f32::from(NICENESS_MAX.abs() + NICENESS_MIN.abs());
+    let niceness = |p: u8| (span * (1f32 - f32::from(p) / 99f32)) as i8 + NICENESS_MAX;
+    let wanted = nice.min(19) as i8;
+    let p = (0..=99u8)
+        .rev()
+        .find(|p| niceness(*p) >= wanted)
+        .unwrap_or(0);
+    let set = thread_priority::ThreadPriorityValue::try_from(p)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            thread_priority::set_current_thread_priority(
+                thread_priority::ThreadPriority::Crossplatform(v),
+            )
+            .map_err(|e| e.to_string())
+        });
+    if let Err(e) = set {
+        tracing::warn!(error = %e, nice, "cannot lower the read side's priority");
+    }
+}
+
+/// Starts the read side's tasks on the current (the read side's) runtime.
+async fn run_read_side(
+    pool: PgPool,
+    parts: ReadSideParts,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let vault = Vault::load(pool.clone(), crate::ops::master_key().as_deref())
+        .await
+        .context("cannot open the personal-data vault")?;
+    let log: Arc<dyn EventStore> = Arc::new(tessera_commands::store::PgEventStore::new(
+        pool.clone(),
+        tessera_commands::store::PgStoreOptions::default(),
+    ));
+    let store: Arc<dyn EventStore> = Arc::new(PiiStore::new(log, vault));
+    let ReadSideParts {
+        projectors,
+        reactors,
+        gateway,
+        clock,
+        nice: _,
+    } = parts;
+    if let Some((index_root, label)) = projectors {
+        let projector = tessera_projections::Projector::new(
+            pool.clone(),
+            store.clone(),
+            tessera_projections::all(&index_root),
+            tessera_projections::ProjectorOptions {
+                label,
+                ..tessera_projections::ProjectorOptions::default()
+            },
+        );
+        let stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = projector.run(stopped).await {
+                tracing::error!(error = %e, "projector stopped with an error");
+            }
+        }));
+    }
+
+    if reactors {
+        let runner = ReactorRunner {
+            store: store.clone(),
+            pool: pool.clone(),
+            clock: clock.clone(),
+        };
+        let reactors = tessera_commands::reactor::all(&store, &pool, gateway.clone());
+        for reactor in reactors {
+            let (runner, stopped) = (runner.clone(), stopped.clone());
+            tasks.push(tokio::spawn(
+                async move { runner.run(reactor, stopped).await },
+            ));
+        }
+        // Deadlines (lapsed holds, ended slots) fire when the clock passes them.
+        let (store, pool, clock, mut stopped) =
+            (store.clone(), pool.clone(), clock.clone(), stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = fire_due_deadlines(&*store, &pool, clock.now()).await {
+                    tracing::error!(error = %e, "firing deadlines failed");
+                }
+            }
+        }));
+    }
+
+    Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The calling thread's nice value, from `/proc/thread-self/stat` (its 19th field).
+    fn own_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let after_name = &stat[stat.rfind(')').expect("name ends") + 1..];
+        after_name
+            .split_whitespace()
+            .nth(16)
+            .expect("nice field")
+            .parse()
+            .expect("a number")
+    }
+
+    #[test]
+    fn the_read_side_runs_at_the_niceness_asked_for() {
+        for nice in [0u8, 5, 10, 15, 19] {
+            let seen = std::thread::spawn(move || {
+                let before = own_nice();
+                super::lower_priority(nice);
+                (before, own_nice())
+            })
+            .join()
+            .expect("thread");
+            assert_eq!(seen, (0, i64::from(nice)), "asked for nice {nice}");
         }
     }
 }

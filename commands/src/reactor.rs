@@ -54,6 +54,21 @@ pub struct ReactorRunner {
     pub clock: Arc<dyn Clock>,
 }
 
+const SAVE_CHECKPOINT: &str = "INSERT INTO reactor_checkpoints (name, position) VALUES ($1, $2)
+     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()";
+
+/// The live loop's checkpoint commits without waiting for its own WAL flush. Losing it in a crash
+/// only means redelivering events the reactor already handled, which re-issues the same
+/// commands (replays, see the module doc); and the log is flushed in order, so a checkpoint that
+/// survives implies that the effects of the events before it survived too.
+const SAVE_CHECKPOINT_ASYNC: &str = "INSERT INTO reactor_checkpoints (name, position)
+     SELECT $1, $2 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()";
+
+/// Most events the live loop handles between two checkpoints (it takes what is ready, up to
+/// this many, and saves once after them).
+const LIVE_CHUNK: usize = 256;
+
 /// How often an infrastructure failure is retried before a batch gives up (the live loop then
 /// restarts from the checkpoint after a pause).
 const ATTEMPTS: u32 = 5;
@@ -72,15 +87,22 @@ impl ReactorRunner {
     /// Stores `reactor`'s checkpoint (for callers that keep it themselves meanwhile, see
     /// [`Self::catch_up`]).
     pub async fn save(&self, reactor: &str, position: Position) -> Result<(), CommandError> {
-        sqlx::query(
-            "INSERT INTO reactor_checkpoints (name, position) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-        )
-        .bind(reactor)
-        .bind(position.0 as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from)?;
+        self.store_checkpoint(SAVE_CHECKPOINT, reactor, position)
+            .await
+    }
+
+    async fn store_checkpoint(
+        &self,
+        statement: &'static str,
+        reactor: &str,
+        position: Position,
+    ) -> Result<(), CommandError> {
+        sqlx::query(statement)
+            .bind(reactor)
+            .bind(position.0 as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -172,21 +194,41 @@ impl ReactorRunner {
                     continue;
                 }
             };
-            let mut events = self.store.subscribe_all(position);
+            let mut events = self.store.subscribe_all(position).ready_chunks(LIVE_CHUNK);
             loop {
                 let next = tokio::select! {
                     _ = shutdown.changed() => break,
                     next = events.next() => next,
                 };
-                let result = match next {
-                    Some(Ok(event)) => match self.handle(&*reactor, &event).await {
-                        Ok(()) => self.save(reactor.name(), event.position).await,
-                        Err(e) => Err(e),
-                    },
-                    Some(Err(e)) => Err(e.into()),
-                    None => break,
+                let Some(chunk) = next else { break };
+                // Handle what is ready in order; the checkpoint moves once, to the last event
+                // handled, even when a later one failed.
+                let mut handled = None;
+                let mut failed = None;
+                for item in chunk {
+                    let handling = match item {
+                        Ok(event) => self
+                            .handle(&*reactor, &event)
+                            .await
+                            .map(|()| event.position),
+                        Err(e) => Err(e.into()),
+                    };
+                    match handling {
+                        Ok(position) => handled = Some(position),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let saved = match handled {
+                    Some(position) => {
+                        self.store_checkpoint(SAVE_CHECKPOINT_ASYNC, reactor.name(), position)
+                            .await
+                    }
+                    None => Ok(()),
                 };
-                if let Err(e) = result {
+                if let Err(e) = failed.map_or(saved, Err) {
                     tracing::error!(reactor = reactor.name(), error = %e, "reactor failed; restarting from its checkpoint");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
@@ -196,8 +238,33 @@ impl ReactorRunner {
     }
 }
 
+/// Every reactor of the platform, the deadline reactor first.
+pub fn all(
+    store: &Arc<dyn EventStore>,
+    pool: &PgPool,
+    gateway: Arc<dyn PaymentGateway>,
+) -> Vec<Arc<dyn Reactor>> {
+    vec![
+        Arc::new(DeadlineReactor {
+            store: store.clone(),
+            pool: pool.clone(),
+        }),
+        Arc::new(PaymentsReactor {
+            store: store.clone(),
+            gateway,
+        }),
+        Arc::new(LoyaltyReactor {
+            store: store.clone(),
+        }),
+    ]
+}
+
 /// Keeps the `deadlines` table: a hold lapses at `hold_expires_at`, a confirmed booking
 /// completes when its slot ends.
+///
+/// Its writes commit without waiting for their own WAL flush: they precede the checkpoint past
+/// their event in the log, which is flushed in order, so a crash that loses one also loses that
+/// checkpoint, and the event is redelivered and the row written again.
 #[derive(Debug)]
 pub struct DeadlineReactor {
     pub store: Arc<dyn EventStore>,
@@ -212,7 +279,8 @@ impl DeadlineReactor {
         due_at: DateTime<Utc>,
     ) -> Result<(), CommandError> {
         sqlx::query(
-            "INSERT INTO deadlines (kind, booking_id, due_at) VALUES ($1, $2, $3)
+            "INSERT INTO deadlines (kind, booking_id, due_at)
+             SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
              ON CONFLICT (kind, booking_id) DO UPDATE SET due_at = EXCLUDED.due_at, done_at = NULL",
         )
         .bind(kind)
@@ -225,12 +293,16 @@ impl DeadlineReactor {
     }
 
     async fn clear(&self, kind: Option<&str>, booking_id: BookingId) -> Result<(), CommandError> {
-        sqlx::query("UPDATE deadlines SET done_at = now() WHERE booking_id = $1 AND ($2::text IS NULL OR kind = $2) AND done_at IS NULL")
-            .bind(booking_id.0)
-            .bind(kind)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from)?;
+        sqlx::query(
+            "UPDATE deadlines SET done_at = now()
+               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+              WHERE booking_id = $1 AND ($2::text IS NULL OR kind = $2) AND done_at IS NULL",
+        )
+        .bind(booking_id.0)
+        .bind(kind)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
+use tessera_commands::store::Position;
+
 use crate::Projection;
 use crate::error::ProjectionError;
 
@@ -243,15 +245,34 @@ pub async fn activate(
     .await?;
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(PROGRESS_CHANNEL)
-        .bind(name)
+        .bind(progress_payload(name, None))
         .execute(&mut *tx)
         .await?;
     Ok(old.filter(|o| *o != new))
 }
 
 /// The PostgreSQL notification channel on which a projection announces that it moved (a batch
-/// committed, a generation was activated); the payload is the projection's name.
+/// committed, a generation was activated); see [`progress_payload`] for the payload.
 pub const PROGRESS_CHANNEL: &str = "tessera_projection_progress";
+
+/// A progress notification's payload: `<name> <position>` when a live batch of the active
+/// generation committed (notifications arrive in commit order, so it is the projection's
+/// position then), only `<name>` when the active generation changed (its position may be
+/// lower: read it).
+pub fn progress_payload(name: &str, position: Option<Position>) -> String {
+    match position {
+        Some(p) => format!("{name} {}", p.0),
+        None => name.to_owned(),
+    }
+}
+
+/// A progress notification's projection and, if it carries one, its new position.
+pub fn parse_progress(payload: &str) -> (&str, Option<i64>) {
+    match payload.split_once(' ') {
+        Some((name, position)) => (name, position.parse().ok()),
+        None => (payload, None),
+    }
+}
 
 /// The position of every projection's active generation (what readers of `read.*` see).
 pub async fn positions(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {

@@ -27,6 +27,11 @@ use crate::{Projection, SqlProjection};
 pub struct ProjectorOptions {
     /// Most events applied in one transaction.
     pub batch_size: usize,
+    /// Least time between the starts of two live batches. An event that arrives after a quiet
+    /// spell is applied at once; under load, the events that arrive meanwhile wait and go into
+    /// one batch, so a projection commits (and notifies, and re-reads the log) at most this
+    /// often instead of once per append. Zero applies every wake-up on its own.
+    pub batch_interval: Duration,
     /// How often a standby instance tries to take a lease over.
     pub lease_poll: Duration,
     /// A human-readable name of this process (host and pid), shown in status.
@@ -37,6 +42,7 @@ impl Default for ProjectorOptions {
     fn default() -> Self {
         Self {
             batch_size: 2_000,
+            batch_interval: Duration::from_millis(20),
             lease_poll: Duration::from_millis(500),
             label: format!("pid {}", std::process::id()),
         }
@@ -344,12 +350,23 @@ impl Projector {
                 .subscribe_all(start)
                 .ready_chunks(self.options.batch_size);
             let head_gauge = metrics::gauge!("tessera_projection_position", "projection" => name);
+            // When the next batch may start: set after a batch that was not full (a full one
+            // means the projection is behind, and catching up never waits).
+            let mut next_batch: Option<tokio::time::Instant> = None;
             loop {
+                if let Some(at) = next_batch.take() {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                    }
+                }
                 let chunk = tokio::select! {
                     c = events.next() => c,
                     _ = shutdown.wait_for(|s| *s) => return Ok(()),
                 };
                 let Some(chunk) = chunk else { return Ok(()) };
+                let started = tokio::time::Instant::now();
+                let full = chunk.len() >= self.options.batch_size;
                 let mut batch = Vec::with_capacity(chunk.len());
                 for e in chunk {
                     batch.push(Envelope::decode(e?, name)?);
@@ -371,6 +388,9 @@ impl Projector {
                 if let Some(last) = batch.last() {
                     head_gauge.set(last.position.0 as f64);
                     self.record_lag(name, last).await;
+                }
+                if !full {
+                    next_batch = Some(started + self.options.batch_interval);
                 }
             }
         }
@@ -523,12 +543,18 @@ impl Projector {
             return Ok(Outcome::Switched);
         }
         sink.apply(&mut tx, p.name(), generation, batch).await?;
-        // Wakes API processes waiting for this projection to pass a position (read-your-writes).
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(crate::registry::PROGRESS_CHANNEL)
-            .bind(p.name())
-            .execute(&mut *tx)
-            .await?;
+        // Wakes API processes waiting for this projection to pass a position (read-your-writes),
+        // telling them the position, so that they need not read it.
+        if let Some(last) = batch.last() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::registry::PROGRESS_CHANNEL)
+                .bind(crate::registry::progress_payload(
+                    p.name(),
+                    Some(last.position),
+                ))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Outcome::Applied)
     }

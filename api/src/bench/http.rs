@@ -52,6 +52,9 @@ pub struct HttpBenchArgs {
     /// the read side elsewhere or stopped): separates the API's own cost from the read side's.
     #[arg(long)]
     pub api_only: bool,
+    /// Niceness of the read side's threads (0: the same priority as the API's).
+    #[arg(long, default_value_t = crate::platform::READ_SIDE_NICE, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub read_side_nice: u8,
     /// Run only this workload (both when not given).
     #[arg(long, value_enum)]
     pub only: Option<Workload>,
@@ -243,6 +246,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
             index_root: data_dir.join("bench-index"),
             projector_label: "bench http".into(),
             seal_key: None,
+            read_side_nice: args.read_side_nice,
             seal_every: None,
         },
     )
@@ -269,10 +273,15 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
     };
     settle(&db.pool, projections).await?;
     println!(
-        "bench http: {head} events in the log; client and server on this machine; {} s per workload; read cache {}; aggregate cache {}",
+        "bench http: {head} events in the log; client and server on this machine; {} s per workload; read cache {}; aggregate cache {}; read side {}",
         args.seconds,
         if args.no_cache { "off" } else { "on" },
-        if args.no_aggregate_cache { "off" } else { "on" }
+        if args.no_aggregate_cache { "off" } else { "on" },
+        if args.api_only {
+            "not in this process".to_owned()
+        } else {
+            format!("at nice {}", args.read_side_nice)
+        }
     );
 
     if args.only != Some(Workload::Holds) {

@@ -2,9 +2,11 @@
 //! name a minimum position (`Tessera-Min-Position` header or `min_position` parameter) and is
 //! answered only once every projection it reads has passed it, waiting a bounded time.
 //!
-//! Projections announce progress with `NOTIFY` (in the transaction that moves their checkpoint);
-//! one listener per process keeps a watch of every projection's position, re-read on each
-//! notification and at least every half second (a safety net for a lost connection).
+//! Projections announce progress with `NOTIFY` (in the transaction that moves their checkpoint),
+//! naming their new position; one listener per process keeps a watch of every projection's
+//! position from those notifications (a burst of them counts as one change). It reads the
+//! positions from the database only when a notification does not carry one (a generation swap),
+//! after (re)connecting, and after half a second without news (a safety net).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tessera_projections::registry::{PROGRESS_CHANNEL, parse_progress};
 use tokio::sync::watch;
 
 use super::AppState;
@@ -43,31 +46,36 @@ impl Positions {
         let task = tokio::spawn(async move {
             let mut listener: Option<PgListener> = None;
             while !*shutdown.borrow() {
+                // Read every position when nothing said what they are: after (re)connecting,
+                // after a quiet spell, after a generation swap.
+                let mut read_all = false;
                 if listener.is_none() {
-                    match PgListener::connect_with(&pool).await {
-                        Ok(mut l) => match l
-                            .listen(tessera_projections::registry::PROGRESS_CHANNEL)
-                            .await
-                        {
-                            Ok(()) => listener = Some(l),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot listen for projection progress")
-                            }
-                        },
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot listen for projection progress")
-                        }
-                    }
+                    listener = listen(&pool).await;
+                    read_all = true;
                 }
+                let mut moved: Vec<(String, i64)> = Vec::new();
                 let tick = Duration::from_millis(500);
                 match listener.as_mut() {
                     Some(l) => {
                         tokio::select! {
                             _ = shutdown.changed() => break,
-                            n = tokio::time::timeout(tick, l.recv()) => {
-                                if let Ok(Err(e)) = n {
+                            n = tokio::time::timeout(tick, l.recv()) => match n {
+                                Err(_quiet) => read_all = true,
+                                Ok(Err(e)) => {
                                     tracing::warn!(error = %e, "projection progress listener lost");
                                     listener = None;
+                                    read_all = true;
+                                }
+                                Ok(Ok(first)) => {
+                                    // A burst of notifications is taken as one.
+                                    let mut note = |payload: &str| match parse_progress(payload) {
+                                        (name, Some(at)) => moved.push((name.to_owned(), at)),
+                                        (_, None) => read_all = true,
+                                    };
+                                    note(first.payload());
+                                    while let Some(n) = l.next_buffered() {
+                                        note(n.payload());
+                                    }
                                 }
                             }
                         }
@@ -79,18 +87,37 @@ impl Positions {
                         }
                     }
                 }
-                match read(&pool).await {
-                    Ok(now) => {
-                        tx.send_if_modified(|current| {
-                            if **current == now {
-                                false
-                            } else {
-                                *current = Arc::new(now);
-                                true
-                            }
-                        });
+                if read_all {
+                    match read(&pool).await {
+                        Ok(now) => {
+                            tx.send_if_modified(|current| {
+                                if **current == now {
+                                    false
+                                } else {
+                                    *current = Arc::new(now);
+                                    true
+                                }
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read projection positions"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot read projection positions"),
+                } else {
+                    tx.send_if_modified(|current| {
+                        let ahead: Vec<_> = moved
+                            .into_iter()
+                            .filter(|(name, at)| current.get(name).is_none_or(|known| at > known))
+                            .collect();
+                        if ahead.is_empty() {
+                            return false;
+                        }
+                        let mut next = (**current).clone();
+                        for (name, at) in ahead {
+                            let known = next.entry(name).or_insert(at);
+                            *known = (*known).max(at);
+                        }
+                        *current = Arc::new(next);
+                        true
+                    });
                 }
             }
         });
@@ -137,6 +164,18 @@ impl Positions {
             }
         }
     }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let listening = async {
+        let mut l = PgListener::connect_with(pool).await?;
+        l.listen(PROGRESS_CHANNEL).await?;
+        Ok::<_, sqlx::Error>(l)
+    };
+    listening
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for projection progress"))
+        .ok()
 }
 
 async fn read(pool: &PgPool) -> sqlx::Result<HashMap<String, i64>> {

@@ -73,6 +73,9 @@ impl Server {
                 projector_label: "e2e".into(),
                 seal_key: None,
                 seal_every: None,
+                // Tests share the machine with other tests: a polite read side would only make
+                // their waits longer.
+                read_side_nice: 0,
             },
         )
         .await
