@@ -106,6 +106,11 @@ pub struct UpArgs {
     /// Fixture scale loaded into an empty log (tiny, small, medium, large); `none` to skip.
     #[arg(long, default_value = "small")]
     pub fixtures: String,
+    /// Niceness (0..=19) of the read side's threads (projectors, reactors): above 0, requests
+    /// win the CPU from them, and under load projections lag instead of commands waiting.
+    #[arg(long, env = "TESSERA_READ_SIDE_NICE", default_value_t = crate::platform::READ_SIDE_NICE,
+          value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub read_side_nice: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,14 +263,25 @@ async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
         loaded = true;
     }
     let slot = demo_slot(&db).await;
-    let result = run_platform(cli, &db, &args.serve, true, &mut shutdown, |url| {
-        println!("Tessera is up: {where_}, migrations applied, projectors and reactors running.");
-        println!("API: {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)");
-        if loaded || head > 0 {
-            print_demo(url, slot);
-        }
-        println!("Press Ctrl-C to stop.");
-    })
+    let result = run_platform(
+        cli,
+        &db,
+        &args.serve,
+        Some(args.read_side_nice),
+        &mut shutdown,
+        |url| {
+            println!(
+                "Tessera is up: {where_}, migrations applied, projectors and reactors running."
+            );
+            println!(
+                "API: {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)"
+            );
+            if loaded || head > 0 {
+                print_demo(url, slot);
+            }
+            println!("Press Ctrl-C to stop.");
+        },
+    )
     .await;
     println!("Stopping…");
     db.close().await?;
@@ -275,7 +291,7 @@ async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
 async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install()?;
     let db = Database::open(&cli.db_config("tessera")).await?;
-    let result = run_platform(cli, &db, args, false, &mut shutdown, |url| {
+    let result = run_platform(cli, &db, args, None, &mut shutdown, |url| {
         println!("Tessera API listening on {url}/api/v1");
     })
     .await;
@@ -289,10 +305,12 @@ async fn run_platform(
     cli: &Cli,
     db: &Database,
     args: &ServeArgs,
-    everything: bool,
+    read_side_nice: Option<u8>,
     shutdown: &mut Shutdown,
     announce: impl FnOnce(&str),
 ) -> anyhow::Result<()> {
+    // `up` runs the read side too (at the niceness given), `serve` only the API.
+    let everything = read_side_nice.is_some();
     let platform = crate::platform::Platform::start(
         db.pool.clone(),
         crate::ops::log(db),
@@ -306,7 +324,7 @@ async fn run_platform(
             projector_label: format!("tessera up pid {}", std::process::id()),
             seal_key: args.seal_key.clone(),
             seal_every: everything.then_some(std::time::Duration::from_secs(10)),
-            read_side_nice: crate::platform::READ_SIDE_NICE,
+            read_side_nice: read_side_nice.unwrap_or(0),
         },
     )
     .await?;
