@@ -413,7 +413,7 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_ddl;
+    use super::{Position, parse_progress, progress_payload, split_ddl};
 
     #[test]
     fn secondary_indexes_are_split_out_of_the_ddl() {
@@ -425,5 +425,16 @@ CREATE VIEW v AS SELECT * FROM a;";
         assert_eq!(later, vec!["CREATE INDEX a_b ON a (b)".to_owned()]);
         assert!(now.contains("CREATE TABLE a") && now.contains("CREATE UNIQUE INDEX a_u"));
         assert!(now.contains("CREATE VIEW v") && !now.contains("a_b"));
+    }
+
+    #[test]
+    fn a_progress_payload_names_the_projection_and_a_live_batch_its_position() {
+        let live = progress_payload("bookings", Some(Position(4_711)));
+        assert_eq!(parse_progress(&live), ("bookings", Some(4_711)));
+        // A generation swap says only which projection moved: its position must be read.
+        let swap = progress_payload("search", None);
+        assert_eq!(parse_progress(&swap), ("search", None));
+        // So does anything unexpected, such as an older process's bare name.
+        assert_eq!(parse_progress("stats 12x"), ("stats", None));
     }
 }

@@ -3,6 +3,7 @@
 
 mod cached;
 mod lifecycle;
+mod live;
 mod payments;
 mod users;
 
