@@ -177,8 +177,8 @@ impl ReactorRunner {
         }
     }
 
-    /// Follows the log live until `shutdown` turns true; restarts from its checkpoint after a
-    /// failure.
+    /// Follows the log live until `shutdown` turns true or its sender is dropped; restarts from
+    /// its checkpoint after a failure.
     pub async fn run(
         &self,
         reactor: Arc<dyn Reactor>,
@@ -197,7 +197,14 @@ impl ReactorRunner {
             let mut events = self.store.subscribe_all(position).ready_chunks(LIVE_CHUNK);
             loop {
                 let next = tokio::select! {
-                    _ = shutdown.changed() => break,
+                    changed = shutdown.changed() => {
+                        // A dropped sender stops the reactor too: nobody is left to say stop,
+                        // and restarting from the checkpoint would only spin.
+                        if changed.is_err() {
+                            return;
+                        }
+                        break;
+                    }
                     next = events.next() => next,
                 };
                 let Some(chunk) = next else { break };
