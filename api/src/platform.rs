@@ -191,8 +191,8 @@ impl Platform {
                         reactors: options.reactors,
                         gateway: gateway.clone(),
                         clock: clock.clone(),
-                        nice: options.read_side_nice,
                     },
+                    options.read_side_nice,
                     stopped.clone(),
                 )
                 .await?,
@@ -242,7 +242,6 @@ struct ReadSideParts {
     reactors: bool,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
-    nice: u8,
 }
 
 /// Projectors, reactors and the deadline clock on a tokio runtime of their own, in threads of
@@ -263,13 +262,13 @@ impl ReadSide {
     async fn start(
         pool: &PgPool,
         parts: ReadSideParts,
+        nice: u8,
         stopped: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let connect = (*pool.connect_options()).clone();
         let max_connections = pool.options().get_max_connections();
         let (started_tx, started) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
         let (done_tx, done) = tokio::sync::oneshot::channel();
-        let nice = parts.nice;
         std::thread::Builder::new()
             .name("tessera-read-side".into())
             .spawn(move || {
@@ -370,7 +369,6 @@ async fn run_read_side(
         reactors,
         gateway,
         clock,
-        nice: _,
     } = parts;
     if let Some((index_root, label)) = projectors {
         let projector = tessera_projections::Projector::new(

@@ -27,9 +27,13 @@ use crate::store::StoreError;
 const STORE_RESULT: &str = "UPDATE idempotency_keys SET response = $3, completed_at = now()
      WHERE scope = $1 AND key = $2 AND response IS NULL";
 
-const STORE_RESULT_ASYNC: &str = "UPDATE idempotency_keys SET response = $3, completed_at = now()
-      FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-     WHERE scope = $1 AND key = $2 AND response IS NULL";
+const STORE_RESULT_ASYNC: &str = concat!(
+    "UPDATE idempotency_keys SET response = $3, completed_at = now()
+      FROM ",
+    crate::pg::async_commit!(),
+    "
+     WHERE scope = $1 AND key = $2 AND response IS NULL"
+);
 
 /// Outcome of claiming a key.
 #[derive(Debug)]
@@ -66,13 +70,15 @@ impl IdempotencyKeys {
     ) -> Result<Claim<R>, CommandError> {
         let hash = request_hash(request);
         let fresh = Uuid::new_v4();
-        let claimed: Option<Uuid> = sqlx::query_scalar(
+        let claimed: Option<Uuid> = sqlx::query_scalar(concat!(
             "INSERT INTO idempotency_keys (scope, key, request_hash, command_id)
              SELECT $1, $2, $3, $4
-               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+               FROM ",
+            crate::pg::async_commit!(),
+            "
              ON CONFLICT (scope, key) DO NOTHING
-             RETURNING command_id",
-        )
+             RETURNING command_id"
+        ))
         .bind(scope)
         .bind(key)
         .bind(&hash)

@@ -61,9 +61,13 @@ const SAVE_CHECKPOINT: &str = "INSERT INTO reactor_checkpoints (name, position) 
 /// only means redelivering events the reactor already handled, which re-issues the same
 /// commands (replays, see the module doc); and the log is flushed in order, so a checkpoint that
 /// survives implies that the effects of the events before it survived too.
-const SAVE_CHECKPOINT_ASYNC: &str = "INSERT INTO reactor_checkpoints (name, position)
-     SELECT $1, $2 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()";
+const SAVE_CHECKPOINT_ASYNC: &str = concat!(
+    "INSERT INTO reactor_checkpoints (name, position)
+     SELECT $1, $2 FROM ",
+    crate::pg::async_commit!(),
+    "
+     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
+);
 
 /// Most events the live loop handles between two checkpoints (it takes what is ready, up to
 /// this many, and saves once after them).
@@ -285,11 +289,13 @@ impl DeadlineReactor {
         booking_id: BookingId,
         due_at: DateTime<Utc>,
     ) -> Result<(), CommandError> {
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO deadlines (kind, booking_id, due_at)
-             SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-             ON CONFLICT (kind, booking_id) DO UPDATE SET due_at = EXCLUDED.due_at, done_at = NULL",
-        )
+             SELECT $1, $2, $3 FROM ",
+            crate::pg::async_commit!(),
+            "
+             ON CONFLICT (kind, booking_id) DO UPDATE SET due_at = EXCLUDED.due_at, done_at = NULL"
+        ))
         .bind(kind)
         .bind(booking_id.0)
         .bind(due_at)
@@ -300,11 +306,13 @@ impl DeadlineReactor {
     }
 
     async fn clear(&self, kind: Option<&str>, booking_id: BookingId) -> Result<(), CommandError> {
-        sqlx::query(
+        sqlx::query(concat!(
             "UPDATE deadlines SET done_at = now()
-               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-              WHERE booking_id = $1 AND ($2::text IS NULL OR kind = $2) AND done_at IS NULL",
-        )
+               FROM ",
+            crate::pg::async_commit!(),
+            "
+              WHERE booking_id = $1 AND ($2::text IS NULL OR kind = $2) AND done_at IS NULL"
+        ))
         .bind(booking_id.0)
         .bind(kind)
         .execute(&self.pool)

@@ -8,6 +8,17 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+/// A `FROM` item that lets the statement's transaction commit without waiting for its own WAL
+/// flush (`synchronous_commit = off`, local to that transaction), for `concat!` into a statement.
+/// Only for writes whose loss in a crash is harmless because something flushed later in the
+/// log (which is flushed in order) re-creates or supersedes them; each use says why.
+macro_rules! async_commit {
+    () => {
+        "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+    };
+}
+pub(crate) use async_commit;
+
 /// The plain-SQL migrations of `migrations/`, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
