@@ -265,7 +265,10 @@ impl ReadSide {
         nice: u8,
         stopped: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let connect = (*pool.connect_options()).clone();
+        // Named apart in `pg_stat_activity`, so an operator sees which backends are the read side.
+        let connect = (*pool.connect_options())
+            .clone()
+            .options([("application_name", "tessera-read-side")]);
         let max_connections = pool.options().get_max_connections();
         let (started_tx, started) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
         let (done_tx, done) = tokio::sync::oneshot::channel();

@@ -14,12 +14,14 @@ use serde::de::DeserializeOwned;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
-/// Rows of one table keyed by id, with the keys that changed (in the order they changed).
+/// Rows of one table keyed by id, with the keys that changed (in the order they changed) and
+/// the rows removed.
 #[derive(Debug)]
 pub struct Rows<K, R> {
     pub rows: HashMap<K, R>,
     dirty: Vec<K>,
     seen: HashSet<K>,
+    removed: HashMap<K, R>,
 }
 
 impl<K, R> Default for Rows<K, R> {
@@ -28,6 +30,7 @@ impl<K, R> Default for Rows<K, R> {
             rows: HashMap::new(),
             dirty: Vec::new(),
             seen: HashSet::new(),
+            removed: HashMap::new(),
         }
     }
 }
@@ -55,11 +58,24 @@ impl<K: Eq + Hash + Clone, R> Rows<K, R> {
     /// Inserts or replaces a row, marked as changed.
     pub fn put(&mut self, key: K, row: R) -> &mut R {
         self.touch(&key);
+        self.removed.remove(&key);
         self.rows.entry(key).insert_entry(row).into_mut()
     }
 
+    /// Removes a row: [`Rows::removed`] yields it (for [`delete`]) unless it is put back.
+    pub fn remove(&mut self, key: &K) -> Option<&R> {
+        let row = self.rows.remove(key)?;
+        Some(self.removed.entry(key.clone()).insert_entry(row).into_mut())
+    }
+
+    /// The rows present that changed (for [`upsert`]).
     pub fn changed(&self) -> impl Iterator<Item = &R> {
         self.dirty.iter().filter_map(|k| self.rows.get(k))
+    }
+
+    /// The rows removed and not put back (for [`delete`]).
+    pub fn removed(&self) -> impl Iterator<Item = &R> {
+        self.removed.values()
     }
 }
 
@@ -111,6 +127,30 @@ pub async fn insert<'a, R: Serialize + 'a>(
     rows: impl IntoIterator<Item = &'a R>,
 ) -> sqlx::Result<()> {
     write(conn, table, &[], Merge::None, rows).await
+}
+
+/// Deletes the rows of `table` whose `key` columns equal those of one of `rows`.
+pub async fn delete<'a, R: Serialize + 'a>(
+    conn: &mut PgConnection,
+    table: &str,
+    key: &[&str],
+    rows: impl IntoIterator<Item = &'a R>,
+) -> sqlx::Result<()> {
+    let rows: Vec<&R> = rows.into_iter().collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let text = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let matches: Vec<String> = key.iter().map(|c| format!("t.{c} = d.{c}")).collect();
+    let sql = format!(
+        "DELETE FROM {table} t USING json_populate_recordset(NULL::{table}, $1::json) d WHERE {}",
+        matches.join(" AND ")
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(text)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq)]

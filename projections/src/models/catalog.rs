@@ -1,8 +1,10 @@
 //! Catalog: listings as customers browse them, and every slot with its live availability
 //! (capacity, held, confirmed, remaining). The `listing_overview` view adds the next date with
 //! free seats and the lowest price, computed when read (they depend on the current time).
-
-use std::collections::BTreeMap;
+//!
+//! The seats each booking holds on a slot are rows of their own (`slot_holds`), and the slot's
+//! counters move with them: a seat change writes one small hold row and the slot's counters,
+//! whatever the number of holds on the slot (a sold-out concert has thousands).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -48,8 +50,11 @@ pub struct ListingRow {
     pub version: i64,
 }
 
+/// Seats a booking holds (or has confirmed) on a slot.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct HoldRow {
+    pub booking_id: Uuid,
+    pub slot_id: Uuid,
     pub seats: i64,
     pub confirmed: bool,
 }
@@ -68,26 +73,21 @@ pub struct SlotRow {
     pub price_minor: i64,
     pub currency: String,
     pub cancelled: bool,
-    pub holds: BTreeMap<Uuid, HoldRow>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
 }
 
 impl SlotRow {
-    /// Recomputes the counters from the holds (the holds are the truth).
-    pub fn recount(&mut self) {
-        self.held = self
-            .holds
-            .values()
-            .filter(|h| !h.confirmed)
-            .map(|h| h.seats)
-            .sum();
-        self.confirmed = self
-            .holds
-            .values()
-            .filter(|h| h.confirmed)
-            .map(|h| h.seats)
-            .sum();
+    /// Counts a hold's seats in (`sign` 1) or out (-1) of the held or confirmed counter.
+    fn count(&mut self, hold: &HoldRow, sign: i64) {
+        if hold.confirmed {
+            self.confirmed += sign * hold.seats;
+        } else {
+            self.held += sign * hold.seats;
+        }
+    }
+
+    fn recount(&mut self) {
         self.remaining = (self.capacity - self.held - self.confirmed).max(0);
     }
 }
@@ -132,7 +132,8 @@ impl SqlProjection for Catalog {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the holds moved from a jsonb column of `slots` to `slot_holds`.
+        2
     }
 
     fn ddl(&self) -> String {
@@ -152,9 +153,13 @@ CREATE TABLE slots (
     starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL, capacity bigint NOT NULL,
     held bigint NOT NULL, confirmed bigint NOT NULL, remaining bigint NOT NULL,
     price_minor bigint NOT NULL, currency text NOT NULL, cancelled boolean NOT NULL,
-    holds jsonb NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
+    updated_at timestamptz NOT NULL, version bigint NOT NULL
 );
 CREATE INDEX slots_listing ON slots (listing_id, starts_at);
+CREATE TABLE slot_holds (
+    booking_id uuid NOT NULL, slot_id uuid NOT NULL, seats bigint NOT NULL,
+    confirmed boolean NOT NULL, PRIMARY KEY (booking_id, slot_id)
+);
 CREATE VIEW listing_overview AS
     SELECT l.*, n.next_available_at, n.lowest_price_minor, n.free_seats
     FROM listings l LEFT JOIN LATERAL (
@@ -175,10 +180,14 @@ CREATE VIEW listing_overview AS
     ) -> Result<(), ProjectionError> {
         let mut listing_ids = Vec::new();
         let mut slot_ids = Vec::new();
+        let mut hold_ids = Vec::new();
         for e in batch {
             match &e.event {
                 AnyEvent::Listing(l) => listing_ids.push(listing_of(l)),
-                AnyEvent::Slot(s) => slot_ids.push(slot_of(s)),
+                AnyEvent::Slot(s) => {
+                    slot_ids.push(slot_of(s));
+                    hold_ids.extend(hold_of(s).map(|(booking, _)| booking));
+                }
                 _ => {}
             }
         }
@@ -195,15 +204,22 @@ CREATE VIEW listing_overview AS
         for r in rows::load::<SlotRow>(conn, "slots", "slot_id", &keys(slot_ids)).await? {
             slots.rows.insert(r.slot_id, r);
         }
+        let mut holds: Rows<(Uuid, Uuid), HoldRow> = Rows::default();
+        for r in rows::load::<HoldRow>(conn, "slot_holds", "booking_id", &keys(hold_ids)).await? {
+            holds.rows.insert((r.booking_id, r.slot_id), r);
+        }
         for e in batch {
             match &e.event {
                 AnyEvent::Listing(ev) => apply_listing(&mut listings, e, ev)?,
-                AnyEvent::Slot(ev) => apply_slot(&mut slots, e, ev)?,
+                AnyEvent::Slot(ev) => apply_slot(&mut slots, &mut holds, e, ev)?,
                 _ => {}
             }
         }
         rows::upsert(conn, "listings", &["listing_id"], listings.changed()).await?;
         rows::upsert(conn, "slots", &["slot_id"], slots.changed()).await?;
+        const HOLD_KEY: &[&str] = &["booking_id", "slot_id"];
+        rows::upsert(conn, "slot_holds", HOLD_KEY, holds.changed()).await?;
+        rows::delete(conn, "slot_holds", HOLD_KEY, holds.removed()).await?;
         Ok(())
     }
 }
@@ -226,6 +242,30 @@ fn slot_of(e: &SlotEvent) -> Uuid {
         | SlotEvent::SeatsConfirmed { slot_id, .. }
         | SlotEvent::SeatsReleased { slot_id, .. }
         | SlotEvent::SlotCancelled { slot_id, .. } => slot_id.0,
+    }
+}
+
+/// The (booking, slot) of a seat change.
+fn hold_of(e: &SlotEvent) -> Option<(Uuid, Uuid)> {
+    match e {
+        SlotEvent::SeatsHeld {
+            slot_id,
+            booking_id,
+            ..
+        }
+        | SlotEvent::SeatsConfirmed {
+            slot_id,
+            booking_id,
+            ..
+        }
+        | SlotEvent::SeatsReleased {
+            slot_id,
+            booking_id,
+            ..
+        } => Some((booking_id.0, slot_id.0)),
+        SlotEvent::SlotScheduled { .. }
+        | SlotEvent::SlotCapacityChanged { .. }
+        | SlotEvent::SlotCancelled { .. } => None,
     }
 }
 
@@ -286,6 +326,7 @@ fn apply_listing(
 
 fn apply_slot(
     slots: &mut Rows<Uuid, SlotRow>,
+    holds: &mut Rows<(Uuid, Uuid), HoldRow>,
     e: &Envelope,
     ev: &SlotEvent,
 ) -> Result<(), ProjectionError> {
@@ -313,7 +354,6 @@ fn apply_slot(
             price_minor: price_per_seat.minor,
             currency: price_per_seat.currency.to_string(),
             cancelled: false,
-            holds: BTreeMap::new(),
             updated_at: e.effective_at,
             version: e.pos(),
         };
@@ -328,38 +368,42 @@ fn apply_slot(
             format!("slot {id} was never scheduled"),
         ));
     };
+    let holds_none = |booking| inconsistent(NAME, e, format!("booking {booking} holds no seats"));
     match ev {
         SlotEvent::SlotScheduled { .. } => {}
         SlotEvent::SlotCapacityChanged { capacity, .. } => row.capacity = i64::from(*capacity),
         SlotEvent::SeatsHeld {
             booking_id, seats, ..
         } => {
-            row.holds.insert(
-                booking_id.0,
-                HoldRow {
-                    seats: i64::from(*seats),
-                    confirmed: false,
-                },
-            );
+            let key = (booking_id.0, id);
+            // A hold again by the same booking replaces the earlier one.
+            if let Some(earlier) = holds.remove(&key) {
+                row.count(earlier, -1);
+            }
+            let hold = HoldRow {
+                booking_id: booking_id.0,
+                slot_id: id,
+                seats: i64::from(*seats),
+                confirmed: false,
+            };
+            row.count(&hold, 1);
+            holds.put(key, hold);
         }
-        SlotEvent::SeatsConfirmed { booking_id, .. } => match row.holds.get_mut(&booking_id.0) {
-            Some(h) => h.confirmed = true,
-            None => {
-                return Err(inconsistent(
-                    NAME,
-                    e,
-                    format!("booking {booking_id} holds no seats"),
-                ));
+        SlotEvent::SeatsConfirmed { booking_id, .. } => {
+            let hold = holds
+                .get_mut(&(booking_id.0, id))
+                .ok_or_else(|| holds_none(booking_id.0))?;
+            if !hold.confirmed {
+                row.count(hold, -1);
+                hold.confirmed = true;
+                row.count(hold, 1);
             }
-        },
+        }
         SlotEvent::SeatsReleased { booking_id, .. } => {
-            if row.holds.remove(&booking_id.0).is_none() {
-                return Err(inconsistent(
-                    NAME,
-                    e,
-                    format!("booking {booking_id} holds no seats"),
-                ));
-            }
+            let hold = holds
+                .remove(&(booking_id.0, id))
+                .ok_or_else(|| holds_none(booking_id.0))?;
+            row.count(hold, -1);
         }
         SlotEvent::SlotCancelled { .. } => row.cancelled = true,
     }
