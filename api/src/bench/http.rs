@@ -196,9 +196,10 @@ pub async fn run(config: &DbConfig, data_dir: &Path, args: &HttpBenchArgs) -> an
     result
 }
 
-/// Waits until every projection has applied the whole log as it is now, so that a workload
-/// neither starts with nor pays for the read side's backlog from the one before. (Reactors
-/// keep working meanwhile: holds of earlier runs expire 15 minutes after they were placed.)
+/// Waits until every projection and every reactor has handled the whole log as it is now, so
+/// that a workload neither starts with nor pays for the read side's backlog from the one before.
+/// (The log still grows meanwhile: holds of earlier runs expire 15 minutes after they were
+/// placed.)
 async fn settle(pool: &PgPool, projections: usize) -> anyhow::Result<()> {
     if projections == 0 {
         return Ok(());
@@ -209,12 +210,20 @@ async fn settle(pool: &PgPool, projections: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let status = tessera_projections::status(pool).await?;
-        if status.len() == projections && status.iter().all(|s| s.position >= head) {
+        let reactors_behind: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM reactor_checkpoints WHERE position < $1")
+                .bind(head)
+                .fetch_one(pool)
+                .await?;
+        if status.len() == projections
+            && status.iter().all(|s| s.position >= head)
+            && reactors_behind == 0
+        {
             return Ok(());
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(1_800),
-            "projections did not reach position {head}"
+            "the read side did not reach position {head}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
