@@ -274,10 +274,11 @@ pub fn parse_progress(payload: &str) -> (&str, Option<i64>) {
     }
 }
 
-/// The position of every projection's active generation (what readers of `read.*` see).
-pub async fn positions(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+/// Every projection's active generation and its position (what readers of `read.*` see), as
+/// (name, generation, position).
+pub async fn positions(pool: &PgPool) -> sqlx::Result<Vec<(String, i64, i64)>> {
     sqlx::query_as(
-        "SELECT p.name, g.position FROM projections p
+        "SELECT p.name, g.generation, g.position FROM projections p
            JOIN projection_generations g ON g.name = p.name AND g.generation = p.active_generation",
     )
     .fetch_all(pool)

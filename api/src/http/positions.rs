@@ -25,7 +25,14 @@ use super::error::ApiError;
 pub const MIN_POSITION_HEADER: &str = "tessera-min-position";
 pub const POSITION_HEADER: &str = "tessera-position";
 
-type Snapshot = Arc<HashMap<String, i64>>;
+/// Where a projection is: its active generation and that generation's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct At {
+    pub generation: i64,
+    pub position: i64,
+}
+
+type Snapshot = Arc<HashMap<String, At>>;
 
 /// Every projection's position, kept current.
 #[derive(Debug, Clone)]
@@ -70,6 +77,7 @@ impl Positions {
                                     // A burst of notifications is taken as one.
                                     let mut note = |payload: &str| match parse_progress(payload) {
                                         (name, Some(at)) => moved.push((name.to_owned(), at)),
+                                        // A swap: the generation changed.
                                         (_, None) => read_all = true,
                                     };
                                     note(first.payload());
@@ -87,6 +95,11 @@ impl Positions {
                         }
                     }
                 }
+                // A projection not seen yet has no known generation: read it.
+                read_all |= {
+                    let known = tx.borrow();
+                    moved.iter().any(|(name, _)| !known.contains_key(name))
+                };
                 if read_all {
                     match read(&pool).await {
                         Ok(now) => {
@@ -103,17 +116,22 @@ impl Positions {
                     }
                 } else {
                     tx.send_if_modified(|current| {
+                        // A live batch moves its projection's active generation (a projector
+                        // checks which one is active in the batch's transaction).
                         let ahead: Vec<_> = moved
                             .into_iter()
-                            .filter(|(name, at)| current.get(name).is_none_or(|known| at > known))
+                            .filter(|(name, at)| {
+                                current.get(name).is_some_and(|known| *at > known.position)
+                            })
                             .collect();
                         if ahead.is_empty() {
                             return false;
                         }
                         let mut next = (**current).clone();
                         for (name, at) in ahead {
-                            let known = next.entry(name).or_insert(at);
-                            *known = (*known).max(at);
+                            if let Some(known) = next.get_mut(&name) {
+                                known.position = known.position.max(at);
+                            }
                         }
                         *current = Arc::new(next);
                         true
@@ -126,7 +144,12 @@ impl Positions {
 
     /// The position of `projection` as last seen (0 when unknown).
     pub fn current(&self, projection: &str) -> i64 {
-        self.rx.borrow().get(projection).copied().unwrap_or(0)
+        self.at(projection).map_or(0, |at| at.position)
+    }
+
+    /// The active generation of `projection` and its position, as last seen.
+    pub fn at(&self, projection: &str) -> Option<At> {
+        self.rx.borrow().get(projection).copied()
     }
 
     /// Waits until every one of `projections` has passed `min` (bounded); returns at once when
@@ -136,7 +159,7 @@ impl Positions {
         let behind = |snapshot: &Snapshot| {
             projections
                 .iter()
-                .map(|p| (*p, snapshot.get(*p).copied().unwrap_or(0)))
+                .map(|p| (*p, snapshot.get(*p).map_or(0, |at| at.position)))
                 .find(|(_, at)| *at < min)
                 .map(|(p, at)| (p.to_owned(), at))
         };
@@ -178,10 +201,19 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
         .ok()
 }
 
-async fn read(pool: &PgPool) -> sqlx::Result<HashMap<String, i64>> {
+async fn read(pool: &PgPool) -> sqlx::Result<HashMap<String, At>> {
     Ok(tessera_projections::registry::positions(pool)
         .await?
         .into_iter()
+        .map(|(name, generation, position)| {
+            (
+                name,
+                At {
+                    generation,
+                    position,
+                },
+            )
+        })
         .collect())
 }
 

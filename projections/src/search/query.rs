@@ -139,22 +139,19 @@ impl SearchIndex {
     }
 
     /// The active generation's reader, reopened after a rebuild swap and reloaded when the
-    /// projection committed since the last look.
-    async fn current(&self) -> Result<std::sync::Arc<Opened>, ProjectionError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT g.generation, g.position FROM projections p
-             JOIN projection_generations g ON g.name = p.name AND g.generation = p.active_generation
-             WHERE p.name = 'search'",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((generation, position)) = row else {
-            return Err(ProjectionError::Invalid(
-                "the search index has not been built yet".into(),
-            ));
+    /// projection committed since the last look. `known` is the active (generation, position)
+    /// if the caller follows them; without it they are read from the database.
+    async fn current(
+        &self,
+        known: Option<(i64, i64)>,
+    ) -> Result<std::sync::Arc<Opened>, ProjectionError> {
+        let opened = self.opened.lock().expect("not poisoned").clone();
+        let (generation, position) = match (known, &opened) {
+            (Some(at), Some(o)) if at <= (o.generation, o.position) => return Ok(o.clone()),
+            (Some(at), _) => at,
+            (None, _) => self.active().await?,
         };
-        let known = self.opened.lock().expect("not poisoned").clone();
-        if let Some(o) = known {
+        if let Some(o) = opened {
             if o.generation == generation && o.position == position {
                 return Ok(o.clone());
             }
@@ -190,8 +187,33 @@ impl SearchIndex {
         Ok(opened)
     }
 
+    /// The active generation and its position, from the database.
+    async fn active(&self) -> Result<(i64, i64), ProjectionError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT g.generation, g.position FROM projections p
+             JOIN projection_generations g ON g.name = p.name AND g.generation = p.active_generation
+             WHERE p.name = 'search'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| {
+            ProjectionError::Invalid("the search index has not been built yet".into())
+        })
+    }
+
     pub async fn search(&self, q: &SearchQuery) -> Result<SearchResults, ProjectionError> {
-        let opened = self.current().await?;
+        self.search_at(q, None).await
+    }
+
+    /// [`SearchIndex::search`] for a caller that follows the search projection's active
+    /// (generation, position): it answers from the open reader, without asking the database,
+    /// unless that is older.
+    pub async fn search_at(
+        &self,
+        q: &SearchQuery,
+        known: Option<(i64, i64)>,
+    ) -> Result<SearchResults, ProjectionError> {
+        let opened = self.current(known).await?;
         let q = q.clone();
         tokio::task::spawn_blocking(move || run(&opened, &q))
             .await

@@ -192,7 +192,11 @@ async fn search(
     {
         return Ok(axum::Json(body));
     }
-    let r = state.search.search(&query).await?;
+    let known = state
+        .positions
+        .at("search")
+        .map(|at| (at.generation, at.position));
+    let r = state.search.search_at(&query, known).await?;
     let page = SearchPage {
         total: r.total,
         hits: r
