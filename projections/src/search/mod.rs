@@ -126,10 +126,15 @@ pub(crate) struct ListingDoc {
 
 impl ListingDoc {
     pub fn rating(&self) -> f64 {
-        if self.rating_count == 0 {
+        Self::average(self.rating_sum, self.rating_count)
+    }
+
+    /// The mean rating (0 without ratings).
+    pub(crate) fn average(sum: u64, count: u64) -> f64 {
+        if count == 0 {
             0.0
         } else {
-            self.rating_sum as f64 / self.rating_count as f64
+            sum as f64 / count as f64
         }
     }
 

@@ -78,6 +78,31 @@ pub struct SearchHit {
     pub score: f32,
 }
 
+/// The part of a stored [`ListingDoc`] a hit shows: reading a hit skips over the listing's
+/// description and slots instead of building them.
+#[derive(Deserialize)]
+struct HitDoc {
+    listing_id: Uuid,
+    kind: String,
+    title: String,
+    category: String,
+    destination: String,
+    country: String,
+    lat: f64,
+    lon: f64,
+    duration_minutes: u32,
+    price_minor: i64,
+    currency: String,
+    rating_sum: u64,
+    rating_count: u64,
+}
+
+impl HitDoc {
+    fn rating(&self) -> f64 {
+        ListingDoc::average(self.rating_sum, self.rating_count)
+    }
+}
+
 /// Counts of matching listings per facet value.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Facets {
@@ -503,7 +528,7 @@ fn run(o: &Opened, q: &SearchQuery) -> Result<SearchResults, ProjectionError> {
             .get_first(o.fields.state)
             .and_then(|v| v.as_str())
             .ok_or_else(|| ProjectionError::Index("document without state".into()))?;
-        let l: ListingDoc =
+        let l: HitDoc =
             serde_json::from_str(state).map_err(|e| ProjectionError::Index(e.to_string()))?;
         out.push(SearchHit {
             listing_id: l.listing_id,
