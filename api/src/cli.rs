@@ -141,6 +141,8 @@ pub enum BenchCommand {
     Rebuild(crate::bench::rebuild::RebuildBenchArgs),
     /// The API over HTTP on the rebuild bench's data: search and holds against plain SQL.
     Http(crate::bench::http::HttpBenchArgs),
+    /// One hold decision on a cached slot holding 10 to 9,000 bookings (no database).
+    Slot(crate::bench::slot::SlotBenchArgs),
 }
 
 impl Cli {
@@ -219,6 +221,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::bench::http::run(&cli.db_config("tessera_bench_rebuild"), &cli.data_dir, args)
                 .await
         }
+        Command::Bench {
+            command: BenchCommand::Slot(args),
+        } => crate::bench::slot::run(args),
         Command::Bench {
             command: BenchCommand::Rebuild(args),
         } => {

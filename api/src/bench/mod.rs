@@ -3,4 +3,5 @@
 
 pub mod http;
 pub mod rebuild;
+pub mod slot;
 pub mod store;

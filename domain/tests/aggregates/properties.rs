@@ -62,6 +62,11 @@ proptest! {
             let SlotState::Scheduled(slot) = &state else { unreachable!("scheduled") };
             prop_assert!(slot.held() + slot.confirmed() <= slot.capacity);
             prop_assert_eq!(slot.taken(), held_total - released_total);
+            // The counters that evolve keeps are the sums over the holds.
+            let sum = |confirmed: bool| -> u32 {
+                slot.holds.values().filter(|h| h.confirmed == confirmed).map(|h| h.seats).sum()
+            };
+            prop_assert_eq!((slot.held(), slot.confirmed()), (sum(false), sum(true)));
         }
     }
 
