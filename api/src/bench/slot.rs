@@ -93,7 +93,8 @@ fn measure(
         std::hint::black_box((loaded, advanced));
         decisions += 1;
     }
-    Ok((decisions, started.elapsed() / decisions as u32))
+    let per = started.elapsed().as_secs_f64() / decisions as f64;
+    Ok((decisions, Duration::from_secs_f64(per)))
 }
 
 #[cfg(test)]
