@@ -15,6 +15,9 @@
 //! ([`IdempotencyKeys::complete_after_log`]): if a crash loses it, the key reads as unfinished
 //! and a retry replays the command from the log, under the same command id.
 
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -22,18 +25,40 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::CommandError;
+use crate::pg::coalesce::Coalescer;
 use crate::store::StoreError;
 
 const STORE_RESULT: &str = "UPDATE idempotency_keys SET response = $3, completed_at = now()
      WHERE scope = $1 AND key = $2 AND response IS NULL";
 
-const STORE_RESULT_ASYNC: &str = concat!(
-    "UPDATE idempotency_keys SET response = $3, completed_at = now()
-      FROM ",
+/// Claims a batch of keys; returns the fresh command ids of the keys it inserted.
+const CLAIM_BATCH: &str = concat!(
+    "INSERT INTO idempotency_keys (scope, key, request_hash, command_id)
+     SELECT k.scope, k.key, k.request_hash, k.command_id
+       FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[])
+            AS k(scope, key, request_hash, command_id),
+            ",
     crate::pg::async_commit!(),
     "
-     WHERE scope = $1 AND key = $2 AND response IS NULL"
+     ON CONFLICT (scope, key) DO NOTHING
+     RETURNING command_id"
 );
+
+const READ_BATCH: &str = "SELECT scope, key, request_hash, command_id, response
+       FROM idempotency_keys
+      WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
+
+const STORE_RESULTS_ASYNC: &str = concat!(
+    "UPDATE idempotency_keys k SET response = v.response, completed_at = now()
+       FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS v(scope, key, response),
+            ",
+    crate::pg::async_commit!(),
+    "
+      WHERE k.scope = v.scope AND k.key = v.key AND k.response IS NULL"
+);
+
+/// Most claims (or results) one coalesced statement carries.
+const MAX_BATCH: usize = 256;
 
 /// Outcome of claiming a key.
 #[derive(Debug)]
@@ -45,9 +70,49 @@ pub enum Claim<R> {
 }
 
 /// The idempotency key table.
+///
+/// Claims, and results stored after the log, are written in coalesced statements: what
+/// concurrent requests ask while one statement is in flight goes out as the next one (ADR 0009).
+/// Cloning shares the coalescers; they start on the runtime of the first call.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKeys {
     pool: PgPool,
+    writers: Arc<OnceLock<Writers>>,
+}
+
+#[derive(Debug)]
+struct Writers {
+    claims: Coalescer<NewClaim, Found>,
+    results: Coalescer<NewResult, ()>,
+}
+
+#[derive(Debug)]
+struct NewClaim {
+    scope: String,
+    key: String,
+    hash: Vec<u8>,
+    /// Fresh for every claim, so the ids a batch's `RETURNING` gives back name its winners.
+    command_id: Uuid,
+}
+
+/// What a claim found.
+#[derive(Debug)]
+enum Found {
+    /// The key was free and is now ours, under the claim's fresh command id.
+    Claimed,
+    /// The key was claimed before (by an earlier request, or earlier in the same batch).
+    Stored {
+        hash: Vec<u8>,
+        command_id: Uuid,
+        response: Option<serde_json::Value>,
+    },
+}
+
+#[derive(Debug)]
+struct NewResult {
+    scope: String,
+    key: String,
+    response: serde_json::Value,
 }
 
 /// SHA-256 of the request's canonical JSON.
@@ -58,7 +123,27 @@ pub fn request_hash(request: &impl Serialize) -> Vec<u8> {
 
 impl IdempotencyKeys {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            writers: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn writers(&self) -> &Writers {
+        self.writers.get_or_init(|| {
+            let claims = self.pool.clone();
+            let results = self.pool.clone();
+            Writers {
+                claims: Coalescer::start(MAX_BATCH, move |batch| {
+                    let pool = claims.clone();
+                    async move { claim_batch(&pool, batch).await }
+                }),
+                results: Coalescer::start(MAX_BATCH, move |batch| {
+                    let pool = results.clone();
+                    async move { store_results(&pool, batch).await }
+                }),
+            }
+        })
     }
 
     /// Claims `key` for `request` in `scope`.
@@ -70,33 +155,24 @@ impl IdempotencyKeys {
     ) -> Result<Claim<R>, CommandError> {
         let hash = request_hash(request);
         let fresh = Uuid::new_v4();
-        let claimed: Option<Uuid> = sqlx::query_scalar(concat!(
-            "INSERT INTO idempotency_keys (scope, key, request_hash, command_id)
-             SELECT $1, $2, $3, $4
-               FROM ",
-            crate::pg::async_commit!(),
-            "
-             ON CONFLICT (scope, key) DO NOTHING
-             RETURNING command_id"
-        ))
-        .bind(scope)
-        .bind(key)
-        .bind(&hash)
-        .bind(fresh)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::from)?;
-        if let Some(command_id) = claimed {
-            return Ok(Claim::Run { command_id });
-        }
-        let (stored_hash, command_id, response): (Vec<u8>, Uuid, Option<serde_json::Value>) = sqlx::query_as(
-            "SELECT request_hash, command_id, response FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        )
-        .bind(scope)
-        .bind(key)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::from)?;
+        let found = self
+            .writers()
+            .claims
+            .call(NewClaim {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                hash: hash.clone(),
+                command_id: fresh,
+            })
+            .await?;
+        let (stored_hash, command_id, response) = match found {
+            Found::Claimed => return Ok(Claim::Run { command_id: fresh }),
+            Found::Stored {
+                hash,
+                command_id,
+                response,
+            } => (hash, command_id, response),
+        };
         if stored_hash != hash {
             return Err(CommandError::IdempotencyKeyReused);
         }
@@ -116,7 +192,15 @@ impl IdempotencyKeys {
         key: &str,
         result: &impl Serialize,
     ) -> Result<(), CommandError> {
-        self.store_result(scope, key, result, STORE_RESULT).await
+        let value = serde_json::to_value(result).map_err(|e| CommandError::Codec(e.to_string()))?;
+        sqlx::query(STORE_RESULT)
+            .bind(scope)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Stores the result of a command whose events are already durable in the log, with an
@@ -127,25 +211,94 @@ impl IdempotencyKeys {
         key: &str,
         result: &impl Serialize,
     ) -> Result<(), CommandError> {
-        self.store_result(scope, key, result, STORE_RESULT_ASYNC)
-            .await
-    }
-
-    async fn store_result(
-        &self,
-        scope: &str,
-        key: &str,
-        result: &impl Serialize,
-        sql: &'static str,
-    ) -> Result<(), CommandError> {
-        let value = serde_json::to_value(result).map_err(|e| CommandError::Codec(e.to_string()))?;
-        sqlx::query(sql)
-            .bind(scope)
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from)?;
+        let response =
+            serde_json::to_value(result).map_err(|e| CommandError::Codec(e.to_string()))?;
+        self.writers()
+            .results
+            .call(NewResult {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                response,
+            })
+            .await?;
         Ok(())
     }
+}
+
+/// A claimed key as stored.
+#[derive(Debug, sqlx::FromRow)]
+struct StoredKey {
+    scope: String,
+    key: String,
+    request_hash: Vec<u8>,
+    command_id: Uuid,
+    response: Option<serde_json::Value>,
+}
+
+/// One statement claims every key of the batch that is free; a second reads the others (keys
+/// claimed before, and repeats within the batch, which are inserted once).
+async fn claim_batch(pool: &PgPool, claims: Vec<NewClaim>) -> Result<Vec<Found>, StoreError> {
+    let mut seen = HashSet::new();
+    let firsts: Vec<&NewClaim> = claims
+        .iter()
+        .filter(|c| seen.insert((c.scope.as_str(), c.key.as_str())))
+        .collect();
+    let claimed: HashSet<Uuid> = sqlx::query_scalar(CLAIM_BATCH)
+        .bind(firsts.iter().map(|c| c.scope.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|c| c.hash.as_slice()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|c| c.command_id).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
+    let taken: Vec<&NewClaim> = claims
+        .iter()
+        .filter(|c| !claimed.contains(&c.command_id))
+        .collect();
+    let mut stored = std::collections::HashMap::new();
+    if !taken.is_empty() {
+        let rows: Vec<StoredKey> = sqlx::query_as(READ_BATCH)
+            .bind(taken.iter().map(|c| c.scope.as_str()).collect::<Vec<_>>())
+            .bind(taken.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+            .fetch_all(pool)
+            .await?;
+        for row in rows {
+            stored.insert((row.scope.clone(), row.key.clone()), row);
+        }
+    }
+    claims
+        .iter()
+        .map(|c| {
+            if claimed.contains(&c.command_id) {
+                return Ok(Found::Claimed);
+            }
+            let row = stored
+                .get(&(c.scope.clone(), c.key.clone()))
+                .ok_or_else(|| {
+                    StoreError::Backend(format!("idempotency key {:?} vanished", c.key))
+                })?;
+            Ok(Found::Stored {
+                hash: row.request_hash.clone(),
+                command_id: row.command_id,
+                response: row.response.clone(),
+            })
+        })
+        .collect()
+}
+
+/// One statement stores every result of the batch (the first for a key repeated in it).
+async fn store_results(pool: &PgPool, results: Vec<NewResult>) -> Result<Vec<()>, StoreError> {
+    let mut seen = HashSet::new();
+    let firsts: Vec<&NewResult> = results
+        .iter()
+        .filter(|r| seen.insert((r.scope.as_str(), r.key.as_str())))
+        .collect();
+    sqlx::query(STORE_RESULTS_ASYNC)
+        .bind(firsts.iter().map(|r| r.scope.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|r| &r.response).collect::<Vec<_>>())
+        .execute(pool)
+        .await?;
+    Ok(vec![(); results.len()])
 }

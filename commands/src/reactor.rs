@@ -10,8 +10,9 @@
 //! Time comes from a [`Clock`]: deadlines (a hold lapsing, a slot ending) are rows in
 //! `deadlines`, fired by [`fire_due_deadlines`] when the clock passes them, never by sleeping.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,6 +45,14 @@ pub trait Reactor: Send + Sync + fmt::Debug {
         decoded: &AnyEvent,
         now: DateTime<Utc>,
     ) -> Result<(), CommandError>;
+
+    /// Writes what [`Reactor::react`] left for the end of its chunk (a reactor whose effects are
+    /// rows collects a chunk's worth and writes them in a few statements). The runner calls it
+    /// after each chunk, before the checkpoint passes the chunk's events; on failure the events
+    /// are delivered again, so what is written must be idempotent.
+    async fn flush(&self) -> Result<(), CommandError> {
+        Ok(())
+    }
 }
 
 /// Runs reactors against the store, keeping their checkpoints in PostgreSQL.
@@ -175,6 +184,7 @@ impl ReactorRunner {
                 position = event.position;
                 handled += 1;
             }
+            reactor.flush().await?;
             if save {
                 self.save(reactor.name(), position).await?;
             }
@@ -233,10 +243,13 @@ impl ReactorRunner {
                     }
                 }
                 let saved = match handled {
-                    Some(position) => {
-                        self.store_checkpoint(SAVE_CHECKPOINT_ASYNC, reactor.name(), position)
-                            .await
-                    }
+                    Some(position) => match reactor.flush().await {
+                        Ok(()) => {
+                            self.store_checkpoint(SAVE_CHECKPOINT_ASYNC, reactor.name(), position)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    },
                     None => Ok(()),
                 };
                 if let Err(e) = failed.map_or(saved, Err) {
@@ -256,10 +269,7 @@ pub fn all(
     gateway: Arc<dyn PaymentGateway>,
 ) -> Vec<Arc<dyn Reactor>> {
     vec![
-        Arc::new(DeadlineReactor {
-            store: store.clone(),
-            pool: pool.clone(),
-        }),
+        Arc::new(DeadlineReactor::new(store.clone(), pool.clone())),
         Arc::new(PaymentsReactor {
             store: store.clone(),
             gateway,
@@ -273,51 +283,135 @@ pub fn all(
 /// Keeps the `deadlines` table: a hold lapses at `hold_expires_at`, a confirmed booking
 /// completes when its slot ends.
 ///
-/// Its writes commit without waiting for their own WAL flush: they precede the checkpoint past
-/// their event in the log, which is flushed in order, so a crash that loses one also loses that
-/// checkpoint, and the event is redelivered and the row written again.
+/// It collects a chunk's changes and writes them at [`Reactor::flush`] in at most three
+/// statements (bookings whose deadlines all end, single deadlines that end, deadlines set),
+/// instead of one statement per event (ADR 0009). Its writes commit without waiting for their
+/// own WAL flush: they precede the checkpoint past their events in the log, which is flushed in
+/// order, so a crash that loses one also loses that checkpoint, and the events are redelivered
+/// and the rows written again.
 #[derive(Debug)]
 pub struct DeadlineReactor {
     pub store: Arc<dyn EventStore>,
     pub pool: PgPool,
+    pending: Mutex<PendingDeadlines>,
+}
+
+/// A chunk's deadline changes, collapsed per booking in event order: what the rows must end as.
+/// (Ordered maps: the same events write the same rows in the same order.)
+#[derive(Debug, Default)]
+struct PendingDeadlines {
+    bookings: BTreeMap<Uuid, BookingDeadlines>,
+}
+
+#[derive(Debug, Default)]
+struct BookingDeadlines {
+    /// Every deadline of the booking ended (before the `kinds` below were set or ended).
+    all_done: bool,
+    /// Per kind, since then: `Some(due)` set, `None` ended.
+    kinds: BTreeMap<&'static str, Option<DateTime<Utc>>>,
+}
+
+impl PendingDeadlines {
+    fn set(&mut self, kind: &'static str, booking_id: BookingId, due_at: DateTime<Utc>) {
+        let booking = self.bookings.entry(booking_id.0).or_default();
+        booking.kinds.insert(kind, Some(due_at));
+    }
+
+    fn clear(&mut self, kind: Option<&'static str>, booking_id: BookingId) {
+        let booking = self.bookings.entry(booking_id.0).or_default();
+        match kind {
+            Some(kind) => {
+                booking.kinds.insert(kind, None);
+            }
+            None => {
+                booking.all_done = true;
+                booking.kinds.clear();
+            }
+        }
+    }
 }
 
 impl DeadlineReactor {
-    async fn set(
-        &self,
-        kind: &str,
-        booking_id: BookingId,
-        due_at: DateTime<Utc>,
-    ) -> Result<(), CommandError> {
-        sqlx::query(concat!(
-            "INSERT INTO deadlines (kind, booking_id, due_at)
-             SELECT $1, $2, $3 FROM ",
-            crate::pg::async_commit!(),
-            "
-             ON CONFLICT (kind, booking_id) DO UPDATE SET due_at = EXCLUDED.due_at, done_at = NULL"
-        ))
-        .bind(kind)
-        .bind(booking_id.0)
-        .bind(due_at)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from)?;
-        Ok(())
+    pub fn new(store: Arc<dyn EventStore>, pool: PgPool) -> Self {
+        Self {
+            store,
+            pool,
+            pending: Mutex::new(PendingDeadlines::default()),
+        }
     }
 
-    async fn clear(&self, kind: Option<&str>, booking_id: BookingId) -> Result<(), CommandError> {
-        sqlx::query(concat!(
-            "UPDATE deadlines SET done_at = now()
-               FROM ",
-            crate::pg::async_commit!(),
-            "
-              WHERE booking_id = $1 AND ($2::text IS NULL OR kind = $2) AND done_at IS NULL"
-        ))
-        .bind(booking_id.0)
-        .bind(kind)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from)?;
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingDeadlines> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes the collected changes; they are taken first, so a failed write leaves nothing
+    /// behind (the runner then redelivers the events).
+    async fn write(&self, pending: PendingDeadlines) -> Result<(), StoreError> {
+        let mut all_done = Vec::new();
+        let (mut ended_bookings, mut ended_kinds) = (Vec::new(), Vec::new());
+        let (mut set_kinds, mut set_bookings, mut set_due) = (Vec::new(), Vec::new(), Vec::new());
+        for (booking, changes) in pending.bookings {
+            if changes.all_done {
+                all_done.push(booking);
+            }
+            for (kind, due) in changes.kinds {
+                match due {
+                    Some(due) => {
+                        set_kinds.push(kind);
+                        set_bookings.push(booking);
+                        set_due.push(due);
+                    }
+                    None => {
+                        ended_bookings.push(booking);
+                        ended_kinds.push(kind);
+                    }
+                }
+            }
+        }
+        if !all_done.is_empty() {
+            sqlx::query(concat!(
+                "UPDATE deadlines SET done_at = now()
+                   FROM ",
+                crate::pg::async_commit!(),
+                "
+                  WHERE booking_id = ANY($1) AND done_at IS NULL"
+            ))
+            .bind(&all_done)
+            .execute(&self.pool)
+            .await?;
+        }
+        if !ended_bookings.is_empty() {
+            sqlx::query(concat!(
+                "UPDATE deadlines d SET done_at = now()
+                   FROM unnest($1::uuid[], $2::text[]) AS e(booking_id, kind),
+                        ",
+                crate::pg::async_commit!(),
+                "
+                  WHERE d.booking_id = e.booking_id AND d.kind = e.kind AND d.done_at IS NULL"
+            ))
+            .bind(&ended_bookings)
+            .bind(&ended_kinds)
+            .execute(&self.pool)
+            .await?;
+        }
+        if !set_kinds.is_empty() {
+            sqlx::query(concat!(
+                "INSERT INTO deadlines (kind, booking_id, due_at)
+                 SELECT s.kind, s.booking_id, s.due_at
+                   FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS s(kind, booking_id, due_at),
+                        ",
+                crate::pg::async_commit!(),
+                "
+                 ON CONFLICT (kind, booking_id) DO UPDATE SET due_at = EXCLUDED.due_at, done_at = NULL"
+            ))
+            .bind(&set_kinds)
+            .bind(&set_bookings)
+            .bind(&set_due)
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(())
     }
 }
@@ -347,38 +441,55 @@ impl Reactor for DeadlineReactor {
                 booking_id,
                 hold_expires_at,
                 ..
-            } => self.set("expire-hold", *booking_id, *hold_expires_at).await,
+            } => {
+                self.pending()
+                    .set("expire-hold", *booking_id, *hold_expires_at);
+                Ok(())
+            }
             BookingEvent::BookingConfirmed { booking_id, .. }
             | BookingEvent::LatePaymentAccepted { booking_id, .. } => {
-                self.clear(Some("expire-hold"), *booking_id).await?;
+                self.pending().clear(Some("expire-hold"), *booking_id);
                 let booking = load::<BookingAggregate>(
                     &*self.store,
                     stream_of::<BookingAggregate>(*booking_id),
                     Uuid::nil(),
                 )
                 .await?;
-                match booking.state.booking() {
-                    Some(b) => self.set("complete", *booking_id, b.slot_ends_at).await,
-                    None => Ok(()),
+                if let Some(b) = booking.state.booking() {
+                    self.pending().set("complete", *booking_id, b.slot_ends_at);
                 }
+                Ok(())
             }
             BookingEvent::BookingExpired { booking_id }
             | BookingEvent::BookingCancelled { booking_id, .. }
-            | BookingEvent::BookingCompleted { booking_id } => self.clear(None, *booking_id).await,
+            | BookingEvent::BookingCompleted { booking_id } => {
+                self.pending().clear(None, *booking_id);
+                Ok(())
+            }
             _ => Ok(()),
         }
+    }
+
+    async fn flush(&self) -> Result<(), CommandError> {
+        let pending = std::mem::take(&mut *self.pending());
+        if pending.bookings.is_empty() {
+            return Ok(());
+        }
+        Ok(self.write(pending).await?)
     }
 }
 
 /// Fires every deadline the clock has passed; returns how many it fired. Each fires the same
-/// command id every time (derived from the deadline), so firing twice is a replay.
+/// command id every time (derived from the deadline), so firing twice is a replay. Deadlines
+/// due at the same instant fire in (booking, kind) order, whatever order their rows were
+/// written in, so a replayed history fires them in the same order.
 pub async fn fire_due_deadlines(
     store: &dyn EventStore,
     pool: &PgPool,
     now: DateTime<Utc>,
 ) -> Result<usize, CommandError> {
     let due: Vec<(String, Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT kind, booking_id, due_at FROM deadlines WHERE done_at IS NULL AND due_at <= $1 ORDER BY due_at LIMIT 1000",
+        "SELECT kind, booking_id, due_at FROM deadlines WHERE done_at IS NULL AND due_at <= $1 ORDER BY due_at, booking_id, kind LIMIT 1000",
     )
     .bind(now)
     .fetch_all(pool)
@@ -653,4 +764,49 @@ pub async fn handle_gateway_event(
         GatewayEvent::Ignored { .. } => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use tessera_domain::values::BookingId;
+    use uuid::Uuid;
+
+    use super::PendingDeadlines;
+
+    #[test]
+    fn a_chunk_s_deadline_changes_collapse_to_what_the_rows_must_end_as() {
+        let at = |h| {
+            Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0)
+                .single()
+                .expect("time")
+        };
+        let (a, b, c) = (
+            BookingId(Uuid::from_u128(1)),
+            BookingId(Uuid::from_u128(2)),
+            BookingId(Uuid::from_u128(3)),
+        );
+        let mut p = PendingDeadlines::default();
+        // a: placed, confirmed (hold ends, completion set), completion moved.
+        p.set("expire-hold", a, at(1));
+        p.clear(Some("expire-hold"), a);
+        p.set("complete", a, at(5));
+        p.set("complete", a, at(6));
+        // b: placed, then cancelled: everything ends, nothing set after.
+        p.set("expire-hold", b, at(2));
+        p.clear(None, b);
+        // c: cancelled, then reinstated with a new hold.
+        p.clear(None, c);
+        p.set("expire-hold", c, at(3));
+
+        let a = &p.bookings[&a.0];
+        assert!(!a.all_done);
+        assert_eq!(a.kinds["expire-hold"], None);
+        assert_eq!(a.kinds["complete"], Some(at(6)));
+        let b = &p.bookings[&b.0];
+        assert!(b.all_done && b.kinds.is_empty());
+        let c = &p.bookings[&c.0];
+        assert!(c.all_done);
+        assert_eq!(c.kinds["expire-hold"], Some(at(3)));
+    }
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL plumbing shared by the whole platform: migrations, connection pools and the
 //! embedded cluster that the binary and the test harness start when no database URL is given.
 
+pub(crate) mod coalesce;
 pub mod embedded;
 
 use std::time::Duration;

@@ -44,10 +44,7 @@ async fn platform(capacity: u32) -> Platform {
         clock: clock.clone(),
     };
     let reactors: Vec<Arc<dyn Reactor>> = vec![
-        Arc::new(DeadlineReactor {
-            store: Arc::clone(&w.store),
-            pool: pool.clone(),
-        }),
+        Arc::new(DeadlineReactor::new(Arc::clone(&w.store), pool.clone())),
         Arc::new(PaymentsReactor {
             store: Arc::clone(&w.store),
             gateway: Arc::new(gateway.clone()),

@@ -434,3 +434,75 @@ async fn idempotency_keys_return_the_first_result_and_refuse_reuse() {
         Ok(Claim::Run { .. })
     ));
 }
+
+#[tokio::test]
+async fn concurrent_claims_of_one_key_share_one_command_and_its_result() {
+    let db = TestDatabase::new().await;
+    let keys = IdempotencyKeys::new(db.pool.clone());
+    let request = serde_json::json!({ "slot_id": "s-1", "seats": 1 });
+    let other = serde_json::json!({ "slot_id": "s-1", "seats": 9 });
+    // Many claims at once, most of them coalesced into shared statements: the same key more
+    // than once in one batch, distinct keys, and one reuse of a key with another request.
+    let claims = futures::future::join_all((0..40).map(|i| {
+        let keys = keys.clone();
+        let (request, other) = (request.clone(), other.clone());
+        async move {
+            let key = if i % 2 == 0 {
+                "shared".to_owned()
+            } else {
+                format!("own-{i}")
+            };
+            let body = if i == 38 { other } else { request };
+            (
+                i,
+                keys.claim::<serde_json::Value>("user-1", &key, &body).await,
+            )
+        }
+    }))
+    .await;
+    let mut shared = None;
+    let mut own = std::collections::HashSet::new();
+    for (i, claim) in claims {
+        match (i % 2 == 0, i == 38, claim) {
+            (_, true, Err(CommandError::IdempotencyKeyReused)) => {}
+            (true, false, Ok(Claim::Run { command_id })) => {
+                assert_eq!(
+                    *shared.get_or_insert(command_id),
+                    command_id,
+                    "one command per key"
+                );
+            }
+            (false, false, Ok(Claim::Run { command_id })) => {
+                assert!(own.insert(command_id), "a command per distinct key");
+            }
+            (_, _, other) => panic!("claim {i}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(own.len(), 20);
+    // Results stored after the log, concurrently: the first for the key wins, once.
+    let stored = futures::future::join_all((0..10).map(|n| {
+        let keys = keys.clone();
+        async move {
+            keys.complete_after_log("user-1", "shared", &serde_json::json!({ "n": n }))
+                .await
+        }
+    }))
+    .await;
+    assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+    let Claim::Done(first) = keys
+        .claim::<serde_json::Value>("user-1", "shared", &request)
+        .await
+        .expect("claim")
+    else {
+        panic!("a completed key returns its result");
+    };
+    let again = keys
+        .claim::<serde_json::Value>("user-1", "shared", &request)
+        .await
+        .expect("claim");
+    assert!(
+        matches!(again, Claim::Done(ref v) if *v == first),
+        "{again:?}"
+    );
+    assert!(first["n"].as_i64().is_some_and(|n| (0..10).contains(&n)));
+}

@@ -1,0 +1,174 @@
+//! Coalesced statements: requests that arrive while one statement is in flight go out together
+//! as the next one.
+//!
+//! This is the group-commit writer's batching (see `store/postgres.rs`) for any set-based
+//! statement: no timer and no batching window, so a request that finds the coalescer idle goes
+//! out at once, and under load each statement carries whatever queued behind the previous one.
+//! Crates that batch on a time window (`batchy`, `batched`, `scuffle-batching`) add that window
+//! to every request's latency; this never waits for company.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreError;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// How many requests may wait for a coalescer before callers wait to queue (backpressure).
+const QUEUE: usize = 4096;
+
+/// A task that runs one statement per batch of queued requests and answers each request.
+/// Cloning shares the task; it ends when the last clone is dropped.
+#[derive(Debug)]
+pub(crate) struct Coalescer<Req, Resp> {
+    requests: mpsc::Sender<(Req, Reply<Resp>)>,
+}
+
+impl<Req, Resp> Clone for Coalescer<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self {
+            requests: self.requests.clone(),
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
+    /// Starts the task on the current runtime. `run` gets at most `max` requests in arrival
+    /// order and answers each of them, in the same order; a failure is every request's answer.
+    pub(crate) fn start<F, Fut>(max: usize, mut run: F) -> Self
+    where
+        F: FnMut(Vec<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<Resp>, StoreError>> + Send,
+    {
+        let (requests, mut queue) = mpsc::channel::<(Req, Reply<Resp>)>(QUEUE);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max);
+            while queue.recv_many(&mut batch, max).await > 0 {
+                let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) = batch.drain(..).unzip();
+                let asked = requests.len();
+                match run(requests).await {
+                    Ok(answers) if answers.len() == asked => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(Ok(answer));
+                        }
+                    }
+                    Ok(answers) => {
+                        let error = format!("{} answers to {asked} requests", answers.len());
+                        for reply in replies {
+                            let _ = reply.send(Err(StoreError::Backend(error.clone())));
+                        }
+                    }
+                    Err(error) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(shared(&error)));
+                        }
+                    }
+                }
+            }
+        });
+        Self { requests }
+    }
+
+    /// Queues `request` and waits for its answer.
+    pub(crate) async fn call(&self, request: Req) -> Result<Resp, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send((request, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// One failure, answered to every request of its batch (`StoreError` is not `Clone`).
+fn shared(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Database(e) => StoreError::Database(sqlx::Error::Protocol(e.to_string())),
+        StoreError::Closed => StoreError::Closed,
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Notify;
+
+    use super::Coalescer;
+    use crate::store::StoreError;
+
+    #[tokio::test]
+    async fn requests_queued_behind_a_statement_go_out_together_and_each_gets_its_answer() {
+        let gate = Arc::new(Notify::new());
+        let batches = Arc::new(AtomicUsize::new(0));
+        let coalescer = Coalescer::start(64, {
+            let (gate, batches) = (Arc::clone(&gate), Arc::clone(&batches));
+            move |requests: Vec<u32>| {
+                let (gate, batches) = (Arc::clone(&gate), Arc::clone(&batches));
+                async move {
+                    // The first batch waits until everything else has queued behind it.
+                    if batches.fetch_add(1, Ordering::SeqCst) == 0 {
+                        gate.notified().await;
+                    }
+                    Ok(requests.into_iter().map(|r| r * 10).collect())
+                }
+            }
+        });
+        let first = tokio::spawn({
+            let c = coalescer.clone();
+            async move { c.call(1).await }
+        });
+        // Wait (bounded by the test's own progress) until the first batch is in flight.
+        while batches.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<_> = (2..=20)
+            .map(|r| {
+                let c = coalescer.clone();
+                tokio::spawn(async move { c.call(r).await })
+            })
+            .collect();
+        // Let every request reach the queue before the first statement finishes.
+        while coalescer.requests.capacity() > super::QUEUE - 19 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_one();
+        assert_eq!(first.await.expect("task").expect("answer"), 10);
+        for (r, task) in (2..=20).zip(rest) {
+            assert_eq!(task.await.expect("task").expect("answer"), r * 10);
+        }
+        assert_eq!(
+            batches.load(Ordering::SeqCst),
+            2,
+            "one statement for the queue"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_statement_is_every_request_s_answer_and_the_next_batch_runs() {
+        let coalescer = Coalescer::start(8, |requests: Vec<u32>| async move {
+            if requests.contains(&0) {
+                Err(StoreError::Backend("refused".into()))
+            } else {
+                Ok(requests)
+            }
+        });
+        assert!(matches!(
+            coalescer.call(0).await,
+            Err(StoreError::Backend(m)) if m.contains("refused")
+        ));
+        assert_eq!(coalescer.call(7).await.expect("answer"), 7);
+    }
+
+    #[tokio::test]
+    async fn a_short_answer_is_an_error_not_a_hang() {
+        let coalescer = Coalescer::start(8, |_: Vec<u32>| async move { Ok(Vec::<u32>::new()) });
+        assert!(matches!(
+            coalescer.call(1).await,
+            Err(StoreError::Backend(_))
+        ));
+    }
+}
