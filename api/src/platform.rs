@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tessera_commands::clock::{Clock, SystemClock};
 use tessera_commands::gateway::{PaymentGateway, SimulatedGateway, StripeGateway};
+use tessera_commands::handler::AggregateCache;
 use tessera_commands::pii::{PiiStore, Vault};
 use tessera_commands::reactor::{ReactorRunner, fire_due_deadlines, handle_gateway_event};
 use tessera_commands::store::EventStore;
@@ -20,6 +21,9 @@ use tokio::task::JoinHandle;
 use crate::http::auth::TokenKeys;
 use crate::http::positions::Positions;
 use crate::http::{ApiConfig, AppState, StateParts};
+
+/// Slots the read side keeps caught up for releasing seats (expiries, slot cancellations).
+const RELEASED_SLOTS_CACHED: u64 = 10_000;
 
 /// Stripe credentials; without them payments go through the simulated gateway.
 #[derive(Debug, Clone)]
@@ -397,7 +401,11 @@ async fn run_read_side(
             pool: pool.clone(),
             clock: clock.clone(),
         };
-        let reactors = tessera_commands::reactor::all(&store, &pool, gateway.clone());
+        // The slots whose seats reactors and deadlines give back, caught up between releases
+        // instead of replayed whole for each (a busy slot has thousands of events).
+        let slots = AggregateCache::new(RELEASED_SLOTS_CACHED);
+        let reactors =
+            tessera_commands::reactor::all(&store, &pool, gateway.clone(), Some(slots.clone()));
         for reactor in reactors {
             let (runner, stopped) = (runner.clone(), stopped.clone());
             tasks.push(tokio::spawn(
@@ -414,7 +422,8 @@ async fn run_read_side(
                     _ = stopped.changed() => break,
                     _ = tick.tick() => {}
                 }
-                if let Err(e) = fire_due_deadlines(&*store, &pool, clock.now()).await {
+                if let Err(e) = fire_due_deadlines(&*store, &pool, Some(&slots), clock.now()).await
+                {
                     tracing::error!(error = %e, "firing deadlines failed");
                 }
             }

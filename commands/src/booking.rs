@@ -17,7 +17,7 @@ use crate::codec;
 use crate::error::CommandError;
 use crate::handler::{
     AggregateCache, Attempt, CommandContext, Executed, Loaded, MAX_ATTEMPTS, decide_and_append,
-    load, load_via, replayed, stream_of, write_for,
+    load, load_caught_up, load_via, replayed, stream_of, whole_if_retried, write_for,
 };
 use crate::store::{EventStore, StreamId, StreamWrite};
 
@@ -195,6 +195,8 @@ async fn decide_placement(
         ctx.command_id,
     )
     .await?;
+    let retried = !booking.caused_by_command.is_empty();
+    let slot = whole_if_retried(store, slot, retried, ctx.command_id).await?;
     if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
         let placed = booking
             .caused_by_command
@@ -287,13 +289,25 @@ pub async fn cancel_booking(
     waive_fee: bool,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
+    cancel_booking_cached(store, None, booking_id, by, waive_fee, ctx).await
+}
+
+/// [`cancel_booking`], with the slot's state caught up from `cache` (see [`load_caught_up`]).
+pub async fn cancel_booking_cached(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    booking_id: BookingId,
+    by: Canceller,
+    waive_fee: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
     let command = BookingCommand::Cancel {
         by,
         now: ctx.now,
         reason: ctx.reason.clone(),
         waive_fee,
     };
-    change_and_release(store, booking_id, &command, ctx).await
+    change_and_release(store, cache, booking_id, &command, ctx).await
 }
 
 /// Expires a booking whose hold lapsed and gives its seats back.
@@ -302,8 +316,19 @@ pub async fn expire_booking(
     booking_id: BookingId,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
+    expire_booking_cached(store, None, booking_id, ctx).await
+}
+
+/// [`expire_booking`], with the slot's state caught up from `cache` (see [`load_caught_up`]).
+pub async fn expire_booking_cached(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    booking_id: BookingId,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
     change_and_release(
         store,
+        cache,
         booking_id,
         &BookingCommand::Expire { now: ctx.now },
         ctx,
@@ -346,8 +371,12 @@ fn not_found(booking_id: BookingId) -> CommandError {
 
 /// Applies a booking command that ends its claim on seats, and releases them on the slot in the
 /// same append. A slot that no longer holds them (its cancellation released them) adds nothing.
+///
+/// The booking's stream is loaded whole, so a retried command is recognised there (the command
+/// writes the booking's event in every case); the slot's is caught up from `cache`.
 async fn change_and_release(
     store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
     booking_id: BookingId,
     command: &BookingCommand,
     ctx: &CommandContext,
@@ -361,9 +390,15 @@ async fn change_and_release(
                 .state
                 .booking()
                 .ok_or_else(|| not_found(booking_id))?;
-            let slot =
-                load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
-                    .await?;
+            let slot = load_caught_up::<SlotAggregate>(
+                store,
+                cache,
+                stream_of::<SlotAggregate>(b.slot_id),
+                ctx.command_id,
+            )
+            .await?;
+            let retried = !booking.caused_by_command.is_empty();
+            let slot = whole_if_retried(store, slot, retried, ctx.command_id).await?;
             if let Some(done) = replayed(&[&booking.caused_by_command, &slot.caused_by_command]) {
                 return Ok(Attempt::Replayed(done));
             }

@@ -19,7 +19,7 @@ use crate::codec::{self, CodecError};
 use crate::error::CommandError;
 use crate::store::{
     AppendResult, EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
-    StreamId, StreamWrite, read_whole_stream,
+    StreamId, StreamWrite, read_stream_after,
 };
 
 /// How many times a command is re-decided after losing a race for a stream.
@@ -140,8 +140,28 @@ where
     A: Aggregate,
     A::Event: DeserializeOwned,
 {
-    let events = read_whole_stream(store, &stream).await?;
-    let mut state = A::State::default();
+    load_onto(store, Loaded::new_stream(stream), command_id).await
+}
+
+/// Brings `start`, the stream's exact state after its first `start.version` events, up to the
+/// stream's head by reading only the events after it. `caused_by_command` covers only those.
+async fn load_onto<A>(
+    store: &dyn EventStore,
+    start: Loaded<A>,
+    command_id: Uuid,
+) -> Result<Loaded<A>, CommandError>
+where
+    A: Aggregate,
+    A::Event: DeserializeOwned,
+{
+    let Loaded {
+        stream,
+        mut state,
+        version,
+        last_position,
+        ..
+    } = start;
+    let events = read_stream_after(store, &stream, version).await?;
     let mut caused_by_command = Vec::new();
     let mut next_own_id = event_id_for(command_id, &stream, 0);
     for recorded in &events {
@@ -161,9 +181,9 @@ where
     Ok(Loaded {
         stream,
         state,
-        version: events.last().map_or(0, |e| e.stream_version),
+        version: events.last().map_or(version, |e| e.stream_version),
         caused_by_command,
-        last_position: events.last().map_or(Position::START, |e| e.position),
+        last_position: events.last().map_or(last_position, |e| e.position),
     })
 }
 
@@ -284,9 +304,9 @@ impl AggregateCache {
     }
 }
 
-/// Loads `stream`: from `cache` when `optimistic` and it is there, else from the store (and
-/// then into the cache). A state from the cache carries no `caused_by_command`: only an
-/// optimistic attempt may use it, one whose append is guarded by its version.
+/// Loads `stream`: from `cache` as it is when `optimistic` and it is there, else caught up
+/// with the store ([`load_caught_up`]). A state from the cache carries no `caused_by_command`:
+/// only an optimistic attempt may use it, one whose append is guarded by its version.
 pub async fn load_via<A>(
     store: &dyn EventStore,
     cache: Option<&AggregateCache>,
@@ -302,11 +322,58 @@ where
     if optimistic && let Some(hit) = cache.and_then(|c| c.get::<A>(&stream)) {
         return Ok(hit);
     }
-    let loaded = load::<A>(store, stream, command_id).await?;
+    load_caught_up(store, cache, stream, command_id).await
+}
+
+/// Loads `stream` at its head, starting from its state in `cache` when there is one and reading
+/// only the events after it (a busy slot's thousands of events are not replayed for every
+/// release), then caches the result. Exact, unlike the optimistic use of [`load_via`]: every
+/// cached state is the stream's state at its cached version (it came from a load, or from an
+/// append guarded by that version), and the store supplies everything after it.
+///
+/// `caused_by_command` covers only the events read after the cached state, so a caller must
+/// recognise a retried command on a stream that it loads whole and the command also writes
+/// (the booking's), and then complete it with [`whole_if_retried`].
+pub async fn load_caught_up<A>(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    stream: StreamId,
+    command_id: Uuid,
+) -> Result<Loaded<A>, CommandError>
+where
+    A: Aggregate,
+    A::Event: DeserializeOwned,
+    A::State: Send + Sync + 'static,
+{
+    let start = cache
+        .and_then(|c| c.get::<A>(&stream))
+        .unwrap_or_else(|| Loaded::new_stream(stream));
+    let loaded = load_onto(store, start, command_id).await?;
     if let Some(cache) = cache {
         cache.put(&loaded);
     }
     Ok(loaded)
+}
+
+/// A state caught up from a cache knows only the events of a retried command that came after
+/// the cached version. When `retried` (another stream the command writes, loaded whole, shows
+/// it ran), reads `loaded`'s stream whole, so that the replay answers with everything the
+/// command wrote (its last position). Retries are rare; this is their only extra cost.
+pub async fn whole_if_retried<A>(
+    store: &dyn EventStore,
+    loaded: Loaded<A>,
+    retried: bool,
+    command_id: Uuid,
+) -> Result<Loaded<A>, CommandError>
+where
+    A: Aggregate,
+    A::Event: DeserializeOwned,
+{
+    if retried && loaded.caused_by_command.is_empty() {
+        load(store, loaded.stream, command_id).await
+    } else {
+        Ok(loaded)
+    }
 }
 
 /// Turns decided events into a write to their stream.

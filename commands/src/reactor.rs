@@ -31,7 +31,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::codec::{self, AnyEvent};
 use crate::error::CommandError;
 use crate::gateway::{GatewayEvent, PaymentGateway};
-use crate::handler::{CommandContext, execute, load, stream_of};
+use crate::handler::{AggregateCache, CommandContext, execute, load, load_caught_up, stream_of};
 use crate::store::{EventStore, Position, RecordedEvent, StoreError};
 
 /// One process manager.
@@ -262,17 +262,20 @@ impl ReactorRunner {
     }
 }
 
-/// Every reactor of the platform, the deadline reactor first.
+/// Every reactor of the platform, the deadline reactor first. `cache` keeps the slots whose
+/// bookings they release (see [`load_caught_up`]).
 pub fn all(
     store: &Arc<dyn EventStore>,
     pool: &PgPool,
     gateway: Arc<dyn PaymentGateway>,
+    cache: Option<AggregateCache>,
 ) -> Vec<Arc<dyn Reactor>> {
     vec![
         Arc::new(DeadlineReactor::new(store.clone(), pool.clone())),
         Arc::new(PaymentsReactor {
             store: store.clone(),
             gateway,
+            cache,
         }),
         Arc::new(LoyaltyReactor {
             store: store.clone(),
@@ -486,6 +489,7 @@ impl Reactor for DeadlineReactor {
 pub async fn fire_due_deadlines(
     store: &dyn EventStore,
     pool: &PgPool,
+    cache: Option<&AggregateCache>,
     now: DateTime<Utc>,
 ) -> Result<usize, CommandError> {
     let due: Vec<(String, Uuid, DateTime<Utc>)> = sqlx::query_as(
@@ -503,7 +507,9 @@ pub async fn fire_due_deadlines(
         );
         let ctx = CommandContext::new(command_id, format!("system:{kind}"), now);
         let outcome = match kind.as_str() {
-            "expire-hold" => crate::booking::expire_booking(store, booking_id, &ctx).await,
+            "expire-hold" => {
+                crate::booking::expire_booking_cached(store, cache, booking_id, &ctx).await
+            }
             _ => crate::booking::complete_booking(store, booking_id, &ctx).await,
         };
         match outcome {
@@ -533,6 +539,8 @@ pub async fn fire_due_deadlines(
 pub struct PaymentsReactor {
     pub store: Arc<dyn EventStore>,
     pub gateway: Arc<dyn PaymentGateway>,
+    /// The slots whose bookings a slot cancellation releases, kept between releases.
+    pub cache: Option<AggregateCache>,
 }
 
 #[async_trait]
@@ -582,8 +590,9 @@ impl Reactor for PaymentsReactor {
                 ..
             }) => {
                 // The provider who owns the slot cancels its bookings.
-                let slot = load::<SlotAggregate>(
+                let slot = load_caught_up::<SlotAggregate>(
                     &*self.store,
+                    self.cache.as_ref(),
                     stream_of::<SlotAggregate>(*slot_id),
                     Uuid::nil(),
                 )
@@ -599,8 +608,9 @@ impl Reactor for PaymentsReactor {
                 };
                 for booking_id in affected_bookings {
                     let c = ctx(&format!("cancel/{booking_id}"));
-                    match crate::booking::cancel_booking(
+                    match crate::booking::cancel_booking_cached(
                         &*self.store,
+                        self.cache.as_ref(),
                         *booking_id,
                         Canceller::Provider(provider),
                         true,

@@ -81,9 +81,18 @@ pub async fn read_whole_stream(
     store: &dyn EventStore,
     stream: &StreamId,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    read_stream_after(store, stream, 0).await
+}
+
+/// Reads a stream forward from the event after `version` to its end (all pages).
+pub async fn read_stream_after(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    version: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     const PAGE: usize = 1_000;
     let mut out = Vec::new();
-    let mut next = 1;
+    let mut next = version + 1;
     loop {
         let page = store
             .read_stream(stream, StreamRead::Forward { from: next }, PAGE)

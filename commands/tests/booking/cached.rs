@@ -177,3 +177,156 @@ async fn a_retry_through_the_cache_replays() {
     assert_eq!(again.hold_expires_at, first.hold_expires_at);
     assert_eq!(slot(&w).await.taken(), 2, "seats held once");
 }
+
+/// The store, counting the stream events it hands out.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn tessera_commands::store::EventStore>,
+    read: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl tessera_commands::store::EventStore for Counting {
+    fn capabilities(&self) -> tessera_commands::store::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn append(
+        &self,
+        writes: Vec<tessera_commands::store::StreamWrite>,
+    ) -> Result<tessera_commands::store::AppendResult, tessera_commands::store::StoreError> {
+        self.inner.append(writes).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &tessera_commands::store::StreamId,
+        read: tessera_commands::store::StreamRead,
+        limit: usize,
+    ) -> Result<Vec<tessera_commands::store::RecordedEvent>, tessera_commands::store::StoreError>
+    {
+        let events = self.inner.read_stream(stream, read, limit).await?;
+        self.read
+            .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(events)
+    }
+    async fn read_all(
+        &self,
+        after: tessera_commands::store::Position,
+        limit: usize,
+    ) -> Result<Vec<tessera_commands::store::RecordedEvent>, tessera_commands::store::StoreError>
+    {
+        self.inner.read_all(after, limit).await
+    }
+    fn stream_all(
+        &self,
+        after: tessera_commands::store::Position,
+        limit: usize,
+    ) -> tessera_commands::store::EventSubscription {
+        self.inner.stream_all(after, limit)
+    }
+    async fn head(
+        &self,
+    ) -> Result<tessera_commands::store::Position, tessera_commands::store::StoreError> {
+        self.inner.head().await
+    }
+    fn subscribe_all(
+        &self,
+        after: tessera_commands::store::Position,
+    ) -> tessera_commands::store::EventSubscription {
+        self.inner.subscribe_all(after)
+    }
+}
+
+/// Releases (cancellations, expiries) catch a cached slot up with the events written since,
+/// by anyone, instead of replaying the slot's whole stream: the state is the store's, exactly,
+/// and what is read is only what is new.
+#[tokio::test]
+async fn releases_catch_a_cached_slot_up_instead_of_replaying_it() {
+    use tessera_commands::booking::{cancel_booking_cached, expire_booking_cached};
+    use tessera_commands::handler::{load, load_caught_up};
+    use tessera_domain::slot::SlotAggregate;
+    use uuid::Uuid;
+
+    let w = world(100).await;
+    let store = Counting {
+        inner: Arc::clone(&w.store),
+        read: Default::default(),
+    };
+    let slot_stream = stream_of::<SlotAggregate>(w.slot_id);
+    // Another process holds bookings (one event each on the slot, after its schedule).
+    let mut bookings = Vec::new();
+    let hold = async |bookings: &mut Vec<_>, n| {
+        for _ in 0..n {
+            let req = request(&w, 1);
+            place_booking(
+                &*w.store,
+                &BookingConfig::default(),
+                &req,
+                &ctx("user:c", t(1, 9)),
+            )
+            .await
+            .expect("hold");
+            bookings.push(req);
+        }
+    };
+    hold(&mut bookings, 30).await;
+    let cache = AggregateCache::new(100);
+    let first =
+        load_caught_up::<SlotAggregate>(&store, Some(&cache), slot_stream.clone(), Uuid::nil())
+            .await
+            .expect("load");
+    assert_eq!(first.version, 31);
+    // Ten more holds elsewhere; the cache does not see them.
+    hold(&mut bookings, 10).await;
+    store.read.store(0, std::sync::atomic::Ordering::SeqCst);
+    // A cancellation through the cache: the booking's stream (1 event) and the slot's ten new
+    // events are read, not the slot's 41.
+    cancel_booking_cached(
+        &store,
+        Some(&cache),
+        bookings[35].booking_id,
+        Canceller::Customer(bookings[35].customer_id),
+        false,
+        &ctx("user:c", t(1, 10)),
+    )
+    .await
+    .expect("cancel");
+    let read = store.read.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        read,
+        1 + 10,
+        "booking stream + the slot's events after the cached state"
+    );
+    // An expiry through the cache after the hold lapsed: seats come back, exactly once.
+    let lapsed = ctx("system:expire-hold", t(2, 9));
+    let expired = expire_booking_cached(&store, Some(&cache), bookings[0].booking_id, &lapsed)
+        .await
+        .expect("expire");
+    let again = expire_booking_cached(&store, Some(&cache), bookings[0].booking_id, &lapsed)
+        .await
+        .expect("a retry is a replay");
+    assert!(again.replayed);
+    assert_eq!(
+        again.position, expired.position,
+        "the first answer, slot event included"
+    );
+    // What the cache now holds, caught up, is exactly what a full replay gives.
+    let caught_up =
+        load_caught_up::<SlotAggregate>(&store, Some(&cache), slot_stream.clone(), Uuid::nil())
+            .await
+            .expect("load");
+    let whole = load::<SlotAggregate>(&*w.store, slot_stream, Uuid::nil())
+        .await
+        .expect("load");
+    assert_eq!(caught_up.version, whole.version);
+    assert_eq!(caught_up.last_position, whole.last_position);
+    assert_eq!(
+        serde_json::to_value(&caught_up.state).expect("json"),
+        serde_json::to_value(&whole.state).expect("json")
+    );
+    let s = slot(&w).await;
+    assert_eq!(
+        (s.taken(), s.holds.len()),
+        (38, 38),
+        "a cancellation and an expiry released one seat each"
+    );
+}

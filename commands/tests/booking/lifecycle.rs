@@ -9,7 +9,7 @@ use tessera_commands::admin;
 use tessera_commands::booking::{BookingConfig, cancel_booking, place_booking, write_review};
 use tessera_commands::error::CommandError;
 use tessera_commands::gateway::{GatewayEvent, SimulatedGateway};
-use tessera_commands::handler::{CommandContext, execute, load, stream_of};
+use tessera_commands::handler::{AggregateCache, CommandContext, execute, load, stream_of};
 use tessera_commands::payment::start_payment;
 use tessera_commands::reactor::{
     Clock, DeadlineReactor, LoyaltyReactor, ManualClock, PaymentsReactor, Reactor, ReactorRunner,
@@ -31,6 +31,7 @@ struct Platform {
     gateway: SimulatedGateway,
     outcomes: tokio::sync::mpsc::UnboundedReceiver<GatewayEvent>,
     pool: sqlx::PgPool,
+    cache: AggregateCache,
 }
 
 async fn platform(capacity: u32) -> Platform {
@@ -38,6 +39,9 @@ async fn platform(capacity: u32) -> Platform {
     let pool = w._db.pool.clone();
     let clock = Arc::new(ManualClock::new(t(1, 9)));
     let (gateway, outcomes) = SimulatedGateway::new();
+    // The slots whose bookings the reactors and the deadlines release, caught up between
+    // releases (as on the platform's read side).
+    let cache = AggregateCache::new(100);
     let runner = ReactorRunner {
         store: Arc::clone(&w.store),
         pool: pool.clone(),
@@ -48,6 +52,7 @@ async fn platform(capacity: u32) -> Platform {
         Arc::new(PaymentsReactor {
             store: Arc::clone(&w.store),
             gateway: Arc::new(gateway.clone()),
+            cache: Some(cache.clone()),
         }),
         Arc::new(LoyaltyReactor {
             store: Arc::clone(&w.store),
@@ -61,6 +66,7 @@ async fn platform(capacity: u32) -> Platform {
         gateway,
         outcomes,
         pool,
+        cache,
     }
 }
 
@@ -142,14 +148,14 @@ async fn reactors_drive_the_lifecycle_and_are_restart_safe() {
         BookingStatus::Confirmed
     );
     assert_eq!(
-        fire_due_deadlines(&*p.w.store, &p.pool, p.clock.now())
+        fire_due_deadlines(&*p.w.store, &p.pool, Some(&p.cache), p.clock.now())
             .await
             .expect("fire"),
         0,
         "nothing due yet"
     );
     p.clock.advance(TimeDelta::minutes(16));
-    fire_due_deadlines(&*p.w.store, &p.pool, p.clock.now())
+    fire_due_deadlines(&*p.w.store, &p.pool, Some(&p.cache), p.clock.now())
         .await
         .expect("fire");
     p.settle().await;
@@ -169,7 +175,7 @@ async fn reactors_drive_the_lifecycle_and_are_restart_safe() {
 
     // The slot ends: the booking completes (+100); a review follows (+50).
     p.clock.set(t(20, 14));
-    fire_due_deadlines(&*p.w.store, &p.pool, p.clock.now())
+    fire_due_deadlines(&*p.w.store, &p.pool, Some(&p.cache), p.clock.now())
         .await
         .expect("fire");
     p.settle().await;
@@ -212,7 +218,7 @@ async fn reactors_drive_the_lifecycle_and_are_restart_safe() {
         .execute(&p.pool)
         .await
         .expect("reset");
-    fire_due_deadlines(&*p.w.store, &p.pool, p.clock.now())
+    fire_due_deadlines(&*p.w.store, &p.pool, Some(&p.cache), p.clock.now())
         .await
         .expect("fire again");
     p.settle().await;
@@ -351,7 +357,7 @@ async fn admin_compensations_need_a_reason_and_record_the_admin() {
     .expect("place");
     p.settle().await; // the deadline reactor records the hold's deadline
     p.clock.advance(TimeDelta::minutes(20));
-    fire_due_deadlines(&*p.w.store, &p.pool, p.clock.now())
+    fire_due_deadlines(&*p.w.store, &p.pool, Some(&p.cache), p.clock.now())
         .await
         .expect("fire");
     p.settle().await;

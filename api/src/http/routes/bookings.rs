@@ -506,8 +506,9 @@ async fn cancel(
             if let Some(r) = req.reason.as_deref().filter(|r| !r.trim().is_empty()) {
                 ctx = ctx.with_reason(r);
             }
-            let executed = commands::cancel_booking(
+            let executed = commands::cancel_booking_cached(
                 &*state.store,
+                state.aggregates.as_ref(),
                 BookingId(booking_id),
                 Canceller::Customer(caller.user_id),
                 false,
