@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::hash::Hash;
 use super::plan::{Planned, Planner, StreamHead, validate};
-use super::subscription::follow;
+use super::subscription::{Window, follow_tail};
 use super::{
     AppendResult, Capabilities, EventMetadata, EventStore, EventSubscription, ExpectedVersion,
     Position, RecordedEvent, StoreError, StreamId, StreamRead, StreamWrite,
@@ -43,6 +43,9 @@ pub struct PgStoreOptions {
     pub poll_interval: Duration,
     /// Events a subscription reads per page.
     pub page_size: usize,
+    /// Most recent events kept in the tail window that live subscriptions share; one further
+    /// behind reads the store until it is back within the window.
+    pub tail_events: usize,
     /// Stamps `recorded_at` (the wall clock unless a test or the fixture generator says otherwise).
     pub clock: Arc<dyn Clock>,
 }
@@ -54,6 +57,7 @@ impl Default for PgStoreOptions {
             queue_capacity: 4_096,
             poll_interval: Duration::from_millis(500),
             page_size: 5_000,
+            tail_events: 16_384,
             clock: Arc::new(SystemClock),
         }
     }
@@ -71,12 +75,24 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     wake: Arc<watch::Sender<()>>,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// The tail reader, once a subscription started it, and its window.
+    tail: Mutex<Option<TailReader>>,
 }
+
+type TailReader = (JoinHandle<()>, watch::Receiver<Arc<Window>>);
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(task) = self
             .listener
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+        if let Some((task, _)) = self
+            .tail
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
@@ -124,6 +140,7 @@ impl PgEventStore {
                 jobs,
                 wake,
                 listener: Mutex::new(None),
+                tail: Mutex::new(None),
             }),
         }
     }
@@ -173,6 +190,28 @@ impl PgEventStore {
             });
         }
         Ok(last)
+    }
+
+    /// Starts (once) the tail reader; returns a receiver of its window.
+    fn ensure_tail(&self) -> watch::Receiver<Arc<Window>> {
+        let mut guard = self
+            .inner
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (_, window) = guard.get_or_insert_with(|| {
+            let (publish, window) = watch::channel(Arc::new(Window::default()));
+            let task = tokio::spawn(read_tail(
+                self.inner.pool.clone(),
+                self.inner.wake.subscribe(),
+                publish,
+                self.inner.options.poll_interval,
+                self.inner.options.page_size,
+                self.inner.options.tail_events,
+            ));
+            (task, window)
+        });
+        window.clone()
     }
 
     /// Starts (once) the task that turns PostgreSQL notifications into wake-ups.
@@ -255,16 +294,7 @@ impl EventStore for PgEventStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE position > $1 ORDER BY position LIMIT $2"
-        ))
-        .bind(to_i64(after.0))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.pool)
-        .await?;
-        rows.into_iter().map(EventRow::into_event).collect()
+        read_after(&self.inner.pool, after, limit).await
     }
 
     fn stream_all(&self, after: Position, limit: usize) -> EventSubscription {
@@ -287,21 +317,86 @@ impl EventStore for PgEventStore {
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
-        let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
-            .fetch_one(&self.inner.pool)
-            .await?;
-        Ok(Position(head as u64))
+        head(&self.inner.pool).await
     }
 
     fn subscribe_all(&self, after: Position) -> EventSubscription {
         self.ensure_listener();
-        follow(
+        follow_tail(
             self.clone(),
             after,
-            self.inner.wake.subscribe(),
+            self.ensure_tail(),
             self.inner.options.poll_interval,
             self.inner.options.page_size,
         )
+    }
+}
+
+/// Up to `limit` events of the log after `after`, in order.
+async fn read_after(
+    pool: &PgPool,
+    after: Position,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows: Vec<EventRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+    ))
+    .bind(to_i64(after.0))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
+async fn head(pool: &PgPool) -> Result<Position, StoreError> {
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(Position(head as u64))
+}
+
+/// The tail reader: one read of the log's new events per wake-up (a commit in this process, a
+/// notification from another, or the poll interval), published as a window from which every
+/// live subscription of this store takes its events. Without it each subscription ran that
+/// same query itself: ten readers of every event on the read side (seven projectors, three
+/// reactors). Ends when the store is dropped.
+async fn read_tail(
+    pool: PgPool,
+    mut wake: watch::Receiver<()>,
+    publish: watch::Sender<Arc<Window>>,
+    poll_interval: Duration,
+    page_size: usize,
+    tail_events: usize,
+) {
+    let mut window: Option<Arc<Window>> = None;
+    loop {
+        wake.borrow_and_update();
+        let read = match &window {
+            None => head(&pool).await.map(|h| (Arc::new(Window::at(h)), false)),
+            Some(w) => read_after(&pool, w.to(), page_size).await.map(|events| {
+                let full = events.len() >= page_size;
+                (Arc::new(w.extended(events, tail_events)), full)
+            }),
+        };
+        match read {
+            Ok((next, full)) => {
+                if window.as_ref().is_none_or(|w| w.to() != next.to()) {
+                    publish.send_replace(Arc::clone(&next));
+                }
+                window = Some(next);
+                if full {
+                    continue;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reading the log's tail failed; retrying"),
+        }
+        tokio::select! {
+            changed = wake.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(poll_interval) => {}
+            () = publish.closed() => return,
+        }
     }
 }
 

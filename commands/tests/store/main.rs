@@ -89,6 +89,26 @@ mod postgres_processes {
         Arc::new(PgEventStore::new(pool, options))
     }
 
+    /// The concurrency proof with a tail window of 64 events and pages of 100: the subscribers
+    /// keep falling behind the shared window and catching up from the store, and still see
+    /// every event once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn subscribers_that_fall_behind_the_shared_tail_read_the_store_and_return() {
+        let db = TestDatabase::new().await;
+        let pool = tessera_commands::pg::connect(db.connect_options(), 10)
+            .await
+            .expect("connect");
+        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+            pool,
+            PgStoreOptions {
+                tail_events: 64,
+                page_size: 100,
+                ..PgStoreOptions::default()
+            },
+        ));
+        tessera_commands::store::conformance::concurrency_proof(store).await;
+    }
+
     /// Writers in two store instances (two pools, two group-commit writers: two processes as far
     /// as PostgreSQL can tell) race on the global lock, while the subscribers run on a third
     /// instance whose poll fallback is an hour: only LISTEN/NOTIFY can keep it live.
