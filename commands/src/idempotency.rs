@@ -60,6 +60,9 @@ const STORE_RESULTS_ASYNC: &str = concat!(
 /// Most claims (or results) one coalesced statement carries.
 const MAX_BATCH: usize = 256;
 
+/// Coalesced statements of one kind in flight at once.
+const IN_FLIGHT: usize = 3;
+
 /// Outcome of claiming a key.
 #[derive(Debug)]
 pub enum Claim<R> {
@@ -134,11 +137,11 @@ impl IdempotencyKeys {
             let claims = self.pool.clone();
             let results = self.pool.clone();
             Writers {
-                claims: Coalescer::start(MAX_BATCH, move |batch| {
+                claims: Coalescer::start(MAX_BATCH, IN_FLIGHT, move |batch| {
                     let pool = claims.clone();
                     async move { claim_batch(&pool, batch).await }
                 }),
-                results: Coalescer::start(MAX_BATCH, move |batch| {
+                results: Coalescer::start(MAX_BATCH, IN_FLIGHT, move |batch| {
                     let pool = results.clone();
                     async move { store_results(&pool, batch).await }
                 }),

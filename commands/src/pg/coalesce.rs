@@ -8,6 +8,7 @@
 //! to every request's latency; this never waits for company.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,39 +35,35 @@ impl<Req, Resp> Clone for Coalescer<Req, Resp> {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
-    /// Starts the task on the current runtime. `run` gets at most `max` requests in arrival
-    /// order and answers each of them, in the same order; a failure is every request's answer.
-    pub(crate) fn start<F, Fut>(max: usize, mut run: F) -> Self
+    /// Starts the tasks on the current runtime: up to `in_flight` statements run at once, each
+    /// with what queued up to then. `run` gets at most `max` requests in arrival order and
+    /// answers each of them, in the same order; a failure is every request's answer.
+    ///
+    /// More than one in flight keeps one slow statement (its backend descheduled on a busy
+    /// machine) from holding up every request behind it; under saturation every runner is busy
+    /// and the queue still goes out in batches.
+    pub(crate) fn start<F, Fut>(max: usize, in_flight: usize, run: F) -> Self
     where
-        F: FnMut(Vec<Req>) -> Fut + Send + 'static,
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Resp>, StoreError>> + Send,
     {
-        let (requests, mut queue) = mpsc::channel::<(Req, Reply<Resp>)>(QUEUE);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(max);
-            while queue.recv_many(&mut batch, max).await > 0 {
-                let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) = batch.drain(..).unzip();
-                let asked = requests.len();
-                match run(requests).await {
-                    Ok(answers) if answers.len() == asked => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(Ok(answer));
-                        }
+        let (requests, queue) = mpsc::channel::<(Req, Reply<Resp>)>(QUEUE);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let run = Arc::new(run);
+        for _ in 0..in_flight.max(1) {
+            let (queue, run) = (Arc::clone(&queue), Arc::clone(&run));
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(max);
+                loop {
+                    // One runner waits on the queue at a time; it takes what is there.
+                    if queue.lock().await.recv_many(&mut batch, max).await == 0 {
+                        return;
                     }
-                    Ok(answers) => {
-                        let error = format!("{} answers to {asked} requests", answers.len());
-                        for reply in replies {
-                            let _ = reply.send(Err(StoreError::Backend(error.clone())));
-                        }
-                    }
-                    Err(error) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(shared(&error)));
-                        }
-                    }
+                    let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) = batch.drain(..).unzip();
+                    answer(replies, run(requests).await);
                 }
-            }
-        });
+            });
+        }
         Self { requests }
     }
 
@@ -78,6 +75,28 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Answers each request of a batch with its answer, or all of them with the batch's failure.
+fn answer<Resp>(replies: Vec<Reply<Resp>>, answers: Result<Vec<Resp>, StoreError>) {
+    match answers {
+        Ok(answers) if answers.len() == replies.len() => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+        Ok(answers) => {
+            let error = format!("{} answers to {} requests", answers.len(), replies.len());
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Backend(error.clone())));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(shared(&error)));
+            }
+        }
     }
 }
 
@@ -104,7 +123,7 @@ mod tests {
     async fn requests_queued_behind_a_statement_go_out_together_and_each_gets_its_answer() {
         let gate = Arc::new(Notify::new());
         let batches = Arc::new(AtomicUsize::new(0));
-        let coalescer = Coalescer::start(64, {
+        let coalescer = Coalescer::start(64, 1, {
             let (gate, batches) = (Arc::clone(&gate), Arc::clone(&batches));
             move |requests: Vec<u32>| {
                 let (gate, batches) = (Arc::clone(&gate), Arc::clone(&batches));
@@ -148,8 +167,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stalled_statement_does_not_hold_up_the_next_one_when_two_may_run() {
+        let gate = Arc::new(Notify::new());
+        let coalescer = Coalescer::start(8, 2, {
+            let gate = Arc::clone(&gate);
+            move |requests: Vec<u32>| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    if requests.contains(&0) {
+                        gate.notified().await;
+                    }
+                    Ok(requests)
+                }
+            }
+        });
+        let stalled = tokio::spawn({
+            let c = coalescer.clone();
+            async move { c.call(0).await }
+        });
+        // Answered while the first statement is still stalled.
+        assert_eq!(coalescer.call(7).await.expect("answer"), 7);
+        assert!(!stalled.is_finished());
+        gate.notify_one();
+        assert_eq!(stalled.await.expect("task").expect("answer"), 0);
+    }
+
+    #[tokio::test]
     async fn a_failed_statement_is_every_request_s_answer_and_the_next_batch_runs() {
-        let coalescer = Coalescer::start(8, |requests: Vec<u32>| async move {
+        let coalescer = Coalescer::start(8, 1, |requests: Vec<u32>| async move {
             if requests.contains(&0) {
                 Err(StoreError::Backend("refused".into()))
             } else {
@@ -165,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_answer_is_an_error_not_a_hang() {
-        let coalescer = Coalescer::start(8, |_: Vec<u32>| async move { Ok(Vec::<u32>::new()) });
+        let coalescer = Coalescer::start(8, 1, |_: Vec<u32>| async move { Ok(Vec::<u32>::new()) });
         assert!(matches!(
             coalescer.call(1).await,
             Err(StoreError::Backend(_))
