@@ -119,6 +119,19 @@ mod tests {
     use super::Coalescer;
     use crate::store::StoreError;
 
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Waits until `condition` holds, letting the other tasks run; fails past the deadline.
+    async fn until(mut condition: impl FnMut() -> bool) {
+        tokio::time::timeout(DEADLINE, async {
+            while !condition() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("condition within the deadline");
+    }
+
     #[tokio::test]
     async fn requests_queued_behind_a_statement_go_out_together_and_each_gets_its_answer() {
         let gate = Arc::new(Notify::new());
@@ -140,20 +153,16 @@ mod tests {
             let c = coalescer.clone();
             async move { c.call(1).await }
         });
-        // Wait (bounded by the test's own progress) until the first batch is in flight.
-        while batches.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        // The first batch is in flight.
+        until(|| batches.load(Ordering::SeqCst) > 0).await;
         let rest: Vec<_> = (2..=20)
             .map(|r| {
                 let c = coalescer.clone();
                 tokio::spawn(async move { c.call(r).await })
             })
             .collect();
-        // Let every request reach the queue before the first statement finishes.
-        while coalescer.requests.capacity() > super::QUEUE - 19 {
-            tokio::task::yield_now().await;
-        }
+        // Every other request has reached the queue before the first statement finishes.
+        until(|| coalescer.requests.capacity() <= super::QUEUE - 19).await;
         gate.notify_one();
         assert_eq!(first.await.expect("task").expect("answer"), 10);
         for (r, task) in (2..=20).zip(rest) {
@@ -186,7 +195,8 @@ mod tests {
             async move { c.call(0).await }
         });
         // Answered while the first statement is still stalled.
-        assert_eq!(coalescer.call(7).await.expect("answer"), 7);
+        let answer = tokio::time::timeout(DEADLINE, coalescer.call(7)).await;
+        assert_eq!(answer.expect("not held up").expect("answer"), 7);
         assert!(!stalled.is_finished());
         gate.notify_one();
         assert_eq!(stalled.await.expect("task").expect("answer"), 0);
