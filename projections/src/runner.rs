@@ -111,27 +111,38 @@ impl Sink {
     ) -> Result<(), ProjectionError> {
         match self {
             Self::Sql(p) => {
-                let at: i64 = sqlx::query_scalar(
-                    "SELECT position FROM projection_generations WHERE name = $1 AND generation = $2 FOR UPDATE",
+                // The checkpoint, locked, and the generation's schema first on the search path
+                // (for this transaction), in one round trip.
+                let (at, _): (i64, String) = sqlx::query_as(
+                    "SELECT position, set_config('search_path', $3, true) \
+                     FROM public.projection_generations \
+                     WHERE name = $1 AND generation = $2 FOR UPDATE",
                 )
                 .bind(name)
                 .bind(generation)
+                .bind(format!("{}, public", schema_name(name, generation)))
                 .fetch_one(&mut *tx)
                 .await?;
                 // Batches are in log order: the fresh events are a suffix (no copies).
                 let fresh = &batch[batch.partition_point(|e| e.pos() <= at)..];
                 let Some(last) = fresh.last().map(Envelope::pos) else {
+                    sqlx::query("SELECT set_config('search_path', 'public', true)")
+                        .execute(&mut *tx)
+                        .await?;
                     return Ok(());
                 };
-                sqlx::query("SELECT set_config('search_path', $1, true)")
-                    .bind(format!("{}, public", schema_name(name, generation)))
-                    .execute(&mut *tx)
-                    .await?;
                 p.apply(tx, fresh).await?;
-                sqlx::query("SELECT set_config('search_path', 'public', true)")
-                    .execute(&mut *tx)
-                    .await?;
-                set_position(tx, name, generation, last).await?;
+                // The new checkpoint and the search path back, in one round trip.
+                sqlx::query(
+                    "UPDATE public.projection_generations SET position = $3 \
+                     WHERE name = $1 AND generation = $2 \
+                     RETURNING set_config('search_path', 'public', true)",
+                )
+                .bind(name)
+                .bind(generation)
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
             }
             Self::Search(slot) => {
                 let mut w = slot.take().ok_or_else(|| {
@@ -530,8 +541,14 @@ impl Projector {
         batch: &[Envelope],
     ) -> Result<Outcome, ProjectionError> {
         let mut tx = self.pool.begin().await?;
-        let (owner, active): (Option<Uuid>, Option<i64>) = sqlx::query_as(
-            "SELECT owner, active_generation FROM projections WHERE name = $1 FOR UPDATE",
+        // The batch commits without waiting for its WAL flush (`synchronous_commit = off`, for
+        // this transaction only): the read model and its checkpoint commit together, so a crash
+        // that loses the commit loses both, and the projector applies the batch again from the
+        // log, which is flushed before any command is acknowledged. The API's commits then stop
+        // queueing behind the read side's flushes.
+        let (owner, active, _): (Option<Uuid>, Option<i64>, String) = sqlx::query_as(
+            "SELECT owner, active_generation, set_config('synchronous_commit', 'off', true) \
+             FROM projections WHERE name = $1 FOR UPDATE",
         )
         .bind(p.name())
         .fetch_one(&mut *tx)

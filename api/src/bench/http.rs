@@ -48,6 +48,9 @@ pub struct HttpBenchArgs {
     /// throughput when not given.
     #[arg(long)]
     pub paced_rate: Option<f64>,
+    /// Skip the saturated hold runs and measure only the paced ones (at `--paced-rate`).
+    #[arg(long, requires = "paced_rate")]
+    pub paced_only: bool,
     /// Run the API without projectors and reactors in this process (as `tessera serve`, with
     /// the read side elsewhere or stopped): separates the API's own cost from the read side's.
     #[arg(long)]
@@ -600,28 +603,47 @@ async fn hold_workload(
         .execute(pool)
         .await?;
 
+    let mut report = format!(
+        "holds, {} concurrent customers over {} slots",
+        args.hold_clients,
+        slots.len()
+    );
     // Saturated: every client sends again as soon as it is answered.
-    settle(pool, projections).await?;
-    let api = api_hold(None).await;
-    settle(pool, projections).await?;
-    let raw = raw_hold(None).await;
+    let mut saturated = None;
+    if !args.paced_only {
+        settle(pool, projections).await?;
+        tracing::info!("holds: saturated API run");
+        let api = api_hold(None).await;
+        settle(pool, projections).await?;
+        tracing::info!("holds: saturated baseline run");
+        let raw = raw_hold(None).await;
+        report += &format!(
+            "\n  saturated (closed loop):\n  {}\n  {}\n  API p99 / raw p99: {:.2}x; target p99 < 20 ms",
+            api.line("API POST /bookings (HTTP)"),
+            raw.line("raw PostgreSQL CRUD hold (sqlx)"),
+            api.percentile(0.99) / raw.percentile(0.99),
+        );
+        saturated = Some(api.throughput());
+    }
     // Paced: the same clients offering half the API's saturated throughput (or the rate asked
     // for), both sides alike.
-    let rate = args.paced_rate.unwrap_or(api.throughput() / 2.0).max(1.0);
+    let rate = match (args.paced_rate, saturated) {
+        (Some(rate), _) => rate,
+        (None, Some(throughput)) => throughput / 2.0,
+        (None, None) => anyhow::bail!("--paced-only needs --paced-rate"),
+    }
+    .max(1.0);
     settle(pool, projections).await?;
+    tracing::info!("holds: paced API run");
     let api_paced = api_hold(Some(rate)).await;
     settle(pool, projections).await?;
+    tracing::info!("holds: paced baseline run");
     let raw_paced = raw_hold(Some(rate)).await;
     sqlx::raw_sql("DROP TABLE IF EXISTS bench_crud_bookings, bench_crud_slots")
         .execute(pool)
         .await?;
-    Ok(format!(
-        "holds, {} concurrent customers over {} slots\n  saturated (closed loop):\n  {}\n  {}\n  API p99 / raw p99: {:.2}x; target p99 < 20 ms\n  paced at {rate:.0} req/s offered ({}; latency from the scheduled send):\n  {}\n  {}\n  API p99 / raw p99: {:.2}x",
-        args.hold_clients,
-        slots.len(),
-        api.line("API POST /bookings (HTTP)"),
-        raw.line("raw PostgreSQL CRUD hold (sqlx)"),
-        api.percentile(0.99) / raw.percentile(0.99),
+    report += &format!(
+        "\n  paced at {rate:.0} req/s offered ({}; latency from the scheduled send):\n  {}\n  {}\n  API p99 / raw p99: {:.2}x",
         if args.paced_rate.is_some() {
             "as asked"
         } else {
@@ -630,7 +652,8 @@ async fn hold_workload(
         api_paced.line("API POST /bookings (HTTP)"),
         raw_paced.line("raw PostgreSQL CRUD hold (sqlx)"),
         api_paced.percentile(0.99) / raw_paced.percentile(0.99),
-    ))
+    );
+    Ok(report)
 }
 
 /// The baseline's hold in plain SQL: lock the slot row, check and decrement its seats, insert a

@@ -10,7 +10,7 @@ use tessera_domain::booking::{BookingEvent, BookingStatus, Canceller};
 use tessera_domain::payment::PaymentEvent;
 use uuid::Uuid;
 
-use super::{inconsistent, json, keys};
+use super::{inconsistent, json, keys_to_load};
 use crate::SqlProjection;
 use crate::envelope::Envelope;
 use crate::error::ProjectionError;
@@ -92,6 +92,14 @@ fn booking_of(e: &Envelope) -> Option<Uuid> {
     }
 }
 
+/// Whether the event creates its booking's row.
+fn placed(e: &Envelope) -> bool {
+    matches!(
+        e.event,
+        AnyEvent::Booking(BookingEvent::BookingPlaced { .. })
+    )
+}
+
 #[async_trait]
 impl SqlProjection for Bookings {
     fn name(&self) -> &'static str {
@@ -131,10 +139,14 @@ CREATE TABLE booking_timeline (
         conn: &mut PgConnection,
         batch: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        let ids = keys(batch.iter().filter_map(booking_of));
-        if ids.is_empty() {
+        let touches: Vec<(Uuid, bool)> = batch
+            .iter()
+            .filter_map(|e| Some((booking_of(e)?, placed(e))))
+            .collect();
+        if touches.is_empty() {
             return Ok(());
         }
+        let ids = keys_to_load(touches);
         let mut bookings: Rows<Uuid, BookingRow> = Rows::default();
         for r in rows::load::<BookingRow>(conn, "bookings", "booking_id", &ids).await? {
             bookings.rows.insert(r.booking_id, r);

@@ -8,7 +8,7 @@ pub mod payments;
 pub mod reviews;
 pub mod stats;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
@@ -20,6 +20,23 @@ pub(crate) fn keys(ids: impl IntoIterator<Item = Uuid>) -> Vec<Uuid> {
     ids.into_iter()
         .collect::<BTreeSet<_>>()
         .into_iter()
+        .collect()
+}
+
+/// The keys of a batch's events that may already have a row, for one bulk load. `touches`
+/// yields each event's key and whether that event creates the row wholesale (a booking's
+/// `BookingPlaced`). A key whose first event in the batch creates its row is left out: the
+/// batch holds only events past the checkpoint, so the row cannot be there yet, and if it were,
+/// the event would replace it anyway. New bookings are most of a live batch, and probing the
+/// index for rows that cannot exist cost as much as the write that follows.
+pub(crate) fn keys_to_load(touches: impl IntoIterator<Item = (Uuid, bool)>) -> Vec<Uuid> {
+    let mut first = BTreeMap::new();
+    for (id, creates) in touches {
+        first.entry(id).or_insert(creates);
+    }
+    first
+        .into_iter()
+        .filter_map(|(id, created_here)| (!created_here).then_some(id))
         .collect()
 }
 
@@ -45,4 +62,28 @@ pub(crate) fn json<T: serde::Serialize>(
     v: &T,
 ) -> Result<serde_json::Value, ProjectionError> {
     serde_json::to_value(v).map_err(|why| inconsistent(projection, e, why.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::keys_to_load;
+
+    #[test]
+    fn keys_whose_first_event_creates_the_row_are_not_loaded() {
+        let [a, b, c] = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
+        // a: created in this batch, then changed; b: changed, then (oddly) created again;
+        // c: only changed.
+        let touches = [
+            (c, false),
+            (a, true),
+            (b, false),
+            (a, false),
+            (b, true),
+            (c, false),
+        ];
+        assert_eq!(keys_to_load(touches), vec![b, c]);
+        assert!(keys_to_load([(a, true)]).is_empty());
+    }
 }

@@ -14,7 +14,7 @@ use tessera_domain::listing::ListingEvent;
 use tessera_domain::payment::PaymentEvent;
 use uuid::Uuid;
 
-use super::{inconsistent, keys};
+use super::{inconsistent, keys, keys_to_load};
 use crate::SqlProjection;
 use crate::envelope::Envelope;
 use crate::error::ProjectionError;
@@ -162,10 +162,20 @@ CREATE VIEW stats_by_listing AS
                 _ => {}
             }
         }
-        let booking_keys = keys(batch.iter().filter_map(booking_of));
-        if listing_keys.is_empty() && booking_keys.is_empty() {
+        let touches: Vec<(Uuid, bool)> = batch
+            .iter()
+            .filter_map(|e| {
+                let placed = matches!(
+                    e.event,
+                    AnyEvent::Booking(BookingEvent::BookingPlaced { .. })
+                );
+                Some((booking_of(e)?, placed))
+            })
+            .collect();
+        if listing_keys.is_empty() && touches.is_empty() {
             return Ok(());
         }
+        let booking_keys = keys_to_load(touches);
         let mut listings: Rows<Uuid, ListingRef> = Rows::default();
         for r in rows::load::<ListingRef>(conn, "stats_listings", "listing_id", &keys(listing_keys))
             .await?
