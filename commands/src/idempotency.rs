@@ -134,8 +134,20 @@ impl IdempotencyKeys {
 
     fn writers(&self) -> &Writers {
         self.writers.get_or_init(|| {
-            let claims = self.pool.clone();
-            let results = self.pool.clone();
+            // The coalesced statements take arrays of any length. PostgreSQL plans a prepared
+            // statement afresh for its parameters while that plan looks cheaper than the
+            // generic one, and for a batch of one it always does: paced at 1,000 holds/s the
+            // results statement was planned on 16,083 of 20,417 executions, 2.4 s of planning
+            // for 1.7 s of executing. The coalescers' own connections keep the generic plan
+            // (an index probe per row of the batch) and skip the planner.
+            let connect = (*self.pool.connect_options())
+                .clone()
+                .options([("plan_cache_mode", "force_generic_plan")]);
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2 * IN_FLIGHT as u32)
+                .acquire_timeout(std::time::Duration::from_secs(30))
+                .connect_lazy_with(connect);
+            let (claims, results) = (pool.clone(), pool);
             Writers {
                 claims: Coalescer::start(MAX_BATCH, IN_FLIGHT, move |batch| {
                     let pool = claims.clone();
