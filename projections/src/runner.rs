@@ -132,17 +132,13 @@ impl Sink {
                     return Ok(());
                 };
                 p.apply(tx, fresh).await?;
-                // The new checkpoint and the search path back, in one round trip.
-                sqlx::query(
-                    "UPDATE public.projection_generations SET position = $3 \
-                     WHERE name = $1 AND generation = $2 \
-                     RETURNING set_config('search_path', 'public', true)",
-                )
-                .bind(name)
-                .bind(generation)
-                .bind(last)
-                .execute(&mut *tx)
-                .await?;
+                // The search path back before the checkpoint's statement: PostgreSQL plans a
+                // prepared statement again whenever the search path differs from the last time,
+                // and a connection serves every projection in turn.
+                sqlx::query("SELECT set_config('search_path', 'public', true)")
+                    .execute(&mut *tx)
+                    .await?;
+                set_position(tx, name, generation, last).await?;
             }
             Self::Search(slot) => {
                 let mut w = slot.take().ok_or_else(|| {
