@@ -10,7 +10,7 @@ use tessera_domain::booking::{BookingEvent, BookingStatus, Canceller};
 use tessera_domain::payment::PaymentEvent;
 use uuid::Uuid;
 
-use super::{inconsistent, json, keys_to_load};
+use super::{inconsistent, json, keys_to_load, places_booking};
 use crate::SqlProjection;
 use crate::envelope::Envelope;
 use crate::error::ProjectionError;
@@ -92,14 +92,6 @@ fn booking_of(e: &Envelope) -> Option<Uuid> {
     }
 }
 
-/// Whether the event creates its booking's row.
-fn placed(e: &Envelope) -> bool {
-    matches!(
-        e.event,
-        AnyEvent::Booking(BookingEvent::BookingPlaced { .. })
-    )
-}
-
 #[async_trait]
 impl SqlProjection for Bookings {
     fn name(&self) -> &'static str {
@@ -141,7 +133,7 @@ CREATE TABLE booking_timeline (
     ) -> Result<(), ProjectionError> {
         let touches: Vec<(Uuid, bool)> = batch
             .iter()
-            .filter_map(|e| Some((booking_of(e)?, placed(e))))
+            .filter_map(|e| Some((booking_of(e)?, places_booking(e))))
             .collect();
         if touches.is_empty() {
             return Ok(());

@@ -40,6 +40,16 @@ pub(crate) fn keys_to_load(touches: impl IntoIterator<Item = (Uuid, bool)>) -> V
         .collect()
 }
 
+/// Whether the event creates its booking's row (for [`keys_to_load`]).
+pub(crate) fn places_booking(e: &Envelope) -> bool {
+    matches!(
+        e.event,
+        tessera_commands::codec::AnyEvent::Booking(
+            tessera_domain::booking::BookingEvent::BookingPlaced { .. }
+        )
+    )
+}
+
 /// The projection cannot make sense of this event given what it saw before.
 pub(crate) fn inconsistent(
     projection: &str,

@@ -14,7 +14,7 @@ use tessera_domain::listing::ListingEvent;
 use tessera_domain::payment::PaymentEvent;
 use uuid::Uuid;
 
-use super::{inconsistent, keys, keys_to_load};
+use super::{inconsistent, keys, keys_to_load, places_booking};
 use crate::SqlProjection;
 use crate::envelope::Envelope;
 use crate::error::ProjectionError;
@@ -164,13 +164,7 @@ CREATE VIEW stats_by_listing AS
         }
         let touches: Vec<(Uuid, bool)> = batch
             .iter()
-            .filter_map(|e| {
-                let placed = matches!(
-                    e.event,
-                    AnyEvent::Booking(BookingEvent::BookingPlaced { .. })
-                );
-                Some((booking_of(e)?, placed))
-            })
+            .filter_map(|e| Some((booking_of(e)?, places_booking(e))))
             .collect();
         if listing_keys.is_empty() && touches.is_empty() {
             return Ok(());
