@@ -29,6 +29,10 @@ pub struct ProjectArgs {
     /// that arrive meanwhile are applied together (0: every wake-up on its own).
     #[arg(long, default_value_t = 20)]
     pub batch_interval_ms: u64,
+    /// Least milliseconds between two live commits of the search index (each writes and syncs
+    /// a segment); after a quiet spell it commits at once.
+    #[arg(long, default_value_t = 250)]
+    pub index_interval_ms: u64,
     /// Serve Prometheus metrics (lag, positions, failures) on this address.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -102,6 +106,7 @@ pub async fn project(db: &Database, data_dir: &Path, args: &ProjectArgs) -> anyh
     let options = ProjectorOptions {
         batch_size: args.batch_size.max(1),
         batch_interval: Duration::from_millis(args.batch_interval_ms),
+        index_interval: Duration::from_millis(args.index_interval_ms),
         label: format!("{} pid {}", hostname(), std::process::id()),
         ..ProjectorOptions::default()
     };

@@ -32,6 +32,10 @@ pub struct ProjectorOptions {
     /// one batch, so a projection commits (and notifies, and re-reads the log) at most this
     /// often instead of once per append. Zero applies every wake-up on its own.
     pub batch_interval: Duration,
+    /// Least time between two live commits of a search index (at least `batch_interval`).
+    /// A commit writes a segment and syncs it to disk, so an index follows a busy log in
+    /// fewer, larger commits than the SQL read models; after a quiet spell it commits at once.
+    pub index_interval: Duration,
     /// How often a standby instance tries to take a lease over.
     pub lease_poll: Duration,
     /// A human-readable name of this process (host and pid), shown in status.
@@ -43,6 +47,7 @@ impl Default for ProjectorOptions {
         Self {
             batch_size: 2_000,
             batch_interval: Duration::from_millis(20),
+            index_interval: Duration::from_millis(250),
             lease_poll: Duration::from_millis(500),
             label: format!("pid {}", std::process::id()),
         }
@@ -360,6 +365,12 @@ impl Projector {
             // When the next batch may start: set after a batch that was not full (a full one
             // means the projection is behind, and catching up never waits).
             let mut next_batch: Option<tokio::time::Instant> = None;
+            let interval = match p {
+                Projection::Sql(_) => self.options.batch_interval,
+                Projection::Search(_) => {
+                    self.options.batch_interval.max(self.options.index_interval)
+                }
+            };
             loop {
                 if let Some(at) = next_batch.take() {
                     tokio::select! {
@@ -397,7 +408,7 @@ impl Projector {
                     self.record_lag(name, last).await;
                 }
                 if !full {
-                    next_batch = Some(started + self.options.batch_interval);
+                    next_batch = Some(started + interval);
                 }
             }
         }

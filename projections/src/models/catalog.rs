@@ -11,11 +11,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tessera_commands::codec::AnyEvent;
+use tessera_domain::booking::BookingEvent;
 use tessera_domain::listing::{ListingDetails, ListingEvent};
 use tessera_domain::slot::SlotEvent;
 use uuid::Uuid;
 
-use super::{inconsistent, json, keys};
+use super::{inconsistent, json, keys, keys_to_load};
 use crate::SqlProjection;
 use crate::envelope::Envelope;
 use crate::error::ProjectionError;
@@ -180,13 +181,18 @@ CREATE VIEW listing_overview AS
     ) -> Result<(), ProjectionError> {
         let mut listing_ids = Vec::new();
         let mut slot_ids = Vec::new();
-        let mut hold_ids = Vec::new();
+        // A booking's holds, and whether its `BookingPlaced` comes first in the batch: its
+        // slot's `SeatsHeld` follows in the same append, so it has no hold row to load yet.
+        let mut hold_touches = Vec::new();
         for e in batch {
             match &e.event {
                 AnyEvent::Listing(l) => listing_ids.push(listing_of(l)),
                 AnyEvent::Slot(s) => {
                     slot_ids.push(slot_of(s));
-                    hold_ids.extend(hold_of(s).map(|(booking, _)| booking));
+                    hold_touches.extend(hold_of(s).map(|(booking, _)| (booking, false)));
+                }
+                AnyEvent::Booking(BookingEvent::BookingPlaced { booking_id, .. }) => {
+                    hold_touches.push((booking_id.0, true));
                 }
                 _ => {}
             }
@@ -205,7 +211,14 @@ CREATE VIEW listing_overview AS
             slots.rows.insert(r.slot_id, r);
         }
         let mut holds: Rows<(Uuid, Uuid), HoldRow> = Rows::default();
-        for r in rows::load::<HoldRow>(conn, "slot_holds", "booking_id", &keys(hold_ids)).await? {
+        for r in rows::load::<HoldRow>(
+            conn,
+            "slot_holds",
+            "booking_id",
+            &keys_to_load(hold_touches),
+        )
+        .await?
+        {
             holds.rows.insert((r.booking_id, r.slot_id), r);
         }
         for e in batch {
