@@ -9,6 +9,7 @@ use tessera_commands::admin;
 use tessera_commands::booking::{BookingConfig, current_booking};
 use tessera_commands::handler::{CommandContext, Executed};
 use tessera_domain::user::Role;
+use tessera_domain::values::new_command_id;
 use tessera_domain::values::{BookingId, Money, UserId};
 use uuid::Uuid;
 
@@ -90,7 +91,7 @@ pub async fn run(db: &Database, command: &AdminCommand) -> anyhow::Result<()> {
         issuer.admin
     );
     let ctx = CommandContext::new(
-        issuer.command_id.unwrap_or_else(Uuid::new_v4),
+        issuer.command_id.unwrap_or_else(new_command_id),
         format!("user:{}", issuer.admin),
         chrono::Utc::now(),
     )

@@ -7,6 +7,7 @@ use tessera_domain::listing::{
 };
 use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotState};
+use tessera_domain::values::derived_id;
 use tessera_domain::values::{ListingId, Money, SlotId, UserId};
 use uuid::Uuid;
 
@@ -52,7 +53,7 @@ pub async fn publish_listing(
     policy: CancellationPolicy,
     ctx: &CommandContext,
 ) -> Result<(ListingId, Executed), CommandError> {
-    let id = ListingId(Uuid::new_v5(&ctx.command_id, b"listing"));
+    let id = ListingId(derived_id(ctx.command_id, b"listing"));
     let executed = execute::<ListingAggregate>(
         store,
         stream_of::<ListingAggregate>(id),
@@ -136,7 +137,7 @@ pub async fn schedule_slot(
     if price.currency != l.base_price.currency {
         return Err(ListingError::Invalid("a slot is priced in its listing's currency").into());
     }
-    let id = SlotId(Uuid::new_v5(&ctx.command_id, b"slot"));
+    let id = SlotId(derived_id(ctx.command_id, b"slot"));
     let executed = execute::<SlotAggregate>(
         store,
         stream_of::<SlotAggregate>(id),

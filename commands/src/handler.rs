@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use tessera_domain::values::derived_id;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -63,7 +64,7 @@ impl CommandContext {
         now: DateTime<Utc>,
     ) -> Self {
         Self {
-            command_id: Uuid::new_v5(&event.event_id, format!("{reactor}/{what}").as_bytes()),
+            command_id: derived_id(event.event_id, format!("{reactor}/{what}").as_bytes()),
             correlation_id: event.metadata.correlation_id,
             actor: format!("system:{reactor}"),
             reason: None,
@@ -99,7 +100,7 @@ impl CommandContext {
 
 /// The id of the `index`-th event command `command_id` writes to `stream`.
 pub fn event_id_for(command_id: Uuid, stream: &StreamId, index: usize) -> Uuid {
-    Uuid::new_v5(&command_id, format!("{stream}/{index}").as_bytes())
+    derived_id(command_id, format!("{stream}/{index}").as_bytes())
 }
 
 /// A stream replayed into its aggregate's state.

@@ -17,6 +17,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
+use tessera_domain::values::new_command_id;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -169,7 +170,7 @@ impl IdempotencyKeys {
         request: &impl Serialize,
     ) -> Result<Claim<R>, CommandError> {
         let hash = request_hash(request);
-        let fresh = Uuid::new_v4();
+        let fresh = new_command_id();
         let found = self
             .writers()
             .claims

@@ -15,6 +15,7 @@ use tessera_domain::payment::{
     Payment, PaymentAggregate, PaymentCommand, PaymentError, PaymentState, RefundStatus,
 };
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotState};
+use tessera_domain::values::derived_id;
 use tessera_domain::values::{BookingId, PaymentId, Seats};
 
 use uuid::Uuid;
@@ -58,7 +59,7 @@ pub async fn start_payment(
     ctx: &CommandContext,
 ) -> Result<StartedPayment, CommandError> {
     // The payment id derives from the command, so a retried command reuses it.
-    let payment_id = PaymentId(Uuid::new_v5(&ctx.command_id, b"payment"));
+    let payment_id = PaymentId(derived_id(ctx.command_id, b"payment"));
     let intent: Mutex<Option<Intent>> = Mutex::new(None);
     let (card, intent_ref) = (&card, &intent);
     let executed = decide_and_append(store, || async move {
@@ -202,7 +203,7 @@ pub async fn record_payment_succeeded(
         };
         if !confirmed {
             // Nothing to confirm: the customer gets the whole amount back.
-            let refund_id = Uuid::new_v5(&ctx.command_id, b"refund");
+            let refund_id = derived_id(ctx.command_id, b"refund");
             payment_events.extend(PaymentAggregate::decide(
                 &state,
                 &PaymentCommand::RequestRefund {
@@ -301,7 +302,7 @@ pub async fn request_refund(
         .payment_id
         .filter(|_| b.paid.minor > 0)
         .ok_or(CommandError::Payment(PaymentError::NotSucceeded))?;
-    let refund_id = Uuid::new_v5(&ctx.command_id, b"refund");
+    let refund_id = derived_id(ctx.command_id, b"refund");
     crate::handler::execute::<PaymentAggregate>(
         store,
         stream_of::<PaymentAggregate>(payment_id),

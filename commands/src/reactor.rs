@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tessera_domain::values::derived_id;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -501,8 +502,8 @@ pub async fn fire_due_deadlines(
     .map_err(StoreError::from)?;
     for (kind, booking, due_at) in &due {
         let booking_id = BookingId(*booking);
-        let command_id = Uuid::new_v5(
-            booking,
+        let command_id = derived_id(
+            *booking,
             format!("{kind}@{}", due_at.timestamp_micros()).as_bytes(),
         );
         let ctx = CommandContext::new(command_id, format!("system:{kind}"), now);

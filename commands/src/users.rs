@@ -9,6 +9,7 @@ use tessera_domain::user::{
     UserError, UserState,
 };
 use tessera_domain::values::UserId;
+use tessera_domain::values::derived_id;
 use uuid::Uuid;
 
 use crate::error::CommandError;
@@ -84,7 +85,7 @@ pub async fn register_user_hashed(
             });
         }
     }
-    let user_id = UserId(Uuid::new_v5(&ctx.command_id, b"user"));
+    let user_id = UserId(derived_id(ctx.command_id, b"user"));
     let user =
         load::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), ctx.command_id).await?;
     if let Some(last) = user.caused_by_command.last() {

@@ -5,6 +5,34 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// A new id for a command (or anything else minted now): time-ordered (UUIDv7), so that the
+/// ids derived from it with [`derived_id`] are time-ordered too.
+pub fn new_command_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// The id `name` derived from `parent`: the same every time, so a retried command derives the
+/// same booking, payment and event ids as its first attempt.
+///
+/// A time-ordered `parent` (UUIDv7) derives a time-ordered id: the parent's millisecond
+/// timestamp, then 74 bits of the name-based (v5) hash. The rows a command creates then land
+/// at the right edge of the B-tree indexes over those ids, next to each other, instead of on
+/// random leaf pages: fewer pages dirtied per write, and fewer full-page images in the WAL
+/// after each checkpoint. Any other parent derives the name-based (v5) id, as every id was
+/// derived before command ids were time-ordered, so the ids of older commands do not change.
+pub fn derived_id(parent: Uuid, name: &[u8]) -> Uuid {
+    let hashed = Uuid::new_v5(&parent, name);
+    if parent.get_version() != Some(uuid::Version::SortRand) {
+        return hashed;
+    }
+    let mut bytes = *hashed.as_bytes();
+    bytes[..6].copy_from_slice(&parent.as_bytes()[..6]);
+    uuid::Builder::from_bytes(bytes)
+        .with_version(uuid::Version::SortRand)
+        .with_variant(uuid::Variant::RFC4122)
+        .into_uuid()
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -215,6 +243,29 @@ impl From<Seats> for u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_and_keep_a_time_ordered_parents_order() {
+        // Older (random) parents derive exactly the name-based id they always did.
+        let v4 = Uuid::from_u128(0x0f2c_7a4e_91d3_4b6a_8c55_1e2f_3a4b_5c6d);
+        assert_eq!(derived_id(v4, b"booking"), Uuid::new_v5(&v4, b"booking"));
+
+        let first = new_command_id();
+        let later = Uuid::from_u128(first.as_u128() + (1u128 << 80)); // one millisecond on
+        assert_eq!(later.get_version(), Some(uuid::Version::SortRand));
+        let a = derived_id(first, b"booking");
+        // The same parent and name derive the same id, a v7 one with the parent's timestamp.
+        assert_eq!(a, derived_id(first, b"booking"));
+        assert_eq!(a.get_version(), Some(uuid::Version::SortRand));
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(a.as_bytes()[..6], first.as_bytes()[..6]);
+        // Other names differ; ids derived from a later parent sort after.
+        assert_ne!(a, derived_id(first, b"payment"));
+        for name in [&b"booking"[..], b"payment", b"booking-1/0", b"slot-2/1"] {
+            assert!(derived_id(first, name) < derived_id(later, name));
+            assert!(derived_id(first, name) < derived_id(later, b"booking"));
+        }
+    }
 
     #[test]
     fn money_refuses_mixed_currencies_and_negatives() {

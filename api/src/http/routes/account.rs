@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tessera_commands::users;
 use tessera_domain::user::{Role, User};
 use tessera_domain::values::UserId;
+use tessera_domain::values::new_command_id;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -62,7 +63,7 @@ async fn register(
 ) -> Result<Accepted<Registered>, ApiError> {
     state.limit_login(&req.email)?;
     let ctx = tessera_commands::handler::CommandContext::new(
-        Uuid::new_v4(),
+        new_command_id(),
         "anonymous",
         state.clock.now(),
     );

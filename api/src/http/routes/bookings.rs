@@ -1,6 +1,7 @@
 //! Customers' bookings: hold seats, pay, quote and cancel, review; the Stripe webhook.
 
 use std::time::{Duration, Instant};
+use tessera_domain::values::{derived_id, new_command_id};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -86,7 +87,7 @@ async fn place(
         &req,
         async |command_id| {
             let ctx = context(&state, &caller, command_id);
-            let booking_id = BookingId(Uuid::new_v5(&command_id, b"booking"));
+            let booking_id = BookingId(derived_id(command_id, b"booking"));
             let placed = commands::place_booking_cached(
                 &*state.store,
                 state.aggregates.as_ref(),
@@ -451,7 +452,7 @@ async fn quote(
 ) -> Result<axum::Json<Quote>, ApiError> {
     caller.require(&[Role::Customer])?;
     let (b, _) = own_booking(&state, &caller, booking_id).await?;
-    let ctx = context(&state, &caller, Uuid::new_v4());
+    let ctx = context(&state, &caller, new_command_id());
     let refund = commands::cancellation_quote(
         &*state.store,
         BookingId(booking_id),

@@ -2,6 +2,7 @@
 //! providers' commands on their own listings and slots.
 
 use std::sync::Arc;
+use tessera_domain::values::derived_id;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -654,7 +655,7 @@ async fn update_listing(
             ];
             let mut last = None;
             for (i, change) in changes.into_iter().enumerate() {
-                let id = Uuid::new_v5(&command_id, format!("step-{i}").as_bytes());
+                let id = derived_id(command_id, format!("step-{i}").as_bytes());
                 let ctx = context(&state, &caller, id);
                 last = Some(
                     commands::change_listing(

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tessera_commands::handler::{CommandContext, Executed};
 use tessera_commands::idempotency::Claim;
+use tessera_domain::values::new_command_id;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -172,7 +173,7 @@ where
 {
     state.limit_commands(caller.user_id.0)?;
     let Some(key) = key else {
-        let (status, position, body) = run(Uuid::new_v4()).await?;
+        let (status, position, body) = run(new_command_id()).await?;
         return Ok(super::Accepted {
             status,
             position,
