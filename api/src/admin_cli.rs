@@ -9,8 +9,7 @@ use tessera_commands::admin;
 use tessera_commands::booking::{BookingConfig, current_booking};
 use tessera_commands::handler::{CommandContext, Executed};
 use tessera_domain::user::Role;
-use tessera_domain::values::new_command_id;
-use tessera_domain::values::{BookingId, Money, UserId};
+use tessera_domain::values::{BookingId, Money, UserId, new_command_id};
 use uuid::Uuid;
 
 use crate::db::Database;

@@ -7,8 +7,7 @@ use tessera_domain::listing::{
 };
 use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotState};
-use tessera_domain::values::derived_id;
-use tessera_domain::values::{ListingId, Money, SlotId, UserId};
+use tessera_domain::values::{ListingId, Money, SlotId, UserId, derived_id};
 use uuid::Uuid;
 
 use crate::error::CommandError;

@@ -8,12 +8,12 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use tessera_domain::values::derived_id;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tessera_domain::Aggregate;
+use tessera_domain::values::derived_id;
 use uuid::Uuid;
 
 use crate::codec::{self, CodecError};

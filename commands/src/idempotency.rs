@@ -17,12 +17,12 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
-use tessera_domain::values::new_command_id;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tessera_domain::values::new_command_id;
 use uuid::Uuid;
 
 use crate::error::CommandError;

@@ -15,8 +15,7 @@ use tessera_domain::payment::{
     Payment, PaymentAggregate, PaymentCommand, PaymentError, PaymentState, RefundStatus,
 };
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotState};
-use tessera_domain::values::derived_id;
-use tessera_domain::values::{BookingId, PaymentId, Seats};
+use tessera_domain::values::{BookingId, PaymentId, Seats, derived_id};
 
 use uuid::Uuid;
 

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tessera_domain::values::derived_id;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,7 +24,7 @@ use tessera_domain::payment::PaymentEvent;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::{SlotAggregate, SlotEvent, SlotState};
 use tessera_domain::user::UserEvent;
-use tessera_domain::values::{BookingId, UserId};
+use tessera_domain::values::{BookingId, UserId, derived_id};
 use uuid::Uuid;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};

@@ -8,8 +8,7 @@ use tessera_domain::user::{
     Email, EmailReservationAggregate, EmailReservationCommand, User, UserAggregate, UserCommand,
     UserError, UserState,
 };
-use tessera_domain::values::UserId;
-use tessera_domain::values::derived_id;
+use tessera_domain::values::{UserId, derived_id};
 use uuid::Uuid;
 
 use crate::error::CommandError;

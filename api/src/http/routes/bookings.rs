@@ -1,7 +1,6 @@
 //! Customers' bookings: hold seats, pay, quote and cancel, review; the Stripe webhook.
 
 use std::time::{Duration, Instant};
-use tessera_domain::values::{derived_id, new_command_id};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -12,7 +11,7 @@ use tessera_commands::booking::{self as commands, PlaceBooking};
 use tessera_commands::store::Position;
 use tessera_domain::booking::{BookingStatus, Canceller};
 use tessera_domain::user::Role;
-use tessera_domain::values::{BookingId, Seats, SlotId};
+use tessera_domain::values::{BookingId, Seats, SlotId, derived_id, new_command_id};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -2,7 +2,6 @@
 //! providers' commands on their own listings and slots.
 
 use std::sync::Arc;
-use tessera_domain::values::derived_id;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +12,7 @@ use tessera_commands::catalog::{self as commands, Acting, ListingChange};
 use tessera_domain::listing::{Destination, ItineraryDay, ListingDetails, ListingKind};
 use tessera_domain::policy::{CancellationPolicy, RefundTier};
 use tessera_domain::user::Role;
-use tessera_domain::values::{Currency, ListingId, Money, SlotId};
+use tessera_domain::values::{Currency, ListingId, Money, SlotId, derived_id};
 use tessera_projections::search::{SearchQuery, Sort};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
