@@ -226,14 +226,19 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
-                    "checked positions {}..{} of {}: {} events, {} seals ({} events not sealed yet), seal key {}",
+                    "checked positions {}..{} of {}: {} events, {} seals, seal key {}",
                     report.from,
                     report.to,
                     report.head,
                     report.events,
                     report.seals,
-                    report.unsealed_events,
                     report.trusted_key
+                );
+                // The window no seal protects yet: its events are checked by their chains
+                // only, so deleting the newest of them (and lowering the head) would not show.
+                println!(
+                    "unsealed: {} events, the oldest recorded {:.1} s ago",
+                    report.unsealed_events, report.unsealed_age_seconds
                 );
                 match report.first() {
                     None => {

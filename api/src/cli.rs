@@ -237,6 +237,8 @@ async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     // Installed before anything else: a signal that arrives while starting (or right after the
     // "up" line) is then handled by stopping cleanly, never by the default kill.
     let mut shutdown = Shutdown::install()?;
+    // The address first: a taken port fails here, with one line, before any other work.
+    let listener = listen(args.serve.addr).await?;
     let db = Database::open(&cli.db_config("tessera")).await?;
     let where_ = match db.embedded_port() {
         Some(port) => format!(
@@ -271,6 +273,7 @@ async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     let result = run_platform(
         cli,
         &db,
+        listener,
         &args.serve,
         Some(args.read_side_nice),
         &mut shutdown,
@@ -295,8 +298,9 @@ async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install()?;
+    let listener = listen(args.addr).await?;
     let db = Database::open(&cli.db_config("tessera")).await?;
-    let result = run_platform(cli, &db, args, None, &mut shutdown, |url| {
+    let result = run_platform(cli, &db, listener, args, None, &mut shutdown, |url| {
         println!("Tessera API listening on {url}/api/v1");
     })
     .await;
@@ -304,11 +308,21 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Binds the API's address, or fails with one line naming it and the flag that changes it.
+async fn listen(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: {e} (choose another address with --addr or TESSERA_ADDR)"
+        )
+    })
+}
+
 /// Starts the platform's parts (all of them, or the API's own), serves HTTP until a signal, then
 /// drains in-flight requests and stops the parts.
 async fn run_platform(
     cli: &Cli,
     db: &Database,
+    listener: tokio::net::TcpListener,
     args: &ServeArgs,
     read_side_nice: Option<u8>,
     shutdown: &mut Shutdown,
@@ -328,14 +342,11 @@ async fn run_platform(
             index_root: crate::ops::index_root(&cli.data_dir),
             projector_label: format!("tessera up pid {}", std::process::id()),
             seal_key: args.seal_key.clone(),
-            seal_every: everything.then_some(std::time::Duration::from_secs(10)),
+            seal_every: everything.then_some(std::time::Duration::from_secs(1)),
             read_side_nice: read_side_nice.unwrap_or(0),
         },
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::http::serve(

@@ -17,7 +17,7 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
         Err(error) => {
-            tracing::error!("{error:#}");
+            // One line, on standard error (where the log goes too): not once per channel.
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }

@@ -76,6 +76,7 @@ pub struct Platform {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     read_side: Option<ReadSide>,
+    sealer: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 /// The process's Prometheus recorder (installed once; every server in the process shares it).
@@ -172,14 +173,18 @@ impl Platform {
             .await
             .context("cannot load the seal key")?;
         let seal_public_key = seal_key.public_key();
-        if let Some(every) = options.seal_every {
-            tasks.push(tokio::spawn(tessera_commands::audit::run_sealer(
+        // The sealer stops last, after everything that appends (reactors included), so its
+        // final round leaves nothing unsealed.
+        let sealer = options.seal_every.map(|every| {
+            let (stop_sealer, sealer_stopped) = watch::channel(false);
+            let task = tokio::spawn(tessera_commands::audit::run_sealer(
                 pool.clone(),
                 seal_key,
                 every,
-                stopped.clone(),
-            )));
-        }
+                sealer_stopped,
+            ));
+            (stop_sealer, task)
+        });
         let (positions, follower) =
             Positions::start(pool.clone(), options.config.read_wait, stopped.clone()).await?;
         tasks.push(follower);
@@ -219,11 +224,18 @@ impl Platform {
             seal_public_key,
             vault,
         });
+        // Tokens of erased users and revoked roles stop working as soon as the log says so.
+        tasks.push(
+            state
+                .principals
+                .follow(state.store.clone(), stopped.clone()),
+        );
         Ok(Self {
             state,
             stop,
             tasks,
             read_side,
+            sealer,
         })
     }
 
@@ -235,6 +247,10 @@ impl Platform {
         }
         if let Some(read_side) = self.read_side {
             read_side.stopped().await;
+        }
+        if let Some((stop, task)) = self.sealer {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
     }
 }

@@ -118,9 +118,9 @@ pub async fn erase_user(
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
     require_reason(ctx)?;
-    let executed = match execute::<tessera_domain::user::UserAggregate>(
+    let executed = match crate::users::execute_keeping_an_admin(
         store,
-        stream_of::<tessera_domain::user::UserAggregate>(user),
+        user,
         &tessera_domain::user::UserCommand::Erase,
         ctx,
     )

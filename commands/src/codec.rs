@@ -58,6 +58,7 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("RoleRevoked", "user", 1),
     ("UserErased", "user", 1),
     ("EmailReserved", "email", 1),
+    ("EmailReleased", "email", 1),
 ];
 
 /// One step up: turns data stored at `from` into data of version `from + 1`.

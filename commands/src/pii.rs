@@ -30,7 +30,12 @@ use crate::store::{
 
 /// Event types with personal data: the field naming the person, and the fields to encrypt.
 pub const PII_FIELDS: &[(&str, &str, &[&str])] = &[
-    ("UserRegistered", "user_id", &["email", "display_name"]),
+    // The password hash too: an erased person's hash must not outlive their key.
+    (
+        "UserRegistered",
+        "user_id",
+        &["email", "display_name", "password_hash"],
+    ),
     ("UserProfileUpdated", "user_id", &["display_name"]),
     ("ReviewWritten", "author_id", &["text"]),
 ];

@@ -58,6 +58,7 @@ async fn server() -> &'static Server {
                     let mut options = EmbeddedOptions::new(test_cluster_dir());
                     options.durable = false;
                     options.max_connections = 500;
+                    options.keep_running = true;
                     let pg = EmbeddedPostgres::start(&options)
                         .await
                         .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));

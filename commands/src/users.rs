@@ -201,11 +201,72 @@ pub async fn change_role(
     } else {
         UserCommand::RevokeRole { role }
     };
-    crate::handler::execute::<UserAggregate>(
-        store,
-        stream_of::<UserAggregate>(user_id),
-        &command,
-        ctx,
-    )
+    execute_keeping_an_admin(store, user_id, &command, ctx).await
+}
+
+/// Runs a user command; one that takes the admin role away (revoking it, erasing an admin) must
+/// leave another admin behind. The acting admin is that witness: they may not remove themselves
+/// (another admin does it), they must still be an admin, and the append guards their stream at
+/// the version read, so two admins removing each other at once cannot both succeed (the second
+/// conflicts, re-decides, and finds no witness left).
+pub async fn execute_keeping_an_admin(
+    store: &dyn EventStore,
+    user_id: UserId,
+    command: &UserCommand,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    use tessera_domain::user::Role;
+    crate::handler::decide_and_append(store, || async {
+        let user =
+            load::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), ctx.command_id)
+                .await?;
+        if let Some(done) = crate::handler::replayed(&[&user.caused_by_command]) {
+            return Ok(crate::handler::Attempt::Replayed(done));
+        }
+        let events = UserAggregate::decide(&user.state, command)?;
+        let removes_admin = matches!(&user.state, UserState::Registered(u) if u.roles.contains(&Role::Admin))
+            && matches!(
+                command,
+                UserCommand::Erase | UserCommand::RevokeRole { role: Role::Admin }
+            );
+        let mut writes = vec![write_for(&user, &events, ctx)?];
+        // An erasure frees the address (read now, while it can still be read): registering it
+        // again creates a new, unrelated account, and nothing tells anyone it was ever used.
+        if let (UserCommand::Erase, UserState::Registered(u)) = (command, &user.state) {
+            let reservation =
+                load::<EmailReservationAggregate>(store, email_stream(&u.email), ctx.command_id)
+                    .await?;
+            let released = EmailReservationAggregate::decide(
+                &reservation.state,
+                &EmailReservationCommand::Release { user_id },
+            )?;
+            if !released.is_empty() {
+                writes.push(write_for(&reservation, &released, ctx)?);
+            }
+        }
+        if removes_admin {
+            let witness = ctx
+                .actor
+                .strip_prefix("user:")
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .map(UserId)
+                .ok_or(UserError::LastAdmin)?;
+            if witness == user_id {
+                return Err(UserError::SelfRemoval.into());
+            }
+            let other =
+                load::<UserAggregate>(store, stream_of::<UserAggregate>(witness), Uuid::nil())
+                    .await?;
+            match &other.state {
+                UserState::Registered(u) if !u.erased && u.roles.contains(&Role::Admin) => {}
+                _ => return Err(UserError::LastAdmin.into()),
+            }
+            writes.push(crate::store::StreamWrite::guard(
+                other.stream.clone(),
+                other.expected(),
+            ));
+        }
+        Ok(crate::handler::Attempt::Append(writes))
+    })
     .await
 }

@@ -125,7 +125,13 @@ pub enum LoyaltyError {
     EmptyAdjustment,
     #[error("nothing to reverse for booking {0}")]
     NothingToReverse(BookingId),
+    #[error("an adjustment is at most {max} points either way")]
+    AdjustmentOutOfRange { max: i64 },
 }
+
+/// The largest adjustment an admin may make at once, either way. It keeps every balance far
+/// from `i64`'s limits, so the arithmetic on balances never overflows.
+pub const MAX_ADJUSTMENT: i64 = 1_000_000_000;
 
 /// The loyalty aggregate.
 #[derive(Debug)]
@@ -265,7 +271,12 @@ impl Aggregate for LoyaltyAggregate {
                 if *delta == 0 {
                     return Err(LoyaltyError::EmptyAdjustment);
                 }
-                if a.balance + delta < 0 {
+                if delta.checked_abs().is_none_or(|d| d > MAX_ADJUSTMENT) {
+                    return Err(LoyaltyError::AdjustmentOutOfRange {
+                        max: MAX_ADJUSTMENT,
+                    });
+                }
+                if a.balance.checked_add(*delta).is_none_or(|b| b < 0) {
                     return Err(LoyaltyError::InsufficientPoints {
                         balance: a.balance,
                         needed: -delta,

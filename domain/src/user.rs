@@ -154,6 +154,10 @@ pub enum UserError {
     HasRole(Role),
     #[error("the user does not have the role {0:?}")]
     LacksRole(Role),
+    #[error("an admin cannot erase themselves or give up their own admin role; ask another admin")]
+    SelfRemoval,
+    #[error("this would leave the platform without an admin")]
+    LastAdmin,
 }
 
 fn valid_name(name: &str) -> Result<String, UserError> {
@@ -291,13 +295,20 @@ pub struct EmailReservationAggregate;
 
 #[derive(Debug, Clone)]
 pub enum EmailReservationCommand {
-    Reserve { user_id: UserId },
+    Reserve {
+        user_id: UserId,
+    },
+    /// The owner was erased: the address is free for a new, unrelated account (ADR 0004).
+    Release {
+        user_id: UserId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum EmailReservationEvent {
     EmailReserved { user_id: UserId },
+    EmailReleased { user_id: UserId },
 }
 
 impl Aggregate for EmailReservationAggregate {
@@ -311,17 +322,27 @@ impl Aggregate for EmailReservationAggregate {
         state: &Option<UserId>,
         command: &EmailReservationCommand,
     ) -> Result<Vec<EmailReservationEvent>, UserError> {
-        let EmailReservationCommand::Reserve { user_id } = command;
-        match state {
-            Some(_) => Err(UserError::EmailTaken),
-            None => Ok(vec![EmailReservationEvent::EmailReserved {
-                user_id: *user_id,
-            }]),
+        match (command, state) {
+            (EmailReservationCommand::Reserve { .. }, Some(_)) => Err(UserError::EmailTaken),
+            (EmailReservationCommand::Reserve { user_id }, None) => {
+                Ok(vec![EmailReservationEvent::EmailReserved {
+                    user_id: *user_id,
+                }])
+            }
+            // Only the holder's erasure releases an address; anything else changes nothing.
+            (EmailReservationCommand::Release { user_id }, Some(holder)) if holder == user_id => {
+                Ok(vec![EmailReservationEvent::EmailReleased {
+                    user_id: *user_id,
+                }])
+            }
+            (EmailReservationCommand::Release { .. }, _) => Ok(Vec::new()),
         }
     }
 
     fn evolve(_: Option<UserId>, event: &EmailReservationEvent) -> Option<UserId> {
-        let EmailReservationEvent::EmailReserved { user_id } = event;
-        Some(*user_id)
+        match event {
+            EmailReservationEvent::EmailReserved { user_id } => Some(*user_id),
+            EmailReservationEvent::EmailReleased { .. } => None,
+        }
     }
 }

@@ -82,6 +82,8 @@ pub enum ValueError {
     Negative,
     #[error("seats must be between 1 and {max}, got {got}")]
     Seats { got: u32, max: u32 },
+    #[error("a price per seat is at most {max} minor units, got {got}")]
+    PriceTooHigh { got: i64, max: i64 },
 }
 
 /// An ISO 4217 currency code.
@@ -138,6 +140,22 @@ impl Money {
             return Err(ValueError::Negative);
         }
         Ok(Self { minor, currency })
+    }
+
+    /// The highest price per seat the platform accepts, in minor units (10,000,000.00 in a
+    /// two-decimal currency). With at most [`Seats::MAX`] seats a booking's total stays far
+    /// from `i64::MAX`, so totals, refunds and commissions never overflow.
+    pub const MAX_PRICE_MINOR: i64 = 1_000_000_000;
+
+    /// A price per seat: not negative and at most [`Money::MAX_PRICE_MINOR`].
+    pub fn price(minor: i64, currency: Currency) -> Result<Self, ValueError> {
+        if minor > Self::MAX_PRICE_MINOR {
+            return Err(ValueError::PriceTooHigh {
+                got: minor,
+                max: Self::MAX_PRICE_MINOR,
+            });
+        }
+        Self::new(minor, currency)
     }
 
     pub fn zero(currency: Currency) -> Self {

@@ -364,7 +364,16 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
         "SELECT p.name, p.state, p.active_generation, g.code_version, coalesce(g.position, 0),
                 h.position, p.owner_label, p.error, p.error_position, p.error_event_type,
                 b.generation, b.position, p.updated_at,
-                extract(epoch FROM now() - e.recorded_at)::float8
+                extract(epoch FROM now() - e.recorded_at)::float8,
+                EXISTS (
+                    SELECT 1 FROM pg_locks l, LATERAL (
+                        SELECT hashtext('tessera.projection.' || p.name)::int8 AS k
+                    ) lease
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                      AND l.classid::int8 = (lease.k >> 32) & 4294967295
+                      AND l.objid::int8 = lease.k & 4294967295
+                ) AS leased
          FROM projections p
          CROSS JOIN log_head h
          LEFT JOIN projection_generations g ON g.name = p.name AND g.generation = p.active_generation
@@ -383,7 +392,16 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
             let position: i64 = r.get(4);
             let head: i64 = r.get(5);
             let rebuilding: Option<i64> = r.get(10);
+            // The registry row says who took the lease last; the lease itself (a session
+            // advisory lock, gone with its connection) says whether anyone holds it now. A
+            // process that exited, gracefully or not, holds nothing.
+            let leased: bool = r.get(14);
             let state: String = r.get(1);
+            let state = if state == "live" && !leased {
+                "stopped".to_owned()
+            } else {
+                state
+            };
             ProjectionStatus {
                 name: r.get(0),
                 state: if rebuilding.is_some() && state != "failed" {
@@ -401,7 +419,7 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
                 } else {
                     0.0
                 },
-                owner: r.get(6),
+                owner: if leased { r.get(6) } else { None },
                 error: r.get(7),
                 error_position: r.get(8),
                 error_event_type: r.get(9),

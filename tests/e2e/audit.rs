@@ -216,6 +216,91 @@ async fn swapped_events_are_named() {
     assert!(out.contains("seal #1 over positions 1.."), "{out}");
 }
 
+/// Issue 19, point 16: two adjacent events of different streams swapped keep every stream's
+/// chain and order intact; the seal's witness names the first position that changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn adjacent_events_of_two_streams_swapped_are_named() {
+    let (db, dir) = sealed().await;
+    let a: i64 = sqlx::query_scalar(
+        "SELECT e.position FROM events e JOIN events n ON n.position = e.position + 1 \
+          WHERE n.stream_id <> e.stream_id ORDER BY e.position LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("two adjacent events of different streams");
+    let b = a + 1;
+    let mut tx = db.pool.begin().await.expect("tx");
+    for (from, to) in [(a, 1_000_000_000), (b, a), (1_000_000_000, b)] {
+        sqlx::query("UPDATE events SET position = $2 WHERE position = $1")
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await
+            .expect("swap");
+    }
+    tx.commit().await.expect("commit");
+    let (code, out) = verify(&db, dir.path()).await;
+    assert_eq!(code, 2, "{out}");
+    let first = first_problem(&out);
+    assert!(
+        first.starts_with(&format!("position {a}, seal #1")),
+        "{first}"
+    );
+    assert!(
+        first.contains("is not the one seal #1 sealed there"),
+        "{first}"
+    );
+}
+
+/// Issue 19, point 16: the sealer refuses a range that is not dense (an event was deleted
+/// before it was sealed), raises an alert, and seals nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sealer_refuses_a_range_with_a_hole() {
+    let (db, dir) = sealed().await;
+    // Unseal everything, then delete an event: the next seal would vouch for a hole.
+    sqlx::query("DELETE FROM log_seals")
+        .execute(&db.pool)
+        .await
+        .expect("unseal");
+    let hole: i64 = sqlx::query_scalar("SELECT position / 2 FROM log_head")
+        .fetch_one(&db.pool)
+        .await
+        .expect("head");
+    sqlx::query("DELETE FROM events WHERE position = $1")
+        .bind(hole)
+        .execute(&db.pool)
+        .await
+        .expect("tamper");
+    let out = tokio::time::timeout(
+        DEADLINE,
+        tessera(&db, dir.path(), &["audit", "seal"]).output(),
+    )
+    .await
+    .expect("seal finished before the deadline")
+    .expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refuses") && stderr.contains(&format!("position {hole}")),
+        "{stderr}"
+    );
+    let seals: i64 = sqlx::query_scalar("SELECT count(*) FROM log_seals")
+        .fetch_one(&db.pool)
+        .await
+        .expect("seals");
+    assert_eq!(seals, 0, "nothing was sealed");
+    let alerts: Vec<String> =
+        sqlx::query_scalar("SELECT problem FROM seal_alerts WHERE cleared_at IS NULL")
+            .fetch_all(&db.pool)
+            .await
+            .expect("alerts");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0].contains(&format!("position {hole}")),
+        "{alerts:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_stream_fails_the_seal_covering_it() {
     let (db, dir) = sealed().await;

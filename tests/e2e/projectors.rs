@@ -296,3 +296,117 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// Waits until every projection's status shows `state` and, when `owner` is given, an owner
+/// label ending with it (none otherwise).
+async fn status_shows(pool: &PgPool, state: &str, owner: Option<&str>) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = tessera_projections::status(pool).await.expect("status");
+        let shown = status.len() == PROJECTIONS
+            && status.iter().all(|s| {
+                s.state == state
+                    && match owner {
+                        Some(o) => s.owner.as_deref().is_some_and(|l| l.ends_with(o)),
+                        None => s.owner.is_none(),
+                    }
+            });
+        if shown {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed {state} / {owner:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `tessera projections status` reflects who holds each lease now: nobody after the projector
+/// was killed, nobody after it stopped gracefully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_who_holds_the_lease_now() {
+    let (db, dir) = loaded("tiny").await;
+    let (mut child, _logs) = project(&db, dir.path(), 50);
+    let pid = format!("pid {}", child.id().expect("running"));
+    status_shows(&db.pool, "live", Some(&pid)).await;
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+    status_shows(&db.pool, "stopped", None).await;
+
+    let (child, _logs) = project(&db, dir.path(), 50);
+    let pid = format!("pid {}", child.id().expect("running"));
+    status_shows(&db.pool, "live", Some(&pid)).await;
+    terminate(child).await;
+    status_shows(&db.pool, "stopped", None).await;
+}
+
+/// Issue 19, point 18: a rebuild swapped in by another process reaches a running `tessera
+/// serve` without any new event: its searches answer from the new generation (the API follows
+/// swaps at once through the progress channel, and within half a second through its safety-net
+/// read; its cached answers are keyed by generation as well as position).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_rebuild_reaches_a_running_serve_without_new_events() {
+    let (db, dir) = loaded("tiny").await;
+    let (projector, _logs) = project(&db, dir.path(), 50);
+    wait_for(&db.pool, "catch-up", all_caught_up).await;
+    let mut serve = tessera(&db, dir.path())
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn tessera serve");
+    let stdout = serve.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("stdout") {
+            if let Some(rest) = line.strip_prefix("Tessera API listening on ") {
+                return rest.trim().trim_end_matches("/api/v1").to_owned();
+            }
+        }
+        panic!("tessera serve exited before listening");
+    })
+    .await
+    .expect("tessera serve listened before the deadline");
+    let client = reqwest::Client::new();
+    let generation = || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let page: serde_json::Value = client
+                .get(format!("{url}/api/v1/listings?q=tour&limit=5"))
+                .send()
+                .await
+                .expect("search")
+                .json()
+                .await
+                .expect("json");
+            page["generation"].as_i64().expect("generation")
+        }
+    };
+    let before = generation().await;
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head")
+        .fetch_one(&db.pool)
+        .await
+        .expect("head");
+    let mut rebuild = tessera(&db, dir.path());
+    rebuild.args(["projections", "rebuild", "search"]);
+    run_to_end(rebuild).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let now = generation().await;
+        if now > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tessera serve still answers from generation {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after: i64 = sqlx::query_scalar("SELECT position FROM log_head")
+        .fetch_one(&db.pool)
+        .await
+        .expect("head");
+    assert_eq!(after, head, "no event was appended meanwhile");
+    terminate(serve).await;
+    terminate(projector).await;
+}

@@ -28,8 +28,14 @@ fn tessera(data_dir: &Path) -> Command {
 /// Spawns `tessera up` and waits (bounded) until it has printed its welcome; returns the child
 /// and every line printed until then.
 async fn start_up(data_dir: &Path) -> (Child, Vec<String>) {
+    start_up_with(data_dir, &[]).await
+}
+
+/// [`start_up`] with more arguments for `tessera up`.
+async fn start_up_with(data_dir: &Path, extra: &[&str]) -> (Child, Vec<String>) {
     let mut child = tessera(data_dir)
         .args(["up", "--addr", "127.0.0.1:0"])
+        .args(extra)
         .spawn()
         .expect("spawn tessera up");
     let stdout = child.stdout.take().expect("stdout");
@@ -202,11 +208,42 @@ async fn up_runs_the_demo_and_stops_cleanly() {
         "{booking}"
     );
 
+    // The sealer publishes the unsealed window as metrics.
+    let metrics_url = format!("{}/metrics", api.trim_end_matches("/api/v1"));
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let text = client
+            .get(&metrics_url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if text.contains("tessera_log_unsealed_events") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no unsealed gauge: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     stop(child).await;
     assert!(
         !server_running(&data),
         "the embedded PostgreSQL must be stopped on exit"
     );
+    // A clean stop seals what was left: nothing is outside a seal.
+    let verified = tessera(&data)
+        .args(["audit", "verify"])
+        .output()
+        .await
+        .expect("verify");
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{text}");
+    assert!(text.contains("unsealed: 0 events"), "{text}");
 
     // Again: the data folder is reused (same credentials, no re-initialisation, no reload).
     let (child, printed) = start_up(&data).await;
@@ -227,4 +264,137 @@ fn uuid_like() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     )
+}
+
+/// The postmasters running on `data_dir`'s cluster (a postmaster's command line names its data
+/// folder; its backends' do not).
+fn postmasters(data_dir: &Path) -> Vec<i32> {
+    let data = std::fs::canonicalize(data_dir)
+        .map(|d| d.join("pg/data").to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("postgres")) && args.contains(&data) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until no postmaster runs on `data_dir`.
+async fn no_postmaster_left(data_dir: &Path) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !postmasters(data_dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a postmaster is still running on {}: {:?}",
+            data_dir.display(),
+            postmasters(data_dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn kill9(child: &mut Child) {
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+}
+
+/// Whether the API printed by `tessera up` answers.
+async fn healthy(printed: &[String]) -> bool {
+    let api = find(printed, "API: ")
+        .trim_start_matches("API: ")
+        .split_whitespace()
+        .next()
+        .expect("url")
+        .trim_end_matches("/api/v1")
+        .to_owned();
+    reqwest::get(format!("{api}/healthz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Issue 19, point 12: `tessera up` killed with SIGKILL leaves its PostgreSQL running; the next
+/// `tessera up` reuses it and, on a clean stop, stops it (it owns what it reuses).
+#[tokio::test]
+async fn up_after_a_kill_owns_the_cluster_it_reuses() {
+    let dir = TempDir(std::env::temp_dir().join(format!("tessera-e2e-orphan-{}", uuid_like())));
+    let data = dir.0.clone();
+    let (mut child, _) = start_up_with(&data, &["--fixtures", "none"]).await;
+    kill9(&mut child).await;
+    assert_eq!(
+        postmasters(&data).len(),
+        1,
+        "the cluster outlives a SIGKILL"
+    );
+    let (child, printed) = start_up_with(&data, &["--fixtures", "none"]).await;
+    assert!(healthy(&printed).await);
+    stop(child).await;
+    no_postmaster_left(&data).await;
+}
+
+/// Issue 19, point 13: after PostgreSQL itself was killed with `tessera`, the first start
+/// recovers (a stale `postmaster.pid` is not a running server) and stops cleanly.
+#[tokio::test]
+async fn up_after_postgres_crashed_starts_at_the_first_attempt() {
+    let dir = TempDir(std::env::temp_dir().join(format!("tessera-e2e-crash-{}", uuid_like())));
+    let data = dir.0.clone();
+    let (mut child, _) = start_up_with(&data, &["--fixtures", "none"]).await;
+    let postmaster = postmasters(&data);
+    assert_eq!(postmaster.len(), 1);
+    kill9(&mut child).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(postmaster[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the postmaster");
+    assert!(
+        server_running(&data),
+        "the stale postmaster.pid stays behind"
+    );
+    let (child, printed) = start_up_with(&data, &["--fixtures", "none"]).await;
+    assert!(healthy(&printed).await);
+    stop(child).await;
+    no_postmaster_left(&data).await;
+}
+
+/// Issue 19, point 14: a taken address fails at once, in one line naming it and the flag, and
+/// before any other work (no cluster is even created).
+#[tokio::test]
+async fn up_on_a_taken_address_fails_first_in_one_line() {
+    let dir = TempDir(std::env::temp_dir().join(format!("tessera-e2e-port-{}", uuid_like())));
+    let data = dir.0.clone();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = tokio::time::timeout(
+        DEADLINE,
+        tessera(&data).args(["up", "--addr", &addr]).output(),
+    )
+    .await
+    .expect("tessera up gave up before the deadline")
+    .expect("run tessera up");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&addr) && lines[0].contains("--addr"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!data.join("pg").exists(), "no cluster was created");
 }

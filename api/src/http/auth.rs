@@ -24,6 +24,8 @@ use super::AppState;
 use super::error::ApiError;
 
 pub const ISSUER: &str = "tessera";
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
 pub const AUDIENCE: &str = "tessera-api";
 
 /// What an access token says.
@@ -35,6 +37,9 @@ pub struct Claims {
     pub sub: String,
     pub iat: i64,
     pub exp: i64,
+    /// Not valid before (optional; validated when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub jti: String,
     pub roles: Vec<Role>,
 }
@@ -63,7 +68,8 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 5;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -114,6 +120,7 @@ impl TokenKeys {
             sub: user.id.0.to_string(),
             iat: now.timestamp(),
             exp: now.timestamp() + self.access_ttl.as_secs() as i64,
+            nbf: None,
             jti: Uuid::new_v4().to_string(),
             roles: user.roles.iter().copied().collect(),
         };
@@ -126,11 +133,31 @@ impl TokenKeys {
             .map_err(|e| ApiError::Internal(format!("cannot sign a token: {e}")))
     }
 
-    /// Verifies signature, algorithm, expiry, issuer and audience.
+    /// Verifies signature, algorithm, expiry, not-before, issuer and audience; refuses a token
+    /// issued in the future (beyond the leeway) or living longer than the access-token
+    /// lifetime this deployment issues (a token we did not mint, whatever its signature).
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| ApiError::Unauthenticated(format!("the access token is not valid: {e}")))
+            .map_err(|e| {
+                ApiError::Unauthenticated(format!("the access token is not valid: {e}"))
+            })?;
+        let now = Utc::now().timestamp();
+        let leeway = LEEWAY_SECS as i64;
+        if claims.iat > now + leeway {
+            return Err(ApiError::Unauthenticated(
+                "the access token is not valid: it was issued in the future".into(),
+            ));
+        }
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        if lifetime > self.access_ttl.as_secs() as i64 + leeway {
+            return Err(ApiError::Unauthenticated(format!(
+                "the access token is not valid: it lives {lifetime} s, longer than the {} s this \
+                 deployment issues",
+                self.access_ttl.as_secs()
+            )));
+        }
+        Ok(claims)
     }
 }
 
@@ -191,9 +218,86 @@ impl FromRequestParts<AppState> for Caller {
         let user_id = Uuid::parse_str(&claims.sub).map_err(|_| {
             ApiError::Unauthenticated("the access token has no valid subject".into())
         })?;
+        // The token says who its holder was; the log says who they are now.
+        let Some(held) = state.principals.current(&*state.store, user_id).await? else {
+            return Err(ApiError::Unauthenticated(
+                "the account of this access token no longer exists".into(),
+            ));
+        };
         Ok(Caller {
             user_id: UserId(user_id),
-            roles: claims.roles.into_iter().collect(),
+            roles: claims
+                .roles
+                .into_iter()
+                .filter(|r| held.contains(r))
+                .collect(),
+        })
+    }
+}
+
+/// A set of roles a route admits (one of them is enough).
+pub trait RoleSet: Send + Sync + 'static {
+    const ROLES: &'static [Role];
+}
+
+/// Role sets of the API's routes.
+pub mod roles {
+    use super::{Role, RoleSet};
+
+    macro_rules! role_set {
+        ($($(#[$doc:meta])* $name:ident = [$($role:ident),+];)+) => {$(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $name;
+            impl RoleSet for $name {
+                const ROLES: &'static [Role] = &[$(Role::$role),+];
+            }
+        )+};
+    }
+
+    role_set! {
+        /// Customers.
+        Customer = [Customer];
+        /// Providers.
+        Provider = [Provider];
+        /// Providers, and admins acting for them.
+        ProviderOrAdmin = [Provider, Admin];
+        /// Admins.
+        Admin = [Admin];
+        /// Whoever reads statistics: admins, analysts, auditors.
+        Staff = [Admin, Analyst, Auditor];
+        /// Analysts and admins (projections).
+        AnalystOrAdmin = [Analyst, Admin];
+        /// Auditors and admins.
+        AuditorOrAdmin = [Auditor, Admin];
+    }
+}
+
+/// An authenticated caller holding one of `R`'s roles. An extractor, so that the role is checked
+/// before anything else about the request (its body, its query) is looked at: a caller without
+/// the role learns nothing about what the route would accept.
+#[derive(Debug, Clone)]
+pub struct Require<R: RoleSet> {
+    pub caller: Caller,
+    roles: std::marker::PhantomData<R>,
+}
+
+impl<R: RoleSet> std::ops::Deref for Require<R> {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl<R: RoleSet> FromRequestParts<AppState> for Require<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(R::ROLES)?;
+        Ok(Self {
+            caller,
+            roles: std::marker::PhantomData,
         })
     }
 }

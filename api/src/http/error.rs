@@ -97,6 +97,48 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error answered outside our own types (an extractor or layer), kept with its status.
+    #[error("{detail}")]
+    Status {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
+}
+
+impl ApiError {
+    /// The problem for an error response some layer or extractor produced as plain text.
+    pub fn from_status(status: StatusCode, text: String) -> Self {
+        use StatusCode as S;
+        let detail = text.trim().chars().take(500).collect::<String>();
+        match status {
+            S::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge {
+                limit: super::BODY_LIMIT,
+            },
+            S::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            S::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            S::SERVICE_UNAVAILABLE => Self::Unavailable(detail),
+            s if s.is_server_error() => Self::Internal(detail),
+            s => Self::Status {
+                status: s,
+                code: match s {
+                    S::BAD_REQUEST => "request.bad_request",
+                    S::UNAUTHORIZED => "auth.unauthenticated",
+                    S::FORBIDDEN => "auth.forbidden",
+                    S::NOT_FOUND => "request.no_route",
+                    S::REQUEST_TIMEOUT => "request.timeout",
+                    S::UNPROCESSABLE_ENTITY => "request.invalid",
+                    S::TOO_MANY_REQUESTS => "request.rate_limited",
+                    _ => "request.refused",
+                },
+                detail: if detail.is_empty() {
+                    s.canonical_reason().unwrap_or("refused").to_owned()
+                } else {
+                    detail
+                },
+            },
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -230,12 +272,19 @@ fn command(e: &CommandError) -> Mapped {
         CommandError::Payment(p) => domain("payment", format!("{p:?}"), S::CONFLICT),
         CommandError::Loyalty(l) => {
             let status = match l {
-                LoyaltyError::NonPositive | LoyaltyError::EmptyAdjustment => {
-                    S::UNPROCESSABLE_ENTITY
-                }
+                LoyaltyError::NonPositive
+                | LoyaltyError::EmptyAdjustment
+                | LoyaltyError::AdjustmentOutOfRange { .. } => S::UNPROCESSABLE_ENTITY,
                 _ => S::CONFLICT,
             };
-            domain("loyalty", format!("{l:?}"), status)
+            let mut m = domain("loyalty", format!("{l:?}"), status);
+            if matches!(l, LoyaltyError::AdjustmentOutOfRange { .. }) {
+                m.errors.push(FieldError {
+                    field: "delta".into(),
+                    message: l.to_string(),
+                });
+            }
+            m
         }
         CommandError::Review(r) => {
             let status = match r {
@@ -288,6 +337,16 @@ fn command(e: &CommandError) -> Mapped {
             retryable: true,
             ..mapped(S::CONFLICT, "request.contention")
         },
+        CommandError::Store(tessera_commands::store::StoreError::UnstorableText {
+            what, ..
+        }) => {
+            let mut m = mapped(S::UNPROCESSABLE_ENTITY, "request.unstorable_text");
+            m.errors.push(FieldError {
+                field: (*what).to_owned(),
+                message: "must not contain U+0000 (NUL)".into(),
+            });
+            m
+        }
         CommandError::Codec(_) | CommandError::Store(_) => {
             mapped(S::INTERNAL_SERVER_ERROR, "internal")
         }
@@ -305,6 +364,13 @@ impl ApiError {
                     message: m.clone(),
                 }],
                 ..mapped(S::UNPROCESSABLE_ENTITY, "request.invalid")
+            },
+            Self::Projection(ProjectionError::Unknown(name, known)) => Mapped {
+                errors: vec![FieldError {
+                    field: "names".into(),
+                    message: format!("unknown projection {name:?}; known: {known}"),
+                }],
+                ..mapped(S::UNPROCESSABLE_ENTITY, "projection.unknown")
             },
             Self::Projection(_) => mapped(S::INTERNAL_SERVER_ERROR, "internal"),
             Self::Unauthenticated(_) => mapped(S::UNAUTHORIZED, "auth.unauthenticated"),
@@ -335,6 +401,7 @@ impl ApiError {
             Self::NoRoute(_) => mapped(S::NOT_FOUND, "request.no_route"),
             Self::MethodNotAllowed => mapped(S::METHOD_NOT_ALLOWED, "request.method_not_allowed"),
             Self::Internal(_) => mapped(S::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Status { status, code, .. } => mapped(*status, *code),
         }
     }
 

@@ -7,9 +7,12 @@
 //! problem responses.
 
 pub mod auth;
+pub mod contract;
 pub mod error;
 pub mod positions;
+pub mod principals;
 pub mod routes;
+pub mod text;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,6 +103,8 @@ pub struct AppState {
     pub seal_public_key: [u8; 32],
     /// Personal-data keys (erasure destroys them).
     pub vault: Arc<tessera_commands::pii::Vault>,
+    /// Users' current roles, checked on every authenticated request.
+    pub principals: principals::Principals,
 }
 
 impl std::fmt::Debug for AppState {
@@ -160,6 +165,7 @@ impl AppState {
             metrics: parts.metrics,
             seal_public_key: parts.seal_public_key,
             vault: parts.vault,
+            principals: principals::Principals::new(),
         }
     }
 
@@ -168,22 +174,50 @@ impl AppState {
         self.limits.commands(user)
     }
 
-    /// Refuses with 429 when `email` is over its login rate.
-    pub fn limit_login(&self, email: &str) -> Result<(), ApiError> {
-        self.limits.login(email)
+    /// Refuses with 429 when `email` is over its login rate from `client`, or over its rate
+    /// from everywhere.
+    pub fn limit_login(&self, email: &str, client: std::net::IpAddr) -> Result<(), ApiError> {
+        self.limits.login(email, client)
+    }
+}
+
+/// The address of the client a request came from (the peer of its connection; `0.0.0.0` when
+/// the server was not started with connection info, as in `oneshot` tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip()),
+        ))
     }
 }
 
 /// Rate limits per login address and per user's commands.
+///
+/// Logins are limited per (address, client): a client guessing one account's password gets
+/// `login_per_minute` tries a minute, and someone elsewhere cannot lock the owner out by
+/// failing on purpose. A looser limit per address alone ([`LOGIN_ADDRESS_FACTOR`] times that)
+/// still bounds guessing spread over many clients.
 pub struct RateLimits {
-    login: DefaultKeyedRateLimiter<String>,
+    login: DefaultKeyedRateLimiter<(String, std::net::IpAddr)>,
+    login_address: DefaultKeyedRateLimiter<String>,
     commands: DefaultKeyedRateLimiter<uuid::Uuid>,
 }
+
+/// How many clients' worth of login attempts one address gets per minute in all.
+pub const LOGIN_ADDRESS_FACTOR: u32 = 10;
 
 impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimits")
-            .field("login_keys", &self.login.len())
+            .field("login_keys", &(self.login.len() + self.login_address.len()))
             .field("command_keys", &self.commands.len())
             .finish()
     }
@@ -193,6 +227,11 @@ impl RateLimits {
     pub fn new(c: &ApiConfig) -> Self {
         Self {
             login: RateLimiter::keyed(quota(c.login_per_minute, c.login_per_minute, true)),
+            login_address: RateLimiter::keyed(quota(
+                c.login_per_minute.saturating_mul(LOGIN_ADDRESS_FACTOR),
+                c.login_per_minute.saturating_mul(LOGIN_ADDRESS_FACTOR),
+                true,
+            )),
             commands: RateLimiter::keyed(quota(
                 c.commands_per_second,
                 c.commands_per_second * 2,
@@ -210,13 +249,16 @@ impl RateLimits {
             })
     }
 
-    /// Refuses with 429 when `email` is over its login rate.
-    pub fn login(&self, email: &str) -> Result<(), ApiError> {
+    /// Refuses with 429 when `email` is over its login rate from `client` or in all.
+    pub fn login(&self, email: &str, client: std::net::IpAddr) -> Result<(), ApiError> {
+        let limited = |not_until: governor::NotUntil<_>| ApiError::RateLimited {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        };
+        let email = email.trim().to_lowercase();
         self.login
-            .check_key(&email.trim().to_lowercase())
-            .map_err(|not_until| ApiError::RateLimited {
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            })
+            .check_key(&(email.clone(), client))
+            .map_err(limited)?;
+        self.login_address.check_key(&email).map_err(limited)
     }
 
     /// Forgets the state of every key whose limit has fully replenished (such a key is
@@ -227,15 +269,36 @@ impl RateLimits {
     pub fn forget_idle(&self) -> usize {
         self.login.retain_recent();
         self.login.shrink_to_fit();
+        self.login_address.retain_recent();
+        self.login_address.shrink_to_fit();
         self.commands.retain_recent();
         self.commands.shrink_to_fit();
-        self.login.len() + self.commands.len()
+        self.login.len() + self.login_address.len() + self.commands.len()
     }
 }
 
-/// `Json` whose rejections are problem responses (400 malformed, 415, 413, 422 with the field).
+/// `Json` whose rejections are problem responses (400 malformed, 415, 413, 422 with the field),
+/// and whose text passes the platform's text policy ([`text`]) before it is decoded.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`).
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
@@ -245,7 +308,27 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge { limit: BODY_LIMIT }
+                } else {
+                    ApiError::BadRequest {
+                        code: "request.unreadable_body",
+                        detail: r.body_text(),
+                    }
+                }
+            })?;
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_bytes(&bytes)?;
+        let refused = text::check(&value);
+        if !refused.is_empty() {
+            return Err(ApiError::Invalid(refused));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Self(value))
     }
 }
@@ -346,10 +429,44 @@ async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
+/// Makes every error answer a problem response, whatever produced it: the handlers' errors
+/// already are; this turns what a layer or an extractor outside our own types answers (axum's
+/// rejections, the body limit, a panic caught by a layer) into one too, with the status kept
+/// and a code named after it.
+async fn problems_only(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let error = error::ApiError::from_status(status, text);
+    let mut converted = error.into_response();
+    for name in [axum::http::header::RETRY_AFTER, axum::http::header::ALLOW] {
+        if let Some(v) = parts.headers.get(&name) {
+            converted.headers_mut().insert(name, v.clone());
+        }
+    }
+    converted
+}
+
 /// The whole router, with its OpenAPI document served at `/api/v1/openapi.json`.
 pub fn router(state: AppState) -> axum::Router {
     let (api, openapi) = routes::api().split_for_parts();
-    let openapi = Arc::new(document(openapi));
+    let openapi = Arc::new(contract::complete(
+        serde_json::to_value(document(openapi)).unwrap_or_default(),
+    ));
     let doc = {
         let openapi = openapi.clone();
         move || {
@@ -366,15 +483,18 @@ pub fn router(state: AppState) -> axum::Router {
         .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(problems_only))
         .layer(axum::middleware::from_fn(request_context))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
-/// The OpenAPI document (for tests and `tessera openapi`).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    document(routes::api().split_for_parts().1)
+/// The OpenAPI document as served (for tests and tools).
+pub fn openapi() -> serde_json::Value {
+    contract::complete(
+        serde_json::to_value(document(routes::api().split_for_parts().1)).unwrap_or_default(),
+    )
 }
 
 /// The whole document: the `/api/v1` routes (its server) and the operations endpoints, which
@@ -422,9 +542,12 @@ pub async fn serve(
             }
         }
     });
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     sweeper.abort();
     served
 }
@@ -446,14 +569,15 @@ mod rate_limit_tests {
                 .commands(uuid::Uuid::from_u128(i))
                 .expect("under the limit");
         }
+        let client = std::net::IpAddr::from([127, 0, 0, 1]);
         limits
-            .login("someone@example.test")
+            .login("someone@example.test", client)
             .expect("first login attempt");
         // One command cell replenishes within a millisecond; the login one needs a minute.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let tracked = limits.forget_idle();
-            if tracked == 1 {
+            if tracked == 2 {
                 break;
             }
             assert!(
@@ -463,8 +587,17 @@ mod rate_limit_tests {
             std::thread::yield_now();
         }
         assert!(
-            limits.login("SOMEONE@example.test ").is_err(),
+            limits.login("SOMEONE@example.test ", client).is_err(),
             "the address that is still limited was kept"
+        );
+        assert!(
+            limits
+                .login(
+                    "someone@example.test",
+                    std::net::IpAddr::from([10, 0, 0, 9])
+                )
+                .is_ok(),
+            "another client is not locked out by the first one's failures"
         );
     }
 }

@@ -147,6 +147,18 @@ impl Positions {
         self.at(projection).map_or(0, |at| at.position)
     }
 
+    /// A number that changes whenever any of `projections` moves or swaps generations (a
+    /// rebuilt generation may reach the same position as the one it replaced): what cached
+    /// answers are keyed by.
+    pub fn version(&self, projections: &[&str]) -> i64 {
+        let snapshot = self.rx.borrow();
+        projections
+            .iter()
+            .filter_map(|p| snapshot.get(*p))
+            .map(|at| at.generation.wrapping_shl(40).wrapping_add(at.position))
+            .fold(0i64, i64::wrapping_add)
+    }
+
     /// The active generation of `projection` and its position, as last seen.
     pub fn at(&self, projection: &str) -> Option<At> {
         self.rx.borrow().get(projection).copied()
@@ -221,6 +233,20 @@ async fn read(pool: &PgPool) -> sqlx::Result<HashMap<String, At>> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MinPosition(pub Option<i64>);
 
+/// The `Tessera-Min-Position` header, as documented on every query that reads read models (the
+/// OpenAPI document adds its 400 and 503 answers to each operation that declares it).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct MinPositionHeader {
+    /// Answer once the read models have reached this log position (a command's
+    /// `Tessera-Position`). A position beyond the log's head is refused at once (400
+    /// `request.position_beyond_head`); one the read models do not reach within the wait
+    /// answers 503 `read.not_yet_consistent` with `Retry-After`.
+    #[serde(rename = "Tessera-Min-Position")]
+    #[param(minimum = 0)]
+    pub tessera_min_position: Option<i64>,
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     type Rejection = ApiError;
 
@@ -260,7 +286,31 @@ pub mod reads {
 
 impl AppState {
     /// Waits for the projections behind a query (see [`Positions::wait_for`]).
+    ///
+    /// A minimum beyond the log's head is refused at once (400 `request.position_beyond_head`):
+    /// every position a command answers with is in the log before the answer leaves, so such a
+    /// position was never handed out and waiting for it could only time out. The head is read
+    /// only when a projection is behind the minimum, never on the fast path.
     pub async fn read_after(&self, projections: &[&str], min: MinPosition) -> Result<(), ApiError> {
+        if let Some(wanted) = min.0
+            && projections
+                .iter()
+                .any(|p| self.positions.current(p) < wanted)
+        {
+            let head =
+                self.store.head().await.map_err(|e| {
+                    ApiError::Command(tessera_commands::error::CommandError::Store(e))
+                })?;
+            if wanted > head.0 as i64 {
+                return Err(ApiError::BadRequest {
+                    code: "request.position_beyond_head",
+                    detail: format!(
+                        "position {wanted} is beyond the log's head ({}): no command answered it",
+                        head.0
+                    ),
+                });
+            }
+        }
         self.positions.wait_for(projections, min.0).await
     }
 }

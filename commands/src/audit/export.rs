@@ -60,6 +60,9 @@ struct SealOut {
     signature: String,
     public_key: String,
     sealed_at: DateTime<Utc>,
+    /// SHA-256 of the seal's leaf digests (v2 seals), which its hash covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    witness: Option<String>,
 }
 
 impl From<&Seal> for SealOut {
@@ -75,6 +78,7 @@ impl From<&Seal> for SealOut {
             signature: hex::encode(&s.signature),
             public_key: hex::encode(&s.public_key),
             sealed_at: s.sealed_at,
+            witness: s.witness.map(|w| w.to_hex()),
         }
     }
 }
@@ -349,6 +353,7 @@ pub async fn verify_export<R: AsyncBufRead + Unpin>(
                 signature: hex::decode(&s.signature).unwrap_or_default(),
                 public_key: hex::decode(&s.public_key).unwrap_or_default(),
                 sealed_at: s.sealed_at,
+                witness: s.witness.as_deref().and_then(hex32),
             };
             if seal.recomputed_hash() != seal.seal_hash {
                 check.bad(format!(

@@ -31,4 +31,7 @@ pub enum AuditError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The range to seal is not dense or not chained: nothing was sealed.
+    #[error("the sealer refuses positions {from}..{to}: {problem}")]
+    SealRefused { from: u64, to: u64, problem: String },
 }

@@ -110,13 +110,19 @@ pub struct Seal {
     #[serde(serialize_with = "as_hex")]
     pub public_key: Vec<u8>,
     pub sealed_at: DateTime<Utc>,
+    /// SHA-256 of the seal's leaf digests (format v2; `None` for seals made before them).
+    pub witness: Option<Hash>,
 }
+
+/// Bytes of each event's Merkle leaf a v2 seal keeps as its witness.
+pub const DIGEST_LEN: usize = 8;
 
 fn as_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(bytes))
 }
 
-/// What a seal's hash (and so its signature) covers.
+/// What a seal's hash (and so its signature) covers. A v2 seal (with a `witness`) covers its
+/// witness too, so its leaf digests cannot be rewritten or dropped without breaking it.
 #[allow(clippy::too_many_arguments)]
 pub fn seal_hash(
     seq: u64,
@@ -126,9 +132,14 @@ pub fn seal_hash(
     merkle_root: &Hash,
     previous_hash: &Hash,
     sealed_at: DateTime<Utc>,
+    witness: Option<&Hash>,
 ) -> Hash {
     let mut h = Sha256::new();
-    h.update(b"tessera-seal-v1");
+    h.update(if witness.is_some() {
+        b"tessera-seal-v2"
+    } else {
+        b"tessera-seal-v1"
+    });
     h.update(seq.to_be_bytes());
     h.update(from_position.to_be_bytes());
     h.update(to_position.to_be_bytes());
@@ -136,7 +147,15 @@ pub fn seal_hash(
     h.update(merkle_root.0);
     h.update(previous_hash.0);
     h.update(sealed_at.timestamp_micros().to_be_bytes());
+    if let Some(w) = witness {
+        h.update(w.0);
+    }
     Hash(h.finalize().into())
+}
+
+/// The witness of a seal's leaf digests.
+pub fn witness_of(digests: &[u8]) -> Hash {
+    Hash(Sha256::digest(digests).into())
 }
 
 impl Seal {
@@ -150,8 +169,23 @@ impl Seal {
             &self.merkle_root,
             &self.previous_hash,
             self.sealed_at,
+            self.witness.as_ref(),
         )
     }
+}
+
+/// The leaf digests of seal `seq` (v2 seals), if it has them and they match its witness.
+pub async fn leaf_digests(pool: &PgPool, seal: &Seal) -> Result<Option<Vec<u8>>, AuditError> {
+    let Some(witness) = seal.witness else {
+        return Ok(None);
+    };
+    let digests: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT leaf_digests FROM log_seals WHERE seq = $1")
+            .bind(seal.seq as i64)
+            .fetch_optional(pool)
+            .await?
+            .flatten();
+    Ok(digests.filter(|d| witness_of(d) == witness))
 }
 
 #[derive(sqlx::FromRow)]
@@ -166,6 +200,7 @@ pub(crate) struct SealRow {
     signature: Vec<u8>,
     public_key: Vec<u8>,
     sealed_at: DateTime<Utc>,
+    witness: Option<Vec<u8>>,
 }
 
 /// A 32-byte column as a hash (anything else becomes zeros, which no check accepts).
@@ -186,12 +221,13 @@ impl From<SealRow> for Seal {
             signature: r.signature,
             public_key: r.public_key,
             sealed_at: r.sealed_at,
+            witness: r.witness.as_deref().map(hash_of),
         }
     }
 }
 
 pub(crate) const SEAL_COLUMNS: &str = "seq, from_position, to_position, event_count, merkle_root, \
-     previous_hash, seal_hash, signature, public_key, sealed_at";
+     previous_hash, seal_hash, signature, public_key, sealed_at, witness";
 
 /// Every seal, in order.
 pub async fn list_seals(pool: &PgPool) -> Result<Vec<Seal>, AuditError> {
@@ -205,6 +241,11 @@ pub async fn list_seals(pool: &PgPool) -> Result<Vec<Seal>, AuditError> {
 
 /// Seals every committed event after the last seal, in ranges of at most `max_range` positions.
 /// Returns the new seals (none when another sealer holds the turn or nothing is new).
+///
+/// A seal vouches for what it covers, so the range is checked first, as `verify` would: every
+/// position present once (dense) and every event following its stream's chain. A range that is
+/// not is refused ([`AuditError::SealRefused`]) and an alert is raised (`seal_alerts`, which
+/// `/readyz` reports); nothing is sealed until the log is repaired.
 pub async fn seal_now(
     pool: &PgPool,
     key: &SealKey,
@@ -233,11 +274,28 @@ pub async fn seal_now(
         None => (0, 0, Hash([0; 32])),
     };
     let head = head as u64;
+    if sealed_to >= head {
+        return Ok(Vec::new());
+    }
+    let report = super::verify::verify(
+        pool,
+        &super::verify::VerifyOptions {
+            from: Some(sealed_to + 1),
+            to: Some(head),
+            trusted_key: key.public_key(),
+        },
+        &mut |_, _| {},
+    )
+    .await?;
+    if let Some(problem) = report.problems.iter().find(|p| p.position > sealed_to) {
+        return Err(refuse(pool, sealed_to + 1, head, problem.to_string()).await);
+    }
     let mut seals = Vec::new();
     while sealed_to < head {
         let from = sealed_to + 1;
         let to = head.min(sealed_to + max_range);
         let mut tree = MerkleBuilder::new();
+        let mut digests = Vec::with_capacity(((to - from + 1) as usize) * DIGEST_LEN);
         {
             let mut rows = sqlx::query_as::<_, (i64, Vec<u8>)>(
                 "SELECT position, hash FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position",
@@ -245,14 +303,40 @@ pub async fn seal_now(
             .bind(from as i64)
             .bind(to as i64)
             .fetch(&mut *tx);
+            let mut expected = from;
             while let Some((position, hash)) = rows.try_next().await? {
-                tree.push(leaf(position as u64, &hash_of(&hash)));
+                if position as u64 != expected {
+                    drop(rows);
+                    let problem = format!(
+                        "position {expected} holds no event (the next one is at {position})"
+                    );
+                    return Err(refuse(pool, from, to, problem).await);
+                }
+                expected += 1;
+                let leaf = leaf(position as u64, &hash_of(&hash));
+                digests.extend_from_slice(&leaf.0[..DIGEST_LEN]);
+                tree.push(leaf);
+            }
+            if expected != to + 1 {
+                drop(rows);
+                let problem = format!("positions {expected}..{to} hold no event");
+                return Err(refuse(pool, from, to, problem).await);
             }
         }
         seq += 1;
         let sealed_at = Utc::now().trunc_subsecs(6);
         let root = tree.root();
-        let hash = seal_hash(seq, from, to, tree.leaves(), &root, &previous, sealed_at);
+        let witness = witness_of(&digests);
+        let hash = seal_hash(
+            seq,
+            from,
+            to,
+            tree.leaves(),
+            &root,
+            &previous,
+            sealed_at,
+            Some(&witness),
+        );
         let seal = Seal {
             seq,
             from_position: from,
@@ -264,11 +348,12 @@ pub async fn seal_now(
             signature: key.sign(&hash.0),
             public_key: key.public_key().to_vec(),
             sealed_at,
+            witness: Some(witness),
         };
         sqlx::query(
             "INSERT INTO log_seals (seq, from_position, to_position, event_count, merkle_root, \
-             previous_hash, seal_hash, signature, public_key, sealed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             previous_hash, seal_hash, signature, public_key, sealed_at, leaf_digests, witness) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(seal.seq as i64)
         .bind(seal.from_position as i64)
@@ -280,18 +365,76 @@ pub async fn seal_now(
         .bind(seal.signature.as_slice())
         .bind(seal.public_key.as_slice())
         .bind(seal.sealed_at)
+        .bind(digests.as_slice())
+        .bind(witness.0.as_slice())
         .execute(&mut *tx)
         .await?;
         previous = hash;
         sealed_to = to;
         seals.push(seal);
     }
+    // What is sealed now was sound: alerts about it are over.
+    sqlx::query(
+        "UPDATE seal_alerts SET cleared_at = now() WHERE cleared_at IS NULL AND from_position <= $1",
+    )
+    .bind(sealed_to as i64)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(seals)
 }
 
-/// Seals periodically until `stopped` turns true (the sealing process of `tessera up` and
-/// `tessera audit seal --follow`).
+/// Raises the alert for a refused range (once while it stays open) and builds the error.
+async fn refuse(pool: &PgPool, from: u64, to: u64, problem: String) -> AuditError {
+    tracing::error!(from, to, %problem, "the sealer refuses a range that is not dense and chained");
+    metrics::counter!("tessera_seal_refusals_total").increment(1);
+    let raised = sqlx::query(
+        "INSERT INTO seal_alerts (from_position, to_position, problem)
+         SELECT $1, $2, $3 WHERE NOT EXISTS (
+             SELECT 1 FROM seal_alerts WHERE cleared_at IS NULL AND from_position = $1 AND problem = $3)",
+    )
+    .bind(from as i64)
+    .bind(to as i64)
+    .bind(&problem)
+    .execute(pool)
+    .await;
+    if let Err(e) = raised {
+        tracing::error!(error = %e, "cannot record the sealing alert");
+    }
+    AuditError::SealRefused { from, to, problem }
+}
+
+/// Open sealing alerts: (raised at, first position, last position, problem).
+pub async fn open_alerts(
+    pool: &PgPool,
+) -> Result<Vec<(DateTime<Utc>, i64, i64, String)>, AuditError> {
+    Ok(sqlx::query_as(
+        "SELECT raised_at, from_position, to_position, problem FROM seal_alerts
+          WHERE cleared_at IS NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The unsealed window: events after the last seal, and how long ago the oldest of them was
+/// recorded (0 when there are none).
+pub async fn unsealed(pool: &PgPool) -> Result<(u64, f64), AuditError> {
+    let (count, age): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT h.position - coalesce(s.to_position, 0),
+                extract(epoch FROM now() - e.recorded_at)::float8
+           FROM log_head h
+           LEFT JOIN LATERAL (SELECT to_position FROM log_seals ORDER BY seq DESC LIMIT 1) s ON true
+           LEFT JOIN events e ON e.position = coalesce(s.to_position, 0) + 1
+          WHERE h.id = 1",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((count.max(0) as u64, age.unwrap_or(0.0).max(0.0)))
+}
+
+/// Seals periodically until `stopped` turns true, and once more when it does (so a clean stop
+/// leaves nothing unsealed): the sealing process of `tessera up`. Each round also publishes the
+/// unsealed window as metrics (`tessera_log_unsealed_events`, `tessera_log_unsealed_age_seconds`).
 pub async fn run_sealer(
     pool: PgPool,
     key: SealKey,
@@ -301,17 +444,26 @@ pub async fn run_sealer(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            _ = tick.tick() => {}
-        }
+        let last_round = tokio::select! {
+            _ = stopped.changed() => true,
+            _ = tick.tick() => false,
+        };
         match seal_now(&pool, &key, DEFAULT_SEAL_RANGE).await {
             Ok(seals) => {
                 for s in seals {
                     tracing::info!(seq = s.seq, from = s.from_position, to = s.to_position, root = %s.merkle_root, "log sealed");
                 }
             }
+            // Already logged at error, counted and recorded as an alert.
+            Err(AuditError::SealRefused { .. }) => {}
             Err(e) => tracing::error!(error = %e, "sealing the log failed"),
+        }
+        if let Ok((count, age)) = unsealed(&pool).await {
+            metrics::gauge!("tessera_log_unsealed_events").set(count as f64);
+            metrics::gauge!("tessera_log_unsealed_age_seconds").set(age);
+        }
+        if last_round {
+            break;
         }
     }
 }

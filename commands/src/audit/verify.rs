@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use super::AuditError;
 use super::merkle::{MerkleBuilder, leaf};
-use super::seal::{Seal, signature_holds};
+use super::seal::{DIGEST_LEN, Seal, signature_holds};
 use crate::store::postgres::EventRow;
 use crate::store::{GENESIS_HASH, Hash, chain_hash};
 
@@ -41,6 +41,9 @@ pub enum ProblemKind {
     Unreadable,
     /// The Merkle root of a seal's range does not match the log.
     SealRootMismatch,
+    /// The event at a sealed position is not the one the seal's witness recorded there
+    /// (moved, swapped, replaced): the first such position of a seal whose root differs.
+    SealedEventMismatch,
     /// A seal's fields do not hash to its stored hash.
     SealHashMismatch,
     /// A seal's signature is invalid, or made with another key than the trusted one.
@@ -98,6 +101,9 @@ pub struct VerifyReport {
     pub seals: u64,
     /// Events after the last seal (checked by their chains only).
     pub unsealed_events: u64,
+    /// How long ago the oldest unsealed event was recorded, in seconds (0 when none): the
+    /// window in which deleting the newest events and lowering the head goes unnoticed.
+    pub unsealed_age_seconds: f64,
     pub trusted_key: String,
     /// The first problems in log order (at most 1,000).
     pub problems: Vec<Problem>,
@@ -147,6 +153,33 @@ impl Problems {
 struct OpenSeal<'a> {
     seal: &'a Seal,
     tree: MerkleBuilder,
+    /// The seal's witness (v2 seals): each sealed leaf's first bytes, in position order.
+    digests: Option<Vec<u8>>,
+    /// The first position whose leaf differs from the witness, if any.
+    first_changed: Option<u64>,
+}
+
+impl<'a> OpenSeal<'a> {
+    async fn open(pool: &PgPool, seal: &'a Seal) -> Result<Self, AuditError> {
+        Ok(Self {
+            seal,
+            tree: MerkleBuilder::new(),
+            digests: super::seal::leaf_digests(pool, seal).await?,
+            first_changed: None,
+        })
+    }
+
+    fn push(&mut self, position: u64, leaf: Hash) {
+        if self.first_changed.is_none()
+            && let Some(d) = &self.digests
+        {
+            let at = (position - self.seal.from_position) as usize * DIGEST_LEN;
+            if d.get(at..at + DIGEST_LEN) != Some(&leaf.0[..DIGEST_LEN]) {
+                self.first_changed = Some(position);
+            }
+        }
+        self.tree.push(leaf);
+    }
 }
 
 /// Verifies chains, positions and seals; `progress` receives the number of positions done.
@@ -244,6 +277,20 @@ pub async fn verify(
     let close = |open: OpenSeal<'_>, problems: &mut Problems| {
         let s = open.seal;
         if open.tree.root() != s.merkle_root || open.tree.leaves() != s.event_count {
+            if let Some(position) = open.first_changed {
+                problems.add(Problem {
+                    position,
+                    kind: ProblemKind::SealedEventMismatch,
+                    stream: None,
+                    version: None,
+                    seal: Some(s.seq),
+                    detail: format!(
+                        "the event at position {position} is not the one seal #{} sealed there: \
+                         it was moved, swapped with another or replaced",
+                        s.seq
+                    ),
+                });
+            }
             problems.add(Problem {
                 position: s.to_position,
                 kind: ProblemKind::SealRootMismatch,
@@ -309,18 +356,9 @@ pub async fn verify(
                 let s = seals[next_seal];
                 next_seal += 1;
                 if position <= s.to_position {
-                    open = Some(OpenSeal {
-                        seal: s,
-                        tree: MerkleBuilder::new(),
-                    });
+                    open = Some(OpenSeal::open(pool, s).await?);
                 } else {
-                    close(
-                        OpenSeal {
-                            seal: s,
-                            tree: MerkleBuilder::new(),
-                        },
-                        &mut problems,
-                    );
+                    close(OpenSeal::open(pool, s).await?, &mut problems);
                 }
             }
             if position > expected {
@@ -357,7 +395,7 @@ pub async fn verify(
                 }
             };
             if let Some(o) = open.as_mut() {
-                o.tree.push(leaf(position, &event.hash));
+                o.push(position, leaf(position, &event.hash));
             }
             let mut bad = |kind, detail: String| {
                 problems.add(Problem {
@@ -426,13 +464,7 @@ pub async fn verify(
         close(o, &mut problems);
     }
     for s in &seals[next_seal..] {
-        close(
-            OpenSeal {
-                seal: s,
-                tree: MerkleBuilder::new(),
-            },
-            &mut problems,
-        );
+        close(OpenSeal::open(pool, s).await?, &mut problems);
     }
     problems.trim();
     let sealed_to = all_seals.last().map_or(0, |s| s.to_position);
@@ -443,6 +475,7 @@ pub async fn verify(
         events,
         seals: all_seals.len() as u64,
         unsealed_events: head.saturating_sub(sealed_to),
+        unsealed_age_seconds: super::seal::unsealed(pool).await?.1,
         trusted_key: hex::encode(options.trusted_key),
         problems: problems.kept,
         total_problems: problems.total,

@@ -69,6 +69,9 @@ pub struct EmbeddedOptions {
     pub durable: bool,
     /// `max_connections` of the server.
     pub max_connections: u32,
+    /// Leave the server running when this process stops using it (for a cluster shared by
+    /// processes that come and go, like the test harness's).
+    pub keep_running: bool,
 }
 
 impl EmbeddedOptions {
@@ -77,6 +80,7 @@ impl EmbeddedOptions {
             root: root.into(),
             durable: true,
             max_connections: 100,
+            keep_running: false,
         }
     }
 }
@@ -103,6 +107,12 @@ pub struct EmbeddedPostgres {
     credentials: Credentials,
     port: u16,
     started_here: bool,
+    /// A shared lock on `users.lock`, held for as long as this process uses the cluster: the
+    /// last process to let go of it (the one that can take it exclusively) stops the server,
+    /// whether it started it or found it running (after a crash of the process that started it).
+    users: Option<fs::File>,
+    /// Keep the server running when this process stops (the test harness's shared cluster).
+    keep_running: bool,
 }
 
 impl EmbeddedPostgres {
@@ -169,6 +179,19 @@ impl EmbeddedPostgres {
             credentials
         };
 
+        // Registered as a user of the cluster before it is started or reused, under the start
+        // lock: a process stopping meanwhile sees this one and leaves the server running.
+        let users_path = root.join("users.lock");
+        let users = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&users_path)
+            .map_err(io_err("open the users lock file", &users_path))?;
+        users
+            .lock_shared()
+            .map_err(io_err("lock the users lock file", &users_path))?;
+
         let mut me = Self {
             bin_dir,
             data_dir,
@@ -176,17 +199,88 @@ impl EmbeddedPostgres {
             credentials,
             port: 0,
             started_here: false,
+            users: Some(users),
+            keep_running: options.keep_running,
         };
-        if let Some(port) = me.running_port().await? {
-            tracing::info!(port, data = %me.data_dir.display(), "reusing the running embedded PostgreSQL");
-            me.port = port;
-        } else {
-            me.start_server(&pg_dir).await?;
-            me.started_here = true;
+        match me.running_port().await? {
+            Some(port) if me.answers(port).await => {
+                tracing::info!(port, data = %me.data_dir.display(), "reusing the running embedded PostgreSQL");
+                me.port = port;
+            }
+            found => {
+                if let Some(port) = found {
+                    tracing::warn!(
+                        port,
+                        data = %me.data_dir.display(),
+                        "postmaster.pid names a server that does not answer (a crash?); starting a new one"
+                    );
+                    // Its pid now belongs to another process (or to none): the file is stale,
+                    // and the server would refuse to start over it.
+                    if !me.postmaster_is_ours() {
+                        let pid_file = me.data_dir.join("postmaster.pid");
+                        fs::remove_file(&pid_file)
+                            .map_err(io_err("remove a stale postmaster.pid", &pid_file))?;
+                    }
+                }
+                me.start_server(&pg_dir).await?;
+                me.started_here = true;
+            }
         }
         drop(lock);
         me.wait_ready().await?;
         Ok(me)
+    }
+
+    /// Whether a server of this data folder answers on `port`: the postmaster named in
+    /// `postmaster.pid` is alive and is a `postgres` process of this data folder (not a process
+    /// that happens to have its old pid), and it accepts connections within a few seconds (it
+    /// may still be starting or recovering).
+    async fn answers(&self, port: u16) -> bool {
+        if !self.postmaster_is_ours() {
+            return false;
+        }
+        let options = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username(&self.credentials.user)
+            .password(&self.credentials.password)
+            .database("postgres");
+        for _ in 0..50 {
+            if let Ok(conn) = options.connect().await {
+                let _ = sqlx::Connection::close(conn).await;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Whether the pid in `postmaster.pid` is a live `postgres` process of this data folder.
+    fn postmaster_is_ours(&self) -> bool {
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let pid: Option<u32> = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()));
+        let Some(pid) = pid else { return false };
+        let ours = fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_postgres = args
+                .first()
+                .is_some_and(|a| a.ends_with("postgres") || a.ends_with("postmaster"));
+            let data = self.data_dir.to_string_lossy();
+            is_postgres && args.iter().any(|a| a.as_str() == data)
+        });
+        // A thread id is a pid too: the postmaster is a process, its own thread-group leader.
+        let leader = fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .is_some_and(|tgid| tgid.trim() == pid.to_string())
+        });
+        ours && leader
     }
 
     /// Connection options for one database of the cluster.
@@ -217,9 +311,30 @@ impl EmbeddedPostgres {
         self.started_here
     }
 
-    /// Stops the server if this process started it.
-    pub async fn stop(self) -> Result<(), EmbeddedError> {
-        if !self.started_here {
+    /// Stops the server when this process is the last one using it (whether it started the
+    /// server or found it running); leaves it running for the others otherwise, or when the
+    /// options asked to keep it running.
+    pub async fn stop(mut self) -> Result<(), EmbeddedError> {
+        let Some(users) = self.users.take() else {
+            return Ok(());
+        };
+        if self.keep_running {
+            return Ok(());
+        }
+        // Converting the shared lock to an exclusive one succeeds only when nobody else holds it.
+        let last = match users.try_lock() {
+            Ok(()) => true,
+            Err(fs::TryLockError::WouldBlock) => false,
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(EmbeddedError::Io {
+                    what: "lock the users lock file",
+                    path: self.data_dir.clone(),
+                    source: e,
+                });
+            }
+        };
+        if !last {
+            tracing::info!("other processes use the embedded PostgreSQL: leaving it running");
             return Ok(());
         }
         let mut cmd = self.pg_ctl();
@@ -261,7 +376,12 @@ impl EmbeddedPostgres {
     async fn start_server(&mut self, pg_dir: &Path) -> Result<(), EmbeddedError> {
         let log = pg_dir.join("server.log");
         let mut last_error = None;
-        for _ in 0..3 {
+        // After a crash of the postmaster its orphaned backends hold the old shared memory for
+        // a moment, and a start fails until they are gone: retry, with a pause, a while.
+        for attempt in 0..10 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
             let port = free_port()?;
             let mut cmd = self.pg_ctl();
             cmd.arg("start")

@@ -36,6 +36,35 @@ impl Default for StreamHead {
     }
 }
 
+/// Where an event holds text no store can keep as it is: U+0000 (PostgreSQL's `jsonb` and
+/// `text` refuse it, other stores would keep what the first one cannot). The API refuses such
+/// text at its boundary; this is the log's own guard, whatever the caller.
+fn unstorable_text(e: &crate::store::NewEvent) -> Option<&'static str> {
+    // In JSON text a NUL can only appear escaped, as `\u0000` after an odd run of backslashes
+    // (an even run is escaped backslashes followed by the letters `u0000`).
+    let data = e.data().as_bytes();
+    let escaped_nul = data.windows(6).enumerate().any(|(i, w)| {
+        w == b"\\u0000" && data[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    });
+    if escaped_nul || data.contains(&0) {
+        return Some("data");
+    }
+    if e.metadata.actor.contains('\0') {
+        return Some("actor");
+    }
+    if e.metadata
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains('\0'))
+    {
+        return Some("reason");
+    }
+    if e.event_type.contains('\0') {
+        return Some("event type");
+    }
+    None
+}
+
 /// Checks the shape of an append before it reaches any store.
 pub(crate) fn validate(writes: &[StreamWrite]) -> Result<(), StoreError> {
     let invalid = |reason: String| Err(StoreError::InvalidAppend { reason });
@@ -62,6 +91,12 @@ pub(crate) fn validate(writes: &[StreamWrite]) -> Result<(), StoreError> {
                     "event id {} appears twice in one append",
                     e.event_id
                 ));
+            }
+            if let Some(what) = unstorable_text(e) {
+                return Err(StoreError::UnstorableText {
+                    event_id: e.event_id,
+                    what,
+                });
             }
             if e.event_type.is_empty() || e.event_type.len() > 200 {
                 return invalid(format!(

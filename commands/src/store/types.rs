@@ -367,6 +367,9 @@ pub enum StoreError {
     InvalidStreamId { stream: String, reason: String },
     #[error("invalid append: {reason}")]
     InvalidAppend { reason: String },
+    /// The event's text holds what the log does not store (U+0000); nothing was written.
+    #[error("event {event_id} holds text the log does not store (U+0000 in its {what})")]
+    UnstorableText { event_id: Uuid, what: &'static str },
     #[error("not supported by this event store: {what}")]
     Unsupported { what: &'static str },
     #[error("stored event at position {position} is unreadable: {reason}")]

@@ -166,6 +166,7 @@ fn samples() -> Vec<AnyEvent> {
             amount_paid: eur(178_000),
         }),
         AnyEvent::Email(EmailReservationEvent::EmailReserved { user_id: user }),
+        AnyEvent::Email(EmailReservationEvent::EmailReleased { user_id: user }),
         AnyEvent::Payment(PaymentEvent::PaymentIntentCreated {
             payment_id,
             booking_id,

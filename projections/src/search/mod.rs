@@ -17,6 +17,10 @@ use tantivy::schema::{
     FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema,
     TextFieldIndexing, TextOptions, Value,
 };
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RawTokenizer, RemoveLongFilter, SimpleTokenizer,
+    Stemmer, TextAnalyzer,
+};
 use tantivy::{DocAddress, Index, IndexWriter, TantivyDocument, Term};
 use tessera_commands::codec::AnyEvent;
 use tessera_commands::store::Position;
@@ -47,6 +51,10 @@ pub(crate) struct Fields {
     category: Field,
     destination: Field,
     country: Field,
+    kind_key: Field,
+    category_key: Field,
+    destination_key: Field,
+    country_key: Field,
     title: Field,
     description: Field,
     destination_text: Field,
@@ -61,12 +69,76 @@ pub(crate) struct Fields {
     state: Field,
 }
 
+/// Full text: words, lower-cased, accents folded (`Séville` is `seville`), English stems.
+const TEXT_TOKENIZER: &str = "tessera_text";
+/// Filter values: the whole value, lower-cased, accents folded (`rome` finds `Rome`).
+const KEY_TOKENIZER: &str = "tessera_key";
+
+fn text_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+fn key_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(RawTokenizer::default())
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+/// Words of a query as typed (lower-cased, accents folded, not stemmed): what typo-tolerant
+/// matching compares with the index's stems.
+pub(crate) fn query_words(text: &str) -> Vec<String> {
+    let mut analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build();
+    let mut stream = analyzer.token_stream(text);
+    let mut words = Vec::new();
+    while let Some(token) = stream.next() {
+        words.push(token.text.clone());
+    }
+    words
+}
+
+/// A query word's stem, as the index keeps it.
+pub(crate) fn stem(word: &str) -> String {
+    let mut analyzer = text_analyzer();
+    let mut stream = analyzer.token_stream(word);
+    stream
+        .next()
+        .map_or_else(|| word.to_owned(), |t| t.text.clone())
+}
+
+/// A filter value as the index keys it.
+pub(crate) fn key(value: &str) -> String {
+    let mut analyzer = key_analyzer();
+    let mut stream = analyzer.token_stream(value.trim());
+    stream.next().map(|t| t.text.clone()).unwrap_or_default()
+}
+
+/// Makes the index's tokenizers known to `index` (each open of an index needs them).
+pub(crate) fn register_tokenizers(index: &Index) {
+    index.tokenizers().register(TEXT_TOKENIZER, text_analyzer());
+    index.tokenizers().register(KEY_TOKENIZER, key_analyzer());
+}
+
 pub(crate) fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let text = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
-            .set_tokenizer("en_stem")
+            .set_tokenizer(TEXT_TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let key = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(KEY_TOKENIZER)
+            .set_index_option(IndexRecordOption::Basic),
     );
     let fields = Fields {
         id: b.add_text_field("listing_id", STRING | STORED),
@@ -74,6 +146,10 @@ pub(crate) fn schema() -> (Schema, Fields) {
         category: b.add_facet_field("category", FacetOptions::default()),
         destination: b.add_facet_field("destination", FacetOptions::default()),
         country: b.add_facet_field("country", FacetOptions::default()),
+        kind_key: b.add_text_field("kind_key", key.clone()),
+        category_key: b.add_text_field("category_key", key.clone()),
+        destination_key: b.add_text_field("destination_key", key.clone()),
+        country_key: b.add_text_field("country_key", key),
         title: b.add_text_field("title", text.clone()),
         description: b.add_text_field("description", text.clone()),
         destination_text: b.add_text_field("destination_text", text.clone()),
@@ -160,6 +236,10 @@ impl ListingDoc {
         doc.add_facet(f.category, Facet::from_path([self.category.as_str()]));
         doc.add_facet(f.destination, Facet::from_path([self.destination.as_str()]));
         doc.add_facet(f.country, Facet::from_path([self.country.as_str()]));
+        doc.add_text(f.kind_key, &self.kind);
+        doc.add_text(f.category_key, &self.category);
+        doc.add_text(f.destination_key, &self.destination);
+        doc.add_text(f.country_key, &self.country);
         doc.add_text(f.title, &self.title);
         doc.add_text(f.description, &self.description);
         doc.add_text(
@@ -201,8 +281,9 @@ impl SearchProjection {
         NAME
     }
 
+    /// 2: accent-folding tokenizers and case-insensitive filter keys.
     pub fn version(&self) -> u32 {
-        1
+        2
     }
 
     pub fn dir(&self, generation: i64) -> PathBuf {
@@ -218,7 +299,8 @@ impl SearchProjection {
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| ProjectionError::Index(format!("{}: {e}", dir.display())))?;
-        Index::create_in_dir(&dir, schema().0)?;
+        let index = Index::create_in_dir(&dir, schema().0)?;
+        register_tokenizers(&index);
         Ok(())
     }
 
@@ -239,6 +321,7 @@ impl SearchProjection {
             self.create_generation(generation)?;
         }
         let index = Index::open_in_dir(&dir)?;
+        register_tokenizers(&index);
         let (_, fields) = schema();
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
         let mut w = SearchWriter {

@@ -11,16 +11,20 @@ use sqlx::PgPool;
 use tantivy::collector::{Collector, Count, FacetCollector, SegmentCollector, TopDocs};
 use tantivy::columnar::Column;
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, QueryClone,
+    RangeQuery, TermQuery,
 };
-use tantivy::schema::{Facet, IndexRecordOption, Value};
+use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{
     DocAddress, DocId, Index, IndexReader, Order, ReloadPolicy, Score, SegmentOrdinal,
     SegmentReader, TantivyDocument, Term,
 };
 use uuid::Uuid;
 
-use super::{Fields, ListingDoc, SearchProjection, day_number, schema};
+use super::{
+    Fields, ListingDoc, SearchProjection, day_number, key, query_words, register_tokenizers,
+    schema, stem,
+};
 use crate::error::ProjectionError;
 
 /// How results are ordered.
@@ -119,6 +123,8 @@ pub struct SearchResults {
     pub facets: Facets,
     /// The log position the index reflected when it answered.
     pub position: u64,
+    /// The generation of the index that answered.
+    pub generation: i64,
 }
 
 const EARTH_RADIUS_KM: f64 = 6_371.0;
@@ -197,6 +203,7 @@ impl SearchIndex {
         let index = tokio::task::spawn_blocking(move || Index::open_in_dir(dir))
             .await
             .map_err(|e| ProjectionError::Index(e.to_string()))??;
+        register_tokenizers(&index);
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -246,10 +253,27 @@ impl SearchIndex {
     }
 }
 
+/// Most hits a page may ask for.
+pub const MAX_LIMIT: usize = 100;
+/// How deep paging reaches: `offset` is at most this, so `offset + limit` stays within the
+/// first 10,000 hits (deeper pages cost memory and time in proportion; a client that needs more
+/// narrows its filters).
+pub const MAX_OFFSET: usize = 9_900;
+
+impl SearchQuery {
+    /// Refuses a query outside the documented bounds (before any work is done for it).
+    pub fn validate(&self) -> Result<(), ProjectionError> {
+        validate(self)
+    }
+}
+
 fn validate(q: &SearchQuery) -> Result<(), ProjectionError> {
     let bad = |m: &str| Err(ProjectionError::Invalid(m.to_owned()));
-    if q.limit == 0 || q.limit > 100 {
+    if q.limit == 0 || q.limit > MAX_LIMIT {
         return bad("limit must be between 1 and 100");
+    }
+    if q.offset > MAX_OFFSET {
+        return bad("offset must be at most 9900");
     }
     if let (Some(a), Some(b)) = (q.min_price_minor, q.max_price_minor)
         && a > b
@@ -293,50 +317,84 @@ fn u64_range(
     Some(Box::new(RangeQuery::new(lo, hi)))
 }
 
-fn facet_term(field: tantivy::schema::Field, value: &str) -> Box<dyn Query> {
-    Box::new(TermQuery::new(
-        Term::from_facet(field, &Facet::from_path([value])),
-        IndexRecordOption::Basic,
-    ))
+/// What one query word adds to a listing's score when it matches: coverage first (a listing
+/// matching more of the words ranks above one matching fewer, however they match), then
+/// exactness (a word found as typed, or as its stem, ranks above one found only with a typo),
+/// then BM25 relevance within the fields (title above destination above category above
+/// description), which stays far below both steps.
+const WORD_MATCHED: f32 = 1_000.0;
+const WORD_EXACT: f32 = 200.0;
+
+/// Typo tolerance by word length, as Elasticsearch's `AUTO`: none up to 2 letters, one edit
+/// up to 5, two beyond (so `sailng` still finds `sailing`, whose stem is `sail`).
+fn edits(word: &str) -> u8 {
+    match word.chars().count() {
+        0..=2 => 0,
+        3..=5 => 1,
+        _ => 2,
+    }
+}
+
+fn text_query(f: &Fields, words: &[String]) -> Box<dyn Query> {
+    let weighted = [
+        (f.title, 3.0),
+        (f.destination_text, 2.0),
+        (f.category_text, 1.5),
+        (f.description, 0.5),
+    ];
+    let mut per_word: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for word in words {
+        let stemmed = stem(word);
+        let exact: Vec<(Occur, Box<dyn Query>)> = weighted
+            .iter()
+            .map(|(field, boost)| {
+                let term = TermQuery::new(
+                    Term::from_field_text(*field, &stemmed),
+                    IndexRecordOption::WithFreqs,
+                );
+                (
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(term), *boost)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        let exact = BooleanQuery::new(exact);
+        let mut any: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Should, exact.box_clone())];
+        let distance = edits(word);
+        if distance > 0 {
+            // Compared with the stems in the index, from the word as typed and from its stem.
+            for target in [word.as_str(), stemmed.as_str()] {
+                for (field, _) in &weighted[..3] {
+                    any.push((
+                        Occur::Should,
+                        Box::new(FuzzyTermQuery::new(
+                            Term::from_field_text(*field, target),
+                            distance,
+                            true,
+                        )),
+                    ));
+                }
+            }
+        }
+        let matched = ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), WORD_MATCHED);
+        let exactly = ConstScoreQuery::new(exact.box_clone(), WORD_EXACT);
+        per_word.push((
+            Occur::Should,
+            Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(matched) as Box<dyn Query>),
+                (Occur::Should, Box::new(exactly)),
+                (Occur::Should, Box::new(exact)),
+            ])),
+        ));
+    }
+    Box::new(BooleanQuery::new(per_word))
 }
 
 fn build_query(o: &Opened, q: &SearchQuery) -> Box<dyn Query> {
     let f = &o.fields;
     let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    match q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        Some(text) => {
-            let fields = vec![f.title, f.destination_text, f.category_text, f.description];
-            let mut exact = QueryParser::for_index(&o.index, fields.clone());
-            let mut fuzzy = QueryParser::for_index(
-                &o.index,
-                vec![f.title, f.destination_text, f.category_text],
-            );
-            for p in [&mut exact, &mut fuzzy] {
-                p.set_field_boost(f.title, 3.0);
-                p.set_field_boost(f.destination_text, 2.0);
-                p.set_field_boost(f.category_text, 1.5);
-            }
-            for field in [f.title, f.destination_text, f.category_text] {
-                fuzzy.set_field_fuzzy(field, false, 1, true);
-            }
-            // Listings matching every word (as typed, stemmed) rank above those matching some
-            // words or only with typos.
-            exact.set_conjunction_by_default();
-            // Free text is never a syntax error: the lenient parser keeps what it understands.
-            let (exact, _) = exact.parse_query_lenient(text);
-            let (fuzzy, _) = fuzzy.parse_query_lenient(text);
-            // Exact (stemmed) matches rank above typo-tolerant ones.
-            must.push((
-                Occur::Must,
-                Box::new(BooleanQuery::new(vec![
-                    (
-                        Occur::Should,
-                        Box::new(BoostQuery::new(exact, 4.0)) as Box<dyn Query>,
-                    ),
-                    (Occur::Should, fuzzy),
-                ])),
-            ));
-        }
+    match q.text.as_deref().map(query_words).filter(|w| !w.is_empty()) {
+        Some(words) => must.push((Occur::Must, text_query(f, &words))),
         None => must.push((Occur::Must, Box::new(AllQuery))),
     }
     must.push((
@@ -346,17 +404,22 @@ fn build_query(o: &Opened, q: &SearchQuery) -> Box<dyn Query> {
             IndexRecordOption::Basic,
         )),
     ));
-    if let Some(k) = &q.kind {
-        must.push((Occur::Must, facet_term(f.kind, k)));
-    }
-    if let Some(c) = &q.category {
-        must.push((Occur::Must, facet_term(f.category, c)));
-    }
-    if let Some(d) = &q.destination {
-        must.push((Occur::Must, facet_term(f.destination, d)));
-    }
-    if let Some(c) = &q.country {
-        must.push((Occur::Must, facet_term(f.country, c)));
+    // Filters on names ignore case and accents: `rome`, `ROME` and `Rome` are one place.
+    for (field, value) in [
+        (f.kind_key, &q.kind),
+        (f.category_key, &q.category),
+        (f.destination_key, &q.destination),
+        (f.country_key, &q.country),
+    ] {
+        if let Some(v) = value {
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, &key(v)),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
     }
     if let Some(r) = u64_range(f.price, q.min_price_minor, q.max_price_minor) {
         must.push((Occur::Must, r));
@@ -557,5 +620,6 @@ fn run(o: &Opened, q: &SearchQuery) -> Result<SearchResults, ProjectionError> {
             country: facet_counts(&ctrs, "/"),
         },
         position: u64::try_from(o.position).unwrap_or(0),
+        generation: o.generation,
     })
 }

@@ -15,6 +15,7 @@ fn claims(sub: &str) -> Claims {
         sub: sub.into(),
         iat: now,
         exp: now + 600,
+        nbf: None,
         jti: "t".into(),
         roles: vec![tessera_domain::user::Role::Admin],
     }

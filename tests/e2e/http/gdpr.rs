@@ -113,11 +113,18 @@ async fn an_erased_person_leaves_no_personal_data_and_the_log_still_verifies() {
     let (_, log) = s.get(&registration, Some(&auditor)).await;
     let stored = &log["events"][0];
     assert_eq!(stored["personal"]["email"], email, "{log}");
-    assert!(
-        stored["data"]["email"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("pii:v1:")),
-        "{log}"
+    for field in ["email", "password_hash"] {
+        assert!(
+            stored["data"][field]
+                .as_str()
+                .is_some_and(|e| e.starts_with("pii:v1:")),
+            "{field} is encrypted with the person's key: {log}"
+        );
+    }
+    assert_eq!(
+        tables_containing(&s.db.pool, "$argon2id$").await,
+        Vec::<String>::new(),
+        "no password hash in plaintext anywhere"
     );
 
     // A customer with bookings, erased too: the statistics must not change.
@@ -204,6 +211,33 @@ async fn an_erased_person_leaves_no_personal_data_and_the_log_still_verifies() {
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, log) = s.get(&registration, Some(&auditor)).await;
+    assert_eq!(
+        log["events"][0]["personal"]["password_hash"], "[erased]",
+        "the hash is shredded with the key: {log}"
+    );
+
+    // The address is free again: registering it is like registering any new address (201, a
+    // new account, nothing of the old one), and tells nobody it was ever used.
+    let (status, _, again) = s
+        .call(
+            Method::POST,
+            "/auth/register",
+            None,
+            Some(json!({ "email": email, "display_name": "Someone Else", "password": "another horse battery" })),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_ne!(again["user_id"].as_str(), Some(user.as_str()));
+    let (status, _) = s
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": email, "password": "another horse battery" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 
     // The erasure is in the log with the admin and the reason; the log verifies; the erased
     // customer's bookings still count.

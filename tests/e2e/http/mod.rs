@@ -2,7 +2,9 @@
 //! runs in the test process on a free port, on a throwaway database holding `tiny` fixtures.
 
 mod auth;
+mod contract;
 mod gdpr;
+mod hardening;
 mod input;
 mod journey;
 mod openapi;
@@ -198,6 +200,22 @@ impl Server {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
+    }
+
+    /// Logs in with a password; returns the access token.
+    pub async fn token_with(&self, email: &str, password: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/auth/login",
+                None,
+                json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned()
     }
 
     pub async fn token(&self, email: &str) -> String {

@@ -487,6 +487,41 @@ async fn every_route_times_every_role() {
         failures.join("\n")
     );
 
+    // Authorization comes before validation: a caller without the role gets 401 or 403 even
+    // for a body that would not validate (and so learns nothing of the route's schema).
+    let invalid = json!({ "not_a_field": ["\u{0}"], "seats": -1 });
+    for (method, path, body, rule) in &routes {
+        if body.is_none() {
+            continue;
+        }
+        for c in &callers {
+            let want = match expected(*rule, c) {
+                Some(w @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => w,
+                _ => continue,
+            };
+            let (status, _, answer) = s
+                .call(
+                    method.clone(),
+                    path,
+                    c.token.as_deref(),
+                    Some(invalid.clone()),
+                    &[("idempotency-key", uuid::Uuid::new_v4().to_string())],
+                )
+                .await;
+            if status != want {
+                failures.push(format!(
+                    "{method} {path} with an invalid body as {}: got {status}, expected {want} ({answer})",
+                    c.name
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "authorization after validation:\n{}",
+        failures.join("\n")
+    );
+
     // What the auditor reads is the log itself: the booking's history, a clean verification
     // and an export that starts with its header.
     let auditor = token("auditor");

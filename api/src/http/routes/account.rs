@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tessera_commands::users;
-use tessera_domain::user::{Role, User};
+use tessera_domain::user::User;
 use tessera_domain::values::{UserId, new_command_id};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -14,10 +14,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::CommandResult;
+use crate::http::auth::Require;
+use crate::http::auth::roles::Customer;
 use crate::http::auth::{self, Caller};
 use crate::http::error::ApiError;
-use crate::http::positions::{MinPosition, reads};
-use crate::http::{Accepted, ApiJson, ApiQuery, AppState};
+use crate::http::positions::{MinPosition, MinPositionHeader, reads};
+use crate::http::{Accepted, ApiJson, ApiQuery, AppState, ClientAddr};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -58,9 +60,10 @@ pub struct Registered {
     ))]
 async fn register(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Accepted<Registered>, ApiError> {
-    state.limit_login(&req.email)?;
+    state.limit_login(&req.email, client)?;
     let ctx = tessera_commands::handler::CommandContext::new(
         new_command_id(),
         "anonymous",
@@ -135,9 +138,10 @@ async fn tokens(state: &AppState, user: &User, family: Uuid) -> Result<Tokens, A
     ))]
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<axum::Json<Tokens>, ApiError> {
-    state.limit_login(&req.email)?;
+    state.limit_login(&req.email, client)?;
     let user = users::authenticate(&*state.store, &req.email, &req.password).await?;
     Ok(axum::Json(tokens(&state, &user, Uuid::new_v4()).await?))
 }
@@ -226,17 +230,16 @@ pub struct LoyaltyAccount {
 
 /// My points balance and badges.
 #[utoipa::path(get, path = "/me/loyalty", tag = "loyalty", security(("bearer" = [])),
-    params(("Tessera-Min-Position" = Option<i64>, Header, description = "Wait until the read model has this position")),
+    params(MinPositionHeader),
     responses(
         (status = 200, description = "Balance and badges", body = LoyaltyAccount),
         (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
     ))]
 async fn my_loyalty(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Customer>,
     min: MinPosition,
 ) -> Result<axum::Json<LoyaltyAccount>, ApiError> {
-    caller.require(&[Role::Customer])?;
     state.read_after(reads::LOYALTY, min).await?;
     let account: Option<LoyaltyAccount> = sqlx::query_as(
         "SELECT user_id, balance, awarded, reversed, redeemed, adjusted, badges
@@ -290,18 +293,17 @@ pub(crate) fn page_limit(page: &Page) -> Result<i64, ApiError> {
 }
 
 /// My points history, newest first (cursor: `before` = the last position seen).
-#[utoipa::path(get, path = "/me/loyalty/history", tag = "loyalty", security(("bearer" = [])), params(Page),
+#[utoipa::path(get, path = "/me/loyalty/history", tag = "loyalty", security(("bearer" = [])), params(MinPositionHeader, Page),
     responses(
         (status = 200, description = "History entries", body = Vec<PointsEntry>),
         (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
     ))]
 async fn my_points_history(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Customer>,
     min: MinPosition,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<axum::Json<Vec<PointsEntry>>, ApiError> {
-    caller.require(&[Role::Customer])?;
     state.read_after(reads::LOYALTY, min).await?;
     let rows = sqlx::query_as(
         "SELECT position, kind, points, reason, booking_id, badge, actor, at
@@ -327,7 +329,7 @@ pub struct LeaderboardEntry {
 }
 
 /// The loyalty leaderboard (top 100).
-#[utoipa::path(get, path = "/loyalty/leaderboard", tag = "loyalty", security(("bearer" = [])),
+#[utoipa::path(get, path = "/loyalty/leaderboard", tag = "loyalty", params(MinPositionHeader), security(("bearer" = [])),
     responses(
         (status = 200, description = "Leaderboard", body = Vec<LeaderboardEntry>),
         (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),

@@ -16,8 +16,10 @@ use uuid::Uuid;
 
 use super::{CommandResult, answered, context, idempotency_key, once};
 use crate::http::auth::Caller;
+use crate::http::auth::Require;
+use crate::http::auth::roles::{Admin, AnalystOrAdmin, Staff};
 use crate::http::error::{ApiError, FieldError, Problem};
-use crate::http::positions::{MinPosition, reads};
+use crate::http::positions::{MinPosition, MinPositionHeader, reads};
 use crate::http::{ApiJson, ApiPath, ApiQuery, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -71,12 +73,11 @@ pub struct RefundRequest {
     ))]
 async fn refund(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Admin>,
     headers: HeaderMap,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RefundRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let why = reason(&req.reason)?;
     let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
@@ -120,12 +121,11 @@ pub struct ForceCancelRequest {
     ))]
 async fn force_cancel(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Admin>,
     headers: HeaderMap,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ForceCancelRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let why = reason(&req.reason)?;
     let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
@@ -170,12 +170,11 @@ pub struct ReinstateRequest {
     ))]
 async fn reinstate(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Admin>,
     headers: HeaderMap,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ReinstateRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let why = reason(&req.reason)?;
     let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
@@ -204,7 +203,9 @@ async fn reinstate(
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PointsRequest {
-    /// Points to add (positive) or remove (negative); a balance never goes below zero.
+    /// Points to add (positive) or remove (negative), at most 1,000,000,000 either way and
+    /// never 0; a balance never goes below zero.
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub delta: i64,
     pub reason: String,
 }
@@ -219,12 +220,11 @@ pub struct PointsRequest {
     ))]
 async fn adjust_points(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Admin>,
     headers: HeaderMap,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<PointsRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let why = reason(&req.reason)?;
     let key = idempotency_key(&headers)?;
     let request = (user_id, &req);
@@ -262,12 +262,11 @@ pub struct EraseRequest {
     ))]
 async fn erase_user(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Admin>,
     headers: HeaderMap,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<EraseRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let why = reason(&req.reason)?;
     let key = idempotency_key(&headers)?;
     let request = (user_id, &req);
@@ -280,8 +279,10 @@ async fn erase_user(
         async |command_id| {
             let ctx = context(&state, &caller, command_id).with_reason(why);
             let executed =
-                admin::erase_user(&*state.store, &state.vault, UserId(user_id), &ctx).await?;
-            Ok(answered(StatusCode::OK, &executed))
+                admin::erase_user(&*state.store, &state.vault, UserId(user_id), &ctx).await;
+            // Whatever the outcome, this process stops trusting what it knew of the user.
+            state.principals.forget(user_id).await;
+            Ok(answered(StatusCode::OK, &executed?))
         },
     )
     .await
@@ -308,7 +309,6 @@ async fn change_role(
     req: &RoleRequest,
     grant: bool,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let r = role(&req.role)?;
     let why = reason(&req.reason)?;
     let key = idempotency_key(headers)?;
@@ -328,8 +328,9 @@ async fn change_role(
                 grant,
                 &ctx,
             )
-            .await?;
-            Ok(answered(StatusCode::OK, &executed))
+            .await;
+            state.principals.forget(user_id).await;
+            Ok(answered(StatusCode::OK, &executed?))
         },
     )
     .await
@@ -345,7 +346,7 @@ async fn change_role(
     ))]
 async fn grant_role(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Admin>,
     headers: HeaderMap,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RoleRequest>,
@@ -363,7 +364,7 @@ async fn grant_role(
     ))]
 async fn revoke_role(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Admin>,
     headers: HeaderMap,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RoleRequest>,
@@ -401,18 +402,17 @@ const SUMS: &str = "sum(bookings_placed)::int8 AS bookings_placed, \
     sum(refunds_minor)::int8 AS refunds_minor";
 
 /// Bookings, revenue and refunds per day (admins, analysts, auditors).
-#[utoipa::path(get, path = "/admin/stats/daily", tag = "admin", security(("bearer" = [])), params(DayRange),
+#[utoipa::path(get, path = "/admin/stats/daily", tag = "admin", security(("bearer" = [])), params(MinPositionHeader, DayRange),
     responses(
         (status = 200, description = "Per day and currency", body = Vec<DayStats>),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn daily_stats(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<Staff>,
     min: MinPosition,
     ApiQuery(range): ApiQuery<DayRange>,
 ) -> Result<axum::Json<Vec<DayStats>>, ApiError> {
-    caller.require(&[Role::Admin, Role::Analyst, Role::Auditor])?;
     state.read_after(reads::STATS, min).await?;
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT day, currency, {SUMS} FROM read.daily_stats
@@ -441,18 +441,17 @@ pub struct ListingStats {
 }
 
 /// Bookings, revenue and refunds per listing, highest revenue first (admins, analysts, auditors).
-#[utoipa::path(get, path = "/admin/stats/listings", tag = "admin", security(("bearer" = [])), params(DayRange),
+#[utoipa::path(get, path = "/admin/stats/listings", tag = "admin", security(("bearer" = [])), params(MinPositionHeader, DayRange),
     responses(
         (status = 200, description = "Per listing and currency", body = Vec<ListingStats>),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn listing_stats(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<Staff>,
     min: MinPosition,
     ApiQuery(range): ApiQuery<DayRange>,
 ) -> Result<axum::Json<Vec<ListingStats>>, ApiError> {
-    caller.require(&[Role::Admin, Role::Analyst, Role::Auditor])?;
     state.read_after(reads::STATS, min).await?;
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT listing_id, currency, {SUMS} FROM read.daily_stats
@@ -493,9 +492,8 @@ pub struct ProjectionView {
     ))]
 async fn projections(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<AnalystOrAdmin>,
 ) -> Result<axum::Json<Vec<ProjectionView>>, ApiError> {
-    caller.require(&[Role::Analyst, Role::Admin])?;
     let status = tessera_projections::status(&state.pool).await?;
     Ok(axum::Json(
         status
@@ -543,10 +541,9 @@ pub struct RebuildStarted {
     ))]
 async fn rebuild(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<AnalystOrAdmin>,
     ApiJson(req): ApiJson<RebuildRequest>,
 ) -> Result<(StatusCode, axum::Json<RebuildStarted>), ApiError> {
-    caller.require(&[Role::Analyst, Role::Admin])?;
     if req.all != req.names.is_empty() {
         return Err(invalid("names", "name projections, or set `all`, not both"));
     }

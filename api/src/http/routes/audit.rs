@@ -10,17 +10,15 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tessera_commands::audit::{self, AsOf, AuditError, LogQuery, VerifyOptions};
 use tessera_commands::store::StreamId;
-use tessera_domain::user::Role;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::auth::Caller;
+use crate::http::auth::Require;
+use crate::http::auth::roles::AuditorOrAdmin;
 use crate::http::error::{ApiError, FieldError, Problem};
 use crate::http::{ApiPath, ApiQuery, AppState};
-
-const AUDIT_ROLES: &[Role] = &[Role::Auditor, Role::Admin];
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -77,11 +75,10 @@ impl AsOfQuery {
     ))]
 async fn booking_history(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<AuditorOrAdmin>,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<AsOfQuery>,
 ) -> Result<axum::Json<Vec<audit::LogEntry>>, ApiError> {
-    caller.require(AUDIT_ROLES)?;
     let mut entries = audit::booking_history(&state.pool, booking_id, q.as_of()?).await?;
     audit::add_personal_views(&state.vault, &mut entries).await?;
     Ok(axum::Json(entries))
@@ -97,11 +94,10 @@ async fn booking_history(
     ))]
 async fn stream_state(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<AuditorOrAdmin>,
     ApiPath(stream): ApiPath<String>,
     ApiQuery(q): ApiQuery<AsOfQuery>,
 ) -> Result<axum::Json<audit::StateAsOf>, ApiError> {
-    caller.require(AUDIT_ROLES)?;
     let stream = StreamId::new(stream).map_err(|e| {
         ApiError::Invalid(vec![FieldError {
             field: "stream".into(),
@@ -123,11 +119,10 @@ async fn stream_state(
     ))]
 async fn booking_read_model(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<AuditorOrAdmin>,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<AsOfQuery>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    caller.require(AUDIT_ROLES)?;
     let as_of = q.as_of()?;
     let events = audit::booking_events(&state.pool, booking_id, as_of).await?;
     let view =
@@ -160,10 +155,9 @@ pub struct LogParams {
     ))]
 async fn browse_log(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<AuditorOrAdmin>,
     ApiQuery(q): ApiQuery<LogParams>,
 ) -> Result<axum::Json<audit::LogPage>, ApiError> {
-    caller.require(AUDIT_ROLES)?;
     let query = LogQuery {
         after: q.after.unwrap_or(0),
         limit: q.limit,
@@ -194,10 +188,9 @@ pub struct RangeParams {
     ))]
 async fn verify_log(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<AuditorOrAdmin>,
     ApiQuery(q): ApiQuery<RangeParams>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    caller.require(AUDIT_ROLES)?;
     let options = VerifyOptions {
         from: q.from,
         to: q.to,
@@ -218,10 +211,9 @@ async fn verify_log(
     ))]
 async fn export(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Require<AuditorOrAdmin>,
     ApiQuery(q): ApiQuery<RangeParams>,
 ) -> Result<Response, ApiError> {
-    caller.require(AUDIT_ROLES)?;
     if let Some(id) = q.booking {
         // Unknown bookings answer 404 before the stream starts.
         audit::booking_history(&state.pool, id, AsOf::Position(0)).await?;

@@ -19,8 +19,10 @@ use uuid::Uuid;
 
 use super::{CommandResult, answered, context, idempotency_key, once};
 use crate::http::auth::Caller;
+use crate::http::auth::Require;
+use crate::http::auth::roles::Customer;
 use crate::http::error::{ApiError, FieldError, Problem};
-use crate::http::positions::{MinPosition, reads};
+use crate::http::positions::{MinPosition, MinPositionHeader, reads};
 use crate::http::{ApiJson, ApiPath, ApiQuery, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -39,6 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct PlaceRequest {
     pub slot_id: Uuid,
     /// 1 to 50 seats.
+    #[schema(minimum = 1, maximum = 50)]
     pub seats: u32,
 }
 
@@ -63,11 +66,10 @@ pub struct Placed {
     ))]
 async fn place(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Customer>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<PlaceRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Customer])?;
     let key = idempotency_key(&headers)?.ok_or_else(|| ApiError::BadRequest {
         code: "request.idempotency_key_required",
         detail: "placing a booking needs an Idempotency-Key header".into(),
@@ -156,18 +158,17 @@ const BOOKING_COLUMNS: &str = "booking_id, customer_id, listing_id, slot_id, sea
 
 /// My bookings, newest first.
 #[utoipa::path(get, path = "/bookings", tag = "bookings", security(("bearer" = [])),
-    params(BookingsQuery, ("Tessera-Min-Position" = Option<i64>, Header, description = "Wait until the read model has this position")),
+    params(BookingsQuery, MinPositionHeader),
     responses(
         (status = 200, description = "Bookings", body = Vec<BookingView>),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn my_bookings(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Customer>,
     min: MinPosition,
     ApiQuery(q): ApiQuery<BookingsQuery>,
 ) -> Result<axum::Json<Vec<BookingView>>, ApiError> {
-    caller.require(&[Role::Customer])?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::Invalid(vec![FieldError {
@@ -259,7 +260,7 @@ async fn visible_booking(
 /// One booking with its timeline and payments (its customer, admins, auditors).
 #[utoipa::path(get, path = "/bookings/{booking_id}", tag = "bookings", security(("bearer" = [])),
     params(("booking_id" = Uuid, Path, description = "The booking"),
-           ("Tessera-Min-Position" = Option<i64>, Header, description = "Wait until the read models have this position")),
+           MinPositionHeader),
     responses(
         (status = 200, description = "The booking", body = BookingDetail),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
@@ -367,12 +368,11 @@ fn status_name(s: BookingStatus) -> String {
     ))]
 async fn pay(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Customer>,
     headers: HeaderMap,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<PayRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Customer])?;
     let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
     once(
@@ -446,10 +446,9 @@ pub struct Quote {
     ))]
 async fn quote(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Customer>,
     ApiPath(booking_id): ApiPath<Uuid>,
 ) -> Result<axum::Json<Quote>, ApiError> {
-    caller.require(&[Role::Customer])?;
     let (b, _) = own_booking(&state, &caller, booking_id).await?;
     let ctx = context(&state, &caller, new_command_id());
     let refund = commands::cancellation_quote(
@@ -486,12 +485,11 @@ pub struct CancelRequest {
     ))]
 async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Customer>,
     headers: HeaderMap,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<CancelRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Customer])?;
     let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
     once(
@@ -539,12 +537,11 @@ pub struct ReviewRequest {
     ))]
 async fn review(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Customer>,
     headers: HeaderMap,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ReviewRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Customer])?;
     let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
     once(
@@ -588,7 +585,7 @@ pub struct WebhookReceived {
 async fn stripe_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Bytes,
 ) -> Result<axum::Json<WebhookReceived>, ApiError> {
     let stripe = state.stripe.as_ref().ok_or_else(|| ApiError::NotFound {
         what: "payment_provider",
@@ -601,9 +598,13 @@ async fn stripe_webhook(
             code: "payment.signature_missing",
             detail: "the Stripe-Signature header is missing".into(),
         })?;
+    let body = std::str::from_utf8(&body).map_err(|e| ApiError::BadRequest {
+        code: "payment.invalid_webhook",
+        detail: format!("the webhook body is not UTF-8: {e}"),
+    })?;
     let now = state.clock.now();
     let event = stripe
-        .verify_webhook(&body, signature, now.timestamp())
+        .verify_webhook(body, signature, now.timestamp())
         .map_err(|e| ApiError::BadRequest {
             code: "payment.invalid_webhook",
             detail: e.to_string(),

@@ -21,8 +21,10 @@ use uuid::Uuid;
 
 use super::{CommandResult, answered, context, idempotency_key, once};
 use crate::http::auth::Caller;
+use crate::http::auth::Require;
+use crate::http::auth::roles::{Provider, ProviderOrAdmin};
 use crate::http::error::{ApiError, FieldError, Problem};
-use crate::http::positions::{MinPosition, reads};
+use crate::http::positions::{MinPosition, MinPositionHeader, reads};
 use crate::http::{ApiJson, ApiPath, ApiQuery, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -60,24 +62,38 @@ pub struct SearchParams {
     pub destination: Option<String>,
     pub country: Option<String>,
     /// Lowest price per seat, in minor units.
+    #[param(minimum = 0)]
     pub min_price: Option<u64>,
+    #[param(minimum = 0)]
     pub max_price: Option<u64>,
     /// Shortest duration in minutes.
+    #[param(minimum = 0)]
     pub min_duration: Option<u64>,
+    #[param(minimum = 0)]
     pub max_duration: Option<u64>,
     /// Only listings with free seats on a day from `available_from` to `available_to`.
     pub available_from: Option<NaiveDate>,
     pub available_to: Option<NaiveDate>,
-    /// Within `radius_km` of (`lat`, `lng`).
+    /// Within `radius_km` of (`lat`, `lng`): give `lat` and `lng` together (422 otherwise).
+    #[param(minimum = -90, maximum = 90)]
     pub lat: Option<f64>,
+    /// See `lat`.
+    #[param(minimum = -180, maximum = 180)]
     pub lng: Option<f64>,
+    /// Radius around (`lat`, `lng`), above 0 and at most 20,000 km; default 50 km. Ignored
+    /// without `lat` and `lng`.
+    #[param(exclusive_minimum = 0, maximum = 20000)]
     pub radius_km: Option<f64>,
     /// relevance | price_asc | price_desc | rating
     pub sort: Option<String>,
+    /// Hits to skip, at most 9,900 (so `offset + limit` stays within the first 10,000 hits).
+    #[param(minimum = 0, maximum = 9900)]
     pub offset: Option<usize>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// Wait until the index reflects this log position.
+    #[param(minimum = 0)]
     pub min_position: Option<i64>,
 }
 
@@ -120,6 +136,8 @@ pub struct SearchPage {
     pub facets: SearchFacets,
     /// The log position the index reflected.
     pub position: i64,
+    /// The index generation that answered (it changes when a rebuild is swapped in).
+    pub generation: i64,
 }
 
 fn to_query(p: &SearchParams) -> Result<SearchQuery, ApiError> {
@@ -138,9 +156,11 @@ fn to_query(p: &SearchParams) -> Result<SearchQuery, ApiError> {
     let near = match (p.lat, p.lng) {
         (Some(lat), Some(lng)) => Some((lat, lng)),
         (None, None) => None,
-        _ => return Err(invalid("lat", "lat and lng go together")),
+        (Some(_), None) => return Err(invalid("lng", "lat and lng go together")),
+        (None, Some(_)) => return Err(invalid("lat", "lat and lng go together")),
     };
-    Ok(SearchQuery {
+    let radius_km = near.map(|_| p.radius_km.unwrap_or(DEFAULT_RADIUS_KM));
+    let query = SearchQuery {
         text: p.q.clone(),
         kind: p.kind.clone(),
         category: p.category.clone(),
@@ -153,12 +173,17 @@ fn to_query(p: &SearchParams) -> Result<SearchQuery, ApiError> {
         available_from: p.available_from,
         available_to: p.available_to,
         near,
-        radius_km: p.radius_km,
+        radius_km,
         sort,
         offset: p.offset.unwrap_or(0),
         limit: p.limit.unwrap_or(20),
-    })
+    };
+    query.validate()?;
+    Ok(query)
 }
+
+/// The radius of a geographic search that names none.
+const DEFAULT_RADIUS_KM: f64 = 50.0;
 
 fn facets(v: &[(String, u64)]) -> Vec<FacetCount> {
     v.iter()
@@ -170,7 +195,7 @@ fn facets(v: &[(String, u64)]) -> Vec<FacetCount> {
 }
 
 /// Search packages and experiences, with facet counts.
-#[utoipa::path(get, path = "/listings", tag = "catalog", params(SearchParams),
+#[utoipa::path(get, path = "/listings", tag = "catalog", params(MinPositionHeader, SearchParams),
     responses(
         (status = 200, description = "Matching listings", body = SearchPage),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
@@ -186,7 +211,7 @@ async fn search(
         "search:{}",
         serde_json::to_string(&query).map_err(|e| ApiError::Internal(e.to_string()))?
     );
-    let version = state.positions.current("search");
+    let version = state.positions.version(reads::SEARCH);
     if let Some((at, body)) = state.cache.get(&key).await
         && at == version
     {
@@ -226,11 +251,19 @@ async fn search(
             country: facets(&r.facets.country),
         },
         position: r.position as i64,
+        generation: r.generation,
     };
     let body =
         Arc::new(serde_json::to_value(&page).map_err(|e| ApiError::Internal(e.to_string()))?);
-    // Cached under the index position it was answered at: any progress makes it a miss.
-    if r.position as i64 == version {
+    // Cached under the index generation and position it was answered at: any progress or
+    // swap makes it a miss.
+    if state.positions.at("search")
+        == Some(crate::http::positions::At {
+            generation: page.generation,
+            position: page.position,
+        })
+        && state.positions.version(reads::SEARCH) == version
+    {
         state.cache.insert(key, (version, body.clone())).await;
     }
     Ok(axum::Json(body))
@@ -282,7 +315,7 @@ const LISTING_COLUMNS: &str = "l.listing_id, l.provider_id, l.kind, l.title, l.d
 
 /// One listing with its next available date, lowest price and rating.
 #[utoipa::path(get, path = "/listings/{listing_id}", tag = "catalog",
-    params(("listing_id" = Uuid, Path, description = "The listing")),
+    params(MinPositionHeader, ("listing_id" = Uuid, Path, description = "The listing")),
     responses(
         (status = 200, description = "The listing", body = ListingView),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
@@ -295,8 +328,7 @@ async fn listing(
     let projections = ["catalog", "reviews"];
     state.read_after(&projections, min).await?;
     let key = format!("listing:{listing_id}");
-    // Both projections only move forward: their sum changes whenever either moves.
-    let version: i64 = projections.iter().map(|p| state.positions.current(p)).sum();
+    let version = state.positions.version(&projections);
     if let Some((at, body)) = state.cache.get(&key).await
         && at == version
     {
@@ -348,7 +380,7 @@ pub struct SlotView {
 
 /// A listing's upcoming slots with live availability (capacity, held, confirmed, remaining).
 #[utoipa::path(get, path = "/listings/{listing_id}/slots", tag = "catalog",
-    params(("listing_id" = Uuid, Path, description = "The listing"), SlotRange),
+    params(MinPositionHeader, ("listing_id" = Uuid, Path, description = "The listing"), SlotRange),
     responses(
         (status = 200, description = "Slots, earliest first", body = Vec<SlotView>),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
@@ -402,7 +434,7 @@ pub struct ReviewView {
 
 /// A listing's reviews, newest first.
 #[utoipa::path(get, path = "/listings/{listing_id}/reviews", tag = "catalog",
-    params(("listing_id" = Uuid, Path, description = "The listing"), super::account::Page),
+    params(MinPositionHeader, ("listing_id" = Uuid, Path, description = "The listing"), super::account::Page),
     responses(
         (status = 200, description = "Reviews", body = Vec<ReviewView>),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
@@ -476,7 +508,8 @@ pub struct ListingInput {
     /// Packages only: days numbered 1, 2, 3, …
     #[serde(default)]
     pub itinerary: Vec<DayInput>,
-    /// Base price per seat in minor units (cents).
+    /// Base price per seat in minor units (cents), 0 to 1,000,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub price_minor: i64,
     /// ISO 4217, e.g. `EUR`.
     pub currency: String,
@@ -523,7 +556,7 @@ fn details(i: &ListingInput) -> Result<ListingDetails, ApiError> {
 
 fn money(minor: i64, currency: &str, field: &str) -> Result<Money, ApiError> {
     let currency = Currency::new(currency).map_err(|e| invalid("currency", e.to_string()))?;
-    Money::new(minor, currency).map_err(|e| invalid(field, e.to_string()))
+    Money::price(minor, currency).map_err(|e| invalid(field, e.to_string()))
 }
 
 fn policy(tiers: &Option<Vec<TierInput>>) -> Result<CancellationPolicy, ApiError> {
@@ -558,11 +591,10 @@ pub struct Published {
     ))]
 async fn publish(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Provider>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<ListingInput>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Provider])?;
     let key = idempotency_key(&headers)?;
     once(
         &state,
@@ -600,17 +632,16 @@ async fn publish(
 }
 
 /// My listings (providers).
-#[utoipa::path(get, path = "/provider/listings", tag = "provider", security(("bearer" = [])),
+#[utoipa::path(get, path = "/provider/listings", tag = "provider", params(MinPositionHeader), security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's listings", body = Vec<ListingView>),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn my_listings(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Provider>,
     min: MinPosition,
 ) -> Result<axum::Json<Vec<ListingView>>, ApiError> {
-    caller.require(&[Role::Provider])?;
     state.read_after(reads::CATALOG, min).await?;
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {LISTING_COLUMNS} FROM read.listing_overview l
@@ -632,7 +663,7 @@ async fn my_listings(
     ))]
 async fn update_listing(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<ProviderOrAdmin>,
     headers: HeaderMap,
     ApiPath(listing_id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<ListingInput>,
@@ -690,7 +721,7 @@ pub struct Reason {
     ))]
 async fn retire_listing(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<ProviderOrAdmin>,
     headers: HeaderMap,
     ApiPath(listing_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Reason>,
@@ -729,9 +760,12 @@ pub struct SlotInput {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     /// 1 to 10,000 seats.
+    #[schema(minimum = 1, maximum = 10_000)]
     pub capacity: u32,
-    /// Price per seat in the listing's currency; default: the listing's base price.
+    /// Price per seat in the listing's currency, 0 to 1,000,000,000 minor units; default: the
+    /// listing's base price.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub price_minor: Option<i64>,
 }
 
@@ -753,7 +787,7 @@ pub struct Scheduled {
     ))]
 async fn schedule_slot(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<ProviderOrAdmin>,
     headers: HeaderMap,
     ApiPath(listing_id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<SlotInput>,
@@ -820,7 +854,7 @@ async fn schedule_slot(
     ))]
 async fn cancel_slot(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<ProviderOrAdmin>,
     headers: HeaderMap,
     ApiPath(slot_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Reason>,
@@ -857,17 +891,16 @@ pub struct Earnings {
 }
 
 /// My earnings per currency, after refunds and the platform's commission.
-#[utoipa::path(get, path = "/provider/earnings", tag = "provider", security(("bearer" = [])),
+#[utoipa::path(get, path = "/provider/earnings", tag = "provider", params(MinPositionHeader), security(("bearer" = [])),
     responses(
         (status = 200, description = "Earnings", body = Vec<Earnings>),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn my_earnings(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Require<Provider>,
     min: MinPosition,
 ) -> Result<axum::Json<Vec<Earnings>>, ApiError> {
-    caller.require(&[Role::Provider])?;
     state.read_after(reads::STATS, min).await?;
     let rows = sqlx::query_as(
         "SELECT currency, gross_minor, refunds_minor, commission_bp, commission_minor, net_minor

@@ -119,6 +119,9 @@ struct Stored {
 
 impl Stored {
     fn response(&self, replayed: bool) -> Response {
+        // A command the log already held (a retry that lost its stored answer) is a replay too.
+        let replayed = replayed
+            || (!self.problem && self.body.get("replayed") == Some(&serde_json::Value::Bool(true)));
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         let mut response = if self.problem {
             match serde_json::from_value::<Problem>(self.body.clone()) {
@@ -126,7 +129,12 @@ impl Stored {
                 Err(_) => (status, axum::Json(self.body.clone())).into_response(),
             }
         } else {
-            (status, axum::Json(self.body.clone())).into_response()
+            let mut body = self.body.clone();
+            // The header and the body say the same: a replayed answer says so in both.
+            if replayed && let Some(flag) = body.get_mut("replayed") {
+                *flag = serde_json::Value::Bool(true);
+            }
+            (status, axum::Json(body)).into_response()
         };
         if let Some(p) = self.position {
             response

@@ -36,7 +36,7 @@ async fn healthz() -> Response {
 /// Ready when the database answers and no projection has failed or lacks a live generation.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses(
-        (status = 200, description = "Ready: database reachable, every projection live (with positions and lag)", body = Object),
+        (status = 200, description = "Ready: database reachable, every projection live (with positions and lag); `status` is `degraded` with `alerts` when the sealer refused a range of the log", body = Object),
         (status = 503, description = "Not ready: the database is unreachable, or a projection failed or has no live generation (listed in `problems`)", body = Object),
     ))]
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -56,8 +56,26 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .map(|p| format!("{}: {}", p.name, p.state))
         .collect();
     let ready = db && projections.is_some() && problems.is_empty();
+    // A refused seal (the log lost events or was reordered) does not stop serving, but it is
+    // an alert an operator must see: the process is ready, and degraded.
+    let alerts: Vec<String> = if db {
+        tessera_commands::audit::seal::open_alerts(&state.pool)
+            .await
+            .map(|alerts| {
+                alerts
+                    .into_iter()
+                    .map(|(at, from, to, problem)| {
+                        format!("sealing refused since {at} for positions {from}..{to}: {problem}")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if !ready { "not_ready" } else if alerts.is_empty() { "ready" } else { "degraded" },
+        "alerts": alerts,
         "database": if db { "ok" } else { "unreachable" },
         "projections": projections.iter().flatten().map(|p| json!({
             "name": p.name, "state": p.state, "position": p.position, "lag_events": p.lag_events,
@@ -77,11 +95,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses(
         (status = 200, description = "Prometheus text format: request latency histograms by route, method and status; projection position, lag (events and seconds) and failure", body = String, content_type = "text/plain"),
-        (status = 404, description = "Metrics are not enabled in this process", body = String, content_type = "text/plain"),
+        (status = 404, description = "Metrics are not enabled in this process", body = crate::http::error::Problem, content_type = "application/problem+json"),
     ))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
-        return (StatusCode::NOT_FOUND, "metrics are not enabled").into_response();
+        return crate::http::error::ApiError::NotFound {
+            what: "metrics",
+            id: "this process".into(),
+        }
+        .into_response();
     };
     if let Ok(status) = tessera_projections::status(&state.pool).await {
         for p in status {
