@@ -260,7 +260,7 @@ async fn bad_requests_get_problem_responses() {
         StatusCode::BAD_REQUEST,
         "request.invalid_min_position",
     );
-    // A position far ahead of the log: a clear retryable answer after the bounded wait.
+    // A position far ahead of the log was never handed out: refused at once, not after a wait.
     let (st, h, b) = s
         .call(
             Method::GET,
@@ -274,11 +274,10 @@ async fn bad_requests_get_problem_responses() {
         st,
         &h,
         &b,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "read.not_yet_consistent",
+        StatusCode::BAD_REQUEST,
+        "request.position_beyond_head",
     );
-    assert_eq!(b["retryable"], true);
-    assert!(h.contains_key("retry-after"));
+    assert_eq!(b["retryable"], false);
 
     let (st, h, b) = s.call(Method::GET, "/no/such/route", None, None, &[]).await;
     assert_problem(st, &h, &b, StatusCode::NOT_FOUND, "request.no_route");

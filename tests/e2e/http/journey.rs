@@ -287,6 +287,7 @@ async fn stripe_payments_confirm_through_a_signed_webhook() {
             api_base: Some(stripe_url),
         }),
         config: None,
+        fixtures: None,
     })
     .await;
     let token = s.token("customer@tessera.test").await;
@@ -362,6 +363,26 @@ async fn stripe_payments_confirm_through_a_signed_webhook() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "payment.invalid_webhook");
+    // Issue 19, point 4: a body that is not UTF-8 is a problem response too, not plain text.
+    let response = s
+        .client
+        .post(s.api("/payments/stripe/webhook"))
+        .header("stripe-signature", "t=1,v1=00")
+        .header("content-type", "application/json")
+        .body(vec![0xff, 0xfe, b'{', b'}'])
+        .send()
+        .await
+        .expect("webhook");
+    let headers = response.headers().clone();
+    let status = response.status();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    super::assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "payment.invalid_webhook",
+    );
     // The real one confirms; its redelivery is harmless.
     let valid = tessera_commands::fake_stripe::signature(&payload, secret, now);
     for _ in 0..2 {

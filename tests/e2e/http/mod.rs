@@ -9,6 +9,7 @@ mod input;
 mod journey;
 mod openapi;
 mod rbac;
+mod relevance;
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ pub struct Server {
 pub struct Options {
     pub stripe: Option<StripeConfig>,
     pub config: Option<tessera_api::http::ApiConfig>,
+    /// Fixture scale and seed (default `tiny`, seed 7).
+    pub fixtures: Option<(&'static str, u64)>,
 }
 
 impl Server {
@@ -47,10 +50,11 @@ impl Server {
             .and_hms_opt(12, 0, 0)
             .expect("noon")
             .and_utc();
+        let (scale, seed) = options.fixtures.unwrap_or(("tiny", 7));
         tessera_fixtures::load(
             db.pool.clone(),
-            tessera_fixtures::Scale::named("tiny").expect("tiny"),
-            7,
+            tessera_fixtures::Scale::named(scale).expect("scale"),
+            seed,
             end,
             &|_, _| {},
             None,
