@@ -362,10 +362,27 @@ async fn up_after_postgres_crashed_starts_at_the_first_attempt() {
         server_running(&data),
         "the stale postmaster.pid stays behind"
     );
+    // Its pid may already belong to another process of the server's user: a zombie nobody
+    // reaped (containers without an init), or a reused pid. `pg_ctl status` then says the
+    // server runs. Make it so: a process of that user holds the pid the file names.
+    let pid_file = data.join("pg/data/postmaster.pid");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&pid_file).expect("stat"));
+    let mut impostor = std::process::Command::new("sleep");
+    impostor.arg("600");
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::process::CommandExt::uid(&mut impostor, owner);
+    }
+    let mut impostor = impostor.spawn().expect("spawn an impostor");
+    let stale = std::fs::read_to_string(&pid_file).expect("postmaster.pid");
+    let mut lines: Vec<String> = stale.lines().map(str::to_owned).collect();
+    lines[0] = impostor.id().to_string();
+    std::fs::write(&pid_file, lines.join("\n") + "\n").expect("rewrite postmaster.pid");
     let (child, printed) = start_up_with(&data, &["--fixtures", "none"]).await;
     assert!(healthy(&printed).await);
     stop(child).await;
     no_postmaster_left(&data).await;
+    let _ = impostor.kill();
+    let _ = impostor.wait();
 }
 
 /// Issue 19, point 14: a taken address fails at once, in one line naming it and the flag, and

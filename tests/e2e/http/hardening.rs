@@ -276,6 +276,24 @@ async fn the_surface_answers_bad_input_with_4xx_problems() {
         StatusCode::BAD_REQUEST,
         "request.position_beyond_head",
     );
+
+    // 16. A refused seal is an alert `/readyz` shows (the process stays ready, degraded).
+    sqlx::query(
+        "INSERT INTO seal_alerts (from_position, to_position, problem) \
+         VALUES (5, 9, 'position 7 is missing')",
+    )
+    .execute(&s.db.pool)
+    .await
+    .expect("alert");
+    let (st, ready) = s.get("/readyz", None).await;
+    assert_eq!(st, StatusCode::OK, "{ready}");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(
+        ready["alerts"][0]
+            .as_str()
+            .is_some_and(|a| a.contains("position 7 is missing")),
+        "{ready}"
+    );
     s.shutdown().await;
 }
 

@@ -336,7 +336,8 @@ async fn change_role(
     .await
 }
 
-/// Grant a role (admins). Takes effect at the user's next login or token refresh.
+/// Grant a role (admins). Takes effect at the user's next login or token refresh (a revoked role
+/// stops counting at once).
 #[utoipa::path(post, path = "/admin/users/{user_id}/roles", tag = "admin", security(("bearer" = [])),
     request_body = RoleRequest,
     params(("user_id" = Uuid, Path, description = "The user")),
