@@ -483,6 +483,9 @@ pub fn router(state: AppState) -> axum::Router {
         .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        // A panic is a bug: the request gets an opaque 500 problem (and the log the panic),
+        // never a dropped connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(problems_only))
         .layer(axum::middleware::from_fn(request_context))
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -51,10 +51,12 @@ pub(crate) struct Fields {
     category: Field,
     destination: Field,
     country: Field,
-    kind_key: Field,
-    category_key: Field,
-    destination_key: Field,
-    country_key: Field,
+    /// Folded filter keys (version 2 on); `None` in an index built by version 1, whose
+    /// generation keeps serving until its rebuild is swapped in.
+    kind_key: Option<Field>,
+    category_key: Option<Field>,
+    destination_key: Option<Field>,
+    country_key: Option<Field>,
     title: Field,
     description: Field,
     destination_text: Field,
@@ -140,30 +142,65 @@ pub(crate) fn schema() -> (Schema, Fields) {
             .set_tokenizer(KEY_TOKENIZER)
             .set_index_option(IndexRecordOption::Basic),
     );
-    let fields = Fields {
-        id: b.add_text_field("listing_id", STRING | STORED),
-        kind: b.add_facet_field("kind", FacetOptions::default()),
-        category: b.add_facet_field("category", FacetOptions::default()),
-        destination: b.add_facet_field("destination", FacetOptions::default()),
-        country: b.add_facet_field("country", FacetOptions::default()),
-        kind_key: b.add_text_field("kind_key", key.clone()),
-        category_key: b.add_text_field("category_key", key.clone()),
-        destination_key: b.add_text_field("destination_key", key.clone()),
-        country_key: b.add_text_field("country_key", key),
-        title: b.add_text_field("title", text.clone()),
-        description: b.add_text_field("description", text.clone()),
-        destination_text: b.add_text_field("destination_text", text.clone()),
-        category_text: b.add_text_field("category_text", text),
-        price: b.add_u64_field("price", INDEXED | FAST),
-        duration: b.add_u64_field("duration", INDEXED | FAST),
-        rating: b.add_f64_field("rating", FAST),
-        lat: b.add_f64_field("lat", INDEXED | FAST),
-        lon: b.add_f64_field("lon", INDEXED | FAST),
-        free_day: b.add_u64_field("free_day", INDEXED),
-        retired: b.add_u64_field("retired", INDEXED),
-        state: b.add_text_field("state", STORED),
-    };
-    (b.build(), fields)
+    b.add_text_field("listing_id", STRING | STORED);
+    b.add_facet_field("kind", FacetOptions::default());
+    b.add_facet_field("category", FacetOptions::default());
+    b.add_facet_field("destination", FacetOptions::default());
+    b.add_facet_field("country", FacetOptions::default());
+    b.add_text_field("kind_key", key.clone());
+    b.add_text_field("category_key", key.clone());
+    b.add_text_field("destination_key", key.clone());
+    b.add_text_field("country_key", key);
+    b.add_text_field("title", text.clone());
+    b.add_text_field("description", text.clone());
+    b.add_text_field("destination_text", text.clone());
+    b.add_text_field("category_text", text);
+    b.add_u64_field("price", INDEXED | FAST);
+    b.add_u64_field("duration", INDEXED | FAST);
+    b.add_f64_field("rating", FAST);
+    b.add_f64_field("lat", INDEXED | FAST);
+    b.add_f64_field("lon", INDEXED | FAST);
+    b.add_u64_field("free_day", INDEXED);
+    b.add_u64_field("retired", INDEXED);
+    b.add_text_field("state", STORED);
+    let schema = b.build();
+    let fields = Fields::of(&schema).expect("the current schema has every field");
+    (schema, fields)
+}
+
+impl Fields {
+    /// The fields of an index, by name: an index built by an earlier version (a generation that
+    /// still serves while its rebuild runs) has other field numbers, and lacks the newer fields.
+    pub(crate) fn of(schema: &Schema) -> Result<Self, ProjectionError> {
+        let field = |name: &str| {
+            schema
+                .get_field(name)
+                .map_err(|_| ProjectionError::Index(format!("the index has no field {name}")))
+        };
+        Ok(Self {
+            id: field("listing_id")?,
+            kind: field("kind")?,
+            category: field("category")?,
+            destination: field("destination")?,
+            country: field("country")?,
+            kind_key: schema.get_field("kind_key").ok(),
+            category_key: schema.get_field("category_key").ok(),
+            destination_key: schema.get_field("destination_key").ok(),
+            country_key: schema.get_field("country_key").ok(),
+            title: field("title")?,
+            description: field("description")?,
+            destination_text: field("destination_text")?,
+            category_text: field("category_text")?,
+            price: field("price")?,
+            duration: field("duration")?,
+            rating: field("rating")?,
+            lat: field("lat")?,
+            lon: field("lon")?,
+            free_day: field("free_day")?,
+            retired: field("retired")?,
+            state: field("state")?,
+        })
+    }
 }
 
 /// Days since 1970-01-01 (the unit of the `free_day` field).
@@ -236,10 +273,16 @@ impl ListingDoc {
         doc.add_facet(f.category, Facet::from_path([self.category.as_str()]));
         doc.add_facet(f.destination, Facet::from_path([self.destination.as_str()]));
         doc.add_facet(f.country, Facet::from_path([self.country.as_str()]));
-        doc.add_text(f.kind_key, &self.kind);
-        doc.add_text(f.category_key, &self.category);
-        doc.add_text(f.destination_key, &self.destination);
-        doc.add_text(f.country_key, &self.country);
+        for (key, value) in [
+            (f.kind_key, &self.kind),
+            (f.category_key, &self.category),
+            (f.destination_key, &self.destination),
+            (f.country_key, &self.country),
+        ] {
+            if let Some(key) = key {
+                doc.add_text(key, value);
+            }
+        }
         doc.add_text(f.title, &self.title);
         doc.add_text(f.description, &self.description);
         doc.add_text(
@@ -322,7 +365,7 @@ impl SearchProjection {
         }
         let index = Index::open_in_dir(&dir)?;
         register_tokenizers(&index);
-        let (_, fields) = schema();
+        let fields = Fields::of(&index.schema())?;
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
         let mut w = SearchWriter {
             index,

@@ -22,8 +22,7 @@ use tantivy::{
 use uuid::Uuid;
 
 use super::{
-    Fields, ListingDoc, SearchProjection, day_number, key, query_words, register_tokenizers,
-    schema, stem,
+    Fields, ListingDoc, SearchProjection, day_number, key, query_words, register_tokenizers, stem,
 };
 use crate::error::ProjectionError;
 
@@ -208,12 +207,13 @@ impl SearchIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        let fields = Fields::of(&index.schema())?;
         let opened = std::sync::Arc::new(Opened {
             generation,
             position,
             index,
             reader,
-            fields: schema().1,
+            fields,
         });
         *self.opened.lock().expect("not poisoned") = Some(opened.clone());
         Ok(opened)
@@ -405,21 +405,22 @@ fn build_query(o: &Opened, q: &SearchQuery) -> Box<dyn Query> {
         )),
     ));
     // Filters on names ignore case and accents: `rome`, `ROME` and `Rome` are one place.
-    for (field, value) in [
-        (f.kind_key, &q.kind),
-        (f.category_key, &q.category),
-        (f.destination_key, &q.destination),
-        (f.country_key, &q.country),
+    // (An index built before the keys existed filters on the exact facet value.)
+    for (field, facet, value) in [
+        (f.kind_key, f.kind, &q.kind),
+        (f.category_key, f.category, &q.category),
+        (f.destination_key, f.destination, &q.destination),
+        (f.country_key, f.country, &q.country),
     ] {
-        if let Some(v) = value {
-            must.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(field, &key(v)),
-                    IndexRecordOption::Basic,
-                )),
-            ));
-        }
+        let Some(v) = value else { continue };
+        let term = match field {
+            Some(field) => Term::from_field_text(field, &key(v)),
+            None => Term::from_facet(facet, &tantivy::schema::Facet::from_path([v.as_str()])),
+        };
+        must.push((
+            Occur::Must,
+            Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+        ));
     }
     if let Some(r) = u64_range(f.price, q.min_price_minor, q.max_price_minor) {
         must.push((Occur::Must, r));
@@ -622,4 +623,107 @@ fn run(o: &Opened, q: &SearchQuery) -> Result<SearchResults, ProjectionError> {
         position: u64::try_from(o.position).unwrap_or(0),
         generation: o.generation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::schema::{
+        FAST, Facet, FacetOptions, INDEXED, STORED, STRING, Schema, TextOptions,
+    };
+    use tantivy::{Index, TantivyDocument};
+
+    use super::*;
+
+    /// A generation built by search version 1 (other field numbers, no filter keys, the
+    /// `en_stem` tokenizer) keeps serving while its rebuild runs: the reader finds its fields
+    /// by name and filters on the exact facet values it has.
+    #[tokio::test]
+    async fn a_generation_built_by_version_1_still_answers() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("search").join("g1");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut b = Schema::builder();
+        let text = TextOptions::default().set_indexing_options(
+            tantivy::schema::TextFieldIndexing::default()
+                .set_tokenizer("en_stem")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
+        let id = b.add_text_field("listing_id", STRING | STORED);
+        let kind = b.add_facet_field("kind", FacetOptions::default());
+        let category = b.add_facet_field("category", FacetOptions::default());
+        let destination = b.add_facet_field("destination", FacetOptions::default());
+        let country = b.add_facet_field("country", FacetOptions::default());
+        let title = b.add_text_field("title", text.clone());
+        let description = b.add_text_field("description", text.clone());
+        let destination_text = b.add_text_field("destination_text", text.clone());
+        let category_text = b.add_text_field("category_text", text);
+        let price = b.add_u64_field("price", INDEXED | FAST);
+        let duration = b.add_u64_field("duration", INDEXED | FAST);
+        let rating = b.add_f64_field("rating", FAST);
+        let lat = b.add_f64_field("lat", INDEXED | FAST);
+        let lon = b.add_f64_field("lon", INDEXED | FAST);
+        let _free_day = b.add_u64_field("free_day", INDEXED);
+        let retired = b.add_u64_field("retired", INDEXED);
+        let state = b.add_text_field("state", STORED);
+        let index = Index::create_in_dir(&dir, b.build()).expect("index");
+        let listing = ListingDoc {
+            listing_id: Uuid::from_u128(1),
+            kind: "experience".into(),
+            title: "Grand sailing afternoon in Rome".into(),
+            description: "On the water".into(),
+            category: "water".into(),
+            destination: "Rome".into(),
+            country: "IT".into(),
+            lat: 41.9,
+            lon: 12.5,
+            duration_minutes: 120,
+            price_minor: 5_000,
+            currency: "EUR".into(),
+            retired: false,
+            rating_sum: 0,
+            rating_count: 0,
+            slots: Default::default(),
+        };
+        let mut doc = TantivyDocument::new();
+        doc.add_text(id, listing.listing_id.to_string());
+        doc.add_facet(kind, Facet::from_path(["experience"]));
+        doc.add_facet(category, Facet::from_path(["water"]));
+        doc.add_facet(destination, Facet::from_path(["Rome"]));
+        doc.add_facet(country, Facet::from_path(["IT"]));
+        doc.add_text(title, &listing.title);
+        doc.add_text(description, &listing.description);
+        doc.add_text(destination_text, "Rome IT");
+        doc.add_text(category_text, "water");
+        doc.add_u64(price, 5_000);
+        doc.add_u64(duration, 120);
+        doc.add_f64(rating, 0.0);
+        doc.add_f64(lat, 41.9);
+        doc.add_f64(lon, 12.5);
+        doc.add_u64(retired, 0);
+        doc.add_text(state, serde_json::to_string(&listing).expect("json"));
+        let mut writer = index
+            .writer_with_num_threads(1, 15_000_000)
+            .expect("writer");
+        writer.add_document(doc).expect("add");
+        writer.commit().expect("commit");
+
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("lazy pool");
+        let search = SearchIndex::new(pool, root.path());
+        let found = search
+            .search_at(
+                &SearchQuery {
+                    text: Some("sailng".into()),
+                    destination: Some("Rome".into()),
+                    limit: 10,
+                    ..SearchQuery::default()
+                },
+                Some((1, 1)),
+            )
+            .await
+            .expect("an old generation answers");
+        assert_eq!(found.total, 1);
+        assert_eq!(found.hits[0].title, listing.title);
+    }
 }
