@@ -225,11 +225,7 @@ impl Platform {
             vault,
         });
         // Tokens of erased users and revoked roles stop working as soon as the log says so.
-        tasks.push(
-            state
-                .principals
-                .follow(state.store.clone(), stopped.clone()),
-        );
+        tasks.push(state.principals.follow(state.pool.clone(), stopped.clone()));
         Ok(Self {
             state,
             stop,

@@ -361,18 +361,21 @@ pub struct ProjectionStatus {
 /// Every registered projection's state, position and lag.
 pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
     let rows = sqlx::query(
-        "SELECT p.name, p.state, p.active_generation, g.code_version, coalesce(g.position, 0),
+        "WITH leases AS MATERIALIZED (
+             -- Read once: the lock table is scanned by a function, not an index.
+             SELECT classid::int8 AS high, objid::int8 AS low FROM pg_locks
+              WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         )
+         SELECT p.name, p.state, p.active_generation, g.code_version, coalesce(g.position, 0),
                 h.position, p.owner_label, p.error, p.error_position, p.error_event_type,
                 b.generation, b.position, p.updated_at,
                 extract(epoch FROM now() - e.recorded_at)::float8,
                 EXISTS (
-                    SELECT 1 FROM pg_locks l, LATERAL (
+                    SELECT 1 FROM leases l, LATERAL (
                         SELECT hashtext('tessera.projection.' || p.name)::int8 AS k
                     ) lease
-                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                      AND l.classid::int8 = (lease.k >> 32) & 4294967295
-                      AND l.objid::int8 = lease.k & 4294967295
+                    WHERE l.high = (lease.k >> 32) & 4294967295 AND l.low = lease.k & 4294967295
                 ) AS leased
          FROM projections p
          CROSS JOIN log_head h

@@ -6,17 +6,16 @@
 //! login or refresh, as documented).
 //!
 //! The state of each user is cached. The cache is invalidated from the log: one task per process
-//! follows the log's user events and forgets the users they touch; a process that itself
-//! changes a user forgets them before answering. Entries also expire after [`TTL`], which bounds
-//! staleness should the follower ever fall behind. A load that races with an invalidation is not
-//! cached (an epoch counter tells).
+//! looks every [`FOLLOW_EVERY`] for the user streams that moved and forgets those users; a
+//! process that itself changes a user forgets them before answering. Entries also expire after
+//! [`TTL`], a safety net. A load that races with an invalidation is not cached (an epoch counter
+//! tells).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use moka::future::Cache;
 use tessera_commands::error::CommandError;
 use tessera_commands::store::EventStore;
@@ -26,7 +25,9 @@ use uuid::Uuid;
 use super::error::ApiError;
 
 /// Longest time a cached user state is trusted without news from the log.
-pub const TTL: Duration = Duration::from_secs(30);
+pub const TTL: Duration = Duration::from_secs(300);
+/// How often each process looks for users whose streams moved.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 /// What the platform knows of a user now; `None` when the user is erased or unknown.
 type Known = Option<Arc<BTreeSet<Role>>>;
@@ -91,62 +92,64 @@ impl Principals {
         self.cache.invalidate(&user).await;
     }
 
-    /// Follows the log from its head and forgets every user an event touches, until `shutdown`
-    /// turns true. A broken subscription is reopened where it stopped; after a break the whole
-    /// cache is dropped, so nothing older than the outage is trusted.
+    /// Follows the log and forgets every user whose stream moved, until `shutdown` turns true:
+    /// every 250 ms it asks which user streams the events since its last look belong to (a
+    /// range scan of new positions that reads no payload, so it costs nothing when nothing
+    /// changed and little under load). A change made by another process is seen within that
+    /// interval; after a failed look the whole cache is dropped, so nothing older than the
+    /// outage is trusted.
     pub fn follow(
         &self,
-        store: Arc<dyn EventStore>,
+        pool: sqlx::PgPool,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
-            let mut after = loop {
-                match store.head().await {
-                    Ok(p) => break p,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "principals: cannot read the log head");
-                        tokio::select! {
-                            _ = shutdown.changed() => return,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                }
-            };
-            while !*shutdown.borrow() {
-                let mut events = store.subscribe_all(after);
-                loop {
-                    let next = tokio::select! {
-                        _ = shutdown.changed() => return,
-                        next = events.next() => next,
-                    };
-                    let Some(next) = next else { break };
-                    match next {
-                        Ok(e) => {
-                            after = e.position;
-                            if e.stream_id.category() == "user"
-                                && let Some(id) = e
-                                    .stream_id
-                                    .as_str()
-                                    .split_once('-')
-                                    .and_then(|(_, id)| Uuid::parse_str(id).ok())
-                            {
-                                this.forget(id).await;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "principals: log subscription failed");
-                            break;
-                        }
-                    }
-                }
-                this.epoch.fetch_add(1, Ordering::AcqRel);
-                this.cache.invalidate_all();
+            let mut tick = tokio::time::interval(FOLLOW_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen: Option<i64> = None;
+            loop {
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = tick.tick() => {}
+                }
+                match this.look(&pool, seen).await {
+                    Ok(head) => seen = Some(head),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "principals: cannot follow the log");
+                        this.epoch.fetch_add(1, Ordering::AcqRel);
+                        this.cache.invalidate_all();
+                    }
                 }
             }
         })
+    }
+
+    /// Forgets the users whose streams moved after `seen`; returns the head looked up to.
+    async fn look(&self, pool: &sqlx::PgPool, seen: Option<i64>) -> sqlx::Result<i64> {
+        // Positions at or below the head are committed (ADR 0001).
+        let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
+            .fetch_one(pool)
+            .await?;
+        let Some(from) = seen.filter(|from| *from < head) else {
+            return Ok(head);
+        };
+        let streams: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT stream_id FROM events
+              WHERE position > $1 AND position <= $2 AND stream_id LIKE 'user-%'",
+        )
+        .bind(from)
+        .bind(head)
+        .fetch_all(pool)
+        .await?;
+        for stream in streams {
+            if let Some(id) = stream
+                .strip_prefix("user-")
+                .and_then(|id| Uuid::parse_str(id).ok())
+            {
+                self.forget(id).await;
+            }
+        }
+        Ok(head)
     }
 }
