@@ -383,6 +383,36 @@ async fn tokens_follow_the_log_and_admins_never_run_out() {
         "an erased admin's token is dead"
     );
 
+    // 6. A change another process made (here: written to the log directly, so this process
+    // has nothing to forget by itself) reaches this process's token checks by following the log.
+    let (elsewhere, elsewhere_token) = register(&s, "changed-elsewhere@example.com").await;
+    let (st, _) = s.get("/me/loyalty", Some(&elsewhere_token)).await;
+    assert_eq!(st, StatusCode::OK);
+    let store = tessera_commands::store::PgEventStore::new(
+        s.db.pool.clone(),
+        tessera_commands::store::PgStoreOptions::default(),
+    );
+    let ctx = tessera_commands::handler::CommandContext::new(
+        uuid::Uuid::now_v7(),
+        format!("user:{admin_id}"),
+        chrono::Utc::now(),
+    )
+    .with_reason("revoked by another process");
+    tessera_commands::users::change_role(
+        &store,
+        tessera_domain::values::UserId(elsewhere.parse().expect("uuid")),
+        tessera_domain::user::Role::Customer,
+        false,
+        &ctx,
+    )
+    .await
+    .expect("revoke directly");
+    super::eventually("the revocation reaches this process", || async {
+        let (st, _) = s.get("/me/loyalty", Some(&elsewhere_token)).await;
+        (st == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+
     // 7. An admin cannot erase or demote themselves.
     for (path, body) in [
         (
