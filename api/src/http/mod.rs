@@ -429,6 +429,43 @@ async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
+/// How much of an over-large body is read (and dropped) before answering 413, so that the
+/// connection closes cleanly instead of resetting under the client's answer.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// Reads the whole request body before routing (at most [`BODY_LIMIT`]; an over-large one is
+/// drained up to [`DRAIN_LIMIT`] and refused with 413). A route may refuse a request before its
+/// body extractor runs (roles are checked first): a body left unread would make the server
+/// close the connection with data still in flight, and the client's socket would be reset
+/// under the answer.
+async fn read_body(request: Request, next: Next) -> Response {
+    use futures::StreamExt as _;
+    let (parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return ApiError::BadRequest {
+                code: "request.unreadable_body",
+                detail: "the request body could not be read".into(),
+            }
+            .into_response();
+        };
+        seen += chunk.len();
+        if seen <= BODY_LIMIT {
+            buffer.extend_from_slice(&chunk);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > BODY_LIMIT {
+        return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(buffer)))
+        .await
+}
+
 /// Makes every error answer a problem response, whatever produced it: the handlers' errors
 /// already are; this turns what a layer or an extractor outside our own types answers (axum's
 /// rejections, the body limit, a panic caught by a layer) into one too, with the status kept
@@ -486,6 +523,7 @@ pub fn router(state: AppState) -> axum::Router {
         // A panic is a bug: the request gets an opaque 500 problem (and the log the panic),
         // never a dropped connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(read_body))
         .layer(axum::middleware::from_fn(problems_only))
         .layer(axum::middleware::from_fn(request_context))
         .layer(PropagateRequestIdLayer::x_request_id())

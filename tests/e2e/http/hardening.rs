@@ -388,10 +388,8 @@ async fn tokens_follow_the_log_and_admins_never_run_out() {
     let (elsewhere, elsewhere_token) = register(&s, "changed-elsewhere@example.com").await;
     let (st, _) = s.get("/me/loyalty", Some(&elsewhere_token)).await;
     assert_eq!(st, StatusCode::OK);
-    let store = tessera_commands::store::PgEventStore::new(
-        s.db.pool.clone(),
-        tessera_commands::store::PgStoreOptions::default(),
-    );
+    // The platform's own store (personal data is encrypted), not this process's API.
+    let store = s.platform.as_ref().expect("platform").state.store.clone();
     let ctx = tessera_commands::handler::CommandContext::new(
         uuid::Uuid::now_v7(),
         format!("user:{admin_id}"),
@@ -399,7 +397,7 @@ async fn tokens_follow_the_log_and_admins_never_run_out() {
     )
     .with_reason("revoked by another process");
     tessera_commands::users::change_role(
-        &store,
+        &*store,
         tessera_domain::values::UserId(elsewhere.parse().expect("uuid")),
         tessera_domain::user::Role::Customer,
         false,
