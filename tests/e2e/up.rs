@@ -332,9 +332,8 @@ async fn up_after_a_kill_owns_the_cluster_it_reuses() {
     let data = dir.0.clone();
     let (mut child, _) = start_up_with(&data, &["--fixtures", "none"]).await;
     kill9(&mut child).await;
-    assert_eq!(
-        postmasters(&data).len(),
-        1,
+    assert!(
+        !postmasters(&data).is_empty(),
         "the cluster outlives a SIGKILL"
     );
     let (child, printed) = start_up_with(&data, &["--fixtures", "none"]).await;
@@ -350,7 +349,15 @@ async fn up_after_postgres_crashed_starts_at_the_first_attempt() {
     let dir = TempDir(std::env::temp_dir().join(format!("tessera-e2e-crash-{}", uuid_like())));
     let data = dir.0.clone();
     let (mut child, _) = start_up_with(&data, &["--fixtures", "none"]).await;
-    let postmaster = postmasters(&data);
+    // The postmaster is the pid its file names (a child it just forked can briefly share its
+    // command line).
+    let postmaster: Vec<i32> = std::fs::read_to_string(data.join("pg/data/postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .into_iter()
+        .collect();
     assert_eq!(postmaster.len(), 1);
     kill9(&mut child).await;
     nix::sys::signal::kill(
