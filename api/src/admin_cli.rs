@@ -9,7 +9,8 @@ use tessera_commands::admin;
 use tessera_commands::booking::{BookingConfig, current_booking};
 use tessera_commands::handler::{CommandContext, Executed};
 use tessera_domain::user::Role;
-use tessera_domain::values::{BookingId, Money, UserId, new_command_id};
+use tessera_domain::values::{BookingId, Money, UserId};
+use tessera_log::clock::new_command_id;
 use uuid::Uuid;
 
 use crate::db::Database;
@@ -72,8 +73,7 @@ pub enum AdminCommand {
 pub async fn run(db: &Database, command: &AdminCommand) -> anyhow::Result<()> {
     let store = crate::ops::store(db).await?;
     let vault =
-        tessera_commands::pii::Vault::load(db.pool.clone(), crate::ops::master_key().as_deref())
-            .await?;
+        tessera_log::pii::Vault::load(db.pool.clone(), crate::ops::master_key().as_deref()).await?;
     let issuer = match command {
         AdminCommand::Refund { issuer, .. }
         | AdminCommand::ForceCancel { issuer, .. }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_commands::audit::{self, AsOf, LogQuery, SealKey, VerifyOptions};
-use tessera_commands::store::StreamId;
+use tessera_log::audit::{self, AsOf, LogQuery, SealKey, VerifyOptions};
+use tessera_log::store::StreamId;
 use tokio::io::{AsyncWrite, BufReader, BufWriter};
 use uuid::Uuid;
 
@@ -169,8 +169,7 @@ fn bar(len: u64) -> ProgressBar {
 pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
     let pool = &db.pool;
     let vault =
-        tessera_commands::pii::Vault::load(pool.clone(), crate::ops::master_key().as_deref())
-            .await?;
+        tessera_log::pii::Vault::load(pool.clone(), crate::ops::master_key().as_deref()).await?;
     match command {
         AuditCommand::Seal(args) => {
             let key = SealKey::load(pool, args.seal_key.as_deref()).await?;

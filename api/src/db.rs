@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{ConnectOptions, Connection, Executor};
-use tessera_commands::pg::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use tessera_log::pg::embedded::{EmbeddedOptions, EmbeddedPostgres};
 
 /// Where the data lives.
 #[derive(Debug, Clone)]
@@ -46,10 +46,10 @@ impl Database {
                 (pg.connect_options(&config.database), Some(pg))
             }
         };
-        let pool = tessera_commands::pg::connect(options.clone(), config.max_connections)
+        let pool = tessera_log::pg::connect(options.clone(), config.max_connections)
             .await
             .context("cannot connect to PostgreSQL")?;
-        tessera_commands::pg::migrate(&pool)
+        tessera_log::pg::migrate(&pool)
             .await
             .context("cannot apply migrations")?;
         Ok(Self {

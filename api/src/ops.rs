@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_commands::pii::{PiiStore, Vault};
-use tessera_commands::store::{EventStore, PgEventStore, PgStoreOptions};
+use tessera_log::pii::{PiiStore, Vault};
+use tessera_log::store::{EventStore, PgEventStore, PgStoreOptions};
 use tessera_projections::{Projector, ProjectorOptions};
 use tokio::sync::watch;
 
@@ -263,7 +263,7 @@ pub async fn load_fixtures(
             .enable_all()
             .build()?;
         runtime.block_on(async move {
-            let loading = tessera_commands::pg::connect(options, 4)
+            let loading = tessera_log::pg::connect(options, 4)
                 .await
                 .context("cannot connect for loading")?;
             let master_key = master_key();

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
-use tessera_commands::clock::{Clock, SystemClock};
 use tessera_commands::gateway::{PaymentGateway, SimulatedGateway, StripeGateway};
 use tessera_commands::handler::AggregateCache;
-use tessera_commands::pii::{PiiStore, Vault};
 use tessera_commands::reactor::{ReactorRunner, fire_due_deadlines, handle_gateway_event};
-use tessera_commands::store::EventStore;
+use tessera_log::clock::{Clock, SystemClock};
+use tessera_log::pii::{PiiStore, Vault};
+use tessera_log::store::EventStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -169,7 +169,7 @@ impl Platform {
         )
         .await
         .context("cannot load the token signing key")?;
-        let seal_key = tessera_commands::audit::SealKey::load(&pool, options.seal_key.as_deref())
+        let seal_key = tessera_log::audit::SealKey::load(&pool, options.seal_key.as_deref())
             .await
             .context("cannot load the seal key")?;
         let seal_public_key = seal_key.public_key();
@@ -177,7 +177,7 @@ impl Platform {
         // final round leaves nothing unsealed.
         let sealer = options.seal_every.map(|every| {
             let (stop_sealer, sealer_stopped) = watch::channel(false);
-            let task = tokio::spawn(tessera_commands::audit::run_sealer(
+            let task = tokio::spawn(tessera_log::audit::run_sealer(
                 pool.clone(),
                 seal_key,
                 every,
@@ -384,9 +384,9 @@ async fn run_read_side(
     let vault = Vault::load(pool.clone(), crate::ops::master_key().as_deref())
         .await
         .context("cannot open the personal-data vault")?;
-    let log: Arc<dyn EventStore> = Arc::new(tessera_commands::store::PgEventStore::new(
+    let log: Arc<dyn EventStore> = Arc::new(tessera_log::store::PgEventStore::new(
         pool.clone(),
-        tessera_commands::store::PgStoreOptions::default(),
+        tessera_log::store::PgStoreOptions::default(),
     ));
     let store: Arc<dyn EventStore> = Arc::new(PiiStore::new(log, vault));
     let ReadSideParts {

@@ -14,7 +14,7 @@ use crate::handler::{
     Attempt, CommandContext, Executed, decide_and_append, execute, load, replayed, stream_of,
     write_for,
 };
-use crate::store::EventStore;
+use tessera_log::store::EventStore;
 
 fn require_reason(ctx: &CommandContext) -> Result<(), CommandError> {
     match ctx.reason.as_deref().map(str::trim) {
@@ -113,7 +113,7 @@ pub async fn reinstate(
 /// Safe to retry: a second call finds the event already there and the key already gone.
 pub async fn erase_user(
     store: &dyn EventStore,
-    vault: &crate::pii::Vault,
+    vault: &tessera_log::pii::Vault,
     user: UserId,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {

@@ -13,13 +13,13 @@ use tessera_domain::listing::{ListingAggregate, ListingError, ListingState};
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotEvent, SlotState};
 use tessera_domain::values::{BookingId, Money, Seats, SlotId, UserId};
 
-use crate::codec;
 use crate::error::CommandError;
 use crate::handler::{
     AggregateCache, Attempt, CommandContext, Executed, Loaded, MAX_ATTEMPTS, decide_and_append,
     load, load_caught_up, load_via, replayed, stream_of, whole_if_retried, write_for,
 };
-use crate::store::{EventStore, StreamId, StreamWrite};
+use tessera_log::codec;
+use tessera_log::store::{EventStore, StreamId, StreamWrite};
 
 /// Rules of the booking process that are configuration, not code.
 #[derive(Debug, Clone, Copy)]
@@ -340,7 +340,7 @@ pub async fn expire_booking_cached(
 pub async fn current_booking(
     store: &dyn EventStore,
     booking_id: BookingId,
-) -> Result<(Booking, crate::store::Position), CommandError> {
+) -> Result<(Booking, tessera_log::store::Position), CommandError> {
     let (loaded, booking) = load_booking(store, booking_id, uuid::Uuid::nil()).await?;
     Ok((booking, loaded.last_position))
 }

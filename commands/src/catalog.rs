@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::error::CommandError;
 use crate::handler::{CommandContext, Executed, execute, load, stream_of};
-use crate::store::EventStore;
+use tessera_log::store::EventStore;
 
 /// Who is acting on a listing or slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

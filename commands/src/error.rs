@@ -9,7 +9,7 @@ use tessera_domain::review::ReviewError;
 use tessera_domain::slot::SlotError;
 use tessera_domain::user::UserError;
 
-use crate::store::StoreError;
+use tessera_log::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {

@@ -16,9 +16,9 @@ use tessera_domain::Aggregate;
 use tessera_domain::values::derived_id;
 use uuid::Uuid;
 
-use crate::codec::{self, CodecError};
 use crate::error::CommandError;
-use crate::store::{
+use tessera_log::codec::{self, CodecError};
+use tessera_log::store::{
     AppendResult, EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
     StreamId, StreamWrite, read_stream_after,
 };
@@ -75,11 +75,6 @@ impl CommandContext {
 
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
-        self
-    }
-
-    pub fn correlated(mut self, correlation_id: Uuid) -> Self {
-        self.correlation_id = correlation_id;
         self
     }
 

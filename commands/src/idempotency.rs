@@ -22,12 +22,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tessera_domain::values::new_command_id;
+use tessera_log::clock::new_command_id;
 use uuid::Uuid;
 
 use crate::error::CommandError;
-use crate::pg::coalesce::Coalescer;
-use crate::store::StoreError;
+use tessera_log::pg::coalesce::Coalescer;
+use tessera_log::store::StoreError;
 
 const STORE_RESULT: &str = "UPDATE idempotency_keys SET response = $3, completed_at = now()
      WHERE scope = $1 AND key = $2 AND response IS NULL";
@@ -39,7 +39,7 @@ const CLAIM_BATCH: &str = concat!(
        FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[])
             AS k(scope, key, request_hash, command_id),
             ",
-    crate::pg::async_commit!(),
+    tessera_log::pg::async_commit!(),
     "
      ON CONFLICT (scope, key) DO NOTHING
      RETURNING command_id"
@@ -69,7 +69,7 @@ const STORE_RESULTS_ASYNC: &str = concat!(
                        WHERE scope = u.scope AND key = u.key AND response IS NULL OFFSET 0) AS f
             ) AS v,
             ",
-    crate::pg::async_commit!(),
+    tessera_log::pg::async_commit!(),
     "
       WHERE k.ctid = v.row_id AND k.response IS NULL"
 );
@@ -347,7 +347,7 @@ mod tests {
     use sqlx::Connection;
 
     use super::*;
-    use crate::testkit::TestDatabase;
+    use tessera_log::testkit::TestDatabase;
 
     /// The generic plan of each batch statement, made on a writer's connection while the
     /// table is empty and analyzed: the worst case for a plan that is kept.

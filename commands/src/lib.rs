@@ -1,27 +1,21 @@
-//! Write side of Tessera: the event store port with its adapters (PostgreSQL, in-memory,
-//! KurrentDB), the embedded PostgreSQL cluster, the event codec and the command handlers.
+//! Write side of Tessera: the command handlers, which decide against the log of
+//! `tessera-log` (aggregates loaded, decisions appended with optimistic concurrency), the
+//! reactors that turn events into further commands, idempotency keys, user accounts and the
+//! Stripe payment gateway.
 //!
-//! Architecture invariant: this crate depends on `tessera-domain` and never on the read side
-//! (`tessera-projections`) or the HTTP layer (`tessera-api`).
+//! Architecture invariant: this crate depends on `tessera-domain` and `tessera-log` and never on
+//! the read side (`tessera-projections`) or the HTTP layer (`tessera-api`).
 
 pub mod admin;
-pub mod audit;
 pub mod booking;
 pub mod catalog;
-pub mod clock;
-pub mod codec;
 pub mod error;
 pub mod gateway;
 pub mod handler;
 pub mod idempotency;
 pub mod payment;
-pub mod pg;
-pub mod pii;
 pub mod reactor;
-pub mod store;
 pub mod users;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod fake_stripe;
-#[cfg(any(test, feature = "testkit"))]
-pub mod testkit;

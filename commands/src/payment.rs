@@ -26,7 +26,7 @@ use crate::handler::{
     Attempt, CommandContext, Executed, Loaded, decide_and_append, load, replayed, stream_of,
     write_for,
 };
-use crate::store::{EventStore, StreamWrite};
+use tessera_log::store::{EventStore, StreamWrite};
 
 impl From<GatewayError> for CommandError {
     fn from(e: GatewayError) -> Self {

@@ -27,12 +27,12 @@ use tessera_domain::user::UserEvent;
 use tessera_domain::values::{BookingId, UserId, derived_id};
 use uuid::Uuid;
 
-pub use crate::clock::{Clock, ManualClock, SystemClock};
-use crate::codec::{self, AnyEvent};
 use crate::error::CommandError;
 use crate::gateway::{GatewayEvent, PaymentGateway};
 use crate::handler::{AggregateCache, CommandContext, execute, load, load_caught_up, stream_of};
-use crate::store::{EventStore, Position, RecordedEvent, StoreError};
+pub use tessera_log::clock::{Clock, ManualClock, SystemClock};
+use tessera_log::codec::{self, AnyEvent};
+use tessera_log::store::{EventStore, Position, RecordedEvent, StoreError};
 
 /// One process manager.
 #[async_trait]
@@ -73,7 +73,7 @@ const SAVE_CHECKPOINT: &str = "INSERT INTO reactor_checkpoints (name, position) 
 const SAVE_CHECKPOINT_ASYNC: &str = concat!(
     "INSERT INTO reactor_checkpoints (name, position)
      SELECT $1, $2 FROM ",
-    crate::pg::async_commit!(),
+    tessera_log::pg::async_commit!(),
     "
      ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
 );
@@ -377,7 +377,7 @@ impl DeadlineReactor {
             sqlx::query(concat!(
                 "UPDATE deadlines SET done_at = now()
                    FROM ",
-                crate::pg::async_commit!(),
+                tessera_log::pg::async_commit!(),
                 "
                   WHERE booking_id = ANY($1) AND done_at IS NULL"
             ))
@@ -390,7 +390,7 @@ impl DeadlineReactor {
                 "UPDATE deadlines d SET done_at = now()
                    FROM unnest($1::uuid[], $2::text[]) AS e(booking_id, kind),
                         ",
-                crate::pg::async_commit!(),
+                tessera_log::pg::async_commit!(),
                 "
                   WHERE d.booking_id = e.booking_id AND d.kind = e.kind AND d.done_at IS NULL"
             ))
@@ -405,7 +405,7 @@ impl DeadlineReactor {
                  SELECT s.kind, s.booking_id, s.due_at
                    FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS s(kind, booking_id, due_at),
                         ",
-                crate::pg::async_commit!(),
+                tessera_log::pg::async_commit!(),
                 "
                  ON CONFLICT (kind, booking_id) DO UPDATE SET due_at = EXCLUDED.due_at, done_at = NULL"
             ))

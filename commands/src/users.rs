@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::error::CommandError;
 use crate::handler::{CommandContext, Executed, load, stream_of, write_for};
-use crate::store::{EventStore, StreamId};
+use tessera_log::store::{EventStore, StreamId};
 
 /// The reservation stream of an e-mail address (a hash: no address in a stream name).
 pub fn email_stream(email: &Email) -> StreamId {
@@ -261,7 +261,7 @@ pub async fn execute_keeping_an_admin(
                 UserState::Registered(u) if !u.erased && u.roles.contains(&Role::Admin) => {}
                 _ => return Err(UserError::LastAdmin.into()),
             }
-            writes.push(crate::store::StreamWrite::guard(
+            writes.push(tessera_log::store::StreamWrite::guard(
                 other.stream.clone(),
                 other.expected(),
             ));

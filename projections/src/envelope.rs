@@ -3,8 +3,8 @@
 //! exactly what incremental application produced.
 
 use chrono::{DateTime, Utc};
-use tessera_commands::codec::{self, AnyEvent};
-use tessera_commands::store::{EventMetadata, Position, RecordedEvent};
+use tessera_log::codec::{self, AnyEvent};
+use tessera_log::store::{EventMetadata, Position, RecordedEvent};
 use uuid::Uuid;
 
 use crate::error::ProjectionError;

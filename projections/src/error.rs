@@ -1,7 +1,7 @@
 //! What can stop a projection. A failure always names the projection, and when an event caused
 //! it, that event's position and type: a projection never skips an event silently.
 
-use tessera_commands::store::{Position, StoreError};
+use tessera_log::store::{Position, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -31,10 +31,5 @@ impl From<tantivy::TantivyError> for ProjectionError {
         Self::Index(e.to_string())
     }
 }
-
-/// A failure of the projection code on one event, before the runner names the projection.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EventFailure(pub String);
 
 pub type Result<T, E = ProjectionError> = std::result::Result<T, E>;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::{PgConnection, PgPool};
-use tessera_commands::store::{EventStore, Position};
+use tessera_log::store::{EventStore, Position};
 use tokio::sync::mpsc;
 
 use crate::Projection;

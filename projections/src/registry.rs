@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
-use tessera_commands::store::Position;
+use tessera_log::store::Position;
 
 use crate::Projection;
 use crate::error::ProjectionError;

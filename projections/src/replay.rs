@@ -3,7 +3,7 @@
 //! transaction that is rolled back. Nothing is read from (or left in) the live read models.
 
 use sqlx::{AssertSqlSafe, PgPool};
-use tessera_commands::store::RecordedEvent;
+use tessera_log::store::RecordedEvent;
 use uuid::Uuid;
 
 use crate::SqlProjection;

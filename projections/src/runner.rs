@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
-use tessera_commands::store::{EventStore, Position};
+use tessera_log::store::{EventStore, Position};
 use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 

@@ -8,10 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tessera_commands::store::{
-    EventMetadata, GENESIS_HASH, Hash, HashedFields, StreamId, chain_hash,
-};
-use tessera_commands::testkit::TestDatabase;
+use tessera_log::store::{EventMetadata, GENESIS_HASH, Hash, HashedFields, StreamId, chain_hash};
+use tessera_log::testkit::TestDatabase;
 use tokio::process::Command;
 
 const DEADLINE: Duration = Duration::from_secs(180);

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, PgPool};
-use tessera_commands::testkit::TestDatabase;
+use tessera_log::testkit::TestDatabase;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

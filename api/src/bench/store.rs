@@ -25,7 +25,7 @@ use rand::seq::SliceRandom;
 use serde_json::json;
 use sqlx::postgres::PgPool;
 use sqlx::{Executor, QueryBuilder};
-use tessera_commands::store::{
+use tessera_log::store::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, PgStoreOptions, Position,
     StreamId, StreamRead, StreamWrite,
 };
@@ -380,7 +380,7 @@ async fn store_read_all(store: &PgEventStore, passes: usize, events: usize) -> a
     Ok(())
 }
 
-/// The same decoded shape as [`tessera_commands::store::RecordedEvent`], read with one plain query.
+/// The same decoded shape as [`tessera_log::store::RecordedEvent`], read with one plain query.
 #[derive(sqlx::FromRow)]
 #[allow(dead_code)] // Fields are decoded to do the same work as the store; not all are read.
 struct BaselineRow {

@@ -337,9 +337,7 @@ fn command(e: &CommandError) -> Mapped {
             retryable: true,
             ..mapped(S::CONFLICT, "request.contention")
         },
-        CommandError::Store(tessera_commands::store::StoreError::UnstorableText {
-            what, ..
-        }) => {
+        CommandError::Store(tessera_log::store::StoreError::UnstorableText { what, .. }) => {
             let mut m = mapped(S::UNPROCESSABLE_ENTITY, "request.unstorable_text");
             m.errors.push(FieldError {
                 field: (*what).to_owned(),

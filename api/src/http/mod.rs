@@ -1,6 +1,6 @@
 //! The HTTP API (axum, under `/api/v1`). Commands go through the command handlers; queries read
-//! the PostgreSQL read models and the tantivy index, never the event store (the audit endpoints
-//! will be the one exception).
+//! the PostgreSQL read models and the tantivy index, never the event store (the audit endpoints,
+//! which replay the log itself, are the one exception).
 //!
 //! Cross-cutting rules live here: request ids and tracing spans, the body limit, request latency
 //! metrics, problem responses for unknown routes, and the typed extractors whose rejections become
@@ -30,11 +30,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 use tessera_commands::booking::BookingConfig;
-use tessera_commands::clock::Clock;
 use tessera_commands::gateway::{PaymentGateway, StripeGateway};
 use tessera_commands::handler::AggregateCache;
 use tessera_commands::idempotency::IdempotencyKeys;
-use tessera_commands::store::EventStore;
+use tessera_log::clock::Clock;
+use tessera_log::store::EventStore;
 use tessera_projections::search::SearchIndex;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -102,7 +102,7 @@ pub struct AppState {
     /// The Ed25519 public key seals are verified with.
     pub seal_public_key: [u8; 32],
     /// Personal-data keys (erasure destroys them).
-    pub vault: Arc<tessera_commands::pii::Vault>,
+    pub vault: Arc<tessera_log::pii::Vault>,
     /// Users' current roles, checked on every authenticated request.
     pub principals: principals::Principals,
 }
@@ -127,7 +127,7 @@ pub struct StateParts {
     pub metrics: Option<PrometheusHandle>,
     pub config: ApiConfig,
     pub seal_public_key: [u8; 32],
-    pub vault: Arc<tessera_commands::pii::Vault>,
+    pub vault: Arc<tessera_log::pii::Vault>,
 }
 
 fn quota(per: u32, burst: u32, minute: bool) -> Quota {

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use tessera_commands::error::CommandError;
-use tessera_commands::store::EventStore;
 use tessera_domain::user::Role;
+use tessera_log::store::EventStore;
 use uuid::Uuid;
 
 use super::error::ApiError;

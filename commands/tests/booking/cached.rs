@@ -181,28 +181,27 @@ async fn a_retry_through_the_cache_replays() {
 /// The store, counting the stream events it hands out.
 #[derive(Debug)]
 struct Counting {
-    inner: Arc<dyn tessera_commands::store::EventStore>,
+    inner: Arc<dyn tessera_log::store::EventStore>,
     read: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl tessera_commands::store::EventStore for Counting {
-    fn capabilities(&self) -> tessera_commands::store::Capabilities {
+impl tessera_log::store::EventStore for Counting {
+    fn capabilities(&self) -> tessera_log::store::Capabilities {
         self.inner.capabilities()
     }
     async fn append(
         &self,
-        writes: Vec<tessera_commands::store::StreamWrite>,
-    ) -> Result<tessera_commands::store::AppendResult, tessera_commands::store::StoreError> {
+        writes: Vec<tessera_log::store::StreamWrite>,
+    ) -> Result<tessera_log::store::AppendResult, tessera_log::store::StoreError> {
         self.inner.append(writes).await
     }
     async fn read_stream(
         &self,
-        stream: &tessera_commands::store::StreamId,
-        read: tessera_commands::store::StreamRead,
+        stream: &tessera_log::store::StreamId,
+        read: tessera_log::store::StreamRead,
         limit: usize,
-    ) -> Result<Vec<tessera_commands::store::RecordedEvent>, tessera_commands::store::StoreError>
-    {
+    ) -> Result<Vec<tessera_log::store::RecordedEvent>, tessera_log::store::StoreError> {
         let events = self.inner.read_stream(stream, read, limit).await?;
         self.read
             .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
@@ -210,28 +209,25 @@ impl tessera_commands::store::EventStore for Counting {
     }
     async fn read_all(
         &self,
-        after: tessera_commands::store::Position,
+        after: tessera_log::store::Position,
         limit: usize,
-    ) -> Result<Vec<tessera_commands::store::RecordedEvent>, tessera_commands::store::StoreError>
-    {
+    ) -> Result<Vec<tessera_log::store::RecordedEvent>, tessera_log::store::StoreError> {
         self.inner.read_all(after, limit).await
     }
     fn stream_all(
         &self,
-        after: tessera_commands::store::Position,
+        after: tessera_log::store::Position,
         limit: usize,
-    ) -> tessera_commands::store::EventSubscription {
+    ) -> tessera_log::store::EventSubscription {
         self.inner.stream_all(after, limit)
     }
-    async fn head(
-        &self,
-    ) -> Result<tessera_commands::store::Position, tessera_commands::store::StoreError> {
+    async fn head(&self) -> Result<tessera_log::store::Position, tessera_log::store::StoreError> {
         self.inner.head().await
     }
     fn subscribe_all(
         &self,
-        after: tessera_commands::store::Position,
-    ) -> tessera_commands::store::EventSubscription {
+        after: tessera_log::store::Position,
+    ) -> tessera_log::store::EventSubscription {
         self.inner.subscribe_all(after)
     }
 }

@@ -404,7 +404,7 @@ async fn admin_compensations_need_a_reason_and_record_the_admin() {
     )
     .await
     .expect("force");
-    let history = tessera_commands::store::read_whole_stream(
+    let history = tessera_log::store::read_whole_stream(
         &*p.w.store,
         &stream_of::<tessera_domain::booking::BookingAggregate>(booking.booking_id),
     )
@@ -494,7 +494,7 @@ async fn same_commands_and_clock_give_a_byte_identical_log() {
                 .expect("place");
         }
         store
-            .read_all(tessera_commands::store::Position::START, 1_000)
+            .read_all(tessera_log::store::Position::START, 1_000)
             .await
             .expect("read")
             .into_iter()

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tessera_commands::codec::AnyEvent;
 use tessera_commands::reactor::{ManualClock, Reactor, ReactorRunner};
-use tessera_commands::store::{Position, RecordedEvent};
+use tessera_log::codec::AnyEvent;
+use tessera_log::store::{Position, RecordedEvent};
 
 use super::*;
 

@@ -16,8 +16,6 @@ use tessera_commands::booking::{
 use tessera_commands::error::CommandError;
 use tessera_commands::handler::{CommandContext, execute, load, stream_of};
 use tessera_commands::idempotency::{Claim, IdempotencyKeys};
-use tessera_commands::store::{EventStore, PgEventStore, PgStoreOptions};
-use tessera_commands::testkit::TestDatabase;
 use tessera_domain::booking::{BookingAggregate, BookingError, BookingStatus, Canceller};
 use tessera_domain::listing::{
     Destination, ListingAggregate, ListingCommand, ListingDetails, ListingKind,
@@ -25,6 +23,8 @@ use tessera_domain::listing::{
 use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotState};
 use tessera_domain::values::{BookingId, Currency, ListingId, Money, Seats, SlotId, UserId};
+use tessera_log::store::{EventStore, PgEventStore, PgStoreOptions};
+use tessera_log::testkit::TestDatabase;
 use uuid::Uuid;
 
 fn t(day: u32, hour: u32) -> DateTime<Utc> {
@@ -357,7 +357,7 @@ async fn events_carry_actor_reason_and_causation() {
     )
     .await
     .expect("cancel");
-    let events = tessera_commands::store::read_whole_stream(
+    let events = tessera_log::store::read_whole_stream(
         &*w.store,
         &stream_of::<BookingAggregate>(req.booking_id),
     )

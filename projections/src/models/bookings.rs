@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use tessera_commands::codec::AnyEvent;
 use tessera_domain::booking::{BookingEvent, BookingStatus, Canceller};
 use tessera_domain::payment::PaymentEvent;
+use tessera_log::codec::AnyEvent;
 use uuid::Uuid;
 
 use super::{inconsistent, json, keys_to_load, places_booking};

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use tessera_commands::codec::AnyEvent;
 use tessera_domain::booking::BookingEvent;
 use tessera_domain::listing::{ListingDetails, ListingEvent};
 use tessera_domain::slot::SlotEvent;
+use tessera_log::codec::AnyEvent;
 use uuid::Uuid;
 
 use super::{inconsistent, json, keys, keys_to_load};

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use tessera_commands::codec::AnyEvent;
 use tessera_domain::loyalty::LoyaltyEvent;
+use tessera_log::codec::AnyEvent;
 use uuid::Uuid;
 
 use super::{inconsistent, json, keys};

@@ -44,7 +44,7 @@ pub(crate) fn keys_to_load(touches: impl IntoIterator<Item = (Uuid, bool)>) -> V
 pub(crate) fn places_booking(e: &Envelope) -> bool {
     matches!(
         e.event,
-        tessera_commands::codec::AnyEvent::Booking(
+        tessera_log::codec::AnyEvent::Booking(
             tessera_domain::booking::BookingEvent::BookingPlaced { .. }
         )
     )

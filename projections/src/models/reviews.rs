@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use tessera_commands::codec::AnyEvent;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::user::UserEvent;
+use tessera_log::codec::AnyEvent;
 use uuid::Uuid;
 
 use crate::SqlProjection;
@@ -106,7 +106,7 @@ CREATE TABLE listing_ratings (
             // GDPR: the texts of an erased author are no longer theirs to show (the ratings stay).
             sqlx::query("UPDATE reviews SET text = $2 WHERE author_id = ANY($1)")
                 .bind(&erased)
-                .bind(tessera_commands::pii::ERASED)
+                .bind(tessera_log::pii::ERASED)
                 .execute(&mut *conn)
                 .await?;
         }

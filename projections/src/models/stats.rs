@@ -8,10 +8,10 @@ use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use tessera_commands::codec::AnyEvent;
 use tessera_domain::booking::BookingEvent;
 use tessera_domain::listing::ListingEvent;
 use tessera_domain::payment::PaymentEvent;
+use tessera_log::codec::AnyEvent;
 use uuid::Uuid;
 
 use super::{inconsistent, keys, keys_to_load, places_booking};

@@ -22,11 +22,11 @@ use tantivy::tokenizer::{
     Stemmer, TextAnalyzer,
 };
 use tantivy::{DocAddress, Index, IndexWriter, TantivyDocument, Term};
-use tessera_commands::codec::AnyEvent;
-use tessera_commands::store::Position;
 use tessera_domain::listing::{ListingDetails, ListingEvent};
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
+use tessera_log::codec::AnyEvent;
+use tessera_log::store::Position;
 use uuid::Uuid;
 
 pub use query::{Facets, SearchHit, SearchIndex, SearchQuery, SearchResults, Sort};

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use sqlx::{AssertSqlSafe, PgPool};
-use tessera_commands::store::EventStore;
-use tessera_commands::testkit::TestDatabase;
+use tessera_log::store::EventStore;
+use tessera_log::testkit::TestDatabase;
 use tessera_projections::{Projection, Projector, ProjectorOptions};
 use tokio::sync::watch;
 
@@ -233,12 +233,10 @@ async fn a_rebuild_equals_incremental_application() {
 /// the position and the event type in its status; nothing after it is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_projection_stops_and_names_the_event() {
-    use tessera_commands::codec::encode;
-    use tessera_commands::store::{
-        EventMetadata, ExpectedVersion, NewEvent, StreamId, StreamWrite,
-    };
     use tessera_domain::booking::BookingEvent;
     use tessera_domain::values::{BookingId, Currency, Money, PaymentId};
+    use tessera_log::codec::encode;
+    use tessera_log::store::{EventMetadata, ExpectedVersion, NewEvent, StreamId, StreamWrite};
 
     let setup = history("tiny").await;
     let ghost = BookingId(uuid::Uuid::new_v4());

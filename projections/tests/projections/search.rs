@@ -29,14 +29,14 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
 use tessera_commands::booking::{BookingConfig, PlaceBooking, place_booking};
 use tessera_commands::handler::{CommandContext, execute, stream_of};
-use tessera_commands::store::{EventStore, PgEventStore, PgStoreOptions};
-use tessera_commands::testkit::TestDatabase;
 use tessera_domain::listing::{
     Destination, ListingAggregate, ListingCommand, ListingDetails, ListingKind,
 };
 use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::slot::{SlotAggregate, SlotCommand};
 use tessera_domain::values::{BookingId, Currency, ListingId, Money, Seats, SlotId, UserId};
+use tessera_log::store::{EventStore, PgEventStore, PgStoreOptions};
+use tessera_log::testkit::TestDatabase;
 use tessera_projections::search::SearchHit;
 use uuid::Uuid;
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tessera_api::platform::{Platform, PlatformOptions, StripeConfig};
-use tessera_commands::store::{PgEventStore, PgStoreOptions};
-use tessera_commands::testkit::TestDatabase;
+use tessera_log::store::{PgEventStore, PgStoreOptions};
+use tessera_log::testkit::TestDatabase;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 

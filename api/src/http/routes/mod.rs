@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tessera_commands::handler::{CommandContext, Executed};
 use tessera_commands::idempotency::Claim;
-use tessera_domain::values::new_command_id;
+use tessera_log::clock::new_command_id;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;

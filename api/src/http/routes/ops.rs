@@ -59,7 +59,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     // A refused seal (the log lost events or was reordered) does not stop serving, but it is
     // an alert an operator must see: the process is ready, and degraded.
     let alerts: Vec<String> = if db {
-        tessera_commands::audit::seal::open_alerts(&state.pool)
+        tessera_log::audit::seal::open_alerts(&state.pool)
             .await
             .map(|alerts| {
                 alerts

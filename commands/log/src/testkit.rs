@@ -34,7 +34,7 @@ pub fn test_cluster_dir() -> PathBuf {
         || {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../target/tessera-test-pg"
+                "/../../target/tessera-test-pg"
             ))
         },
         PathBuf::from,

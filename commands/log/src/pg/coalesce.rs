@@ -22,7 +22,7 @@ const QUEUE: usize = 4096;
 /// A task that runs one statement per batch of queued requests and answers each request.
 /// Cloning shares the task; it ends when the last clone is dropped.
 #[derive(Debug)]
-pub(crate) struct Coalescer<Req, Resp> {
+pub struct Coalescer<Req, Resp> {
     requests: mpsc::Sender<(Req, Reply<Resp>)>,
 }
 
@@ -42,7 +42,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
     /// More than one in flight keeps one slow statement (its backend descheduled on a busy
     /// machine) from holding up every request behind it; under saturation every runner is busy
     /// and the queue still goes out in batches.
-    pub(crate) fn start<F, Fut>(max: usize, in_flight: usize, run: F) -> Self
+    pub fn start<F, Fut>(max: usize, in_flight: usize, run: F) -> Self
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Resp>, StoreError>> + Send,
@@ -68,7 +68,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
     }
 
     /// Queues `request` and waits for its answer.
-    pub(crate) async fn call(&self, request: Req) -> Result<Resp, StoreError> {
+    pub async fn call(&self, request: Req) -> Result<Resp, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send((request, reply))

@@ -1,10 +1,14 @@
-//! The event store conformance suite, run against every adapter.
+//! The event store conformance suite, run against every adapter and decorator: in-memory,
+//! PostgreSQL, the personal-data decorator `PiiStore` over each of them (every production path
+//! goes through it), and KurrentDB where one is reachable. The fixtures' `StagedStore` runs it in
+//! `fixtures/tests/staged.rs`.
 
 use std::sync::Arc;
 
-use tessera_commands::store::conformance::StoreFixture;
-use tessera_commands::store::{InMemoryEventStore, PgEventStore, PgStoreOptions};
-use tessera_commands::testkit::TestDatabase;
+use tessera_log::pii::{PiiStore, Vault};
+use tessera_log::store::conformance::StoreFixture;
+use tessera_log::store::{InMemoryEventStore, PgEventStore, PgStoreOptions};
+use tessera_log::testkit::TestDatabase;
 
 mod in_memory {
     use super::*;
@@ -16,7 +20,7 @@ mod in_memory {
         })
     }
 
-    tessera_commands::store_conformance_suite!(make);
+    tessera_log::store_conformance_suite!(make);
 }
 
 mod postgres {
@@ -31,7 +35,40 @@ mod postgres {
         })
     }
 
-    tessera_commands::store_conformance_suite!(make);
+    tessera_log::store_conformance_suite!(make);
+}
+
+/// `PiiStore` over PostgreSQL: what `tessera up`, `serve`, the projectors and the fixtures use.
+mod pii_over_postgres {
+    use super::*;
+
+    async fn make() -> Option<StoreFixture> {
+        let db = TestDatabase::new().await;
+        let inner = PgEventStore::new(db.pool.clone(), PgStoreOptions::default());
+        let vault = Vault::load(db.pool.clone(), None).await.expect("vault");
+        Some(StoreFixture {
+            store: Arc::new(PiiStore::new(Arc::new(inner), vault)),
+            guard: Box::new(db),
+        })
+    }
+
+    tessera_log::store_conformance_suite!(make);
+}
+
+/// `PiiStore` over the in-memory store (its keys still live in PostgreSQL).
+mod pii_over_memory {
+    use super::*;
+
+    async fn make() -> Option<StoreFixture> {
+        let db = TestDatabase::new().await;
+        let vault = Vault::load(db.pool.clone(), None).await.expect("vault");
+        Some(StoreFixture {
+            store: Arc::new(PiiStore::new(Arc::new(InMemoryEventStore::new()), vault)),
+            guard: Box::new(db),
+        })
+    }
+
+    tessera_log::store_conformance_suite!(make);
 }
 
 /// KurrentDB cannot run on this machine: the suite runs only where `KURRENTDB_URL` points at a
@@ -40,7 +77,7 @@ mod postgres {
 #[cfg(feature = "kurrentdb")]
 mod kurrentdb {
     use super::*;
-    use tessera_commands::store::kurrent::KurrentEventStore;
+    use tessera_log::store::kurrent::KurrentEventStore;
 
     async fn make() -> Option<StoreFixture> {
         let Ok(url) = std::env::var("KURRENTDB_URL") else {
@@ -56,7 +93,7 @@ mod kurrentdb {
         })
     }
 
-    tessera_commands::store_conformance_suite!(make);
+    tessera_log::store_conformance_suite!(make);
 }
 
 #[cfg(not(feature = "kurrentdb"))]
@@ -72,14 +109,14 @@ mod postgres_processes {
     use std::time::Duration;
 
     use super::*;
-    use tessera_commands::store::EventStore;
-    use tessera_commands::store::conformance::concurrency_proof_across;
+    use tessera_log::store::EventStore;
+    use tessera_log::store::conformance::concurrency_proof_across;
 
     async fn store_with_own_pool(
         db: &TestDatabase,
         poll_interval: Duration,
     ) -> Arc<dyn EventStore> {
-        let pool = tessera_commands::pg::connect(db.connect_options(), 10)
+        let pool = tessera_log::pg::connect(db.connect_options(), 10)
             .await
             .expect("connect");
         let options = PgStoreOptions {
@@ -95,7 +132,7 @@ mod postgres_processes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn subscribers_that_fall_behind_the_shared_tail_read_the_store_and_return() {
         let db = TestDatabase::new().await;
-        let pool = tessera_commands::pg::connect(db.connect_options(), 10)
+        let pool = tessera_log::pg::connect(db.connect_options(), 10)
             .await
             .expect("connect");
         let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
@@ -106,7 +143,7 @@ mod postgres_processes {
                 ..PgStoreOptions::default()
             },
         ));
-        tessera_commands::store::conformance::concurrency_proof(store).await;
+        tessera_log::store::conformance::concurrency_proof(store).await;
     }
 
     /// Writers in two store instances (two pools, two group-commit writers: two processes as far

@@ -1,7 +1,7 @@
 //! PostgreSQL plumbing shared by the whole platform: migrations, connection pools and the
 //! embedded cluster that the binary and the test harness start when no database URL is given.
 
-pub(crate) mod coalesce;
+pub mod coalesce;
 pub mod embedded;
 
 use std::time::Duration;
@@ -13,15 +13,16 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 /// flush (`synchronous_commit = off`, local to that transaction), for `concat!` into a statement.
 /// Only for writes whose loss in a crash is harmless because something flushed later in the
 /// log (which is flushed in order) re-creates or supersedes them; each use says why.
+#[macro_export]
 macro_rules! async_commit {
     () => {
         "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
     };
 }
-pub(crate) use async_commit;
+pub use crate::async_commit;
 
 /// The plain-SQL migrations of `migrations/`, embedded at compile time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// Opens a pool with the session settings the platform relies on.
 pub async fn connect(

@@ -1,5 +1,6 @@
 //! The in-memory event store: the same semantics as the PostgreSQL store (it shares the append
-//! planner), for domain-level tests. It passes the same conformance suite.
+//! planner), and passes the same conformance suite. The fixtures' bulk loader stages appends here
+//! before copying them into PostgreSQL; it is also the store for tests that need no database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
-use tessera_commands::codec::{self, AnyEvent, SCHEMA};
 use tessera_domain::booking::{BookingEvent, Canceller};
 use tessera_domain::listing::{
     Destination, ItineraryDay, ListingDetails, ListingEvent, ListingKind,
@@ -21,10 +20,11 @@ use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
 use tessera_domain::user::{Email, EmailReservationEvent, Role, UserEvent};
 use tessera_domain::values::{BookingId, Currency, ListingId, Money, PaymentId, SlotId, UserId};
+use tessera_log::codec::{self, AnyEvent, SCHEMA};
 use uuid::Uuid;
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/events")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/events")
 }
 
 fn samples() -> Vec<AnyEvent> {

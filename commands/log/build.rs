@@ -1,4 +1,4 @@
 //! `sqlx::migrate!` embeds `migrations/` at compile time; a new migration file must rebuild.
 fn main() {
-    println!("cargo:rerun-if-changed=../migrations");
+    println!("cargo:rerun-if-changed=../../migrations");
 }

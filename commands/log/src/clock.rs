@@ -1,11 +1,19 @@
 //! The clock port: where "now" comes from. Reactors fire deadlines by it and the event store
 //! stamps `recorded_at` with it (which the hash chain covers), so a test or a fixture generator
-//! with a [`ManualClock`] produces the same log byte for byte, every run.
+//! with a [`ManualClock`] produces the same log byte for byte, every run. Fresh command ids are
+//! minted here too ([`new_command_id`]): they carry the time they were minted.
 
 use std::fmt;
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeDelta, Utc};
+
+/// A new id for a command (or anything else minted now): time-ordered (UUIDv7), so that the
+/// ids derived from it with `tessera_domain::values::derived_id` are time-ordered too. The
+/// domain mints nothing: ids and times arrive on its commands.
+pub fn new_command_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
 
 /// Where "now" comes from.
 pub trait Clock: Send + Sync + fmt::Debug {
