@@ -1,15 +1,15 @@
-//! Composition root of Tessera: configuration, database provisioning, the `tessera` command line
-//! and the HTTP API.
+//! Composition root of Tessera: the one typed configuration (`settings`), the startup module
+//! that builds the platform from it (`startup`), the `tessera` command line (`cli`), the HTTP
+//! API (`http`) and, with the cargo feature `bench`, the benchmarks (`bench`).
 //!
-//! Architecture invariant: this is the only crate that wires adapters together and the only one
-//! that reads configuration from the environment.
+//! Architecture invariant: this is the only crate that wires adapters together, and
+//! `settings.rs` is the only file that reads configuration from the environment. Inside the
+//! crate, arrows point one way: `cli` → `bench` → `startup` → `http` (tidy tests).
 
-pub mod admin_cli;
-pub mod audit;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
-pub mod db;
 pub mod http;
-pub mod ops;
-pub mod platform;
+pub mod settings;
+pub mod startup;
 pub mod telemetry;

@@ -1,7 +1,5 @@
 //! The `tessera` binary: parses the command line and hands over to [`tessera_api::cli`].
 
-use clap::Parser;
-
 /// mimalloc instead of the system allocator: the request path allocates (JSON in and out, query
 /// results), and glibc's malloc was a tenth of the API's CPU time under load (ADR 0008).
 #[global_allocator]
@@ -9,11 +7,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = tessera_api::cli::Cli::parse();
+    let cli = match tessera_api::cli::Cli::load() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     tessera_api::telemetry::init();
     match tessera_api::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) if error.is::<tessera_api::audit::VerificationFailed>() => {
+        Err(error) if error.is::<tessera_api::cli::audit::VerificationFailed>() => {
             std::process::ExitCode::from(2)
         }
         Err(error) => {

@@ -26,8 +26,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::db::{Database, DbConfig};
-use crate::platform::{Platform, PlatformOptions};
+use crate::settings::Settings;
+use crate::startup::db::Database;
+use crate::startup::{Platform, PlatformOptions};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpBenchArgs {
@@ -55,9 +56,6 @@ pub struct HttpBenchArgs {
     /// the read side elsewhere or stopped): separates the API's own cost from the read side's.
     #[arg(long)]
     pub api_only: bool,
-    /// Niceness of the read side's threads (0: the same priority as the API's).
-    #[arg(long, default_value_t = crate::platform::READ_SIDE_NICE, value_parser = clap::value_parser!(u8).range(0..=19))]
-    pub read_side_nice: u8,
     /// Run only this workload (both when not given).
     #[arg(long, value_enum)]
     pub only: Option<Workload>,
@@ -192,9 +190,11 @@ where
     m
 }
 
-pub async fn run(config: &DbConfig, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::Result<()> {
-    let db = Database::open(config).await?;
-    let result = bench(&db, data_dir, args).await;
+/// Runs on the rebuild bench's database; the read side runs at the niceness of the settings
+/// (`--read-side-nice`, 0: the same priority as the API's).
+pub async fn run(settings: &Settings, args: &HttpBenchArgs) -> anyhow::Result<()> {
+    let db = Database::open(&settings.db_config("tessera_bench_rebuild")).await?;
+    let result = bench(&db, &settings.data_dir, settings.read_side_nice, args).await;
     db.close().await?;
     result
 }
@@ -232,7 +232,12 @@ async fn settle(pool: &PgPool, projections: usize) -> anyhow::Result<()> {
     }
 }
 
-async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::Result<()> {
+async fn bench(
+    db: &Database,
+    data_dir: &Path,
+    read_side_nice: u8,
+    args: &HttpBenchArgs,
+) -> anyhow::Result<()> {
     let head: i64 = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
         .fetch_one(&db.pool)
         .await?;
@@ -242,7 +247,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
     );
     let platform = Platform::start(
         db.pool.clone(),
-        crate::ops::log(db),
+        crate::startup::log(db),
         PlatformOptions {
             projectors: !args.api_only,
             reactors: !args.api_only,
@@ -258,8 +263,9 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
             index_root: data_dir.join("bench-index"),
             projector_label: "bench http".into(),
             seal_key: None,
-            read_side_nice: args.read_side_nice,
+            read_side_nice,
             seal_every: None,
+            master_key: db.master_key().map(str::to_owned),
         },
     )
     .await?;
@@ -292,7 +298,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &HttpBenchArgs) -> anyhow::
         if args.api_only {
             "not in this process".to_owned()
         } else {
-            format!("at nice {}", args.read_side_nice)
+            format!("at nice {read_side_nice}")
         }
     );
 

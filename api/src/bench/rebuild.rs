@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use futures::TryStreamExt;
 
-use crate::db::{Database, DbConfig};
+use crate::startup::db::{Database, DbConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RebuildBenchArgs {
@@ -50,13 +50,14 @@ async fn bench(db: &Database, data_dir: &Path, args: &RebuildBenchArgs) -> anyho
         .await?;
     if head == 0 {
         let started = Instant::now();
-        let fixtures = crate::ops::FixturesArgs {
+        let fixtures = crate::startup::FixtureLoad {
             scale: args.scale.clone(),
             seed: 42,
             until: None,
             direct: false,
+            quiet: false,
         };
-        crate::ops::load_fixtures(db, &fixtures, false).await?;
+        crate::startup::load_fixtures(db, &fixtures).await?;
         head = sqlx::query_scalar("SELECT position FROM log_head WHERE id = 1")
             .fetch_one(&db.pool)
             .await?;
@@ -77,7 +78,7 @@ async fn bench(db: &Database, data_dir: &Path, args: &RebuildBenchArgs) -> anyho
     let index_root = data_dir.join("bench-index");
     let projections =
         tessera_projections::select(tessera_projections::all(&index_root), &args.only)?;
-    let store = crate::ops::store(db).await?;
+    let store = crate::startup::store(db).await?;
 
     // The baseline's input, read once before any timing.
     let mut conn = db.pool.acquire().await?;

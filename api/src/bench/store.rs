@@ -31,7 +31,7 @@ use tessera_log::store::{
 };
 use uuid::Uuid;
 
-use crate::db::{Database, DbConfig};
+use crate::startup::db::{Database, DbConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreBenchArgs {

@@ -60,6 +60,8 @@ pub struct ApiConfig {
     pub cache_capacity: u64,
     /// Aggregates (slots, listings) the command side keeps decided state of; 0 turns it off.
     pub aggregate_capacity: u64,
+    /// How long held seats stay held.
+    pub hold_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +74,7 @@ impl Default for ApiConfig {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             cache_capacity: 20_000,
             aggregate_capacity: 100_000,
+            hold_ttl: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -151,7 +154,10 @@ impl AppState {
             gateway: parts.gateway,
             stripe: parts.stripe,
             clock: parts.clock,
-            booking: BookingConfig::default(),
+            booking: BookingConfig {
+                hold_ttl: chrono::TimeDelta::from_std(c.hold_ttl)
+                    .unwrap_or(chrono::TimeDelta::minutes(15)),
+            },
             keys: Arc::new(parts.keys),
             positions: parts.positions,
             cache: Cache::builder()

@@ -56,6 +56,8 @@ async fn server() -> &'static Server {
                 }
                 Err(_) => {
                     let mut options = EmbeddedOptions::new(test_cluster_dir());
+                    options.pg_bin = std::env::var_os("TESSERA_PG_BIN").map(PathBuf::from);
+                    options.search_path = std::env::var_os("PATH");
                     options.durable = false;
                     options.max_connections = 500;
                     options.keep_running = true;

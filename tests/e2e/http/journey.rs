@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tessera_api::platform::StripeConfig;
+use tessera_api::startup::StripeConfig;
 
 use super::{Options, Server, eventually};
 

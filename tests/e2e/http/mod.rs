@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tessera_api::platform::{Platform, PlatformOptions, StripeConfig};
+use tessera_api::startup::{Platform, PlatformOptions, StripeConfig};
 use tessera_log::store::{PgEventStore, PgStoreOptions};
 use tessera_log::testkit::TestDatabase;
 
@@ -82,6 +82,7 @@ impl Server {
                 // Tests share the machine with other tests: a polite read side would only make
                 // their waits longer.
                 read_side_nice: 0,
+                master_key: None,
             },
         )
         .await

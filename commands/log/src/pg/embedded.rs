@@ -72,6 +72,12 @@ pub struct EmbeddedOptions {
     /// Leave the server running when this process stops using it (for a cluster shared by
     /// processes that come and go, like the test harness's).
     pub keep_running: bool,
+    /// The folder holding `initdb` and `pg_ctl`; when `None` (or without them), the first
+    /// folder of `search_path` that holds both, then the newest under /usr/lib/postgresql.
+    pub pg_bin: Option<PathBuf>,
+    /// Folders to look for PostgreSQL's programs in (a `PATH`-style list). The caller passes
+    /// the process's `PATH`: this crate reads no environment.
+    pub search_path: Option<std::ffi::OsString>,
 }
 
 impl EmbeddedOptions {
@@ -81,6 +87,8 @@ impl EmbeddedOptions {
             durable: true,
             max_connections: 100,
             keep_running: false,
+            pg_bin: None,
+            search_path: None,
         }
     }
 }
@@ -119,7 +127,7 @@ impl EmbeddedPostgres {
     /// Starts the cluster in `options.root`, initialising it first if needed. When it is already
     /// running (another process started it), it is reused and [`Self::stop`] leaves it running.
     pub async fn start(options: &EmbeddedOptions) -> Result<Self, EmbeddedError> {
-        let bin_dir = find_bin_dir()?;
+        let bin_dir = find_bin_dir(options)?;
         let server_user = server_user().await?;
         let root = &options.root;
         fs::create_dir_all(root).map_err(io_err("create the data folder", root))?;
@@ -498,10 +506,10 @@ async fn init_cluster(
 }
 
 /// Locates the directory holding `initdb` and `pg_ctl`.
-fn find_bin_dir() -> Result<PathBuf, EmbeddedError> {
+fn find_bin_dir(options: &EmbeddedOptions) -> Result<PathBuf, EmbeddedError> {
     find_bin_dir_in(
-        std::env::var_os("TESSERA_PG_BIN").map(PathBuf::from),
-        std::env::var_os("PATH"),
+        options.pg_bin.clone(),
+        options.search_path.clone(),
         Path::new("/usr/lib/postgresql"),
     )
 }

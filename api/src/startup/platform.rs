@@ -64,10 +64,9 @@ pub struct PlatformOptions {
     /// above 0, the API's requests win the CPU from them, and under load projections lag
     /// instead of commands waiting. See [`ReadSide`].
     pub read_side_nice: u8,
+    /// Master key (hex) of the personal-data vault; default: the one generated for the database.
+    pub master_key: Option<String>,
 }
-
-/// The niceness `tessera up` gives the read side.
-pub const READ_SIDE_NICE: u8 = 10;
 
 /// The running parts; [`Platform::stop`] stops them all.
 #[derive(Debug)]
@@ -110,7 +109,7 @@ impl Platform {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         // Everything in the platform sees personal data through the vault.
-        let vault = Vault::load(pool.clone(), crate::ops::master_key().as_deref())
+        let vault = Vault::load(pool.clone(), options.master_key.as_deref())
             .await
             .context("cannot open the personal-data vault")?;
         let store: Arc<dyn EventStore> = Arc::new(PiiStore::new(store, vault.clone()));
@@ -198,6 +197,7 @@ impl Platform {
                             .projectors
                             .then(|| (options.index_root.clone(), options.projector_label.clone())),
                         reactors: options.reactors,
+                        master_key: options.master_key.clone(),
                         gateway: gateway.clone(),
                         clock: clock.clone(),
                     },
@@ -256,6 +256,7 @@ struct ReadSideParts {
     /// The search index's root and this projector's label, when projectors run.
     projectors: Option<(PathBuf, String)>,
     reactors: bool,
+    master_key: Option<String>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
 }
@@ -381,20 +382,17 @@ async fn run_read_side(
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
-    let vault = Vault::load(pool.clone(), crate::ops::master_key().as_deref())
-        .await
-        .context("cannot open the personal-data vault")?;
-    let log: Arc<dyn EventStore> = Arc::new(tessera_log::store::PgEventStore::new(
-        pool.clone(),
-        tessera_log::store::PgStoreOptions::default(),
-    ));
-    let store: Arc<dyn EventStore> = Arc::new(PiiStore::new(log, vault));
     let ReadSideParts {
         projectors,
         reactors,
+        master_key,
         gateway,
         clock,
     } = parts;
+    let vault = Vault::load(pool.clone(), master_key.as_deref())
+        .await
+        .context("cannot open the personal-data vault")?;
+    let store: Arc<dyn EventStore> = Arc::new(PiiStore::new(super::log_over(pool.clone()), vault));
     if let Some((index_root, label)) = projectors {
         let projector = tessera_projections::Projector::new(
             pool.clone(),

@@ -13,7 +13,8 @@ use tessera_domain::values::{BookingId, Money, UserId};
 use tessera_log::clock::new_command_id;
 use uuid::Uuid;
 
-use crate::db::Database;
+use crate::settings::Settings;
+use crate::startup::db::Database;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Issuer {
@@ -70,10 +71,9 @@ pub enum AdminCommand {
     },
 }
 
-pub async fn run(db: &Database, command: &AdminCommand) -> anyhow::Result<()> {
-    let store = crate::ops::store(db).await?;
-    let vault =
-        tessera_log::pii::Vault::load(db.pool.clone(), crate::ops::master_key().as_deref()).await?;
+pub async fn run(db: &Database, settings: &Settings, command: &AdminCommand) -> anyhow::Result<()> {
+    let store = crate::startup::store(db).await?;
+    let vault = crate::startup::vault(db).await?;
     let issuer = match command {
         AdminCommand::Refund { issuer, .. }
         | AdminCommand::ForceCancel { issuer, .. }
@@ -127,7 +127,9 @@ pub async fn run(db: &Database, command: &AdminCommand) -> anyhow::Result<()> {
         } => {
             admin::reinstate(
                 &*store,
-                &BookingConfig::default(),
+                &BookingConfig {
+                    hold_ttl: chrono::TimeDelta::seconds(settings.hold_ttl_secs as i64),
+                },
                 BookingId(*booking),
                 *allow_overbook,
                 &ctx,

@@ -12,12 +12,13 @@ use tessera_log::store::StreamId;
 use tokio::io::{AsyncWrite, BufReader, BufWriter};
 use uuid::Uuid;
 
-use crate::db::Database;
+use crate::settings::Settings;
+use crate::startup::db::Database;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
     /// Seal every committed event not yet sealed (Merkle root, chained, Ed25519-signed).
-    Seal(KeyArgs),
+    Seal,
     /// List the seals.
     Seals,
     /// Re-derive every hash chain and seal; report OK or the first event or seal that does not
@@ -40,14 +41,6 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct KeyArgs {
-    /// Ed25519 seed of the seal key (64 hex characters). Default: the key generated for this
-    /// database on first use.
-    #[arg(long, env = "TESSERA_SEAL_KEY", hide_env_values = true)]
-    pub seal_key: Option<String>,
-}
-
-#[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
     #[arg(long)]
     pub from: Option<u64>,
@@ -59,8 +52,6 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub key: KeyArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -131,8 +122,6 @@ pub struct ExportArgs {
     /// Write to this file (default: standard output).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    #[command(flatten)]
-    pub key: KeyArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -166,13 +155,13 @@ fn bar(len: u64) -> ProgressBar {
     bar
 }
 
-pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
+pub async fn run(db: &Database, settings: &Settings, command: &AuditCommand) -> anyhow::Result<()> {
     let pool = &db.pool;
-    let vault =
-        tessera_log::pii::Vault::load(pool.clone(), crate::ops::master_key().as_deref()).await?;
+    let vault = crate::startup::vault(db).await?;
+    let seal_key = settings.seal_key.as_ref().map(|k| k.expose());
     match command {
-        AuditCommand::Seal(args) => {
-            let key = SealKey::load(pool, args.seal_key.as_deref()).await?;
+        AuditCommand::Seal => {
+            let key = SealKey::load(pool, seal_key).await?;
             let seals = audit::seal_now(pool, &key, audit::DEFAULT_SEAL_RANGE).await?;
             if seals.is_empty() {
                 println!("nothing new to seal");
@@ -205,9 +194,7 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify(args) => {
             let trusted_key = match &args.public_key {
                 Some(k) => public_key(k)?,
-                None => SealKey::load(pool, args.key.seal_key.as_deref())
-                    .await?
-                    .public_key(),
+                None => SealKey::load(pool, seal_key).await?.public_key(),
             };
             let options = VerifyOptions {
                 from: args.from,
@@ -344,9 +331,7 @@ pub async fn run(db: &Database, command: &AuditCommand) -> anyhow::Result<()> {
             }
         }
         AuditCommand::Export(args) => {
-            let key = SealKey::load(pool, args.key.seal_key.as_deref())
-                .await?
-                .public_key();
+            let key = SealKey::load(pool, seal_key).await?.public_key();
             let mut out: Box<dyn AsyncWrite + Unpin + Send> = match &args.output {
                 Some(path) => Box::new(BufWriter::new(
                     tokio::fs::File::create(path)

@@ -18,6 +18,12 @@ pub struct DbConfig {
     /// Name of the database inside the embedded cluster.
     pub database: String,
     pub max_connections: u32,
+    /// Where PostgreSQL's programs are, for the embedded cluster (else `search_path`).
+    pub pg_bin: Option<PathBuf>,
+    /// The directories to look for PostgreSQL's programs in (the process's `PATH`).
+    pub search_path: Option<std::ffi::OsString>,
+    /// Master key (hex) of the personal-data vault; default: the one generated for the database.
+    pub master_key: Option<String>,
 }
 
 /// An open, migrated database and the embedded server behind it (if any).
@@ -26,6 +32,7 @@ pub struct Database {
     pub pool: PgPool,
     pub options: PgConnectOptions,
     embedded: Option<EmbeddedPostgres>,
+    master_key: Option<String>,
 }
 
 impl Database {
@@ -39,7 +46,10 @@ impl Database {
                 None,
             ),
             None => {
-                let pg = EmbeddedPostgres::start(&EmbeddedOptions::new(&config.data_dir))
+                let mut embedded = EmbeddedOptions::new(&config.data_dir);
+                embedded.pg_bin.clone_from(&config.pg_bin);
+                embedded.search_path.clone_from(&config.search_path);
+                let pg = EmbeddedPostgres::start(&embedded)
                     .await
                     .context("cannot start the embedded PostgreSQL")?;
                 ensure_database(&pg.connect_options("postgres"), &config.database).await?;
@@ -56,7 +66,13 @@ impl Database {
             pool,
             options,
             embedded,
+            master_key: config.master_key.clone(),
         })
+    }
+
+    /// The configured master key of the personal-data vault, if any.
+    pub fn master_key(&self) -> Option<&str> {
+        self.master_key.as_deref()
     }
 
     /// Whether this process started the embedded server.
