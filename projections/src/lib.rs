@@ -6,8 +6,11 @@
 //! fills a new generation from position zero while the active one keeps serving, then swaps
 //! the views in one transaction.
 //!
+//! Each read model has one home, in `models/`: its tables, the rows it writes and the typed
+//! queries (with the views they answer) that the API reads it through.
+//!
 //! Architecture invariant: projections read the log only through the `EventStore` port of
-//! `tessera-commands` and never append to it.
+//! `tessera-log` and never append to it; they depend on the log, never on the write side.
 
 pub mod envelope;
 pub mod error;

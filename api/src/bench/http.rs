@@ -26,6 +26,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sqlx::PgPool;
 
+use tessera_projections::models::catalog;
+
 use crate::settings::Settings;
 use crate::startup::db::Database;
 use crate::startup::{Platform, PlatformOptions};
@@ -394,13 +396,7 @@ async fn search_workload(
     pool: &PgPool,
     args: &HttpBenchArgs,
 ) -> anyhow::Result<String> {
-    let categories: Vec<String> = sqlx::query_scalar("SELECT DISTINCT category FROM read.listings")
-        .fetch_all(pool)
-        .await?;
-    let cities: Vec<(String, f64, f64)> =
-        sqlx::query_as("SELECT DISTINCT ON (destination) destination, lat, lon FROM read.listings")
-            .fetch_all(pool)
-            .await?;
+    let (categories, cities) = catalog::categories_and_destinations(pool).await?;
     let cases = Arc::new(searches(&categories, &cities));
 
     let api = {
@@ -429,31 +425,14 @@ async fn search_workload(
             let case = cases[(c * 7919 + i as usize) % cases.len()].clone();
             let pool = pool.clone();
             async move {
-                let pattern = case.text.as_ref().map(|t| format!("%{t}%"));
-                let r = sqlx::query(
-                    "SELECT listing_id, kind, title, category, destination, country, price_minor,
-                            currency, duration_minutes, lat, lon
-                       FROM read.listings
-                      WHERE NOT retired
-                        AND ($1::text IS NULL OR title ILIKE $1 OR description ILIKE $1
-                             OR destination ILIKE $1 OR category ILIKE $1)
-                        AND ($2::text IS NULL OR kind = $2)
-                        AND ($3::text IS NULL OR category = $3)
-                        AND ($4::int8 IS NULL OR price_minor <= $4)
-                        AND ($5::float8 IS NULL OR
-                             6371 * 2 * asin(sqrt(power(sin(radians(lat - $5) / 2), 2)
-                               + cos(radians($5)) * cos(radians(lat))
-                               * power(sin(radians(lon - $6) / 2), 2))) <= 50)
-                      ORDER BY title LIMIT 20",
-                )
-                .bind(pattern)
-                .bind(case.kind)
-                .bind(case.category)
-                .bind(case.max_price)
-                .bind(case.near.map(|n| n.0))
-                .bind(case.near.map(|n| n.1))
-                .fetch_all(&pool)
-                .await;
+                let search = catalog::PlainSearch {
+                    text: case.text,
+                    kind: case.kind,
+                    category: case.category,
+                    max_price: case.max_price,
+                    near: case.near,
+                };
+                let r = catalog::plain_search(&pool, &search).await;
                 if r.is_ok() {
                     Outcome::Ok
                 } else {
@@ -488,13 +467,7 @@ async fn fresh_slots(
     use tessera_commands::handler::CommandContext;
     use tessera_domain::values::{ListingId, UserId};
 
-    let listings: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
-        "SELECT listing_id, provider_id FROM read.listings WHERE NOT retired
-          ORDER BY listing_id LIMIT $1",
-    )
-    .bind(HOLD_SLOTS as i64)
-    .fetch_all(pool)
-    .await?;
+    let listings = catalog::published_listings(pool, HOLD_SLOTS as i64).await?;
     anyhow::ensure!(
         listings.len() >= 100,
         "only {} listings are published",

@@ -282,3 +282,102 @@ fn detail(e: &Envelope) -> Result<serde_json::Value, ProjectionError> {
     let v = json(NAME, e, &e.event)?;
     Ok(v.get("data").cloned().unwrap_or(serde_json::Value::Null))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queries: what the API reads from this read model (through the `read` views of the active
+// generation), with the views it answers with.
+
+/// A booking as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BookingView {
+    pub booking_id: Uuid,
+    pub customer_id: Uuid,
+    pub listing_id: Uuid,
+    pub slot_id: Uuid,
+    pub seats: i64,
+    pub status: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub paid_minor: i64,
+    pub refund_due_minor: i64,
+    pub refunded_minor: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub policy: serde_json::Value,
+    pub slot_starts_at: DateTime<Utc>,
+    pub slot_ends_at: DateTime<Utc>,
+    pub hold_expires_at: DateTime<Utc>,
+    pub payment_id: Option<Uuid>,
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const BOOKING_COLUMNS: &str = "booking_id, customer_id, listing_id, slot_id, seats, status, \
+    total_minor, currency, paid_minor, refund_due_minor, refunded_minor, policy, slot_starts_at, \
+    slot_ends_at, hold_expires_at, payment_id, cancelled_by, cancel_reason, placed_at, updated_at";
+
+/// One state change of a booking, as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TimelineEntry {
+    pub position: i64,
+    pub event_type: String,
+    pub status: String,
+    /// Business time of the change.
+    pub at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub detail: serde_json::Value,
+}
+
+/// A customer's bookings (with `status`, only those), newest first.
+pub async fn customer_bookings(
+    pool: &sqlx::PgPool,
+    customer: Uuid,
+    status: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<BookingView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BOOKING_COLUMNS} FROM read.bookings
+          WHERE customer_id = $1 AND ($2::text IS NULL OR status = $2)
+          ORDER BY placed_at DESC, booking_id LIMIT $3 OFFSET $4"
+    )))
+    .bind(customer)
+    .bind(status)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await
+}
+
+/// One booking.
+pub async fn booking(
+    pool: &sqlx::PgPool,
+    booking_id: Uuid,
+) -> Result<Option<BookingView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BOOKING_COLUMNS} FROM read.bookings WHERE booking_id = $1"
+    )))
+    .bind(booking_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Every state change of a booking, in log order.
+pub async fn timeline(
+    pool: &sqlx::PgPool,
+    booking_id: Uuid,
+) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT position, event_type, status, at, recorded_at, actor, reason, detail
+           FROM read.booking_timeline WHERE booking_id = $1 ORDER BY position",
+    )
+    .bind(booking_id)
+    .fetch_all(pool)
+    .await
+}

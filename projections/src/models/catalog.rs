@@ -425,3 +425,220 @@ fn apply_slot(
     row.version = e.pos();
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queries: what the API reads from this read model, with the views it answers with.
+
+/// A listing as the API shows it: its details, next availability and lowest price, and (for
+/// one listing) its rating from the reviews read model.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ListingView {
+    pub listing_id: Uuid,
+    pub provider_id: Uuid,
+    pub kind: String,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub destination: String,
+    pub country: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub duration_minutes: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub includes: serde_json::Value,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub itinerary: serde_json::Value,
+    pub price_minor: i64,
+    pub currency: String,
+    /// Refund tiers: `[{min_hours_before, refund_percent}]`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub policy: serde_json::Value,
+    pub retired: bool,
+    pub published_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The next slot start with free seats.
+    pub next_available_at: Option<DateTime<Utc>>,
+    /// The lowest price per seat among upcoming slots with free seats.
+    pub lowest_price_minor: Option<i64>,
+    pub free_seats: Option<i64>,
+    #[sqlx(default)]
+    pub review_count: Option<i64>,
+    #[sqlx(default)]
+    pub rating_avg: Option<f64>,
+}
+
+const LISTING_COLUMNS: &str = "l.listing_id, l.provider_id, l.kind, l.title, l.description, \
+    l.category, l.destination, l.country, l.lat, l.lon, l.duration_minutes, l.includes, \
+    l.itinerary, l.price_minor, l.currency, l.policy, l.retired, l.published_at, l.updated_at, \
+    l.next_available_at, l.lowest_price_minor, l.free_seats::int8 AS free_seats";
+
+/// A slot with live availability, as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SlotView {
+    pub slot_id: Uuid,
+    pub listing_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub capacity: i64,
+    pub held: i64,
+    pub confirmed: i64,
+    pub remaining: i64,
+    pub price_minor: i64,
+    pub currency: String,
+    pub cancelled: bool,
+}
+
+/// Which of a listing's slots to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlotFilter {
+    /// Slots starting from this time (default: now).
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Include cancelled and full slots.
+    pub all: bool,
+}
+
+/// One listing with its rating (from the reviews read model's `listing_ratings`).
+pub async fn listing(
+    pool: &sqlx::PgPool,
+    listing_id: Uuid,
+) -> Result<Option<ListingView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LISTING_COLUMNS}, r.review_count, r.rating_avg::float8 AS rating_avg
+           FROM read.listing_overview l LEFT JOIN read.listing_ratings r USING (listing_id)
+          WHERE l.listing_id = $1"
+    )))
+    .bind(listing_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A provider's listings, newest first.
+pub async fn provider_listings(
+    pool: &sqlx::PgPool,
+    provider_id: Uuid,
+) -> Result<Vec<ListingView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LISTING_COLUMNS} FROM read.listing_overview l
+          WHERE l.provider_id = $1 ORDER BY l.published_at DESC, l.listing_id LIMIT 500"
+    )))
+    .bind(provider_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether a listing was ever published.
+pub async fn listing_exists(pool: &sqlx::PgPool, listing_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM read.listings WHERE listing_id = $1)")
+        .bind(listing_id)
+        .fetch_one(pool)
+        .await
+}
+
+/// The currency a listing is priced in.
+pub async fn listing_currency(
+    pool: &sqlx::PgPool,
+    listing_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT currency FROM read.listings WHERE listing_id = $1")
+        .bind(listing_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A listing's slots, earliest first (upcoming ones with free seats unless `filter.all`).
+pub async fn listing_slots(
+    pool: &sqlx::PgPool,
+    listing_id: Uuid,
+    filter: SlotFilter,
+) -> Result<Vec<SlotView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT slot_id, listing_id, starts_at, ends_at, capacity, held, confirmed, remaining,
+                price_minor, currency, cancelled
+           FROM read.slots
+          WHERE listing_id = $1 AND starts_at >= coalesce($2, now())
+            AND ($3::timestamptz IS NULL OR starts_at <= $3)
+            AND ($4 OR (NOT cancelled AND remaining > 0))
+          ORDER BY starts_at, slot_id LIMIT 500",
+    )
+    .bind(listing_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.all)
+    .fetch_all(pool)
+    .await
+}
+
+/// The categories listings are in, and each destination with its coordinates (what the
+/// benchmarks build their searches from).
+pub async fn categories_and_destinations(
+    pool: &sqlx::PgPool,
+) -> Result<(Vec<String>, Vec<(String, f64, f64)>), sqlx::Error> {
+    let categories = sqlx::query_scalar("SELECT DISTINCT category FROM read.listings")
+        .fetch_all(pool)
+        .await?;
+    let destinations =
+        sqlx::query_as("SELECT DISTINCT ON (destination) destination, lat, lon FROM read.listings")
+            .fetch_all(pool)
+            .await?;
+    Ok((categories, destinations))
+}
+
+/// Up to `limit` published listings with their providers, by id.
+pub async fn published_listings(
+    pool: &sqlx::PgPool,
+    limit: i64,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT listing_id, provider_id FROM read.listings WHERE NOT retired
+          ORDER BY listing_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A search in plain SQL: the filters of the search index's, matched with `ILIKE` over the
+/// listings table (no ranking, no stemming).
+#[derive(Debug, Clone, Default)]
+pub struct PlainSearch {
+    pub text: Option<String>,
+    pub kind: Option<String>,
+    pub category: Option<String>,
+    pub max_price: Option<i64>,
+    /// Within 50 km of (lat, lon).
+    pub near: Option<(f64, f64)>,
+}
+
+/// The nearest plain PostgreSQL read to a search (the benchmarks' baseline for the index):
+/// up to 20 matching listings by title; returns how many matched.
+pub async fn plain_search(pool: &sqlx::PgPool, search: &PlainSearch) -> Result<usize, sqlx::Error> {
+    let pattern = search.text.as_ref().map(|t| format!("%{t}%"));
+    let rows = sqlx::query(
+        "SELECT listing_id, kind, title, category, destination, country, price_minor,
+                currency, duration_minutes, lat, lon
+           FROM read.listings
+          WHERE NOT retired
+            AND ($1::text IS NULL OR title ILIKE $1 OR description ILIKE $1
+                 OR destination ILIKE $1 OR category ILIKE $1)
+            AND ($2::text IS NULL OR kind = $2)
+            AND ($3::text IS NULL OR category = $3)
+            AND ($4::int8 IS NULL OR price_minor <= $4)
+            AND ($5::float8 IS NULL OR
+                 6371 * 2 * asin(sqrt(power(sin(radians(lat - $5) / 2), 2)
+                   + cos(radians($5)) * cos(radians(lat))
+                   * power(sin(radians(lon - $6) / 2), 2))) <= 50)
+          ORDER BY title LIMIT 20",
+    )
+    .bind(pattern)
+    .bind(search.kind.as_deref())
+    .bind(search.category.as_deref())
+    .bind(search.max_price)
+    .bind(search.near.map(|n| n.0))
+    .bind(search.near.map(|n| n.1))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.len())
+}

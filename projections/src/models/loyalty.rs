@@ -188,3 +188,116 @@ CREATE VIEW leaderboard AS
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queries: what the API reads from this read model, with the views it answers with.
+
+/// A user's points balance, its parts and badges, as the API shows them.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoyaltyAccount {
+    pub user_id: Uuid,
+    pub balance: i64,
+    pub awarded: i64,
+    pub reversed: i64,
+    pub redeemed: i64,
+    pub adjusted: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub badges: serde_json::Value,
+}
+
+impl LoyaltyAccount {
+    /// The account of a user who has no points movement yet.
+    pub fn empty(user_id: Uuid) -> Self {
+        Self {
+            user_id,
+            balance: 0,
+            awarded: 0,
+            reversed: 0,
+            redeemed: 0,
+            adjusted: 0,
+            badges: serde_json::json!([]),
+        }
+    }
+}
+
+/// One points movement, as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PointsEntry {
+    pub position: i64,
+    /// awarded | reversed | redeemed | adjusted | badge
+    pub kind: String,
+    pub points: i64,
+    pub reason: Option<String>,
+    pub booking_id: Option<Uuid>,
+    pub badge: Option<String>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One place of the leaderboard.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaderboardEntry {
+    pub rank: i64,
+    pub user_id: Uuid,
+    pub balance: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub badges: serde_json::Value,
+}
+
+/// A user's account (the empty account when they have no points movement yet).
+pub async fn account(pool: &sqlx::PgPool, user_id: Uuid) -> Result<LoyaltyAccount, sqlx::Error> {
+    let account: Option<LoyaltyAccount> = sqlx::query_as(
+        "SELECT user_id, balance, awarded, reversed, redeemed, adjusted, badges
+           FROM read.loyalty_accounts WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(account.unwrap_or_else(|| LoyaltyAccount::empty(user_id)))
+}
+
+/// A user's points movements before position `before` (all when `None`), newest first.
+pub async fn history(
+    pool: &sqlx::PgPool,
+    user_id: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<PointsEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT position, kind, points, reason, booking_id, badge, actor, at
+           FROM read.points_history
+          WHERE user_id = $1 AND position < coalesce($2, 9223372036854775807)
+          ORDER BY position DESC LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The points a booking awarded (and reversed when it was refunded), in log order.
+pub async fn booking_points(
+    pool: &sqlx::PgPool,
+    booking_id: Uuid,
+) -> Result<Vec<PointsEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT position, kind, points, reason, booking_id, badge, actor, at
+           FROM read.points_history WHERE booking_id = $1 ORDER BY position",
+    )
+    .bind(booking_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The top 100.
+pub async fn leaderboard(pool: &sqlx::PgPool) -> Result<Vec<LeaderboardEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT rank, user_id, balance, badges FROM read.leaderboard ORDER BY rank, user_id LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -202,3 +202,37 @@ CREATE VIEW booking_balances AS
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queries: what the API reads from this read model, with the views it answers with.
+
+/// A payment as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PaymentView {
+    pub payment_id: Uuid,
+    pub provider: String,
+    pub provider_ref: String,
+    pub status: String,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub charged_minor: i64,
+    pub refunded_minor: i64,
+    pub refunds_pending_minor: i64,
+    pub balance_minor: i64,
+}
+
+/// A booking's payments.
+pub async fn booking_payments(
+    pool: &sqlx::PgPool,
+    booking_id: Uuid,
+) -> Result<Vec<PaymentView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT payment_id, provider, provider_ref, status, currency, amount_minor, charged_minor,
+                refunded_minor, refunds_pending_minor, balance_minor
+           FROM read.payments WHERE booking_id = $1 ORDER BY payment_id",
+    )
+    .bind(booking_id)
+    .fetch_all(pool)
+    .await
+}

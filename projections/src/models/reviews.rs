@@ -113,3 +113,33 @@ CREATE TABLE listing_ratings (
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queries: what the API reads from this read model, with the views it answers with.
+
+/// A review as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReviewView {
+    pub booking_id: Uuid,
+    pub author_id: Uuid,
+    pub rating: i64,
+    pub text: String,
+    pub written_at: DateTime<Utc>,
+}
+
+/// A listing's reviews, newest first.
+pub async fn listing_reviews(
+    pool: &sqlx::PgPool,
+    listing_id: Uuid,
+    limit: i64,
+) -> Result<Vec<ReviewView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT booking_id, author_id, rating, text, written_at FROM read.reviews
+          WHERE listing_id = $1 ORDER BY written_at DESC, booking_id LIMIT $2",
+    )
+    .bind(listing_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -69,7 +69,7 @@ struct Daily {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Earnings {
+struct EarningsRow {
     provider_id: Uuid,
     currency: String,
     gross_minor: i64,
@@ -183,7 +183,7 @@ CREATE VIEW stats_by_listing AS
             bookings.rows.insert(r.booking_id, r);
         }
         let mut daily: BTreeMap<(NaiveDate, Uuid, String), Daily> = BTreeMap::new();
-        let mut earnings: BTreeMap<(Uuid, String), Earnings> = BTreeMap::new();
+        let mut earnings: BTreeMap<(Uuid, String), EarningsRow> = BTreeMap::new();
         for e in batch {
             if let AnyEvent::Listing(ListingEvent::ListingPublished {
                 listing_id,
@@ -249,10 +249,10 @@ CREATE VIEW stats_by_listing AS
             let mut earn = |gross: i64, refunds: i64| {
                 let x = earnings
                     .entry((b.provider_id, b.currency.clone()))
-                    .or_insert_with(|| Earnings {
+                    .or_insert_with(|| EarningsRow {
                         provider_id: b.provider_id,
                         currency: b.currency.clone(),
-                        ..Earnings::default()
+                        ..EarningsRow::default()
                     });
                 x.gross_minor += gross;
                 x.refunds_minor += refunds;
@@ -302,4 +302,108 @@ CREATE VIEW stats_by_listing AS
         .await?;
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries: what the API reads from this read model, with the views it answers with.
+
+/// Bookings, revenue and refunds of one day in one currency.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DayStats {
+    pub day: NaiveDate,
+    pub currency: String,
+    pub bookings_placed: i64,
+    pub bookings_confirmed: i64,
+    pub bookings_cancelled: i64,
+    pub bookings_expired: i64,
+    pub bookings_completed: i64,
+    pub seats_sold: i64,
+    pub revenue_minor: i64,
+    pub refunds_minor: i64,
+}
+
+/// Bookings, revenue and refunds of one listing in one currency.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ListingStats {
+    pub listing_id: Uuid,
+    pub currency: String,
+    pub bookings_placed: i64,
+    pub bookings_confirmed: i64,
+    pub bookings_cancelled: i64,
+    pub bookings_expired: i64,
+    pub bookings_completed: i64,
+    pub seats_sold: i64,
+    pub revenue_minor: i64,
+    pub refunds_minor: i64,
+}
+
+/// A provider's earnings in one currency, after refunds and the platform's commission.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Earnings {
+    pub currency: String,
+    pub gross_minor: i64,
+    pub refunds_minor: i64,
+    /// Platform commission in basis points (1500 = 15 %).
+    pub commission_bp: i32,
+    pub commission_minor: i64,
+    pub net_minor: i64,
+}
+
+const SUMS: &str = "sum(bookings_placed)::int8 AS bookings_placed, \
+    sum(bookings_confirmed)::int8 AS bookings_confirmed, \
+    sum(bookings_cancelled)::int8 AS bookings_cancelled, \
+    sum(bookings_expired)::int8 AS bookings_expired, \
+    sum(bookings_completed)::int8 AS bookings_completed, \
+    sum(seats_sold)::int8 AS seats_sold, sum(revenue_minor)::int8 AS revenue_minor, \
+    sum(refunds_minor)::int8 AS refunds_minor";
+
+/// Per day and currency, between two days (both included; open ends when `None`).
+pub async fn daily(
+    pool: &sqlx::PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<DayStats>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT day, currency, {SUMS} FROM read.daily_stats
+          WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)
+          GROUP BY day, currency ORDER BY day, currency LIMIT 5000"
+    )))
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// Per listing and currency between two days, highest revenue first.
+pub async fn per_listing(
+    pool: &sqlx::PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<ListingStats>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT listing_id, currency, {SUMS} FROM read.daily_stats
+          WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)
+          GROUP BY listing_id, currency ORDER BY revenue_minor DESC, listing_id LIMIT 1000"
+    )))
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// A provider's earnings per currency.
+pub async fn provider_earnings(
+    pool: &sqlx::PgPool,
+    provider_id: Uuid,
+) -> Result<Vec<Earnings>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT currency, gross_minor, refunds_minor, commission_bp, commission_minor, net_minor
+           FROM read.provider_earnings WHERE provider_id = $1 ORDER BY currency",
+    )
+    .bind(provider_id)
+    .fetch_all(pool)
+    .await
 }

@@ -3,12 +3,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+
 use serde::{Deserialize, Serialize};
 use tessera_commands::users;
 use tessera_domain::user::User;
 use tessera_domain::values::UserId;
 use tessera_log::clock::new_command_id;
+pub use tessera_projections::models::loyalty::{
+    self, LeaderboardEntry, LoyaltyAccount, PointsEntry,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -217,18 +220,6 @@ async fn me(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<
     }))
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct LoyaltyAccount {
-    pub user_id: Uuid,
-    pub balance: i64,
-    pub awarded: i64,
-    pub reversed: i64,
-    pub redeemed: i64,
-    pub adjusted: i64,
-    #[schema(value_type = Vec<String>)]
-    pub badges: serde_json::Value,
-}
-
 /// My points balance and badges.
 #[utoipa::path(get, path = "/me/loyalty", tag = "loyalty", security(("bearer" = [])),
     params(MinPositionHeader),
@@ -242,22 +233,9 @@ async fn my_loyalty(
     min: MinPosition,
 ) -> Result<axum::Json<LoyaltyAccount>, ApiError> {
     state.read_after(reads::LOYALTY, min).await?;
-    let account: Option<LoyaltyAccount> = sqlx::query_as(
-        "SELECT user_id, balance, awarded, reversed, redeemed, adjusted, badges
-           FROM read.loyalty_accounts WHERE user_id = $1",
-    )
-    .bind(caller.user_id.0)
-    .fetch_optional(&state.pool)
-    .await?;
-    Ok(axum::Json(account.unwrap_or(LoyaltyAccount {
-        user_id: caller.user_id.0,
-        balance: 0,
-        awarded: 0,
-        reversed: 0,
-        redeemed: 0,
-        adjusted: 0,
-        badges: serde_json::json!([]),
-    })))
+    Ok(axum::Json(
+        loyalty::account(&state.pool, caller.user_id.0).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -267,19 +245,6 @@ pub struct Page {
     pub limit: Option<i64>,
     /// Entries before this position (cursor from the previous page).
     pub before: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct PointsEntry {
-    pub position: i64,
-    /// awarded | reversed | redeemed | adjusted | badge
-    pub kind: String,
-    pub points: i64,
-    pub reason: Option<String>,
-    pub booking_id: Option<Uuid>,
-    pub badge: Option<String>,
-    pub actor: String,
-    pub at: DateTime<Utc>,
 }
 
 pub(crate) fn page_limit(page: &Page) -> Result<i64, ApiError> {
@@ -306,27 +271,14 @@ async fn my_points_history(
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<axum::Json<Vec<PointsEntry>>, ApiError> {
     state.read_after(reads::LOYALTY, min).await?;
-    let rows = sqlx::query_as(
-        "SELECT position, kind, points, reason, booking_id, badge, actor, at
-           FROM read.points_history
-          WHERE user_id = $1 AND position < coalesce($2, 9223372036854775807)
-          ORDER BY position DESC LIMIT $3",
+    let rows = loyalty::history(
+        &state.pool,
+        caller.user_id.0,
+        page.before,
+        page_limit(&page)?,
     )
-    .bind(caller.user_id.0)
-    .bind(page.before)
-    .bind(page_limit(&page)?)
-    .fetch_all(&state.pool)
     .await?;
     Ok(axum::Json(rows))
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct LeaderboardEntry {
-    pub rank: i64,
-    pub user_id: Uuid,
-    pub balance: i64,
-    #[schema(value_type = Vec<String>)]
-    pub badges: serde_json::Value,
 }
 
 /// The loyalty leaderboard (top 100).
@@ -341,10 +293,6 @@ async fn leaderboard(
     min: MinPosition,
 ) -> Result<axum::Json<Vec<LeaderboardEntry>>, ApiError> {
     state.read_after(reads::LOYALTY, min).await?;
-    let rows = sqlx::query_as(
-        "SELECT rank, user_id, balance, badges FROM read.leaderboard ORDER BY rank, user_id LIMIT 100",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = loyalty::leaderboard(&state.pool).await?;
     Ok(axum::Json(rows))
 }

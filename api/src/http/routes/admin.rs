@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tessera_commands::admin;
 use tessera_domain::user::Role;
 use tessera_domain::values::{BookingId, UserId};
+pub use tessera_projections::models::stats::{self, DayStats, ListingStats};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -380,28 +381,6 @@ pub struct DayRange {
     pub to: Option<NaiveDate>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct DayStats {
-    pub day: NaiveDate,
-    pub currency: String,
-    pub bookings_placed: i64,
-    pub bookings_confirmed: i64,
-    pub bookings_cancelled: i64,
-    pub bookings_expired: i64,
-    pub bookings_completed: i64,
-    pub seats_sold: i64,
-    pub revenue_minor: i64,
-    pub refunds_minor: i64,
-}
-
-const SUMS: &str = "sum(bookings_placed)::int8 AS bookings_placed, \
-    sum(bookings_confirmed)::int8 AS bookings_confirmed, \
-    sum(bookings_cancelled)::int8 AS bookings_cancelled, \
-    sum(bookings_expired)::int8 AS bookings_expired, \
-    sum(bookings_completed)::int8 AS bookings_completed, \
-    sum(seats_sold)::int8 AS seats_sold, sum(revenue_minor)::int8 AS revenue_minor, \
-    sum(refunds_minor)::int8 AS refunds_minor";
-
 /// Bookings, revenue and refunds per day (admins, analysts, auditors).
 #[utoipa::path(get, path = "/admin/stats/daily", tag = "admin", security(("bearer" = [])), params(MinPositionHeader, DayRange),
     responses(
@@ -415,30 +394,8 @@ async fn daily_stats(
     ApiQuery(range): ApiQuery<DayRange>,
 ) -> Result<axum::Json<Vec<DayStats>>, ApiError> {
     state.read_after(reads::STATS, min).await?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT day, currency, {SUMS} FROM read.daily_stats
-          WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)
-          GROUP BY day, currency ORDER BY day, currency LIMIT 5000"
-    )))
-    .bind(range.from)
-    .bind(range.to)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = stats::daily(&state.pool, range.from, range.to).await?;
     Ok(axum::Json(rows))
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct ListingStats {
-    pub listing_id: Uuid,
-    pub currency: String,
-    pub bookings_placed: i64,
-    pub bookings_confirmed: i64,
-    pub bookings_cancelled: i64,
-    pub bookings_expired: i64,
-    pub bookings_completed: i64,
-    pub seats_sold: i64,
-    pub revenue_minor: i64,
-    pub refunds_minor: i64,
 }
 
 /// Bookings, revenue and refunds per listing, highest revenue first (admins, analysts, auditors).
@@ -454,15 +411,7 @@ async fn listing_stats(
     ApiQuery(range): ApiQuery<DayRange>,
 ) -> Result<axum::Json<Vec<ListingStats>>, ApiError> {
     state.read_after(reads::STATS, min).await?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT listing_id, currency, {SUMS} FROM read.daily_stats
-          WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)
-          GROUP BY listing_id, currency ORDER BY revenue_minor DESC, listing_id LIMIT 1000"
-    )))
-    .bind(range.from)
-    .bind(range.to)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = stats::per_listing(&state.pool, range.from, range.to).await?;
     Ok(axum::Json(rows))
 }
 

@@ -13,6 +13,9 @@ use tessera_domain::user::Role;
 use tessera_domain::values::{BookingId, Seats, SlotId, derived_id};
 use tessera_log::clock::new_command_id;
 use tessera_log::store::Position;
+pub use tessera_projections::models::bookings::{self, BookingView, TimelineEntry};
+use tessera_projections::models::loyalty::{self, PointsEntry};
+pub use tessera_projections::models::payments::{self, PaymentView};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -128,35 +131,6 @@ pub struct BookingsQuery {
     pub offset: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct BookingView {
-    pub booking_id: Uuid,
-    pub customer_id: Uuid,
-    pub listing_id: Uuid,
-    pub slot_id: Uuid,
-    pub seats: i64,
-    pub status: String,
-    pub total_minor: i64,
-    pub currency: String,
-    pub paid_minor: i64,
-    pub refund_due_minor: i64,
-    pub refunded_minor: i64,
-    #[schema(value_type = Vec<Object>)]
-    pub policy: serde_json::Value,
-    pub slot_starts_at: DateTime<Utc>,
-    pub slot_ends_at: DateTime<Utc>,
-    pub hold_expires_at: DateTime<Utc>,
-    pub payment_id: Option<Uuid>,
-    pub cancelled_by: Option<String>,
-    pub cancel_reason: Option<String>,
-    pub placed_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-const BOOKING_COLUMNS: &str = "booking_id, customer_id, listing_id, slot_id, seats, status, \
-    total_minor, currency, paid_minor, refund_due_minor, refunded_minor, policy, slot_starts_at, \
-    slot_ends_at, hold_expires_at, payment_id, cancelled_by, cancel_reason, placed_at, updated_at";
-
 /// My bookings, newest first.
 #[utoipa::path(get, path = "/bookings", tag = "bookings", security(("bearer" = [])),
     params(BookingsQuery, MinPositionHeader),
@@ -178,46 +152,15 @@ async fn my_bookings(
         }]));
     }
     state.read_after(reads::BOOKINGS, min).await?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {BOOKING_COLUMNS} FROM read.bookings
-          WHERE customer_id = $1 AND ($2::text IS NULL OR status = $2)
-          ORDER BY placed_at DESC, booking_id LIMIT $3 OFFSET $4"
-    )))
-    .bind(caller.user_id.0)
-    .bind(q.status)
-    .bind(limit)
-    .bind(q.offset.unwrap_or(0).max(0))
-    .fetch_all(&state.pool)
+    let rows = bookings::customer_bookings(
+        &state.pool,
+        caller.user_id.0,
+        q.status.as_deref(),
+        limit,
+        q.offset.unwrap_or(0).max(0),
+    )
     .await?;
     Ok(axum::Json(rows))
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct TimelineEntry {
-    pub position: i64,
-    pub event_type: String,
-    pub status: String,
-    /// Business time of the change.
-    pub at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
-    pub actor: String,
-    pub reason: Option<String>,
-    #[schema(value_type = Object)]
-    pub detail: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct PaymentView {
-    pub payment_id: Uuid,
-    pub provider: String,
-    pub provider_ref: String,
-    pub status: String,
-    pub currency: String,
-    pub amount_minor: i64,
-    pub charged_minor: i64,
-    pub refunded_minor: i64,
-    pub refunds_pending_minor: i64,
-    pub balance_minor: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -228,7 +171,7 @@ pub struct BookingDetail {
     pub payments: Vec<PaymentView>,
     /// Points awarded for this booking and reversed when it was refunded (what the booking did
     /// to the customer's loyalty balance).
-    pub points: Vec<super::account::PointsEntry>,
+    pub points: Vec<PointsEntry>,
 }
 
 /// Loads a booking the caller may see: its customer, admins and auditors. Others get 404.
@@ -237,13 +180,7 @@ async fn visible_booking(
     caller: &Caller,
     booking_id: Uuid,
 ) -> Result<BookingView, ApiError> {
-    let view: Option<BookingView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {BOOKING_COLUMNS} FROM read.bookings WHERE booking_id = $1"
-    )))
-    .bind(booking_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    match view {
+    match bookings::booking(&state.pool, booking_id).await? {
         Some(v)
             if v.customer_id == caller.user_id.0
                 || caller.has(Role::Admin)
@@ -274,28 +211,9 @@ async fn booking(
 ) -> Result<axum::Json<BookingDetail>, ApiError> {
     state.read_after(reads::BOOKING_DETAIL, min).await?;
     let booking = visible_booking(&state, &caller, booking_id).await?;
-    let timeline = sqlx::query_as(
-        "SELECT position, event_type, status, at, recorded_at, actor, reason, detail
-           FROM read.booking_timeline WHERE booking_id = $1 ORDER BY position",
-    )
-    .bind(booking_id)
-    .fetch_all(&state.pool)
-    .await?;
-    let payments = sqlx::query_as(
-        "SELECT payment_id, provider, provider_ref, status, currency, amount_minor, charged_minor,
-                refunded_minor, refunds_pending_minor, balance_minor
-           FROM read.payments WHERE booking_id = $1 ORDER BY payment_id",
-    )
-    .bind(booking_id)
-    .fetch_all(&state.pool)
-    .await?;
-    let points = sqlx::query_as(
-        "SELECT position, kind, points, reason, booking_id, badge, actor, at
-           FROM read.points_history WHERE booking_id = $1 ORDER BY position",
-    )
-    .bind(booking_id)
-    .fetch_all(&state.pool)
-    .await?;
+    let timeline = bookings::timeline(&state.pool, booking_id).await?;
+    let payments = payments::booking_payments(&state.pool, booking_id).await?;
+    let points = loyalty::booking_points(&state.pool, booking_id).await?;
     Ok(axum::Json(BookingDetail {
         booking,
         timeline,

@@ -13,6 +13,9 @@ use tessera_domain::listing::{Destination, ItineraryDay, ListingDetails, Listing
 use tessera_domain::policy::{CancellationPolicy, RefundTier};
 use tessera_domain::user::Role;
 use tessera_domain::values::{Currency, ListingId, Money, SlotId, derived_id};
+pub use tessera_projections::models::catalog::{self, ListingView, SlotView};
+pub use tessera_projections::models::reviews::{self, ReviewView};
+pub use tessera_projections::models::stats::{self, Earnings};
 use tessera_projections::search::{SearchQuery, Sort};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -272,47 +275,6 @@ async fn search(
 // ---------------------------------------------------------------------------------------------
 // Listing details, slots, reviews
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct ListingView {
-    pub listing_id: Uuid,
-    pub provider_id: Uuid,
-    pub kind: String,
-    pub title: String,
-    pub description: String,
-    pub category: String,
-    pub destination: String,
-    pub country: String,
-    pub lat: f64,
-    pub lon: f64,
-    pub duration_minutes: i64,
-    #[schema(value_type = Vec<String>)]
-    pub includes: serde_json::Value,
-    #[schema(value_type = Vec<Object>)]
-    pub itinerary: serde_json::Value,
-    pub price_minor: i64,
-    pub currency: String,
-    /// Refund tiers: `[{min_hours_before, refund_percent}]`.
-    #[schema(value_type = Vec<Object>)]
-    pub policy: serde_json::Value,
-    pub retired: bool,
-    pub published_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// The next slot start with free seats.
-    pub next_available_at: Option<DateTime<Utc>>,
-    /// The lowest price per seat among upcoming slots with free seats.
-    pub lowest_price_minor: Option<i64>,
-    pub free_seats: Option<i64>,
-    #[sqlx(default)]
-    pub review_count: Option<i64>,
-    #[sqlx(default)]
-    pub rating_avg: Option<f64>,
-}
-
-const LISTING_COLUMNS: &str = "l.listing_id, l.provider_id, l.kind, l.title, l.description, \
-    l.category, l.destination, l.country, l.lat, l.lon, l.duration_minutes, l.includes, \
-    l.itinerary, l.price_minor, l.currency, l.policy, l.retired, l.published_at, l.updated_at, \
-    l.next_available_at, l.lowest_price_minor, l.free_seats::int8 AS free_seats";
-
 /// One listing with its next available date, lowest price and rating.
 #[utoipa::path(get, path = "/listings/{listing_id}", tag = "catalog",
     params(MinPositionHeader, ("listing_id" = Uuid, Path, description = "The listing")),
@@ -334,14 +296,7 @@ async fn listing(
     {
         return Ok(axum::Json(body));
     }
-    let view: Option<ListingView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {LISTING_COLUMNS}, r.review_count, r.rating_avg::float8 AS rating_avg
-           FROM read.listing_overview l LEFT JOIN read.listing_ratings r USING (listing_id)
-          WHERE l.listing_id = $1"
-    )))
-    .bind(listing_id)
-    .fetch_optional(&state.pool)
-    .await?;
+    let view = catalog::listing(&state.pool, listing_id).await?;
     let view = view.ok_or_else(|| ApiError::NotFound {
         what: "listing",
         id: listing_id.to_string(),
@@ -363,21 +318,6 @@ pub struct SlotRange {
     pub all: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct SlotView {
-    pub slot_id: Uuid,
-    pub listing_id: Uuid,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub capacity: i64,
-    pub held: i64,
-    pub confirmed: i64,
-    pub remaining: i64,
-    pub price_minor: i64,
-    pub currency: String,
-    pub cancelled: bool,
-}
-
 /// A listing's upcoming slots with live availability (capacity, held, confirmed, remaining).
 #[utoipa::path(get, path = "/listings/{listing_id}/slots", tag = "catalog",
     params(MinPositionHeader, ("listing_id" = Uuid, Path, description = "The listing"), SlotRange),
@@ -392,44 +332,19 @@ async fn listing_slots(
     ApiQuery(range): ApiQuery<SlotRange>,
 ) -> Result<axum::Json<Vec<SlotView>>, ApiError> {
     state.read_after(reads::CATALOG, min).await?;
-    let rows: Vec<SlotView> = sqlx::query_as(
-        "SELECT slot_id, listing_id, starts_at, ends_at, capacity, held, confirmed, remaining,
-                price_minor, currency, cancelled
-           FROM read.slots
-          WHERE listing_id = $1 AND starts_at >= coalesce($2, now())
-            AND ($3::timestamptz IS NULL OR starts_at <= $3)
-            AND ($4 OR (NOT cancelled AND remaining > 0))
-          ORDER BY starts_at, slot_id LIMIT 500",
-    )
-    .bind(listing_id)
-    .bind(range.from)
-    .bind(range.to)
-    .bind(range.all)
-    .fetch_all(&state.pool)
-    .await?;
-    if rows.is_empty() {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM read.listings WHERE listing_id = $1)")
-                .bind(listing_id)
-                .fetch_one(&state.pool)
-                .await?;
-        if !exists {
-            return Err(ApiError::NotFound {
-                what: "listing",
-                id: listing_id.to_string(),
-            });
-        }
+    let filter = catalog::SlotFilter {
+        from: range.from,
+        to: range.to,
+        all: range.all,
+    };
+    let rows = catalog::listing_slots(&state.pool, listing_id, filter).await?;
+    if rows.is_empty() && !catalog::listing_exists(&state.pool, listing_id).await? {
+        return Err(ApiError::NotFound {
+            what: "listing",
+            id: listing_id.to_string(),
+        });
     }
     Ok(axum::Json(rows))
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct ReviewView {
-    pub booking_id: Uuid,
-    pub author_id: Uuid,
-    pub rating: i64,
-    pub text: String,
-    pub written_at: DateTime<Utc>,
 }
 
 /// A listing's reviews, newest first.
@@ -446,14 +361,8 @@ async fn listing_reviews(
     ApiQuery(page): ApiQuery<super::account::Page>,
 ) -> Result<axum::Json<Vec<ReviewView>>, ApiError> {
     state.read_after(reads::REVIEWS, min).await?;
-    let rows = sqlx::query_as(
-        "SELECT booking_id, author_id, rating, text, written_at FROM read.reviews
-          WHERE listing_id = $1 ORDER BY written_at DESC, booking_id LIMIT $2",
-    )
-    .bind(listing_id)
-    .bind(super::account::page_limit(&page)?)
-    .fetch_all(&state.pool)
-    .await?;
+    let limit = super::account::page_limit(&page)?;
+    let rows = reviews::listing_reviews(&state.pool, listing_id, limit).await?;
     Ok(axum::Json(rows))
 }
 
@@ -643,13 +552,7 @@ async fn my_listings(
     min: MinPosition,
 ) -> Result<axum::Json<Vec<ListingView>>, ApiError> {
     state.read_after(reads::CATALOG, min).await?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {LISTING_COLUMNS} FROM read.listing_overview l
-          WHERE l.provider_id = $1 ORDER BY l.published_at DESC, l.listing_id LIMIT 500"
-    )))
-    .bind(caller.user_id.0)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = catalog::provider_listings(&state.pool, caller.user_id.0).await?;
     Ok(axum::Json(rows))
 }
 
@@ -808,12 +711,7 @@ async fn schedule_slot(
                     return Err(invalid("price_minor", "must not be negative"));
                 }
                 Some(minor) => {
-                    let currency: Option<String> = sqlx::query_scalar(
-                        "SELECT currency FROM read.listings WHERE listing_id = $1",
-                    )
-                    .bind(listing_id)
-                    .fetch_optional(&state.pool)
-                    .await?;
+                    let currency = catalog::listing_currency(&state.pool, listing_id).await?;
                     currency
                         .map(|c| money(minor, &c, "price_minor"))
                         .transpose()?
@@ -879,17 +777,6 @@ async fn cancel_slot(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct Earnings {
-    pub currency: String,
-    pub gross_minor: i64,
-    pub refunds_minor: i64,
-    /// Platform commission in basis points (1500 = 15 %).
-    pub commission_bp: i32,
-    pub commission_minor: i64,
-    pub net_minor: i64,
-}
-
 /// My earnings per currency, after refunds and the platform's commission.
 #[utoipa::path(get, path = "/provider/earnings", tag = "provider", params(MinPositionHeader), security(("bearer" = [])),
     responses(
@@ -902,12 +789,6 @@ async fn my_earnings(
     min: MinPosition,
 ) -> Result<axum::Json<Vec<Earnings>>, ApiError> {
     state.read_after(reads::STATS, min).await?;
-    let rows = sqlx::query_as(
-        "SELECT currency, gross_minor, refunds_minor, commission_bp, commission_minor, net_minor
-           FROM read.provider_earnings WHERE provider_id = $1 ORDER BY currency",
-    )
-    .bind(caller.user_id.0)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = stats::provider_earnings(&state.pool, caller.user_id.0).await?;
     Ok(axum::Json(rows))
 }
