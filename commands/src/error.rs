@@ -43,6 +43,9 @@ pub enum CommandError {
     Contention { attempts: u32 },
     #[error("stored event cannot be read: {0}")]
     Codec(String),
+    /// A stored idempotent answer cannot be read, or an answer cannot be stored.
+    #[error("idempotency record: {0}")]
+    Idempotency(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

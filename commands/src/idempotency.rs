@@ -209,7 +209,7 @@ impl IdempotencyKeys {
         match response {
             Some(value) => serde_json::from_value(value)
                 .map(Claim::Done)
-                .map_err(|e| CommandError::Codec(format!("stored idempotent response: {e}"))),
+                .map_err(|e| CommandError::Idempotency(format!("stored idempotent response: {e}"))),
             None => Ok(Claim::Run { command_id }),
         }
     }
@@ -222,7 +222,8 @@ impl IdempotencyKeys {
         key: &str,
         result: &impl Serialize,
     ) -> Result<(), CommandError> {
-        let value = serde_json::to_value(result).map_err(|e| CommandError::Codec(e.to_string()))?;
+        let value =
+            serde_json::to_value(result).map_err(|e| CommandError::Idempotency(e.to_string()))?;
         sqlx::query(STORE_RESULT)
             .bind(scope)
             .bind(key)
@@ -242,7 +243,7 @@ impl IdempotencyKeys {
         result: &impl Serialize,
     ) -> Result<(), CommandError> {
         let response =
-            serde_json::to_value(result).map_err(|e| CommandError::Codec(e.to_string()))?;
+            serde_json::to_value(result).map_err(|e| CommandError::Idempotency(e.to_string()))?;
         self.writers()
             .results
             .call(NewResult {

@@ -22,8 +22,16 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("unknown projection {0:?} (known: {1})")]
     Unknown(String, String),
+    /// The request is not acceptable (a bad search parameter, a rebuild already running).
     #[error("{0}")]
     Invalid(String),
+    /// What the request needs is not there yet (the search index before its first build);
+    /// retrying later helps.
+    #[error("{0}")]
+    NotReady(String),
+    /// A background task failed, or the runner found its registry in a state it cannot be in.
+    #[error("{0}")]
+    Task(String),
 }
 
 impl From<tantivy::TantivyError> for ProjectionError {

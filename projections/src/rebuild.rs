@@ -168,13 +168,13 @@ pub async fn rebuild(
         targets.push(
             worker
                 .await
-                .map_err(|e| ProjectionError::Invalid(e.to_string()))??,
+                .map_err(|e| ProjectionError::Task(e.to_string()))??,
         );
     }
     fed?;
     reader
         .await
-        .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
+        .map_err(|e| ProjectionError::Task(e.to_string()))?;
     // Secondary indexes in bulk, one projection per connection, before any swap.
     futures::future::try_join_all(targets.iter().map(|t| {
         registry::create_indexes(

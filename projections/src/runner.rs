@@ -454,7 +454,7 @@ impl Projector {
                 .await?;
                 let mut conn = self.pool.acquire().await?;
                 registry::active(&mut conn, p.name()).await?.ok_or_else(|| {
-                    ProjectionError::Invalid(format!(
+                    ProjectionError::Task(format!(
                         "{} has no active generation after its rebuild",
                         p.name()
                     ))
@@ -482,7 +482,7 @@ impl Projector {
                 let mut conn = self.pool.acquire().await?;
                 registry::active(&mut conn, p.name())
                     .await?
-                    .ok_or_else(|| ProjectionError::Invalid("activation vanished".into()))
+                    .ok_or_else(|| ProjectionError::Task("activation vanished".into()))
             }
         }
     }

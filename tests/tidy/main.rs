@@ -321,3 +321,48 @@ fn the_sql_detector_finds_what_it_should() {
     assert!(!sql_on_read_models("let n = read.len();"));
     assert!(!sql_on_read_models("the read. prefix, read from read"));
 }
+
+#[test]
+fn the_composition_root_points_one_way() {
+    // Inside `api`: cli → bench → startup → http, with settings read by cli, bench and startup's
+    // callers. A module may not name one it sits below.
+    const BELOW: &[(&str, &[&str])] = &[
+        (
+            "api/src/http",
+            &[
+                "crate::cli",
+                "crate::bench",
+                "crate::startup",
+                "crate::settings",
+            ],
+        ),
+        (
+            "api/src/startup",
+            &["crate::cli", "crate::bench", "crate::settings"],
+        ),
+        ("api/src/bench", &["crate::cli"]),
+        ("api/src/settings.rs", &["crate::cli", "crate::bench"]),
+    ];
+    let mut violations = Vec::new();
+    for (place, forbidden) in BELOW {
+        let files = if place.ends_with(".rs") {
+            vec![root().join(place)]
+        } else {
+            rust_files(place)
+        };
+        for path in files {
+            let text = read(&path);
+            for (n, line) in code_lines(&text) {
+                for f in *forbidden {
+                    if line.contains(f) {
+                        violations.push(format!("{}:{n}: {}", relative(&path), line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "inside api, arrows point cli → bench → startup → http: {violations:#?}"
+    );
+}

@@ -83,9 +83,28 @@ fn implied(op: &Value, method: &str) -> Vec<(&'static str, &'static str)> {
 /// extension `x-requires`, which the contract test honours when it generates requests).
 const TOGETHER: &[&[&str]] = &[&["lat", "lng"]];
 
+/// The published error codes (`codes.rs`): the `code` enum of `Problem`, and the whole table
+/// (status, title, meaning) as the extension `x-error-codes`.
+fn publish_codes(doc: &mut Value) {
+    let names: Vec<Value> = super::codes::ALL
+        .iter()
+        .map(|c| Value::from(c.code))
+        .collect();
+    if let Some(code) = doc
+        .pointer_mut("/components/schemas/Problem/properties/code")
+        .and_then(Value::as_object_mut)
+    {
+        code.insert("enum".into(), Value::Array(names));
+    }
+    if let Some(root) = doc.as_object_mut() {
+        root.insert("x-error-codes".into(), super::codes::openapi());
+    }
+}
+
 /// The document with every operation's implied answers added (an operation's own description
 /// of a status wins), and parameter groups marked.
 pub fn complete(mut doc: Value) -> Value {
+    publish_codes(&mut doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return doc;
     };

@@ -12,11 +12,14 @@ use tessera_commands::error::CommandError;
 use tessera_domain::booking::BookingError;
 use tessera_domain::listing::ListingError;
 use tessera_domain::loyalty::LoyaltyError;
+use tessera_domain::payment::PaymentError;
 use tessera_domain::review::ReviewError;
 use tessera_domain::slot::SlotError;
 use tessera_domain::user::UserError;
 use tessera_projections::ProjectionError;
 use utoipa::ToSchema;
+
+use super::codes::{self, Code};
 
 tokio::task_local! {
     /// The id of the request being served (set by the request-context middleware).
@@ -72,9 +75,9 @@ pub enum ApiError {
     #[error("the request is invalid")]
     Invalid(Vec<FieldError>),
     #[error("{detail}")]
-    BadRequest { code: &'static str, detail: String },
+    BadRequest { code: &'static Code, detail: String },
     #[error("{detail}")]
-    Conflict { code: &'static str, detail: String },
+    Conflict { code: &'static Code, detail: String },
     #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
     RateLimited { retry_after: Duration },
     #[error(
@@ -101,7 +104,7 @@ pub enum ApiError {
     #[error("{detail}")]
     Status {
         status: StatusCode,
-        code: &'static str,
+        code: &'static Code,
         detail: String,
     },
 }
@@ -122,14 +125,14 @@ impl ApiError {
             s => Self::Status {
                 status: s,
                 code: match s {
-                    S::BAD_REQUEST => "request.bad_request",
-                    S::UNAUTHORIZED => "auth.unauthenticated",
-                    S::FORBIDDEN => "auth.forbidden",
-                    S::NOT_FOUND => "request.no_route",
-                    S::REQUEST_TIMEOUT => "request.timeout",
-                    S::UNPROCESSABLE_ENTITY => "request.invalid",
-                    S::TOO_MANY_REQUESTS => "request.rate_limited",
-                    _ => "request.refused",
+                    S::BAD_REQUEST => &codes::REQUEST_BAD_REQUEST,
+                    S::UNAUTHORIZED => &codes::AUTH_UNAUTHENTICATED,
+                    S::FORBIDDEN => &codes::AUTH_FORBIDDEN,
+                    S::NOT_FOUND => &codes::REQUEST_NO_ROUTE,
+                    S::REQUEST_TIMEOUT => &codes::REQUEST_TIMEOUT,
+                    S::UNPROCESSABLE_ENTITY => &codes::REQUEST_INVALID,
+                    S::TOO_MANY_REQUESTS => &codes::REQUEST_RATE_LIMITED,
+                    _ => &codes::REQUEST_REFUSED,
                 },
                 detail: if detail.is_empty() {
                     s.canonical_reason().unwrap_or("refused").to_owned()
@@ -168,7 +171,7 @@ impl From<JsonRejection> for ApiError {
                 Self::Invalid(vec![FieldError { field, message }])
             }
             JsonRejection::JsonSyntaxError(e) => Self::BadRequest {
-                code: "request.malformed_json",
+                code: &codes::REQUEST_MALFORMED_JSON,
                 detail: std::error::Error::source(&e)
                     .map(ToString::to_string)
                     .unwrap_or_else(|| e.body_text()),
@@ -178,7 +181,7 @@ impl From<JsonRejection> for ApiError {
                 limit: super::BODY_LIMIT,
             },
             other => Self::BadRequest {
-                code: "request.unreadable_body",
+                code: &codes::REQUEST_UNREADABLE_BODY,
                 detail: other.body_text(),
             },
         }
@@ -188,7 +191,7 @@ impl From<JsonRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
         Self::BadRequest {
-            code: "request.invalid_path",
+            code: &codes::REQUEST_INVALID_PATH,
             detail: r.body_text(),
         }
     }
@@ -197,209 +200,221 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         Self::BadRequest {
-            code: "request.invalid_query",
+            code: &codes::REQUEST_INVALID_QUERY,
             detail: r.body_text(),
         }
     }
 }
 
-/// `CamelCase` variant name of a `Debug` rendering, as `snake_case`.
-fn variant_code(debug: &str) -> String {
-    let name: String = debug
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 struct Mapped {
+    code: &'static Code,
+    /// The status answered: the code's, except for a layer's refusal kept with its own status.
     status: StatusCode,
-    code: String,
     retryable: bool,
     errors: Vec<FieldError>,
 }
 
-fn mapped(status: StatusCode, code: impl Into<String>) -> Mapped {
+fn mapped(code: &'static Code) -> Mapped {
     Mapped {
-        status,
-        code: code.into(),
+        code,
+        status: code.status,
         retryable: false,
         errors: Vec::new(),
     }
 }
 
-fn command(e: &CommandError) -> Mapped {
-    use StatusCode as S;
-    let domain = |area: &str, debug: String, status: StatusCode| {
-        mapped(status, format!("{area}.{}", variant_code(&debug)))
-    };
+fn with_field(code: &'static Code, field: &str, message: String) -> Mapped {
+    Mapped {
+        errors: vec![FieldError {
+            field: field.to_owned(),
+            message,
+        }],
+        ..mapped(code)
+    }
+}
+
+fn retryable(code: &'static Code) -> Mapped {
+    Mapped {
+        retryable: true,
+        ..mapped(code)
+    }
+}
+
+fn booking(e: &BookingError) -> &'static Code {
+    use BookingError as E;
     match e {
-        CommandError::Booking(b) => {
-            let status = match b {
-                BookingError::Value(_) | BookingError::EmptyRefund => S::UNPROCESSABLE_ENTITY,
-                BookingError::NotPlaced => S::NOT_FOUND,
-                _ => S::CONFLICT,
-            };
-            domain("booking", format!("{b:?}"), status)
-        }
-        CommandError::Slot(s) => {
-            let status = match s {
-                SlotError::InvalidTimes | SlotError::InvalidCapacity => S::UNPROCESSABLE_ENTITY,
-                SlotError::NotScheduled => S::NOT_FOUND,
-                _ => S::CONFLICT,
-            };
-            domain("slot", format!("{s:?}"), status)
-        }
-        CommandError::Listing(l) => {
-            let status = match l {
-                ListingError::Invalid(_) => S::UNPROCESSABLE_ENTITY,
-                ListingError::NotPublished => S::NOT_FOUND,
-                _ => S::CONFLICT,
-            };
-            domain("listing", format!("{l:?}"), status)
-        }
-        CommandError::Payment(p) => domain("payment", format!("{p:?}"), S::CONFLICT),
-        CommandError::Loyalty(l) => {
-            let status = match l {
-                LoyaltyError::NonPositive
-                | LoyaltyError::EmptyAdjustment
-                | LoyaltyError::AdjustmentOutOfRange { .. } => S::UNPROCESSABLE_ENTITY,
-                _ => S::CONFLICT,
-            };
-            let mut m = domain("loyalty", format!("{l:?}"), status);
-            if matches!(l, LoyaltyError::AdjustmentOutOfRange { .. }) {
-                m.errors.push(FieldError {
-                    field: "delta".into(),
-                    message: l.to_string(),
-                });
-            }
-            m
-        }
-        CommandError::Review(r) => {
-            let status = match r {
-                ReviewError::Rating(_) | ReviewError::TooLong => S::UNPROCESSABLE_ENTITY,
-                ReviewError::AlreadyReviewed => S::CONFLICT,
-            };
-            domain("review", format!("{r:?}"), status)
-        }
-        CommandError::User(u) => {
-            let (status, field) = match u {
-                UserError::InvalidEmail => (S::UNPROCESSABLE_ENTITY, Some("email")),
-                UserError::WeakPassword => (S::UNPROCESSABLE_ENTITY, Some("password")),
-                UserError::InvalidDisplayName => (S::UNPROCESSABLE_ENTITY, Some("display_name")),
-                UserError::SelfReferral => (S::UNPROCESSABLE_ENTITY, Some("referred_by")),
-                UserError::BadCredentials => (S::UNAUTHORIZED, None),
-                UserError::NotRegistered => (S::NOT_FOUND, None),
-                _ => (S::CONFLICT, None),
-            };
-            let mut m = domain("user", format!("{u:?}"), status);
-            if let Some(field) = field {
-                m.errors.push(FieldError {
-                    field: field.to_owned(),
-                    message: u.to_string(),
-                });
-            }
-            m
-        }
-        CommandError::NotFound { what, .. } => mapped(
-            S::NOT_FOUND,
-            format!("{}.not_found", what.replace(' ', "_")),
+        E::AlreadyPlaced => &codes::BOOKING_ALREADY_PLACED,
+        E::NotPlaced => &codes::BOOKING_NOT_PLACED,
+        E::InvalidTransition { .. } => &codes::BOOKING_INVALID_TRANSITION,
+        E::HoldExpired(_) => &codes::BOOKING_HOLD_EXPIRED,
+        E::HoldNotExpired(_) => &codes::BOOKING_HOLD_NOT_EXPIRED,
+        E::SlotNotEnded(_) => &codes::BOOKING_SLOT_NOT_ENDED,
+        E::SlotStarted => &codes::BOOKING_SLOT_STARTED,
+        E::InvalidHoldTtl => &codes::BOOKING_INVALID_HOLD_TTL,
+        E::WrongPayment { .. } => &codes::BOOKING_WRONG_PAYMENT,
+        E::AmountMismatch { .. } => &codes::BOOKING_AMOUNT_MISMATCH,
+        E::RefundExceedsPaid { .. } => &codes::BOOKING_REFUND_EXCEEDS_PAID,
+        E::EmptyRefund => &codes::BOOKING_EMPTY_REFUND,
+        E::Value(_) => &codes::BOOKING_VALUE,
+    }
+}
+
+fn slot(e: &SlotError) -> &'static Code {
+    use SlotError as E;
+    match e {
+        E::AlreadyScheduled => &codes::SLOT_ALREADY_SCHEDULED,
+        E::NotScheduled => &codes::SLOT_NOT_SCHEDULED,
+        E::Cancelled => &codes::SLOT_CANCELLED,
+        E::Started => &codes::SLOT_STARTED,
+        E::InvalidTimes => &codes::SLOT_INVALID_TIMES,
+        E::InvalidCapacity => &codes::SLOT_INVALID_CAPACITY,
+        E::CapacityBelowTaken { .. } => &codes::SLOT_CAPACITY_BELOW_TAKEN,
+        E::SoldOut { .. } => &codes::SLOT_SOLD_OUT,
+        E::AlreadyHolding(_) => &codes::SLOT_ALREADY_HOLDING,
+        E::NotHolding(_) => &codes::SLOT_NOT_HOLDING,
+        E::AlreadyConfirmed(_) => &codes::SLOT_ALREADY_CONFIRMED,
+    }
+}
+
+fn listing(e: &ListingError) -> &'static Code {
+    use ListingError as E;
+    match e {
+        E::AlreadyPublished => &codes::LISTING_ALREADY_PUBLISHED,
+        E::NotPublished => &codes::LISTING_NOT_PUBLISHED,
+        E::Retired => &codes::LISTING_RETIRED,
+        E::Invalid(_) => &codes::LISTING_INVALID,
+    }
+}
+
+fn payment(e: &PaymentError) -> &'static Code {
+    use PaymentError as E;
+    match e {
+        E::AlreadyCreated => &codes::PAYMENT_ALREADY_CREATED,
+        E::NotCreated => &codes::PAYMENT_NOT_CREATED,
+        E::NotPending(_) => &codes::PAYMENT_NOT_PENDING,
+        E::NotSucceeded => &codes::PAYMENT_NOT_SUCCEEDED,
+        E::RefundExceedsPaid { .. } => &codes::PAYMENT_REFUND_EXCEEDS_PAID,
+        E::InvalidRefund => &codes::PAYMENT_INVALID_REFUND,
+        E::UnknownRefund(_) => &codes::PAYMENT_UNKNOWN_REFUND,
+        E::RefundFinished(_) => &codes::PAYMENT_REFUND_FINISHED,
+        E::DuplicateRefund(_) => &codes::PAYMENT_DUPLICATE_REFUND,
+    }
+}
+
+fn loyalty(e: &LoyaltyError) -> Mapped {
+    use LoyaltyError as E;
+    match e {
+        E::AlreadyAwarded(_) => mapped(&codes::LOYALTY_ALREADY_AWARDED),
+        E::InsufficientPoints { .. } => mapped(&codes::LOYALTY_INSUFFICIENT_POINTS),
+        E::NonPositive => mapped(&codes::LOYALTY_NON_POSITIVE),
+        E::EmptyAdjustment => mapped(&codes::LOYALTY_EMPTY_ADJUSTMENT),
+        E::NothingToReverse(_) => mapped(&codes::LOYALTY_NOTHING_TO_REVERSE),
+        E::AdjustmentOutOfRange { .. } => with_field(
+            &codes::LOYALTY_ADJUSTMENT_OUT_OF_RANGE,
+            "delta",
+            e.to_string(),
         ),
-        CommandError::NotYours { what } => mapped(S::FORBIDDEN, format!("{what}.not_yours")),
-        CommandError::ReasonRequired => {
-            let mut m = mapped(S::UNPROCESSABLE_ENTITY, "request.reason_required");
-            m.errors.push(FieldError {
-                field: "reason".into(),
-                message: "a reason is required".into(),
-            });
-            m
-        }
-        CommandError::PaymentRefused(_) => mapped(S::PAYMENT_REQUIRED, "payment.refused"),
-        CommandError::GatewayUnavailable(_) => Mapped {
-            retryable: true,
-            ..mapped(S::SERVICE_UNAVAILABLE, "payment.gateway_unavailable")
-        },
-        CommandError::IdempotencyKeyReused => {
-            mapped(S::UNPROCESSABLE_ENTITY, "request.idempotency_key_reused")
-        }
-        CommandError::Contention { .. } => Mapped {
-            retryable: true,
-            ..mapped(S::CONFLICT, "request.contention")
-        },
+    }
+}
+
+fn review(e: &ReviewError) -> &'static Code {
+    use ReviewError as E;
+    match e {
+        E::AlreadyReviewed => &codes::REVIEW_ALREADY_REVIEWED,
+        E::Rating(_) => &codes::REVIEW_RATING,
+        E::TooLong => &codes::REVIEW_TOO_LONG,
+    }
+}
+
+fn user(e: &UserError) -> Mapped {
+    use UserError as E;
+    let field = |code, field| with_field(code, field, e.to_string());
+    match e {
+        E::AlreadyRegistered => mapped(&codes::USER_ALREADY_REGISTERED),
+        E::NotRegistered => mapped(&codes::USER_NOT_REGISTERED),
+        E::Erased => mapped(&codes::USER_ERASED),
+        E::InvalidEmail => field(&codes::USER_INVALID_EMAIL, "email"),
+        E::EmailTaken => mapped(&codes::USER_EMAIL_TAKEN),
+        E::WeakPassword => field(&codes::USER_WEAK_PASSWORD, "password"),
+        E::SelfReferral => field(&codes::USER_SELF_REFERRAL, "referred_by"),
+        E::BadCredentials => mapped(&codes::USER_BAD_CREDENTIALS),
+        E::InvalidDisplayName => field(&codes::USER_INVALID_DISPLAY_NAME, "display_name"),
+        E::HasRole(_) => mapped(&codes::USER_HAS_ROLE),
+        E::LacksRole(_) => mapped(&codes::USER_LACKS_ROLE),
+        E::SelfRemoval => mapped(&codes::USER_SELF_REMOVAL),
+        E::LastAdmin => mapped(&codes::USER_LAST_ADMIN),
+    }
+}
+
+fn command(e: &CommandError) -> Mapped {
+    match e {
+        CommandError::Booking(b) => mapped(booking(b)),
+        CommandError::Slot(s) => mapped(slot(s)),
+        CommandError::Listing(l) => mapped(listing(l)),
+        CommandError::Payment(p) => mapped(payment(p)),
+        CommandError::Loyalty(l) => loyalty(l),
+        CommandError::Review(r) => mapped(review(r)),
+        CommandError::User(u) => user(u),
+        CommandError::NotFound { what, .. } => mapped(codes::not_found(what)),
+        CommandError::NotYours { what } => mapped(codes::not_yours(what)),
+        CommandError::ReasonRequired => with_field(
+            &codes::REQUEST_REASON_REQUIRED,
+            "reason",
+            "a reason is required".into(),
+        ),
+        CommandError::PaymentRefused(_) => mapped(&codes::PAYMENT_REFUSED),
+        CommandError::GatewayUnavailable(_) => retryable(&codes::PAYMENT_GATEWAY_UNAVAILABLE),
+        CommandError::IdempotencyKeyReused => mapped(&codes::REQUEST_IDEMPOTENCY_KEY_REUSED),
+        CommandError::Contention { .. } => retryable(&codes::REQUEST_CONTENTION),
         CommandError::Store(tessera_log::store::StoreError::UnstorableText { what, .. }) => {
-            let mut m = mapped(S::UNPROCESSABLE_ENTITY, "request.unstorable_text");
-            m.errors.push(FieldError {
-                field: (*what).to_owned(),
-                message: "must not contain U+0000 (NUL)".into(),
-            });
-            m
+            with_field(
+                &codes::REQUEST_UNSTORABLE_TEXT,
+                what,
+                "must not contain U+0000 (NUL)".into(),
+            )
         }
-        CommandError::Codec(_) | CommandError::Store(_) => {
-            mapped(S::INTERNAL_SERVER_ERROR, "internal")
+        CommandError::Codec(_) | CommandError::Store(_) | CommandError::Idempotency(_) => {
+            mapped(&codes::INTERNAL)
         }
     }
 }
 
 impl ApiError {
     fn mapped(&self) -> Mapped {
-        use StatusCode as S;
         match self {
             Self::Command(e) => command(e),
-            Self::Projection(ProjectionError::Invalid(m)) => Mapped {
-                errors: vec![FieldError {
-                    field: String::new(),
-                    message: m.clone(),
-                }],
-                ..mapped(S::UNPROCESSABLE_ENTITY, "request.invalid")
-            },
-            Self::Projection(ProjectionError::Unknown(name, known)) => Mapped {
-                errors: vec![FieldError {
-                    field: "names".into(),
-                    message: format!("unknown projection {name:?}; known: {known}"),
-                }],
-                ..mapped(S::UNPROCESSABLE_ENTITY, "projection.unknown")
-            },
-            Self::Projection(_) => mapped(S::INTERNAL_SERVER_ERROR, "internal"),
-            Self::Unauthenticated(_) => mapped(S::UNAUTHORIZED, "auth.unauthenticated"),
-            Self::Forbidden(_) => mapped(S::FORBIDDEN, "auth.forbidden"),
-            Self::NotFound { what, .. } => mapped(S::NOT_FOUND, format!("{what}.not_found")),
+            Self::Projection(ProjectionError::Invalid(m)) => {
+                with_field(&codes::REQUEST_INVALID, "", m.clone())
+            }
+            Self::Projection(ProjectionError::Unknown(name, known)) => with_field(
+                &codes::PROJECTION_UNKNOWN,
+                "names",
+                format!("unknown projection {name:?}; known: {known}"),
+            ),
+            Self::Projection(ProjectionError::NotReady(_)) => {
+                retryable(&codes::SERVICE_UNAVAILABLE)
+            }
+            Self::Projection(_) => mapped(&codes::INTERNAL),
+            Self::Unauthenticated(_) => mapped(&codes::AUTH_UNAUTHENTICATED),
+            Self::Forbidden(_) => mapped(&codes::AUTH_FORBIDDEN),
+            Self::NotFound { what, .. } => mapped(codes::not_found(what)),
             Self::Invalid(errors) => Mapped {
                 errors: errors.clone(),
-                ..mapped(S::UNPROCESSABLE_ENTITY, "request.invalid")
+                ..mapped(&codes::REQUEST_INVALID)
             },
-            Self::BadRequest { code, .. } => mapped(S::BAD_REQUEST, *code),
-            Self::Conflict { code, .. } => mapped(S::CONFLICT, *code),
-            Self::RateLimited { .. } => Mapped {
-                retryable: true,
-                ..mapped(S::TOO_MANY_REQUESTS, "request.rate_limited")
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => mapped(code),
+            Self::RateLimited { .. } => retryable(&codes::REQUEST_RATE_LIMITED),
+            Self::NotYetConsistent { .. } => retryable(&codes::READ_NOT_YET_CONSISTENT),
+            Self::PayloadTooLarge { .. } => mapped(&codes::REQUEST_TOO_LARGE),
+            Self::UnsupportedMediaType => mapped(&codes::REQUEST_UNSUPPORTED_MEDIA_TYPE),
+            Self::Unavailable(_) => retryable(&codes::SERVICE_UNAVAILABLE),
+            Self::NoRoute(_) => mapped(&codes::REQUEST_NO_ROUTE),
+            Self::MethodNotAllowed => mapped(&codes::REQUEST_METHOD_NOT_ALLOWED),
+            Self::Internal(_) => mapped(&codes::INTERNAL),
+            Self::Status { status, code, .. } => Mapped {
+                status: *status,
+                ..mapped(code)
             },
-            Self::NotYetConsistent { .. } => Mapped {
-                retryable: true,
-                ..mapped(S::SERVICE_UNAVAILABLE, "read.not_yet_consistent")
-            },
-            Self::PayloadTooLarge { .. } => mapped(S::PAYLOAD_TOO_LARGE, "request.too_large"),
-            Self::UnsupportedMediaType => {
-                mapped(S::UNSUPPORTED_MEDIA_TYPE, "request.unsupported_media_type")
-            }
-            Self::Unavailable(_) => Mapped {
-                retryable: true,
-                ..mapped(S::SERVICE_UNAVAILABLE, "service.unavailable")
-            },
-            Self::NoRoute(_) => mapped(S::NOT_FOUND, "request.no_route"),
-            Self::MethodNotAllowed => mapped(S::METHOD_NOT_ALLOWED, "request.method_not_allowed"),
-            Self::Internal(_) => mapped(S::INTERNAL_SERVER_ERROR, "internal"),
-            Self::Status { status, code, .. } => mapped(*status, *code),
         }
     }
 
@@ -428,11 +443,11 @@ impl ApiError {
         (
             m.status,
             Problem {
-                type_: format!("urn:tessera:problem:{}", m.code),
+                type_: format!("urn:tessera:problem:{}", m.code.code),
                 title,
                 status: m.status.as_u16(),
                 detail,
-                code: m.code,
+                code: m.code.code.to_owned(),
                 request_id,
                 retryable: m.retryable,
                 errors: m.errors,
@@ -445,7 +460,9 @@ impl ApiError {
             Self::RateLimited { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
-            Self::NotYetConsistent { .. } | Self::Unavailable(_) => Some(1),
+            Self::NotYetConsistent { .. }
+            | Self::Unavailable(_)
+            | Self::Projection(ProjectionError::NotReady(_)) => Some(1),
             Self::Command(
                 CommandError::GatewayUnavailable(_) | CommandError::Contention { .. },
             ) => Some(1),
@@ -489,10 +506,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_snake_case_variant_names() {
-        assert_eq!(variant_code("SoldOut { requested: 2 }"), "sold_out");
-        assert_eq!(variant_code("InvalidTransition"), "invalid_transition");
-        assert_eq!(variant_code("HoldExpired(2026-01-01)"), "hold_expired");
+    fn domain_refusals_answer_with_their_published_codes() {
+        let sold_out = ApiError::Command(CommandError::Slot(SlotError::SoldOut {
+            requested: 2,
+            remaining: 1,
+        }));
+        let (status, p) = sold_out.problem();
+        assert_eq!(
+            (status, p.code.as_str()),
+            (StatusCode::CONFLICT, "slot.sold_out")
+        );
+        let weak = ApiError::Command(CommandError::User(UserError::WeakPassword));
+        let (status, p) = weak.problem();
+        assert_eq!(
+            (status, p.code.as_str(), p.errors[0].field.as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "user.weak_password",
+                "password"
+            )
+        );
+        let nobody = ApiError::NotFound {
+            what: "referring user",
+            id: "x".into(),
+        };
+        assert_eq!(nobody.problem().1.code, "referring_user.not_found");
     }
 
     #[test]

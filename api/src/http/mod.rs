@@ -7,6 +7,7 @@
 //! problem responses.
 
 pub mod auth;
+pub mod codes;
 pub mod contract;
 pub mod error;
 pub mod positions;
@@ -324,7 +325,7 @@ where
                     ApiError::PayloadTooLarge { limit: BODY_LIMIT }
                 } else {
                     ApiError::BadRequest {
-                        code: "request.unreadable_body",
+                        code: &crate::http::codes::REQUEST_UNREADABLE_BODY,
                         detail: r.body_text(),
                     }
                 }
@@ -453,7 +454,7 @@ async fn read_body(request: Request, next: Next) -> Response {
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else {
             return ApiError::BadRequest {
-                code: "request.unreadable_body",
+                code: &crate::http::codes::REQUEST_UNREADABLE_BODY,
                 detail: "the request body could not be read".into(),
             }
             .into_response();

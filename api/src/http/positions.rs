@@ -252,7 +252,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let bad = |v: &str| ApiError::BadRequest {
-            code: "request.invalid_min_position",
+            code: &crate::http::codes::REQUEST_INVALID_MIN_POSITION,
             detail: format!("a minimum position is a non-negative integer, got {v:?}"),
         };
         let parse = |v: &str| v.trim().parse::<i64>().ok().filter(|p| *p >= 0);
@@ -303,7 +303,7 @@ impl AppState {
                 })?;
             if wanted > head.0 as i64 {
                 return Err(ApiError::BadRequest {
-                    code: "request.position_beyond_head",
+                    code: &crate::http::codes::REQUEST_POSITION_BEYOND_HEAD,
                     detail: format!(
                         "position {wanted} is beyond the log's head ({}): no command answered it",
                         head.0

@@ -34,18 +34,6 @@ pub struct StripeConfig {
     pub api_base: Option<String>,
 }
 
-impl StripeConfig {
-    /// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET` and optional `STRIPE_API_BASE`.
-    pub fn from_env() -> Option<Self> {
-        let secret_key = std::env::var("STRIPE_SECRET_KEY").ok()?;
-        Some(Self {
-            secret_key,
-            webhook_secret: std::env::var("STRIPE_WEBHOOK_SECRET").unwrap_or_default(),
-            api_base: std::env::var("STRIPE_API_BASE").ok(),
-        })
-    }
-}
-
 /// What to run besides the API state.
 #[derive(Debug, Clone)]
 pub struct PlatformOptions {

@@ -229,7 +229,7 @@ impl SearchIndex {
         .fetch_optional(&self.pool)
         .await?;
         row.ok_or_else(|| {
-            ProjectionError::Invalid("the search index has not been built yet".into())
+            ProjectionError::NotReady("the search index has not been built yet".into())
         })
     }
 

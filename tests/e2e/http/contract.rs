@@ -318,8 +318,21 @@ async fn send(s: &Server, r: Request) -> (StatusCode, String) {
         .unwrap_or("")
         .to_owned();
     let text = response.text().await.unwrap_or_default();
-    let problem_ok = !(status.is_client_error() || status.is_server_error())
-        || content_type.starts_with("application/problem+json");
+    let is_problem = content_type.starts_with("application/problem+json");
+    let problem_ok = !(status.is_client_error() || status.is_server_error()) || is_problem;
+    if is_problem {
+        // Every code a problem carries is in the published table (docs/errors.md).
+        let code = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|p| p["code"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if tessera_api::http::codes::find(&code).is_none() {
+            return (
+                status,
+                format!("NOT A PROBLEM (unpublished code {code:?}): {text}"),
+            );
+        }
+    }
     (
         status,
         if problem_ok {

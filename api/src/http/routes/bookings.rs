@@ -75,7 +75,7 @@ async fn place(
     ApiJson(req): ApiJson<PlaceRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?.ok_or_else(|| ApiError::BadRequest {
-        code: "request.idempotency_key_required",
+        code: &crate::http::codes::REQUEST_IDEMPOTENCY_KEY_REQUIRED,
         detail: "placing a booking needs an Idempotency-Key header".into(),
     })?;
     let seats = Seats::new(req.seats).map_err(|e| {
@@ -514,18 +514,18 @@ async fn stripe_webhook(
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::BadRequest {
-            code: "payment.signature_missing",
+            code: &crate::http::codes::PAYMENT_SIGNATURE_MISSING,
             detail: "the Stripe-Signature header is missing".into(),
         })?;
     let body = std::str::from_utf8(&body).map_err(|e| ApiError::BadRequest {
-        code: "payment.invalid_webhook",
+        code: &crate::http::codes::PAYMENT_INVALID_WEBHOOK,
         detail: format!("the webhook body is not UTF-8: {e}"),
     })?;
     let now = state.clock.now();
     let event = stripe
         .verify_webhook(body, signature, now.timestamp())
         .map_err(|e| ApiError::BadRequest {
-            code: "payment.invalid_webhook",
+            code: &crate::http::codes::PAYMENT_INVALID_WEBHOOK,
             detail: e.to_string(),
         })?;
     tessera_commands::reactor::handle_gateway_event(&*state.store, &event, now).await?;

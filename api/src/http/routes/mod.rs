@@ -158,7 +158,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     match v.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_owned())),
         _ => Err(ApiError::BadRequest {
-            code: "request.invalid_idempotency_key",
+            code: &crate::http::codes::REQUEST_INVALID_IDEMPOTENCY_KEY,
             detail: "an Idempotency-Key has 1 to 255 visible ASCII characters".into(),
         }),
     }
