@@ -2,7 +2,7 @@
 //! management and statistics. Analysts: projection status and rebuilds.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{CommandResult, answered, context, idempotency_key, once};
+use super::{CommandResult, IdempotencyKey, run_once};
 use crate::http::auth::Caller;
 use crate::http::auth::Require;
 use crate::http::auth::roles::{Admin, AnalystOrAdmin, Staff};
@@ -45,17 +45,6 @@ fn invalid(field: &str, message: &str) -> ApiError {
     }])
 }
 
-fn reason(r: &str) -> Result<String, ApiError> {
-    let r = r.trim();
-    if r.is_empty() || r.chars().count() > 1000 {
-        return Err(invalid(
-            "reason",
-            "a reason of 1 to 1000 characters is required",
-        ));
-    }
-    Ok(r.to_owned())
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
@@ -75,29 +64,25 @@ pub struct RefundRequest {
 async fn refund(
     State(state): State<AppState>,
     caller: Require<Admin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RefundRequest>,
 ) -> Result<Response, ApiError> {
-    let why = reason(&req.reason)?;
-    let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
-    once(
+    let why = Some(req.reason.as_str());
+    run_once(
         &state,
         &caller,
         "admin.refund",
         key,
         &request,
-        async |command_id| {
-            let (b, _) =
-                tessera_commands::booking::current_booking(&*state.store, BookingId(booking_id))
-                    .await?;
+        why,
+        async |ctx| {
+            let booking = BookingId(booking_id);
+            let (b, _) = tessera_commands::booking::current_booking(&*state.store, booking).await?;
             let amount = tessera_domain::values::Money::new(req.amount_minor, b.total.currency)
                 .map_err(|e| invalid("amount_minor", &e.to_string()))?;
-            let ctx = context(&state, &caller, command_id).with_reason(why);
-            let executed =
-                admin::refund(&*state.store, BookingId(booking_id), amount, &ctx).await?;
-            Ok(answered(StatusCode::OK, &executed))
+            Ok(admin::refund(&*state.store, booking, amount, &ctx).await?)
         },
     )
     .await
@@ -123,30 +108,23 @@ pub struct ForceCancelRequest {
 async fn force_cancel(
     State(state): State<AppState>,
     caller: Require<Admin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ForceCancelRequest>,
 ) -> Result<Response, ApiError> {
-    let why = reason(&req.reason)?;
-    let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
-    once(
+    let why = Some(req.reason.as_str());
+    run_once(
         &state,
         &caller,
         "admin.force_cancel",
         key,
         &request,
-        async |command_id| {
-            let ctx = context(&state, &caller, command_id).with_reason(why);
-            let executed = admin::force_cancel(
-                &*state.store,
-                BookingId(booking_id),
-                caller.user_id,
-                req.waive_fee,
-                &ctx,
-            )
-            .await?;
-            Ok(answered(StatusCode::OK, &executed))
+        why,
+        async |ctx| {
+            let booking = BookingId(booking_id);
+            let by = caller.user_id;
+            Ok(admin::force_cancel(&*state.store, booking, by, req.waive_fee, &ctx).await?)
         },
     )
     .await
@@ -172,30 +150,22 @@ pub struct ReinstateRequest {
 async fn reinstate(
     State(state): State<AppState>,
     caller: Require<Admin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ReinstateRequest>,
 ) -> Result<Response, ApiError> {
-    let why = reason(&req.reason)?;
-    let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
-    once(
+    let why = Some(req.reason.as_str());
+    run_once(
         &state,
         &caller,
         "admin.reinstate",
         key,
         &request,
-        async |command_id| {
-            let ctx = context(&state, &caller, command_id).with_reason(why);
-            let executed = admin::reinstate(
-                &*state.store,
-                &state.booking,
-                BookingId(booking_id),
-                req.allow_overbook,
-                &ctx,
-            )
-            .await?;
-            Ok(answered(StatusCode::OK, &executed))
+        why,
+        async |ctx| {
+            let (booking, overbook) = (BookingId(booking_id), req.allow_overbook);
+            Ok(admin::reinstate(&*state.store, &state.booking, booking, overbook, &ctx).await?)
         },
     )
     .await
@@ -222,25 +192,22 @@ pub struct PointsRequest {
 async fn adjust_points(
     State(state): State<AppState>,
     caller: Require<Admin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<PointsRequest>,
 ) -> Result<Response, ApiError> {
-    let why = reason(&req.reason)?;
-    let key = idempotency_key(&headers)?;
     let request = (user_id, &req);
-    once(
+    let why = Some(req.reason.as_str());
+    run_once(
         &state,
         &caller,
         "admin.points",
         key,
         &request,
-        async |command_id| {
+        why,
+        async |ctx| {
             tessera_commands::users::current_user(&*state.store, UserId(user_id)).await?;
-            let ctx = context(&state, &caller, command_id).with_reason(why);
-            let executed =
-                admin::adjust_points(&*state.store, UserId(user_id), req.delta, &ctx).await?;
-            Ok(answered(StatusCode::OK, &executed))
+            Ok(admin::adjust_points(&*state.store, UserId(user_id), req.delta, &ctx).await?)
         },
     )
     .await
@@ -264,26 +231,25 @@ pub struct EraseRequest {
 async fn erase_user(
     State(state): State<AppState>,
     caller: Require<Admin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<EraseRequest>,
 ) -> Result<Response, ApiError> {
-    let why = reason(&req.reason)?;
-    let key = idempotency_key(&headers)?;
     let request = (user_id, &req);
-    once(
+    let why = Some(req.reason.as_str());
+    run_once(
         &state,
         &caller,
         "admin.erase",
         key,
         &request,
-        async |command_id| {
-            let ctx = context(&state, &caller, command_id).with_reason(why);
+        why,
+        async |ctx| {
             let executed =
                 admin::erase_user(&*state.store, &state.vault, UserId(user_id), &ctx).await;
             // Whatever the outcome, this process stops trusting what it knew of the user.
             state.principals.forget(user_id).await;
-            Ok(answered(StatusCode::OK, &executed?))
+            Ok(executed?)
         },
     )
     .await
@@ -305,33 +271,27 @@ fn role(name: &str) -> Result<Role, ApiError> {
 async fn change_role(
     state: &AppState,
     caller: &Caller,
-    headers: &HeaderMap,
+    key: IdempotencyKey,
     user_id: Uuid,
     req: &RoleRequest,
     grant: bool,
 ) -> Result<Response, ApiError> {
     let r = role(&req.role)?;
-    let why = reason(&req.reason)?;
-    let key = idempotency_key(headers)?;
     let request = (user_id, req, grant);
-    once(
+    let why = Some(req.reason.as_str());
+    run_once(
         state,
         caller,
         "admin.role",
         key,
         &request,
-        async |command_id| {
-            let ctx = context(state, caller, command_id).with_reason(why);
-            let executed = tessera_commands::users::change_role(
-                &*state.store,
-                UserId(user_id),
-                r,
-                grant,
-                &ctx,
-            )
-            .await;
+        why,
+        async |ctx| {
+            let user = UserId(user_id);
+            let executed =
+                tessera_commands::users::change_role(&*state.store, user, r, grant, &ctx).await;
             state.principals.forget(user_id).await;
-            Ok(answered(StatusCode::OK, &executed?))
+            Ok(executed?)
         },
     )
     .await
@@ -349,11 +309,11 @@ async fn change_role(
 async fn grant_role(
     State(state): State<AppState>,
     caller: Require<Admin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RoleRequest>,
 ) -> Result<Response, ApiError> {
-    change_role(&state, &caller, &headers, user_id, &req, true).await
+    change_role(&state, &caller, key, user_id, &req, true).await
 }
 
 /// Revoke a role (admins).
@@ -367,11 +327,11 @@ async fn grant_role(
 async fn revoke_role(
     State(state): State<AppState>,
     caller: Require<Admin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RoleRequest>,
 ) -> Result<Response, ApiError> {
-    change_role(&state, &caller, &headers, user_id, &req, false).await
+    change_role(&state, &caller, key, user_id, &req, false).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

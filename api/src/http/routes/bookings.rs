@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{CommandResult, answered, context, idempotency_key, once};
+use super::{CommandResult, IdempotencyKey, answered, context, once};
 use crate::http::auth::Caller;
 use crate::http::auth::Require;
 use crate::http::auth::roles::Customer;
@@ -71,53 +71,42 @@ pub struct Placed {
 async fn place(
     State(state): State<AppState>,
     caller: Require<Customer>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiJson(req): ApiJson<PlaceRequest>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?.ok_or_else(|| ApiError::BadRequest {
-        code: &crate::http::codes::REQUEST_IDEMPOTENCY_KEY_REQUIRED,
-        detail: "placing a booking needs an Idempotency-Key header".into(),
-    })?;
+    key.required()?;
     let seats = Seats::new(req.seats).map_err(|e| {
         ApiError::Invalid(vec![FieldError {
             field: "seats".into(),
             message: e.to_string(),
         }])
     })?;
-    once(
-        &state,
-        &caller,
-        "booking.place",
-        Some(key),
-        &req,
-        async |command_id| {
-            let ctx = context(&state, &caller, command_id);
-            let booking_id = BookingId(derived_id(command_id, b"booking"));
-            let placed = commands::place_booking_cached(
-                &*state.store,
-                state.aggregates.as_ref(),
-                &state.booking,
-                &PlaceBooking {
-                    booking_id,
-                    customer_id: caller.user_id,
-                    slot_id: SlotId(req.slot_id),
-                    seats,
-                },
-                &ctx,
-            )
-            .await?;
-            Ok((
-                StatusCode::CREATED,
-                placed.executed.position.0 as i64,
-                Placed {
-                    booking_id: booking_id.0,
-                    // As recorded (capped at the slot's start), also when this is a replay.
-                    hold_expires_at: placed.hold_expires_at,
-                    result: CommandResult::from(&placed.executed),
-                },
-            ))
-        },
-    )
+    once(&state, &caller, "booking.place", key, &req, async |ctx| {
+        let booking_id = BookingId(derived_id(ctx.command_id, b"booking"));
+        let placed = commands::place_booking_cached(
+            &*state.store,
+            state.aggregates.as_ref(),
+            &state.booking,
+            &PlaceBooking {
+                booking_id,
+                customer_id: caller.user_id,
+                slot_id: SlotId(req.slot_id),
+                seats,
+            },
+            &ctx,
+        )
+        .await?;
+        Ok((
+            StatusCode::CREATED,
+            placed.executed.position.0 as i64,
+            Placed {
+                booking_id: booking_id.0,
+                // As recorded (capped at the slot's start), also when this is a replay.
+                hold_expires_at: placed.hold_expires_at,
+                result: CommandResult::from(&placed.executed),
+            },
+        ))
+    })
     .await
 }
 
@@ -288,61 +277,52 @@ fn status_name(s: BookingStatus) -> String {
 async fn pay(
     State(state): State<AppState>,
     caller: Require<Customer>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<PayRequest>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
-    once(
-        &state,
-        &caller,
-        "booking.pay",
-        key,
-        &request,
-        async |command_id| {
-            own_booking(&state, &caller, booking_id).await?;
-            let ctx = context(&state, &caller, command_id);
-            let started = tessera_commands::payment::start_payment(
-                &*state.store,
-                &*state.gateway,
-                BookingId(booking_id),
-                req.card.clone(),
-                &ctx,
-            )
-            .await?;
-            let mut position = started.executed.position;
-            let mut status = BookingStatus::PaymentPending;
-            if state.gateway.name() == "simulated" {
-                // The simulated gateway decides at once; report its outcome (bounded wait).
-                let deadline = Instant::now() + Duration::from_secs(2);
-                loop {
-                    let (b, at) = own_booking(&state, &caller, booking_id).await?;
-                    status = b.status;
-                    if b.status != BookingStatus::PaymentPending || Instant::now() >= deadline {
-                        position = position.max(at);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+    once(&state, &caller, "booking.pay", key, &request, async |ctx| {
+        own_booking(&state, &caller, booking_id).await?;
+        let started = tessera_commands::payment::start_payment(
+            &*state.store,
+            &*state.gateway,
+            BookingId(booking_id),
+            req.card.clone(),
+            &ctx,
+        )
+        .await?;
+        let mut position = started.executed.position;
+        let mut status = BookingStatus::PaymentPending;
+        if state.gateway.name() == "simulated" {
+            // The simulated gateway decides at once; report its outcome (bounded wait).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let (b, at) = own_booking(&state, &caller, booking_id).await?;
+                status = b.status;
+                if b.status != BookingStatus::PaymentPending || Instant::now() >= deadline {
+                    position = position.max(at);
+                    break;
                 }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Ok((
-                StatusCode::OK,
-                position.0 as i64,
-                PaymentStarted {
-                    payment_id: started.payment_id.0,
-                    provider: state.gateway.name().to_owned(),
-                    provider_ref: started.provider_ref,
-                    client_secret: started.client_secret,
-                    booking_status: status_name(status),
-                    result: CommandResult {
-                        position: position.0 as i64,
-                        replayed: started.executed.replayed,
-                    },
+        }
+        Ok((
+            StatusCode::OK,
+            position.0 as i64,
+            PaymentStarted {
+                payment_id: started.payment_id.0,
+                provider: state.gateway.name().to_owned(),
+                provider_ref: started.provider_ref,
+                client_secret: started.client_secret,
+                booking_status: status_name(status),
+                result: CommandResult {
+                    position: position.0 as i64,
+                    replayed: started.executed.replayed,
                 },
-            ))
-        },
-    )
+            },
+        ))
+    })
     .await
 }
 
@@ -405,11 +385,10 @@ pub struct CancelRequest {
 async fn cancel(
     State(state): State<AppState>,
     caller: Require<Customer>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<CancelRequest>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
     once(
         &state,
@@ -417,9 +396,9 @@ async fn cancel(
         "booking.cancel",
         key,
         &request,
-        async |command_id| {
+        async |ctx| {
             own_booking(&state, &caller, booking_id).await?;
-            let mut ctx = context(&state, &caller, command_id);
+            let mut ctx = ctx;
             if let Some(r) = req.reason.as_deref().filter(|r| !r.trim().is_empty()) {
                 ctx = ctx.with_reason(r);
             }
@@ -457,11 +436,10 @@ pub struct ReviewRequest {
 async fn review(
     State(state): State<AppState>,
     caller: Require<Customer>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ReviewRequest>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
     let request = (booking_id, &req);
     once(
         &state,
@@ -469,8 +447,7 @@ async fn review(
         "booking.review",
         key,
         &request,
-        async |command_id| {
-            let ctx = context(&state, &caller, command_id);
+        async |ctx| {
             let executed = commands::write_review(
                 &*state.store,
                 BookingId(booking_id),

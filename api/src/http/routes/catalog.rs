@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{CommandResult, answered, context, idempotency_key, once};
+use super::{CommandResult, IdempotencyKey, answered, context, once};
 use crate::http::auth::Caller;
 use crate::http::auth::Require;
 use crate::http::auth::roles::{Provider, ProviderOrAdmin};
@@ -501,23 +501,21 @@ pub struct Published {
 async fn publish(
     State(state): State<AppState>,
     caller: Require<Provider>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiJson(input): ApiJson<ListingInput>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
     once(
         &state,
         &caller,
         "listing.publish",
         key,
         &input,
-        async |command_id| {
+        async |ctx| {
             let (details, price, policy) = (
                 details(&input)?,
                 money(input.price_minor, &input.currency, "price_minor")?,
                 policy(&input.policy)?,
             );
-            let ctx = context(&state, &caller, command_id);
             let (id, executed) = commands::publish_listing(
                 &*state.store,
                 caller.user_id,
@@ -567,12 +565,11 @@ async fn my_listings(
 async fn update_listing(
     State(state): State<AppState>,
     caller: Require<ProviderOrAdmin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(listing_id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<ListingInput>,
 ) -> Result<Response, ApiError> {
     let acting = acting(&caller)?;
-    let key = idempotency_key(&headers)?;
     let request = (listing_id, &input);
     once(
         &state,
@@ -580,7 +577,7 @@ async fn update_listing(
         "listing.update",
         key,
         &request,
-        async |command_id| {
+        async |ctx| {
             let changes = [
                 ListingChange::Update(details(&input)?),
                 ListingChange::Reprice(money(input.price_minor, &input.currency, "price_minor")?),
@@ -588,7 +585,7 @@ async fn update_listing(
             ];
             let mut last = None;
             for (i, change) in changes.into_iter().enumerate() {
-                let id = derived_id(command_id, format!("step-{i}").as_bytes());
+                let id = derived_id(ctx.command_id, format!("step-{i}").as_bytes());
                 let ctx = context(&state, &caller, id);
                 last = Some(
                     commands::change_listing(
@@ -625,7 +622,7 @@ pub struct Reason {
 async fn retire_listing(
     State(state): State<AppState>,
     caller: Require<ProviderOrAdmin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(listing_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Reason>,
 ) -> Result<Response, ApiError> {
@@ -633,7 +630,6 @@ async fn retire_listing(
     if body.reason.trim().is_empty() {
         return Err(invalid("reason", "a reason is required"));
     }
-    let key = idempotency_key(&headers)?;
     let request = (listing_id, &body);
     once(
         &state,
@@ -641,8 +637,8 @@ async fn retire_listing(
         "listing.retire",
         key,
         &request,
-        async |command_id| {
-            let ctx = context(&state, &caller, command_id).with_reason(body.reason.clone());
+        async |ctx| {
+            let ctx = ctx.with_reason(body.reason.clone());
             let executed = commands::change_listing(
                 &*state.store,
                 acting,
@@ -691,12 +687,11 @@ pub struct Scheduled {
 async fn schedule_slot(
     State(state): State<AppState>,
     caller: Require<ProviderOrAdmin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(listing_id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<SlotInput>,
 ) -> Result<Response, ApiError> {
     let acting = acting(&caller)?;
-    let key = idempotency_key(&headers)?;
     let request = (listing_id, &input);
     once(
         &state,
@@ -704,8 +699,7 @@ async fn schedule_slot(
         "slot.schedule",
         key,
         &request,
-        async |command_id| {
-            let ctx = context(&state, &caller, command_id);
+        async |ctx| {
             let price = match input.price_minor {
                 Some(minor) if minor < 0 => {
                     return Err(invalid("price_minor", "must not be negative"));
@@ -753,27 +747,19 @@ async fn schedule_slot(
 async fn cancel_slot(
     State(state): State<AppState>,
     caller: Require<ProviderOrAdmin>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     ApiPath(slot_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Reason>,
 ) -> Result<Response, ApiError> {
     let acting = acting(&caller)?;
-    let key = idempotency_key(&headers)?;
     let request = (slot_id, &body);
-    once(
-        &state,
-        &caller,
-        "slot.cancel",
-        key,
-        &request,
-        async |command_id| {
-            let ctx = context(&state, &caller, command_id).with_reason(body.reason.clone());
-            let executed =
-                commands::cancel_slot(&*state.store, acting, SlotId(slot_id), &body.reason, &ctx)
-                    .await?;
-            Ok(answered(StatusCode::OK, &executed))
-        },
-    )
+    once(&state, &caller, "slot.cancel", key, &request, async |ctx| {
+        let ctx = ctx.with_reason(body.reason.clone());
+        let executed =
+            commands::cancel_slot(&*state.store, acting, SlotId(slot_id), &body.reason, &ctx)
+                .await?;
+        Ok(answered(StatusCode::OK, &executed))
+    })
     .await
 }
 

@@ -94,6 +94,49 @@ impl From<&Executed> for CommandResult {
     }
 }
 
+/// A command of `caller` run at most once per idempotency key (see [`once`]) whose answer is
+/// 200 with its [`CommandResult`]; `reason`, when given, must not be blank and is recorded on
+/// its events (what every admin compensation needs).
+pub async fn run_once(
+    state: &AppState,
+    caller: &Caller,
+    scope: &str,
+    key: IdempotencyKey,
+    request: &impl Serialize,
+    reason: Option<&str>,
+    run: impl AsyncFnOnce(CommandContext) -> Result<Executed, ApiError>,
+) -> Result<Response, ApiError> {
+    let reason = reason.map(required_reason).transpose()?;
+    once(
+        state,
+        caller,
+        scope,
+        key,
+        request,
+        async |ctx: CommandContext| {
+            let ctx = match reason {
+                Some(why) => ctx.with_reason(why),
+                None => ctx,
+            };
+            let executed = run(ctx).await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+/// A reason an admin gave: trimmed, 1 to 1,000 characters.
+pub fn required_reason(r: &str) -> Result<String, ApiError> {
+    let r = r.trim();
+    if r.is_empty() || r.chars().count() > 1000 {
+        return Err(ApiError::Invalid(vec![super::error::FieldError {
+            field: "reason".into(),
+            message: "a reason of 1 to 1000 characters is required".into(),
+        }]));
+    }
+    Ok(r.to_owned())
+}
+
 /// A command's plain answer: its status, position and [`CommandResult`].
 pub fn answered(status: StatusCode, executed: &Executed) -> (StatusCode, i64, CommandResult) {
     (
@@ -150,38 +193,64 @@ impl Stored {
     }
 }
 
-/// The `Idempotency-Key` header, if present (1 to 255 visible ASCII characters).
-pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match v.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_owned())),
-        _ => Err(ApiError::BadRequest {
-            code: &crate::http::codes::REQUEST_INVALID_IDEMPOTENCY_KEY,
-            detail: "an Idempotency-Key has 1 to 255 visible ASCII characters".into(),
-        }),
+/// The `Idempotency-Key` header, if present (1 to 255 visible ASCII characters); a malformed
+/// one is refused with 400 before the body is read (take it after the role extractor).
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl IdempotencyKey {
+    fn parse(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(v) = headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Self(Some(k.to_owned()))),
+            _ => Err(ApiError::BadRequest {
+                code: &crate::http::codes::REQUEST_INVALID_IDEMPOTENCY_KEY,
+                detail: "an Idempotency-Key has 1 to 255 visible ASCII characters".into(),
+            }),
+        }
+    }
+
+    /// The key, for commands that take money or seats and must not run without one.
+    pub fn required(&self) -> Result<String, ApiError> {
+        self.0.clone().ok_or_else(|| ApiError::BadRequest {
+            code: &crate::http::codes::REQUEST_IDEMPOTENCY_KEY_REQUIRED,
+            detail: "this command needs an Idempotency-Key header".into(),
+        })
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Self::parse(&parts.headers)
     }
 }
 
 /// Runs a command at most once per (caller, scope, key): a retry with the same key and request
 /// gets the first answer (success or business refusal) back; the same key with another request
-/// is refused. Without a key the command simply runs with a fresh id.
+/// is refused. Without a key the command simply runs with a fresh id. `run` gets the command's
+/// context (its id, the caller as actor, the time now).
 pub async fn once<T, F>(
     state: &AppState,
     caller: &Caller,
     scope: &str,
-    key: Option<String>,
+    key: IdempotencyKey,
     request: &impl Serialize,
     run: F,
 ) -> Result<Response, ApiError>
 where
     T: Serialize,
-    F: AsyncFnOnce(Uuid) -> Result<(StatusCode, i64, T), ApiError>,
+    F: AsyncFnOnce(CommandContext) -> Result<(StatusCode, i64, T), ApiError>,
 {
     state.limit_commands(caller.user_id.0)?;
-    let Some(key) = key else {
-        let (status, position, body) = run(new_command_id()).await?;
+    let Some(key) = key.0 else {
+        let (status, position, body) = run(context(state, caller, new_command_id())).await?;
         return Ok(super::Accepted {
             status,
             position,
@@ -198,7 +267,7 @@ where
         Claim::Done(stored) => return Ok(stored.response(true)),
         Claim::Run { command_id } => command_id,
     };
-    let stored = match run(command_id).await {
+    let stored = match run(context(state, caller, command_id)).await {
         Ok((status, position, body)) => Stored {
             status: status.as_u16(),
             body: serde_json::to_value(&body)
