@@ -14,7 +14,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tessera_api::telemetry::init();
+    tessera_api::telemetry::init(&cli.settings.log);
     match tessera_api::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) if error.is::<tessera_api::cli::audit::VerificationFailed>() => {

@@ -164,6 +164,14 @@ pub struct Settings {
     #[arg(long, env = "TESSERA_READ_SIDE_NICE", default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u8).range(0..=19))]
     pub read_side_nice: u8,
+    /// What to log, as a tracing filter (`info`, `tessera_api=debug,sqlx=warn`, …); to stderr.
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        default_value = "info,sqlx=warn",
+        global = true
+    )]
+    pub log: String,
     /// How often `tessera up` seals the log's new events, in ms.
     #[arg(long, env = "TESSERA_SEAL_EVERY_MS", default_value_t = 1_000, global = true,
           value_parser = clap::value_parser!(u64).range(10..))]
