@@ -353,6 +353,13 @@ mod tests {
     struct Probe {
         #[command(flatten)]
         settings: Settings,
+        #[command(subcommand)]
+        command: Option<ProbeCommand>,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum ProbeCommand {
+        Serve,
     }
 
     fn load(args: &[&str]) -> anyhow::Result<Settings> {
@@ -405,6 +412,25 @@ mod tests {
             !format!("{s:?}").contains("sk_test_1"),
             "secrets are never printed"
         );
+    }
+
+    #[test]
+    fn a_flag_after_the_subcommand_still_wins_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tessera.toml");
+        std::fs::write(&file, "max_connections = 7\nhold_ttl_secs = 600\n").expect("write");
+        let path = file.to_str().expect("utf-8");
+        let s = load(&[
+            "tessera",
+            "--config",
+            path,
+            "serve",
+            "--max-connections",
+            "9",
+        ])
+        .expect("load");
+        assert_eq!(s.max_connections, 9, "the flag after the subcommand wins");
+        assert_eq!(s.hold_ttl_secs, 600, "the file fills the rest");
     }
 
     #[test]
