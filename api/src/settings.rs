@@ -157,6 +157,15 @@ pub struct Settings {
         global = true
     )]
     pub aggregate_capacity: u64,
+    /// Holds that may wait in one slot's queue (a rush on one slot); one more is answered 503
+    /// `service.busy` with `Retry-After`.
+    #[arg(long, env = "TESSERA_SLOT_QUEUE_DEPTH", default_value_t = 4_096, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub slot_queue_depth: u64,
+    /// Most holds on one slot decided and appended together.
+    #[arg(long, env = "TESSERA_SLOT_BATCH", default_value_t = 256, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub slot_batch: u64,
 
     /// Niceness (0..=19) of the read side's threads in `tessera up` (projectors, reactors): above
     /// 0, requests win the CPU from them, and under load projections lag instead of commands
@@ -225,7 +234,7 @@ impl Settings {
 
     /// The bounds the command line enforces, for values that came from a file.
     fn validate(&self, path: &std::path::Path) -> anyhow::Result<()> {
-        let checks: [(&str, bool); 8] = [
+        let checks: [(&str, bool); 10] = [
             (
                 "max_connections",
                 (1..=10_000).contains(&self.max_connections),
@@ -240,6 +249,11 @@ impl Settings {
             ("refresh_ttl_secs", self.refresh_ttl_secs >= 60),
             ("read_side_nice", self.read_side_nice <= 19),
             ("seal_every_ms", self.seal_every_ms >= 10),
+            (
+                "slot_queue_depth",
+                (1..=1_000_000).contains(&self.slot_queue_depth),
+            ),
+            ("slot_batch", (1..=10_000).contains(&self.slot_batch)),
         ];
         for (name, ok) in checks {
             anyhow::ensure!(ok, "{}: {name} is out of range", path.display());
@@ -285,6 +299,10 @@ impl Settings {
             cache_capacity: self.cache_capacity,
             aggregate_capacity: self.aggregate_capacity,
             hold_ttl: Duration::from_secs(self.hold_ttl_secs),
+            slot_queues: tessera_commands::onsale::QueueConfig {
+                depth: self.slot_queue_depth as usize,
+                max_batch: self.slot_batch as usize,
+            },
         }
     }
 

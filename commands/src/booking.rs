@@ -67,7 +67,7 @@ pub struct Placed {
 }
 
 /// The hold expiry recorded by `BookingPlaced` among `events`.
-fn placed_expiry<'a>(
+pub(crate) fn placed_expiry<'a>(
     events: impl IntoIterator<Item = &'a BookingEvent>,
 ) -> Result<DateTime<Utc>, CommandError> {
     events
@@ -382,6 +382,14 @@ async fn change_and_release(
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
     let booking_stream = stream_of::<BookingAggregate>(booking_id);
+    // In the slot's turn: releases queue with the holds and payments on the slot (FIFO).
+    let _turn = match cache {
+        Some(cache) => {
+            let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
+            Some(cache.turn(&stream_of::<SlotAggregate>(b.slot_id)).await)
+        }
+        None => None,
+    };
     decide_and_append(store, || {
         let booking_stream = booking_stream.clone();
         async move {

@@ -41,6 +41,10 @@ pub enum CommandError {
     IdempotencyKeyReused,
     #[error("too many concurrent changes; gave up after {attempts} attempts (safe to retry)")]
     Contention { attempts: u32 },
+    /// Too many requests are already waiting for the same aggregate (a rush on one slot);
+    /// nothing was done.
+    #[error("busy: {0}; nothing was done (safe to retry)")]
+    Busy(String),
     #[error("stored event cannot be read: {0}")]
     Codec(String),
     /// A stored idempotent answer cannot be read, or an answer cannot be stored.

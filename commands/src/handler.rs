@@ -210,9 +210,16 @@ impl<A: Aggregate> Loaded<A> {
 /// therefore only used for an **optimistic** attempt whose append is guarded by the cached
 /// versions: if the stream moved, the append is refused and the command loads from the store.
 /// A cached state never decides anything the store did not confirm.
+///
+/// It also hands out **turns**: a first-come-first-served lock per stream, which commands on a
+/// hot aggregate take around their decide-and-append, so that in one process they queue
+/// instead of racing (a lost race is a wasted read, decision and append). A turn is an
+/// optimisation only: the append's expected version still decides, across processes and if two
+/// turns for one stream ever coexist (an evicted lock).
 #[derive(Clone)]
 pub struct AggregateCache {
     entries: moka::sync::Cache<StreamId, Arc<dyn Any + Send + Sync>>,
+    turns: moka::sync::Cache<StreamId, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for AggregateCache {
@@ -235,7 +242,17 @@ impl AggregateCache {
     pub fn new(capacity: u64) -> Self {
         Self {
             entries: moka::sync::Cache::new(capacity),
+            turns: moka::sync::Cache::new(capacity),
         }
+    }
+
+    /// Waits for this process's turn on `stream` (first come, first served: tokio's mutex is
+    /// fair) and holds it until the guard is dropped.
+    pub async fn turn(&self, stream: &StreamId) -> tokio::sync::OwnedMutexGuard<()> {
+        self.turns
+            .get_with_by_ref(stream, || Arc::new(tokio::sync::Mutex::new(())))
+            .lock_owned()
+            .await
     }
 
     /// The cached state of `stream`, if any (possibly stale).

@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod handler;
 pub mod idempotency;
+pub mod onsale;
 pub mod payment;
 pub mod reactor;
 pub mod users;

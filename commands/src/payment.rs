@@ -23,8 +23,8 @@ use crate::booking::load_booking;
 use crate::error::CommandError;
 use crate::gateway::{GatewayError, Intent, IntentRequest, PaymentGateway, RefundRequest};
 use crate::handler::{
-    Attempt, CommandContext, Executed, Loaded, decide_and_append, load, replayed, stream_of,
-    write_for,
+    AggregateCache, Attempt, CommandContext, Executed, Loaded, decide_and_append, load,
+    load_caught_up, replayed, stream_of, whole_if_retried, write_for,
 };
 use tessera_log::store::{EventStore, StreamWrite};
 
@@ -146,12 +146,39 @@ pub async fn record_payment_succeeded(
     payment_id: PaymentId,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
+    record_payment_succeeded_cached(store, None, payment_id, ctx).await
+}
+
+/// [`record_payment_succeeded`] in the slot's turn, with its state caught up from `cache`: a
+/// confirmation on a slot that is selling out queues with the holds instead of racing them,
+/// and reads only the slot's events since it was last decided on.
+pub async fn record_payment_succeeded_cached(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    payment_id: PaymentId,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    let _turn = match cache {
+        Some(cache) => {
+            let (_, p) = load_payment(store, payment_id, ctx).await?;
+            let (_, b) = load_booking(store, p.booking_id, ctx.command_id).await?;
+            Some(cache.turn(&stream_of::<SlotAggregate>(b.slot_id)).await)
+        }
+        None => None,
+    };
     decide_and_append(store, || async move {
         let (payment, p) = load_payment(store, payment_id, ctx).await?;
         let (booking, b) = load_booking(store, p.booking_id, ctx.command_id).await?;
-        let slot =
-            load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
-                .await?;
+        let slot = load_caught_up::<SlotAggregate>(
+            store,
+            cache,
+            stream_of::<SlotAggregate>(b.slot_id),
+            ctx.command_id,
+        )
+        .await?;
+        let retried =
+            !payment.caused_by_command.is_empty() || !booking.caused_by_command.is_empty();
+        let slot = whole_if_retried(store, slot, retried, ctx.command_id).await?;
         if let Some(done) = replayed(&[
             &payment.caused_by_command,
             &booking.caused_by_command,

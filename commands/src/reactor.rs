@@ -743,6 +743,16 @@ pub async fn handle_gateway_event(
     event: &GatewayEvent,
     now: DateTime<Utc>,
 ) -> Result<(), CommandError> {
+    handle_gateway_event_cached(store, None, event, now).await
+}
+
+/// [`handle_gateway_event`], confirming in the slot's turn with its state from `cache`.
+pub async fn handle_gateway_event_cached(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    event: &GatewayEvent,
+    now: DateTime<Utc>,
+) -> Result<(), CommandError> {
     let ctx = |event_id: &str| {
         CommandContext::new(
             Uuid::new_v5(&Uuid::NAMESPACE_URL, event_id.as_bytes()),
@@ -756,7 +766,8 @@ pub async fn handle_gateway_event(
             payment_id: Some(payment_id),
             ..
         } => {
-            crate::payment::record_payment_succeeded(store, *payment_id, &ctx(event_id)).await?;
+            crate::payment::record_payment_succeeded_cached(store, cache, *payment_id, &ctx(event_id))
+                .await?;
         }
         GatewayEvent::PaymentFailed {
             event_id,

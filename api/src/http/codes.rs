@@ -69,6 +69,7 @@ codes! {
     // The read side and the service.
     READ_NOT_YET_CONSISTENT = "read.not_yet_consistent", SERVICE_UNAVAILABLE, "The read models have not reached Tessera-Min-Position within the wait; retry after Retry-After.";
     SERVICE_UNAVAILABLE = "service.unavailable", SERVICE_UNAVAILABLE, "A part the request needs is not ready (for example, the search index is being built); retry after Retry-After.";
+    SERVICE_BUSY = "service.busy", SERVICE_UNAVAILABLE, "Too many requests are already waiting for the same slot (its queue is full); nothing was done, retry after Retry-After.";
     PROJECTION_UNKNOWN = "projection.unknown", UNPROCESSABLE_ENTITY, "A projection name that does not exist; `errors` lists the known ones.";
     INTERNAL = "internal", INTERNAL_SERVER_ERROR, "An unexpected failure; the body is opaque, quote its request_id when reporting it.";
 

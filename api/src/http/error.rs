@@ -366,6 +366,7 @@ fn command(e: &CommandError) -> Mapped {
         CommandError::GatewayUnavailable(_) => retryable(&codes::PAYMENT_GATEWAY_UNAVAILABLE),
         CommandError::IdempotencyKeyReused => mapped(&codes::REQUEST_IDEMPOTENCY_KEY_REUSED),
         CommandError::Contention { .. } => retryable(&codes::REQUEST_CONTENTION),
+        CommandError::Busy(_) => retryable(&codes::SERVICE_BUSY),
         CommandError::Store(tessera_log::store::StoreError::UnstorableText { what, .. }) => {
             with_field(
                 &codes::REQUEST_UNSTORABLE_TEXT,
@@ -464,7 +465,9 @@ impl ApiError {
             | Self::Unavailable(_)
             | Self::Projection(ProjectionError::NotReady(_)) => Some(1),
             Self::Command(
-                CommandError::GatewayUnavailable(_) | CommandError::Contention { .. },
+                CommandError::GatewayUnavailable(_)
+                | CommandError::Contention { .. }
+                | CommandError::Busy(_),
             ) => Some(1),
             _ => None,
         }

@@ -34,6 +34,7 @@ use tessera_commands::booking::BookingConfig;
 use tessera_commands::gateway::{PaymentGateway, StripeGateway};
 use tessera_commands::handler::AggregateCache;
 use tessera_commands::idempotency::IdempotencyKeys;
+use tessera_commands::onsale::{QueueConfig, SlotQueues};
 use tessera_log::clock::Clock;
 use tessera_log::store::EventStore;
 use tessera_projections::search::SearchIndex;
@@ -63,6 +64,8 @@ pub struct ApiConfig {
     pub aggregate_capacity: u64,
     /// How long held seats stay held.
     pub hold_ttl: Duration,
+    /// Bounds of the per-slot queues of holds (used when `aggregate_capacity` is above 0).
+    pub slot_queues: QueueConfig,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +79,7 @@ impl Default for ApiConfig {
             cache_capacity: 20_000,
             aggregate_capacity: 100_000,
             hold_ttl: Duration::from_secs(15 * 60),
+            slot_queues: QueueConfig::default(),
         }
     }
 }
@@ -97,8 +101,10 @@ pub struct AppState {
     pub positions: Positions,
     pub search: Arc<SearchIndex>,
     pub cache: ReadCache,
-    /// Decided state of hot aggregates; `None` when turned off.
+    /// Decided state of hot aggregates, and their turns; `None` when turned off.
     pub aggregates: Option<AggregateCache>,
+    /// The per-slot queues holds wait in (with `aggregates`).
+    pub queues: Option<SlotQueues>,
     pub idempotency: IdempotencyKeys,
     pub limits: Arc<RateLimits>,
     pub index_root: PathBuf,
@@ -132,6 +138,8 @@ pub struct StateParts {
     pub config: ApiConfig,
     pub seal_public_key: [u8; 32],
     pub vault: Arc<tessera_log::pii::Vault>,
+    /// The process's aggregate cache (shared with its reactors), when turned on.
+    pub aggregates: Option<AggregateCache>,
 }
 
 fn quota(per: u32, burst: u32, minute: bool) -> Quota {
@@ -147,6 +155,13 @@ fn quota(per: u32, burst: u32, minute: bool) -> Quota {
 impl AppState {
     pub fn new(parts: StateParts) -> Self {
         let c = &parts.config;
+        let booking = BookingConfig {
+            hold_ttl: chrono::TimeDelta::from_std(c.hold_ttl)
+                .unwrap_or(chrono::TimeDelta::minutes(15)),
+        };
+        let queues = parts.aggregates.as_ref().map(|cache| {
+            SlotQueues::new(parts.store.clone(), cache.clone(), booking, c.slot_queues)
+        });
         Self {
             search: Arc::new(SearchIndex::new(parts.pool.clone(), &parts.index_root)),
             idempotency: IdempotencyKeys::new(parts.pool.clone()),
@@ -155,18 +170,15 @@ impl AppState {
             gateway: parts.gateway,
             stripe: parts.stripe,
             clock: parts.clock,
-            booking: BookingConfig {
-                hold_ttl: chrono::TimeDelta::from_std(c.hold_ttl)
-                    .unwrap_or(chrono::TimeDelta::minutes(15)),
-            },
+            booking,
             keys: Arc::new(parts.keys),
             positions: parts.positions,
             cache: Cache::builder()
                 .max_capacity(c.cache_capacity)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
-            aggregates: (c.aggregate_capacity > 0)
-                .then(|| AggregateCache::new(c.aggregate_capacity)),
+            queues,
+            aggregates: parts.aggregates,
             limits: Arc::new(RateLimits::new(c)),
             index_root: parts.index_root,
             metrics: parts.metrics,

@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tessera_commands::gateway::{PaymentGateway, SimulatedGateway, StripeGateway};
 use tessera_commands::handler::AggregateCache;
-use tessera_commands::reactor::{ReactorRunner, fire_due_deadlines, handle_gateway_event};
+use tessera_commands::reactor::{ReactorRunner, fire_due_deadlines, handle_gateway_event_cached};
 use tessera_log::clock::{Clock, SystemClock};
 use tessera_log::pii::{PiiStore, Vault};
 use tessera_log::store::EventStore;
@@ -102,6 +102,10 @@ impl Platform {
             .context("cannot open the personal-data vault")?;
         let store: Arc<dyn EventStore> = Arc::new(PiiStore::new(store, vault.clone()));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        // Hot aggregates' states and turns, one set for the process: holds (API), releases
+        // (reactors, deadlines) and payments on a slot take their turns on the same lock.
+        let aggregates = (options.config.aggregate_capacity > 0)
+            .then(|| AggregateCache::new(options.config.aggregate_capacity));
 
         let (gateway, stripe): (Arc<dyn PaymentGateway>, Option<Arc<StripeGateway>>) =
             match &options.stripe {
@@ -115,8 +119,12 @@ impl Platform {
                 None => {
                     let (g, mut outcomes) = SimulatedGateway::new();
                     // The simulated provider's outcomes arrive like webhooks, handled here.
-                    let (store, clock, mut stopped) =
-                        (store.clone(), clock.clone(), stopped.clone());
+                    let (store, clock, aggregates, mut stopped) = (
+                        store.clone(),
+                        clock.clone(),
+                        aggregates.clone(),
+                        stopped.clone(),
+                    );
                     tasks.push(tokio::spawn(async move {
                         loop {
                             let event = tokio::select! {
@@ -128,11 +136,17 @@ impl Platform {
                             };
                             // Like a webhook, the outcome can overtake the append that records
                             // the payment: it is redelivered until it applies (bounded).
-                            let (store, clock) = (store.clone(), clock.clone());
+                            let (store, clock, aggregates) =
+                                (store.clone(), clock.clone(), aggregates.clone());
                             tokio::spawn(async move {
                                 let mut attempts = 0;
-                                while let Err(e) =
-                                    handle_gateway_event(&*store, &event, clock.now()).await
+                                while let Err(e) = handle_gateway_event_cached(
+                                    &*store,
+                                    aggregates.as_ref(),
+                                    &event,
+                                    clock.now(),
+                                )
+                                .await
                                 {
                                     attempts += 1;
                                     if attempts >= 250 {
@@ -188,6 +202,7 @@ impl Platform {
                         master_key: options.master_key.clone(),
                         gateway: gateway.clone(),
                         clock: clock.clone(),
+                        slots: aggregates.clone(),
                     },
                     options.read_side_nice,
                     stopped.clone(),
@@ -211,6 +226,7 @@ impl Platform {
             config: options.config,
             seal_public_key,
             vault,
+            aggregates,
         });
         // Tokens of erased users and revoked roles stop working as soon as the log says so.
         tasks.push(state.principals.follow(state.pool.clone(), stopped.clone()));
@@ -247,6 +263,8 @@ struct ReadSideParts {
     master_key: Option<String>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
+    /// The process's aggregate cache (its turns are shared with the API's holds).
+    slots: Option<AggregateCache>,
 }
 
 /// Projectors, reactors and the deadline clock on a tokio runtime of their own, in threads of
@@ -376,6 +394,7 @@ async fn run_read_side(
         master_key,
         gateway,
         clock,
+        slots,
     } = parts;
     let vault = Vault::load(pool.clone(), master_key.as_deref())
         .await
@@ -407,7 +426,7 @@ async fn run_read_side(
         };
         // The slots whose seats reactors and deadlines give back, caught up between releases
         // instead of replayed whole for each (a busy slot has thousands of events).
-        let slots = AggregateCache::new(RELEASED_SLOTS_CACHED);
+        let slots = slots.unwrap_or_else(|| AggregateCache::new(RELEASED_SLOTS_CACHED));
         let reactors =
             tessera_commands::reactor::all(&store, &pool, gateway.clone(), Some(slots.clone()));
         for reactor in reactors {

@@ -4,6 +4,7 @@
 mod cached;
 mod lifecycle;
 mod live;
+mod onsale;
 mod payments;
 mod users;
 

@@ -83,19 +83,26 @@ async fn place(
     })?;
     once(&state, &caller, "booking.place", key, &req, async |ctx| {
         let booking_id = BookingId(derived_id(ctx.command_id, b"booking"));
-        let placed = commands::place_booking_cached(
-            &*state.store,
-            state.aggregates.as_ref(),
-            &state.booking,
-            &PlaceBooking {
-                booking_id,
-                customer_id: caller.user_id,
-                slot_id: SlotId(req.slot_id),
-                seats,
-            },
-            &ctx,
-        )
-        .await?;
+        let request = PlaceBooking {
+            booking_id,
+            customer_id: caller.user_id,
+            slot_id: SlotId(req.slot_id),
+            seats,
+        };
+        // Through the slot's queue (decided in batches, ADR 0014) when there is one.
+        let placed = match &state.queues {
+            Some(queues) => queues.place(request, ctx).await?,
+            None => {
+                commands::place_booking_cached(
+                    &*state.store,
+                    state.aggregates.as_ref(),
+                    &state.booking,
+                    &request,
+                    &ctx,
+                )
+                .await?
+            }
+        };
         Ok((
             StatusCode::CREATED,
             placed.executed.position.0 as i64,
@@ -505,6 +512,12 @@ async fn stripe_webhook(
             code: &crate::http::codes::PAYMENT_INVALID_WEBHOOK,
             detail: e.to_string(),
         })?;
-    tessera_commands::reactor::handle_gateway_event(&*state.store, &event, now).await?;
+    tessera_commands::reactor::handle_gateway_event_cached(
+        &*state.store,
+        state.aggregates.as_ref(),
+        &event,
+        now,
+    )
+    .await?;
     Ok(axum::Json(WebhookReceived { received: true }))
 }
