@@ -12,6 +12,8 @@ pub enum BenchCommand {
     Rebuild(bench::rebuild::RebuildBenchArgs),
     /// The API over HTTP on the rebuild bench's data: search and holds against plain SQL.
     Http(bench::http::HttpBenchArgs),
+    /// A rush on one slot: 1,000 clients holding until sold out, queued, raced, and a CRUD hot row.
+    Onsale(bench::onsale::OnsaleBenchArgs),
     /// One hold decision on a cached slot holding 10 to 9,000 bookings (no database).
     Slot(bench::slot::SlotBenchArgs),
 }
@@ -24,6 +26,7 @@ pub async fn run(settings: &Settings, command: &BenchCommand) -> anyhow::Result<
         }
         BenchCommand::Http(args) => bench::http::run(settings, args).await,
         BenchCommand::Slot(args) => bench::slot::run(args),
+        BenchCommand::Onsale(args) => bench::onsale::run(settings, args).await,
         BenchCommand::Rebuild(args) => {
             bench::rebuild::run(
                 &settings.db_config("tessera_bench_rebuild"),
