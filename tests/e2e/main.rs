@@ -2,5 +2,6 @@
 
 mod audit;
 mod http;
+mod onsale;
 mod projectors;
 mod up;
