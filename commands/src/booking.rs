@@ -382,18 +382,25 @@ async fn change_and_release(
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
     let booking_stream = stream_of::<BookingAggregate>(booking_id);
-    // In the slot's turn: releases queue with the holds and payments on the slot (FIFO).
+    // In the slot's turn: releases queue with the holds and payments on the slot (FIFO). The
+    // booking read to find its slot serves the first attempt (its version guards the append).
+    let mut preloaded = None;
     let _turn = match cache {
         Some(cache) => {
-            let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
+            let (loaded, b) = load_booking(store, booking_id, ctx.command_id).await?;
+            preloaded = Some(loaded);
             Some(cache.turn(&stream_of::<SlotAggregate>(b.slot_id)).await)
         }
         None => None,
     };
     decide_and_append(store, || {
         let booking_stream = booking_stream.clone();
+        let preloaded = preloaded.take();
         async move {
-            let booking = load::<BookingAggregate>(store, booking_stream, ctx.command_id).await?;
+            let booking = match preloaded {
+                Some(booking) => booking,
+                None => load::<BookingAggregate>(store, booking_stream, ctx.command_id).await?,
+            };
             let b = booking
                 .state
                 .booking()

@@ -178,7 +178,9 @@ impl SlotQueues {
         }
         let (lane, queue) = mpsc::channel(inner.config.depth);
         if lane.try_send(job).is_err() {
-            return Err(CommandError::Busy("the slot's queue could not start".into()));
+            return Err(CommandError::Busy(
+                "the slot's queue could not start".into(),
+            ));
         }
         inner.waiting(1);
         lanes.insert(slot, lane);
@@ -199,23 +201,21 @@ async fn work(inner: Arc<Inner>, slot: SlotId, mut queue: mpsc::Receiver<Job>) {
     let stream = stream_of::<SlotAggregate>(slot);
     let mut jobs = Vec::with_capacity(inner.config.max_batch);
     loop {
-        let taken = match tokio::time::timeout(
-            IDLE,
-            queue.recv_many(&mut jobs, inner.config.max_batch),
-        )
-        .await
-        {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(_) => {
-                let mut lanes = inner.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-                if queue.is_empty() {
-                    lanes.remove(&slot);
-                    return;
+        let taken =
+            match tokio::time::timeout(IDLE, queue.recv_many(&mut jobs, inner.config.max_batch))
+                .await
+            {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(_) => {
+                    let mut lanes = inner.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+                    if queue.is_empty() {
+                        lanes.remove(&slot);
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-        };
+            };
         inner.waiting(-(taken as i64));
         metrics::histogram!("tessera_slot_batch_size").record(taken as f64);
         // Releases and payments on the slot take the same turn, first come first served.
@@ -289,7 +289,9 @@ async fn settle(inner: &Inner, slot: &StreamId, jobs: Vec<Job>) {
             for (job, outcome) in batch.drain(..).zip(decided.outcomes) {
                 job.answer(match outcome {
                     Err(e) => Err(e),
-                    Ok(_) => Err(CommandError::Codec("a hold decided without an append".into())),
+                    Ok(_) => Err(CommandError::Codec(
+                        "a hold decided without an append".into(),
+                    )),
                 });
             }
             break;
@@ -449,9 +451,9 @@ async fn decide(inner: &Inner, stream: &StreamId, batch: &[Job]) -> Result<Decid
     for job in batch {
         match decide_one(inner, s, l, &state, job) {
             Ok((booking_events, held)) => {
-                let booking = Loaded::<BookingAggregate>::new_stream(stream_of::<
-                    BookingAggregate,
-                >(job.request.booking_id));
+                let booking = Loaded::<BookingAggregate>::new_stream(
+                    stream_of::<BookingAggregate>(job.request.booking_id),
+                );
                 let expiry = crate::booking::placed_expiry(&booking_events)?;
                 writes.push(write_for(&booking, &booking_events, &job.ctx)?);
                 // Each request's slot events carry ids derived from its own command.

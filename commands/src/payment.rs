@@ -158,88 +158,103 @@ pub async fn record_payment_succeeded_cached(
     payment_id: PaymentId,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
+    // In the slot's turn; what was read to find the slot serves the first attempt (the
+    // streams' versions guard its append).
+    let mut preloaded = None;
     let _turn = match cache {
         Some(cache) => {
-            let (_, p) = load_payment(store, payment_id, ctx).await?;
-            let (_, b) = load_booking(store, p.booking_id, ctx.command_id).await?;
-            Some(cache.turn(&stream_of::<SlotAggregate>(b.slot_id)).await)
+            let payment = load_payment(store, payment_id, ctx).await?;
+            let booking = load_booking(store, payment.1.booking_id, ctx.command_id).await?;
+            let slot = stream_of::<SlotAggregate>(booking.1.slot_id);
+            preloaded = Some((payment, booking));
+            Some(cache.turn(&slot).await)
         }
         None => None,
     };
-    decide_and_append(store, || async move {
-        let (payment, p) = load_payment(store, payment_id, ctx).await?;
-        let (booking, b) = load_booking(store, p.booking_id, ctx.command_id).await?;
-        let slot = load_caught_up::<SlotAggregate>(
-            store,
-            cache,
-            stream_of::<SlotAggregate>(b.slot_id),
-            ctx.command_id,
-        )
-        .await?;
-        let retried =
-            !payment.caused_by_command.is_empty() || !booking.caused_by_command.is_empty();
-        let slot = whole_if_retried(store, slot, retried, ctx.command_id).await?;
-        if let Some(done) = replayed(&[
-            &payment.caused_by_command,
-            &booking.caused_by_command,
-            &slot.caused_by_command,
-        ]) {
-            return Ok(Attempt::Replayed(done));
-        }
-        let mut state = payment.state.clone();
-        let mut payment_events = PaymentAggregate::decide(&state, &PaymentCommand::MarkSucceeded)?;
-        for e in &payment_events {
-            state = PaymentAggregate::evolve(state, e);
-        }
-        let mut writes = Vec::new();
-        let ours = b.payment_id == Some(payment_id);
-        let confirmed = match b.status {
-            BookingStatus::PaymentPending if ours => {
-                let booking_events = BookingAggregate::decide(
-                    &booking.state,
-                    &BookingCommand::ConfirmPayment {
-                        payment_id,
-                        amount: p.amount,
-                    },
-                )?;
-                let slot_events = SlotAggregate::decide(
-                    &slot.state,
-                    &SlotCommand::ConfirmSeats { booking_id: b.id },
-                )?;
-                writes.push(write_for(&booking, &booking_events, ctx)?);
-                writes.push(write_for(&slot, &slot_events, ctx)?);
-                true
+    decide_and_append(store, || {
+        let preloaded = preloaded.take();
+        async move {
+            let ((payment, p), (booking, b)) = match preloaded {
+                Some(loaded) => loaded,
+                None => {
+                    let payment = load_payment(store, payment_id, ctx).await?;
+                    let booking = load_booking(store, payment.1.booking_id, ctx.command_id).await?;
+                    (payment, booking)
+                }
+            };
+            let slot = load_caught_up::<SlotAggregate>(
+                store,
+                cache,
+                stream_of::<SlotAggregate>(b.slot_id),
+                ctx.command_id,
+            )
+            .await?;
+            let retried =
+                !payment.caused_by_command.is_empty() || !booking.caused_by_command.is_empty();
+            let slot = whole_if_retried(store, slot, retried, ctx.command_id).await?;
+            if let Some(done) = replayed(&[
+                &payment.caused_by_command,
+                &booking.caused_by_command,
+                &slot.caused_by_command,
+            ]) {
+                return Ok(Attempt::Replayed(done));
             }
-            BookingStatus::Expired if ours => match late_seats(&slot, b.id, b.seats, ctx)? {
-                Some(slot_events) => {
+            let mut state = payment.state.clone();
+            let mut payment_events =
+                PaymentAggregate::decide(&state, &PaymentCommand::MarkSucceeded)?;
+            for e in &payment_events {
+                state = PaymentAggregate::evolve(state, e);
+            }
+            let mut writes = Vec::new();
+            let ours = b.payment_id == Some(payment_id);
+            let confirmed = match b.status {
+                BookingStatus::PaymentPending if ours => {
                     let booking_events = BookingAggregate::decide(
                         &booking.state,
-                        &BookingCommand::AcceptLatePayment {
+                        &BookingCommand::ConfirmPayment {
                             payment_id,
                             amount: p.amount,
                         },
+                    )?;
+                    let slot_events = SlotAggregate::decide(
+                        &slot.state,
+                        &SlotCommand::ConfirmSeats { booking_id: b.id },
                     )?;
                     writes.push(write_for(&booking, &booking_events, ctx)?);
                     writes.push(write_for(&slot, &slot_events, ctx)?);
                     true
                 }
-                None => false,
-            },
-            _ => false,
-        };
-        if !confirmed {
-            // Nothing to confirm: the customer gets the whole amount back.
-            let refund_id = derived_id(ctx.command_id, b"refund");
-            payment_events.extend(PaymentAggregate::decide(
-                &state,
-                &PaymentCommand::RequestRefund {
-                    refund_id,
-                    amount: p.amount,
+                BookingStatus::Expired if ours => match late_seats(&slot, b.id, b.seats, ctx)? {
+                    Some(slot_events) => {
+                        let booking_events = BookingAggregate::decide(
+                            &booking.state,
+                            &BookingCommand::AcceptLatePayment {
+                                payment_id,
+                                amount: p.amount,
+                            },
+                        )?;
+                        writes.push(write_for(&booking, &booking_events, ctx)?);
+                        writes.push(write_for(&slot, &slot_events, ctx)?);
+                        true
+                    }
+                    None => false,
                 },
-            )?);
+                _ => false,
+            };
+            if !confirmed {
+                // Nothing to confirm: the customer gets the whole amount back.
+                let refund_id = derived_id(ctx.command_id, b"refund");
+                payment_events.extend(PaymentAggregate::decide(
+                    &state,
+                    &PaymentCommand::RequestRefund {
+                        refund_id,
+                        amount: p.amount,
+                    },
+                )?);
+            }
+            writes.insert(0, write_for(&payment, &payment_events, ctx)?);
+            Ok(Attempt::Append(writes))
         }
-        writes.insert(0, write_for(&payment, &payment_events, ctx)?);
-        Ok(Attempt::Append(writes))
     })
     .await
 }

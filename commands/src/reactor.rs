@@ -766,8 +766,13 @@ pub async fn handle_gateway_event_cached(
             payment_id: Some(payment_id),
             ..
         } => {
-            crate::payment::record_payment_succeeded_cached(store, cache, *payment_id, &ctx(event_id))
-                .await?;
+            crate::payment::record_payment_succeeded_cached(
+                store,
+                cache,
+                *payment_id,
+                &ctx(event_id),
+            )
+            .await?;
         }
         GatewayEvent::PaymentFailed {
             event_id,

@@ -68,7 +68,11 @@ async fn a_thousand_holds_on_one_slot_all_succeed_without_contention() {
     assert_eq!(held.len(), 1_000);
     let s = slot(&w).await;
     assert_eq!((s.taken(), s.remaining()), (1_000, 9_000));
-    assert_eq!(holders(&w).await, held, "each acknowledged hold is in the log once");
+    assert_eq!(
+        holders(&w).await,
+        held,
+        "each acknowledged hold is in the log once"
+    );
     for (req, _) in outcomes.iter().step_by(97) {
         assert_eq!(status(&w, req.booking_id).await, BookingStatus::Held);
     }
@@ -148,7 +152,11 @@ async fn a_retry_among_a_batch_is_replayed_and_the_batch_still_lands() {
     assert!(again.executed.replayed);
     assert_eq!(again.hold_expires_at, placed.hold_expires_at);
     assert!(others.iter().all(|(_, o)| o.is_ok()));
-    assert_eq!(slot(&w).await.taken(), 2 + 50, "the retry held nothing twice");
+    assert_eq!(
+        slot(&w).await.taken(),
+        2 + 50,
+        "the retry held nothing twice"
+    );
     // A new command for the same booking is refused by the domain.
     let refused = q
         .place(first, ctx("user:customer", t(1, 9)))
@@ -178,10 +186,15 @@ async fn a_full_queue_refuses_at_once_and_decides_what_it_took() {
     let mut accepted = Vec::new();
     let mut busy = 0;
     for _ in 0..5 {
-        let mut placing = Box::pin(q.clone().place_owned(request(&w, 1), ctx("user:customer", t(1, 9))));
+        let mut placing = Box::pin(
+            q.clone()
+                .place_owned(request(&w, 1), ctx("user:customer", t(1, 9))),
+        );
         match futures::poll!(&mut placing) {
             std::task::Poll::Ready(Err(CommandError::Busy(_))) => busy += 1,
-            std::task::Poll::Ready(other) => panic!("nothing is decided while the turn is taken: {other:?}"),
+            std::task::Poll::Ready(other) => {
+                panic!("nothing is decided while the turn is taken: {other:?}")
+            }
             std::task::Poll::Pending => accepted.push(tokio::spawn(placing)),
         }
     }
@@ -193,7 +206,9 @@ async fn a_full_queue_refuses_at_once_and_decides_what_it_took() {
     drop(turn);
     let n = accepted.len() as u32;
     for task in accepted {
-        task.await.expect("task").expect("decided once the turn came");
+        task.await
+            .expect("task")
+            .expect("decided once the turn came");
     }
     assert_eq!(slot(&w).await.taken(), n);
 }
