@@ -59,7 +59,8 @@ pub struct Placed {
 }
 
 /// Place a booking: holds seats on the slot while the customer pays. Requires an
-/// `Idempotency-Key`: a retry with the same key returns the first answer.
+/// `Idempotency-Key`: a retry with the same key returns the first answer. Holds on one slot
+/// wait in its queue and are decided first come, first served (ADR 0014).
 #[utoipa::path(post, path = "/bookings", tag = "bookings", security(("bearer" = [])),
     request_body = PlaceRequest,
     params(("Idempotency-Key" = String, Header, description = "Required; a retry with the same key places nothing twice")),
@@ -67,6 +68,7 @@ pub struct Placed {
         (status = 201, description = "Seats held", body = Placed),
         (status = 409, description = "Sold out, slot started or cancelled", body = Problem, content_type = "application/problem+json"),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service.busy`: the slot's queue is full (a rush on one slot); nothing was done, retry after `Retry-After` with the same key", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn place(
     State(state): State<AppState>,
