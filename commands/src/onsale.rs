@@ -4,7 +4,8 @@
 //! loser re-reads, re-decides and appends again. Here, in each process, holds on a slot wait in
 //! that slot's bounded queue; one task per slot takes everything waiting (up to a batch), takes
 //! the slot's turn ([`AggregateCache::turn`], shared with releases and payments on the slot),
-//! catches the slot up with the log, decides the requests **in arrival order** on that state and
+//! decides the requests **in arrival order** on the slot as this process last wrote it (caught
+//! up with the log first whenever a request is refused or another process wrote) and
 //! writes every placement (each booking's first event and the slot's events) in **one atomic
 //! append**, guarded by the slot's and the listing's versions. Each request still gets its own
 //! booking, its own answer and its own events (ids and causation derived from its command), so
@@ -252,6 +253,7 @@ async fn settle(inner: &Inner, slot: &StreamId, jobs: Vec<Job>) {
         }
     }
     let mut attempts = 0;
+    let mut fresh = false;
     while !batch.is_empty() {
         attempts += 1;
         if attempts > MAX_BATCH_ATTEMPTS {
@@ -262,13 +264,18 @@ async fn settle(inner: &Inner, slot: &StreamId, jobs: Vec<Job>) {
             }
             break;
         }
-        let mut decided = match decide(inner, slot, &batch).await {
+        let mut decided = match decide(inner, slot, &batch, fresh).await {
             Ok(decided) => decided,
             Err(e) => {
                 answer_all(batch.drain(..), e);
                 break;
             }
         };
+        // A refusal is only ever decided on the slot as the log holds it, never on a copy.
+        if !fresh && decided.outcomes.iter().any(Result::is_err) {
+            fresh = true;
+            continue;
+        }
         // A booking the slot already holds seats for is a retried request (or a second one for
         // the same booking): the ordinary handler tells which, and answers it. Its refusal
         // changed nothing the requests after it were decided on.
@@ -315,6 +322,7 @@ async fn settle(inner: &Inner, slot: &StreamId, jobs: Vec<Job>) {
             Err(e) => match culprit(&e, slot, &append.listing, &batch) {
                 Culprit::Slot => {
                     metrics::counter!("tessera_slot_batch_conflicts_total").increment(1);
+                    fresh = true;
                     backoff(attempts).await;
                 }
                 Culprit::Listing(listing) => inner.cache.forget(&listing),
@@ -402,12 +410,22 @@ struct BatchAppend {
 }
 
 /// Decides every request of `batch` in order on the slot's current state.
-async fn decide(inner: &Inner, stream: &StreamId, batch: &[Job]) -> Result<Decided, CommandError> {
+async fn decide(
+    inner: &Inner,
+    stream: &StreamId,
+    batch: &[Job],
+    fresh: bool,
+) -> Result<Decided, CommandError> {
     let store = &*inner.store;
     let cache = Some(&inner.cache);
-    // Caught up with the log: reads only what others wrote since this process last decided.
-    // Refusals are therefore decided on the slot as it is, not on a stale copy.
-    let slot = load_caught_up::<SlotAggregate>(store, cache, stream.clone(), Uuid::nil()).await?;
+    // First on the slot as this process last decided it (no read: while this process is the
+    // slot's only writer, that is the slot as it is, and the append's guard says so); `fresh`,
+    // caught up with the log, reading only what others wrote since.
+    let slot = if fresh {
+        load_caught_up::<SlotAggregate>(store, cache, stream.clone(), Uuid::nil()).await?
+    } else {
+        load_via::<SlotAggregate>(store, cache, true, stream.clone(), Uuid::nil()).await?
+    };
     let refuse_all = |e: &dyn Fn() -> CommandError| Decided {
         outcomes: batch.iter().map(|_| Err(e())).collect(),
         append: None,
