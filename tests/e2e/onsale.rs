@@ -28,7 +28,13 @@ async fn serve(db: &TestDatabase, dir: &Path) -> (Child, String) {
         .arg(dir)
         .env("DATABASE_URL", db.url())
         .env("RUST_LOG", "warn")
-        .args(["serve", "--addr", "127.0.0.1:0", "--commands-per-second", "100000"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--commands-per-second",
+            "100000",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -235,13 +241,23 @@ async fn a_process_killed_with_holds_queued_loses_none_and_retries_get_one_booki
     let mut acknowledged = BTreeMap::new();
     for ((_, key), task) in requests.iter().zip(tasks) {
         if let Some((201, body)) = task.await.expect("task") {
-            acknowledged.insert(key.clone(), body["booking_id"].as_str().expect("id").to_owned());
+            acknowledged.insert(
+                key.clone(),
+                body["booking_id"].as_str().expect("id").to_owned(),
+            );
         }
     }
-    assert!(acknowledged.len() >= 50, "{} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 50,
+        "{} acknowledged",
+        acknowledged.len()
+    );
     let before_retries = holders(&*store, slot).await;
     for booking in acknowledged.values() {
-        assert!(before_retries.contains(booking), "acknowledged hold {booking} is in the log");
+        assert!(
+            before_retries.contains(booking),
+            "acknowledged hold {booking} is in the log"
+        );
     }
 
     // Every request is retried with its key on a new process: the acknowledged ones replay

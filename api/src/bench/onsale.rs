@@ -390,15 +390,9 @@ fn hold_over_http(
     base: &str,
     tokens: &Arc<Vec<String>>,
     slot: SlotId,
-) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>
-+ Send
-+ Sync
-+ 'static {
-    let (client, url, tokens) = (
-        client.clone(),
-        format!("{base}/bookings"),
-        tokens.clone(),
-    );
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send>> + Send + Sync + 'static
+{
+    let (client, url, tokens) = (client.clone(), format!("{base}/bookings"), tokens.clone());
     let run = uuid::Uuid::new_v4();
     move |c, i| {
         let request = client
@@ -475,11 +469,12 @@ async fn crud_rush(pool: &PgPool, clients: usize, seats: u32) -> anyhow::Result<
 /// Lock the slot row, check and decrement its seats, insert a booking row; one transaction.
 async fn crud_hold(pool: &PgPool, slot: uuid::Uuid, customer: usize) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let remaining: i64 =
-        sqlx::query_scalar("SELECT remaining FROM bench_onsale_slots WHERE slot_id = $1 FOR UPDATE")
-            .bind(slot)
-            .fetch_one(&mut *tx)
-            .await?;
+    let remaining: i64 = sqlx::query_scalar(
+        "SELECT remaining FROM bench_onsale_slots WHERE slot_id = $1 FOR UPDATE",
+    )
+    .bind(slot)
+    .fetch_one(&mut *tx)
+    .await?;
     if remaining < 1 {
         return Ok(false);
     }

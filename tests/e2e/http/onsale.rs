@@ -14,7 +14,10 @@ use super::{Options, Server, eventually, urlencode};
 async fn new_slot(s: &Server, capacity: u32) -> (String, String) {
     let provider = s.token("provider@tessera.test").await;
     let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
-    let listing = mine[0]["listing_id"].as_str().expect("a listing").to_owned();
+    let listing = mine[0]["listing_id"]
+        .as_str()
+        .expect("a listing")
+        .to_owned();
     let starts = chrono::Utc::now() + chrono::TimeDelta::days(30);
     let (status, slot) = s
         .post(
@@ -24,7 +27,10 @@ async fn new_slot(s: &Server, capacity: u32) -> (String, String) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{slot}");
-    (listing, slot["slot_id"].as_str().expect("slot id").to_owned())
+    (
+        listing,
+        slot["slot_id"].as_str().expect("slot id").to_owned(),
+    )
 }
 
 /// Waits until the read side shows `slot` of `listing` with `remaining` seats left.
@@ -33,7 +39,10 @@ async fn shows_remaining(s: &Server, listing: &str, slot: &str, remaining: i64) 
     eventually("the slot's remaining seats", || async {
         let (_, slots) = s
             .get(
-                &format!("/listings/{listing}/slots?all=true&from={}", urlencode(&from)),
+                &format!(
+                    "/listings/{listing}/slots?all=true&from={}",
+                    urlencode(&from)
+                ),
                 None,
             )
             .await;
