@@ -125,6 +125,19 @@ async fn a_thousand_buyers_on_one_slot_all_get_their_seat() {
         "1,000 × 201 and no contention"
     );
     shows_remaining(&s, &listing, &slot, 9_000).await;
+    // The queues report what they did: batch sizes and what waits.
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for name in ["tessera_slot_batch_size", "tessera_slot_queue_waiting"] {
+        assert!(metrics.contains(name), "{name} missing from {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
