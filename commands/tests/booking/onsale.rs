@@ -212,3 +212,56 @@ async fn a_full_queue_refuses_at_once_and_decides_what_it_took() {
     }
     assert_eq!(slot(&w).await.taken(), n);
 }
+
+/// Releases take the slot's turn with the holds (ADR 0014): cancellations sent during a rush
+/// are decided between batches, first come first served, never starved into `Contention`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancellations_during_a_rush_take_their_turn_and_never_starve() {
+    use tessera_commands::booking::cancel_booking_cached;
+    use tessera_domain::booking::Canceller;
+
+    let w = Arc::new(world(2_000).await);
+    let (q, cache) = queues(w.store.clone(), QueueConfig::default());
+    let first = rush(&w, 100, |_| q.clone()).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let cancels = {
+        let (w, cache, barrier) = (w.clone(), cache.clone(), barrier.clone());
+        let held: Vec<PlaceBooking> = first.iter().map(|(req, _)| *req).collect();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let tasks: Vec<_> = held
+                .into_iter()
+                .map(|req| {
+                    let (w, cache) = (w.clone(), cache.clone());
+                    tokio::spawn(async move {
+                        cancel_booking_cached(
+                            &*w.store,
+                            Some(&cache),
+                            req.booking_id,
+                            Canceller::Customer(req.customer_id),
+                            false,
+                            &ctx("user:customer", t(1, 10)).with_reason("plans changed"),
+                        )
+                        .await
+                    })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(task.await.expect("task"));
+            }
+            outcomes
+        })
+    };
+    barrier.wait().await;
+    let second = rush(&w, 1_000, |_| q.clone()).await;
+    for outcome in cancels.await.expect("cancels") {
+        outcome.expect("every cancellation is decided, none starved");
+    }
+    assert!(second.iter().all(|(_, o)| o.is_ok()), "every hold succeeds");
+    let s = slot(&w).await;
+    assert_eq!(s.taken(), 1_000, "100 held and released, 1,000 held");
+    for (req, _) in first.iter().step_by(9) {
+        assert_eq!(status(&w, req.booking_id).await, BookingStatus::Cancelled);
+    }
+}
