@@ -229,30 +229,14 @@ async fn decide_placement(
     if l.retired {
         return Err(ListingError::Retired.into());
     }
-    let booking_events = BookingAggregate::decide(
+    let (booking_events, slot_events) = decide_hold(
         &booking.state,
-        &BookingCommand::Place {
-            id: request.booking_id,
-            customer_id: request.customer_id,
-            listing_id: s.listing_id,
-            slot_id: request.slot_id,
-            seats: request.seats,
-            price_per_seat: s.price_per_seat,
-            policy: l.policy.clone(),
-            slot_starts_at: s.starts_at,
-            slot_ends_at: s.ends_at,
-            now: ctx.now,
-            hold_ttl: config.hold_ttl,
-        },
-    )?;
-    let slot_events = SlotAggregate::decide(
         &slot.state,
-        &SlotCommand::HoldSeats {
-            booking_id: request.booking_id,
-            seats: request.seats,
-            now: ctx.now,
-            allow_overbook: false,
-        },
+        s,
+        l,
+        request,
+        ctx.now,
+        config.hold_ttl,
     )?;
     let hold_expires_at = placed_expiry(&booking_events)?;
     Ok(Placement::Append {
@@ -267,6 +251,45 @@ async fn decide_placement(
         slot: Box::new(slot),
         slot_events,
     })
+}
+
+/// The booking's and the slot's events of placing `request` on `slot_state` (the slot `s` of the
+/// published listing `l`): one decision, shared by the handler and the on-sale batches.
+pub(crate) fn decide_hold(
+    booking_state: &<BookingAggregate as Aggregate>::State,
+    slot_state: &SlotState,
+    s: &tessera_domain::slot::Slot,
+    l: &tessera_domain::listing::Listing,
+    request: &PlaceBooking,
+    now: DateTime<Utc>,
+    hold_ttl: TimeDelta,
+) -> Result<(Vec<BookingEvent>, Vec<SlotEvent>), CommandError> {
+    let booking_events = BookingAggregate::decide(
+        booking_state,
+        &BookingCommand::Place {
+            id: request.booking_id,
+            customer_id: request.customer_id,
+            listing_id: s.listing_id,
+            slot_id: request.slot_id,
+            seats: request.seats,
+            price_per_seat: s.price_per_seat,
+            policy: l.policy.clone(),
+            slot_starts_at: s.starts_at,
+            slot_ends_at: s.ends_at,
+            now,
+            hold_ttl,
+        },
+    )?;
+    let slot_events = SlotAggregate::decide(
+        slot_state,
+        &SlotCommand::HoldSeats {
+            booking_id: request.booking_id,
+            seats: request.seats,
+            now,
+            allow_overbook: false,
+        },
+    )?;
+    Ok((booking_events, slot_events))
 }
 
 /// What cancelling now would refund, without cancelling.

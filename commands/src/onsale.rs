@@ -24,14 +24,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tessera_domain::Aggregate;
-use tessera_domain::booking::{BookingAggregate, BookingCommand};
+use tessera_domain::booking::BookingAggregate;
 use tessera_domain::listing::{ListingAggregate, ListingError, ListingState};
-use tessera_domain::slot::{Slot, SlotAggregate, SlotCommand, SlotError, SlotEvent, SlotState};
+use tessera_domain::slot::{SlotAggregate, SlotError, SlotEvent, SlotState};
 use tessera_domain::values::SlotId;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::booking::{BookingConfig, PlaceBooking, Placed, place_booking_cached};
+use crate::booking::{BookingConfig, PlaceBooking, Placed, decide_hold, place_booking_cached};
 use crate::error::CommandError;
 use crate::handler::{
     AggregateCache, CommandContext, Executed, Loaded, load_caught_up, load_via, stream_of,
@@ -467,7 +467,15 @@ async fn decide(
     let mut slot_events = Vec::with_capacity(batch.len());
     let mut slot_new = Vec::with_capacity(batch.len());
     for job in batch {
-        match decide_one(inner, s, l, &state, job) {
+        match decide_hold(
+            &Default::default(),
+            &state,
+            s,
+            l,
+            &job.request,
+            job.ctx.now,
+            inner.booking.hold_ttl,
+        ) {
             Ok((booking_events, held)) => {
                 let booking = Loaded::<BookingAggregate>::new_stream(
                     stream_of::<BookingAggregate>(job.request.booking_id),
@@ -505,42 +513,4 @@ async fn decide(
             listing: listing_stream,
         }),
     })
-}
-
-/// One request's booking and slot events, decided on `state` (the slot after the requests
-/// before it in the batch).
-fn decide_one(
-    inner: &Inner,
-    s: &Slot,
-    l: &tessera_domain::listing::Listing,
-    state: &SlotState,
-    job: &Job,
-) -> Result<(Vec<tessera_domain::booking::BookingEvent>, Vec<SlotEvent>), CommandError> {
-    let request = &job.request;
-    let booking_events = BookingAggregate::decide(
-        &Default::default(),
-        &BookingCommand::Place {
-            id: request.booking_id,
-            customer_id: request.customer_id,
-            listing_id: s.listing_id,
-            slot_id: request.slot_id,
-            seats: request.seats,
-            price_per_seat: s.price_per_seat,
-            policy: l.policy.clone(),
-            slot_starts_at: s.starts_at,
-            slot_ends_at: s.ends_at,
-            now: job.ctx.now,
-            hold_ttl: inner.booking.hold_ttl,
-        },
-    )?;
-    let held = SlotAggregate::decide(
-        state,
-        &SlotCommand::HoldSeats {
-            booking_id: request.booking_id,
-            seats: request.seats,
-            now: job.ctx.now,
-            allow_overbook: false,
-        },
-    )?;
-    Ok((booking_events, held))
 }
