@@ -5,10 +5,12 @@
 
 pub mod aggregate;
 pub mod booking;
+pub mod ledger;
 pub mod listing;
 pub mod loyalty;
 pub mod payment;
 pub mod policy;
+pub mod provider;
 pub mod review;
 pub mod slot;
 pub mod user;

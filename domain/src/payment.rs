@@ -1,10 +1,64 @@
-//! Payments of bookings: an intent at the payment provider, its outcome, and refunds.
-//! Invariant: refunds requested (and not failed) never exceed what succeeded.
+//! Payments of bookings: an intent at the payment provider, its outcome, refunds, and the
+//! escrow of the provider's share.
+//!
+//! ```text
+//!   Succeeded ──Release──▶ released (provider share = share(paid − refunded), commission the rest)
+//!                             │ StartTransfer ──▶ TransferStarted ──CompleteTransfer──▶ FundsTransferred
+//!                             │                          └────────FailTransfer──────▶ TransferFailed
+//!                             │ StartReversal ──▶ ReversalStarted ──CompleteReversal──▶ TransferReversed
+//! ```
+//! Invariants: refunds requested (and not failed) never exceed what succeeded; what was
+//! transferred (net of reversals, counting a transfer under way) never exceeds the provider's
+//! share of what is paid and not refunded or being refunded ([`Payment::entitled_share`]); a
+//! refund after the release states the part the provider gives back and the part of the
+//! commission the platform gives back ([`RefundSplit`]), so the ledger needs no other state.
 
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
-use crate::values::{BookingId, Money, PaymentId, UserId};
+use crate::values::{BookingId, Currency, Money, PaymentId, UserId};
+
+/// The platform's commission on `net` minor units at `commission_bp` basis points, rounded half
+/// up to a minor unit. Monotone in `net`, so the provider's share is too.
+pub fn commission_of(net: i64, commission_bp: u32) -> i64 {
+    let c = (i128::from(net) * i128::from(commission_bp) + 5_000) / 10_000;
+    i64::try_from(c).unwrap_or(i64::MAX)
+}
+
+/// The provider's share of `net`: what is left after the commission.
+pub fn share_of(net: i64, commission_bp: u32) -> i64 {
+    net - commission_of(net, commission_bp)
+}
+
+/// How a refund after the release is borne: the provider gives back the part of its share the
+/// refund removes, the platform the rest (its commission on the refunded amount).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundSplit {
+    pub provider_id: UserId,
+    pub provider_part: i64,
+    pub commission_part: i64,
+}
+
+/// The provider's share after the release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escrow {
+    pub provider_id: UserId,
+    pub commission_bp: u32,
+    /// Transfers that went out, by id.
+    pub transfers: Vec<Transfer>,
+    /// A transfer decided and not yet answered by the gateway.
+    pub pending_transfer: Option<(uuid::Uuid, i64)>,
+    /// A reversal decided and not yet answered: (reversal id, transfer id, amount).
+    pub pending_reversal: Option<(uuid::Uuid, uuid::Uuid, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub transfer_id: uuid::Uuid,
+    pub transfer_ref: String,
+    pub amount: i64,
+    pub reversed: i64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,9 +95,43 @@ pub struct Payment {
     pub provider_ref: String,
     pub status: PaymentStatus,
     pub refunds: Vec<Refund>,
+    /// Set when the provider's share was released (the slot ended, the dispute window passed).
+    pub escrow: Option<Escrow>,
 }
 
 impl Payment {
+    /// What went to the provider, net of reversals; a transfer under way counts, a reversal under
+    /// way does not (until the gateway confirms it, the money is the provider's).
+    pub fn transferred(&self) -> i64 {
+        self.escrow.as_ref().map_or(0, |e| {
+            e.transfers
+                .iter()
+                .map(|t| t.amount - t.reversed)
+                .sum::<i64>()
+                + e.pending_transfer.map_or(0, |(_, a)| a)
+        })
+    }
+
+    /// The provider's share of what was paid and is not refunded nor being refunded.
+    pub fn entitled_share(&self) -> i64 {
+        self.escrow.as_ref().map_or(0, |e| {
+            share_of(
+                self.amount.minor - self.committed_refunds(),
+                e.commission_bp,
+            )
+        })
+    }
+
+    /// What must still go to the provider.
+    pub fn transfer_due(&self) -> i64 {
+        (self.entitled_share() - self.transferred()).max(0)
+    }
+
+    /// What the provider must give back (a refund after the transfer).
+    pub fn reversal_due(&self) -> i64 {
+        (self.transferred() - self.entitled_share()).max(0)
+    }
+
     /// Refunds requested or done (failed ones give the amount back).
     pub fn committed_refunds(&self) -> i64 {
         self.refunds
@@ -103,6 +191,35 @@ pub enum PaymentCommand {
         refund_id: uuid::Uuid,
         reason: String,
     },
+    /// The slot ended and the dispute window passed: the provider's share is theirs.
+    Release {
+        provider_id: UserId,
+        commission_bp: u32,
+    },
+    /// Decides a transfer of what is due, before asking the gateway.
+    StartTransfer {
+        transfer_id: uuid::Uuid,
+    },
+    CompleteTransfer {
+        transfer_id: uuid::Uuid,
+        transfer_ref: String,
+    },
+    FailTransfer {
+        transfer_id: uuid::Uuid,
+        reason: String,
+    },
+    /// Decides a reversal of what the provider must give back, before asking the gateway.
+    StartReversal {
+        reversal_id: uuid::Uuid,
+    },
+    CompleteReversal {
+        reversal_id: uuid::Uuid,
+        reversal_ref: String,
+    },
+    FailReversal {
+        reversal_id: uuid::Uuid,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,11 +254,69 @@ pub enum PaymentEvent {
         booking_id: BookingId,
         refund_id: uuid::Uuid,
         amount: Money,
+        /// v2: who bears a refund after the release (`None` before it: the money was held).
+        split: Option<RefundSplit>,
     },
     RefundFailed {
         payment_id: PaymentId,
         booking_id: BookingId,
         refund_id: uuid::Uuid,
+        reason: String,
+    },
+    FundsReleased {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        provider_id: UserId,
+        commission_bp: u32,
+        /// What was paid and not refunded when released: the provider share plus the commission.
+        released: Money,
+        provider_share: Money,
+        commission: Money,
+    },
+    TransferStarted {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        provider_id: UserId,
+        transfer_id: uuid::Uuid,
+        amount: Money,
+    },
+    FundsTransferred {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        provider_id: UserId,
+        transfer_id: uuid::Uuid,
+        transfer_ref: String,
+        amount: Money,
+    },
+    TransferFailed {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        provider_id: UserId,
+        transfer_id: uuid::Uuid,
+        reason: String,
+    },
+    ReversalStarted {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        provider_id: UserId,
+        reversal_id: uuid::Uuid,
+        transfer_id: uuid::Uuid,
+        amount: Money,
+    },
+    TransferReversed {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        provider_id: UserId,
+        reversal_id: uuid::Uuid,
+        transfer_id: uuid::Uuid,
+        reversal_ref: String,
+        amount: Money,
+    },
+    ReversalFailed {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        provider_id: UserId,
+        reversal_id: uuid::Uuid,
         reason: String,
     },
 }
@@ -168,6 +343,28 @@ pub enum PaymentError {
     RefundFinished(uuid::Uuid),
     #[error("refund {0} was already requested")]
     DuplicateRefund(uuid::Uuid),
+    #[error("the provider's share was already released")]
+    AlreadyReleased,
+    #[error("the provider's share is not released yet")]
+    NotReleased,
+    #[error("nothing is left to release: everything paid is refunded or being refunded")]
+    NothingToRelease,
+    #[error("nothing is due to the provider")]
+    NothingToTransfer,
+    #[error("nothing is to be given back by the provider")]
+    NothingToReverse,
+    #[error("a transfer or reversal is already under way")]
+    TransferUnderWay,
+    #[error("transfer or reversal {0} is not the one under way")]
+    NotUnderWay(uuid::Uuid),
+}
+
+fn escrow(p: &Payment) -> Result<&Escrow, PaymentError> {
+    p.escrow.as_ref().ok_or(PaymentError::NotReleased)
+}
+
+fn minor(currency: Currency, minor: i64) -> Money {
+    Money { minor, currency }
 }
 
 /// The payment aggregate.
@@ -269,11 +466,22 @@ impl Aggregate for PaymentAggregate {
                 if r.status != RefundStatus::Requested {
                     return Err(PaymentError::RefundFinished(*refund_id));
                 }
+                let split = p.escrow.as_ref().map(|e| {
+                    let before = p.amount.minor - p.refunded();
+                    let provider_part = share_of(before, e.commission_bp)
+                        - share_of(before - r.amount.minor, e.commission_bp);
+                    RefundSplit {
+                        provider_id: e.provider_id,
+                        provider_part,
+                        commission_part: r.amount.minor - provider_part,
+                    }
+                });
                 PaymentEvent::RefundSucceeded {
                     payment_id,
                     booking_id,
                     refund_id: *refund_id,
                     amount: r.amount,
+                    split,
                 }
             }
             PaymentCommand::RefundFailed { refund_id, reason } => {
@@ -286,6 +494,141 @@ impl Aggregate for PaymentAggregate {
                     booking_id,
                     refund_id: *refund_id,
                     reason: reason.clone(),
+                }
+            }
+            PaymentCommand::Release {
+                provider_id,
+                commission_bp,
+            } => {
+                if p.status != PaymentStatus::Succeeded {
+                    return Err(PaymentError::NotSucceeded);
+                }
+                if p.escrow.is_some() {
+                    return Err(PaymentError::AlreadyReleased);
+                }
+                if p.amount.minor - p.committed_refunds() <= 0 {
+                    return Err(PaymentError::NothingToRelease);
+                }
+                let released = p.amount.minor - p.refunded();
+                let share = share_of(released, *commission_bp);
+                let money = |minor| Money {
+                    minor,
+                    currency: p.amount.currency,
+                };
+                PaymentEvent::FundsReleased {
+                    payment_id,
+                    booking_id,
+                    provider_id: *provider_id,
+                    commission_bp: *commission_bp,
+                    released: money(released),
+                    provider_share: money(share),
+                    commission: money(released - share),
+                }
+            }
+            PaymentCommand::StartTransfer { transfer_id } => {
+                let e = escrow(p)?;
+                if e.pending_transfer.is_some() || e.pending_reversal.is_some() {
+                    return Err(PaymentError::TransferUnderWay);
+                }
+                let due = p.transfer_due();
+                if due == 0 {
+                    return Err(PaymentError::NothingToTransfer);
+                }
+                PaymentEvent::TransferStarted {
+                    payment_id,
+                    booking_id,
+                    provider_id: e.provider_id,
+                    transfer_id: *transfer_id,
+                    amount: minor(p.amount.currency, due),
+                }
+            }
+            PaymentCommand::CompleteTransfer {
+                transfer_id,
+                transfer_ref,
+            } => {
+                let e = escrow(p)?;
+                match e.pending_transfer {
+                    Some((id, amount)) if id == *transfer_id => PaymentEvent::FundsTransferred {
+                        payment_id,
+                        booking_id,
+                        provider_id: e.provider_id,
+                        transfer_id: *transfer_id,
+                        transfer_ref: transfer_ref.clone(),
+                        amount: minor(p.amount.currency, amount),
+                    },
+                    _ => return Err(PaymentError::NotUnderWay(*transfer_id)),
+                }
+            }
+            PaymentCommand::FailTransfer {
+                transfer_id,
+                reason,
+            } => {
+                let e = escrow(p)?;
+                match e.pending_transfer {
+                    Some((id, _)) if id == *transfer_id => PaymentEvent::TransferFailed {
+                        payment_id,
+                        booking_id,
+                        provider_id: e.provider_id,
+                        transfer_id: *transfer_id,
+                        reason: reason.clone(),
+                    },
+                    _ => return Err(PaymentError::NotUnderWay(*transfer_id)),
+                }
+            }
+            PaymentCommand::StartReversal { reversal_id } => {
+                let e = escrow(p)?;
+                if e.pending_transfer.is_some() || e.pending_reversal.is_some() {
+                    return Err(PaymentError::TransferUnderWay);
+                }
+                // The latest transfer first; a larger reversal takes several steps.
+                let due = p.reversal_due();
+                let from = e.transfers.iter().rev().find(|t| t.amount > t.reversed);
+                let (Some(t), true) = (from, due > 0) else {
+                    return Err(PaymentError::NothingToReverse);
+                };
+                PaymentEvent::ReversalStarted {
+                    payment_id,
+                    booking_id,
+                    provider_id: e.provider_id,
+                    reversal_id: *reversal_id,
+                    transfer_id: t.transfer_id,
+                    amount: minor(p.amount.currency, due.min(t.amount - t.reversed)),
+                }
+            }
+            PaymentCommand::CompleteReversal {
+                reversal_id,
+                reversal_ref,
+            } => {
+                let e = escrow(p)?;
+                match e.pending_reversal {
+                    Some((id, transfer_id, amount)) if id == *reversal_id => {
+                        PaymentEvent::TransferReversed {
+                            payment_id,
+                            booking_id,
+                            provider_id: e.provider_id,
+                            reversal_id: *reversal_id,
+                            transfer_id,
+                            reversal_ref: reversal_ref.clone(),
+                            amount: minor(p.amount.currency, amount),
+                        }
+                    }
+                    _ => return Err(PaymentError::NotUnderWay(*reversal_id)),
+                }
+            }
+            PaymentCommand::FailReversal {
+                reversal_id,
+                reason,
+            } => {
+                let e = escrow(p)?;
+                match e.pending_reversal {
+                    Some((id, _, _)) if id == *reversal_id => PaymentEvent::ReversalFailed {
+                        payment_id,
+                        booking_id,
+                        provider_id: e.provider_id,
+                        reversal_id: *reversal_id,
+                        reason: reason.clone(),
+                    },
+                    _ => return Err(PaymentError::NotUnderWay(*reversal_id)),
                 }
             }
         }])
@@ -312,6 +655,7 @@ impl Aggregate for PaymentAggregate {
                 provider_ref: provider_ref.clone(),
                 status: PaymentStatus::Pending,
                 refunds: Vec::new(),
+                escrow: None,
             }),
             (PaymentState::Created(mut p), e) => {
                 let set = |p: &mut Payment, id: &uuid::Uuid, status| {
@@ -335,6 +679,78 @@ impl Aggregate for PaymentAggregate {
                     }
                     PaymentEvent::RefundFailed { refund_id, .. } => {
                         set(&mut p, refund_id, RefundStatus::Failed)
+                    }
+                    PaymentEvent::FundsReleased {
+                        provider_id,
+                        commission_bp,
+                        ..
+                    } => {
+                        p.escrow = Some(Escrow {
+                            provider_id: *provider_id,
+                            commission_bp: *commission_bp,
+                            transfers: Vec::new(),
+                            pending_transfer: None,
+                            pending_reversal: None,
+                        })
+                    }
+                    PaymentEvent::TransferStarted {
+                        transfer_id,
+                        amount,
+                        ..
+                    } => {
+                        if let Some(e) = p.escrow.as_mut() {
+                            e.pending_transfer = Some((*transfer_id, amount.minor));
+                        }
+                    }
+                    PaymentEvent::FundsTransferred {
+                        transfer_id,
+                        transfer_ref,
+                        amount,
+                        ..
+                    } => {
+                        if let Some(e) = p.escrow.as_mut() {
+                            e.pending_transfer = None;
+                            e.transfers.push(Transfer {
+                                transfer_id: *transfer_id,
+                                transfer_ref: transfer_ref.clone(),
+                                amount: amount.minor,
+                                reversed: 0,
+                            });
+                        }
+                    }
+                    PaymentEvent::TransferFailed { .. } => {
+                        if let Some(e) = p.escrow.as_mut() {
+                            e.pending_transfer = None;
+                        }
+                    }
+                    PaymentEvent::ReversalStarted {
+                        reversal_id,
+                        transfer_id,
+                        amount,
+                        ..
+                    } => {
+                        if let Some(e) = p.escrow.as_mut() {
+                            e.pending_reversal = Some((*reversal_id, *transfer_id, amount.minor));
+                        }
+                    }
+                    PaymentEvent::TransferReversed {
+                        transfer_id,
+                        amount,
+                        ..
+                    } => {
+                        if let Some(e) = p.escrow.as_mut() {
+                            e.pending_reversal = None;
+                            if let Some(t) =
+                                e.transfers.iter_mut().find(|t| t.transfer_id == *transfer_id)
+                            {
+                                t.reversed += amount.minor;
+                            }
+                        }
+                    }
+                    PaymentEvent::ReversalFailed { .. } => {
+                        if let Some(e) = p.escrow.as_mut() {
+                            e.pending_reversal = None;
+                        }
                     }
                 }
                 PaymentState::Created(p)

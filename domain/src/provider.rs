@@ -1,0 +1,392 @@
+//! A provider's money terms and payout account: the commission the platform keeps (snapshotted
+//! into each booking when it is placed) and the connected account at the payment gateway that
+//! receives the provider's share.
+//!
+//! ```text
+//!   (none) ──StartOnboarding──▶ Onboarding ──Activate──▶ Active ◀──Activate── Restricted
+//!                                   │                      │                      ▲
+//!                                   └──────Restrict────────┴──────Restrict────────┘
+//! ```
+//! A provider sells from day one; released money whose transfer cannot go out yet (no active
+//! account) is remembered here (`TransferAwaitingAccount`) and sent when the account activates.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::Aggregate;
+use crate::values::{PaymentId, UserId};
+
+/// The platform's commission when none was set for the provider: 15 %.
+pub const DEFAULT_COMMISSION_BP: u32 = 1500;
+/// A commission above 50 % is refused: it is almost surely a typo for a smaller number.
+pub const MAX_COMMISSION_BP: u32 = 5000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    /// Created at the gateway; the provider has not finished its onboarding.
+    Onboarding,
+    /// The gateway accepts transfers to it.
+    Active,
+    /// The gateway stopped transfers (missing details, verification, …).
+    Restricted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutAccount {
+    /// `stripe` or `simulated`.
+    pub gateway: String,
+    /// The gateway's id of the connected account (`acct_…`).
+    pub account_ref: String,
+    pub status: AccountStatus,
+    /// Why the gateway restricted it, while restricted.
+    pub restriction: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provider {
+    pub id: UserId,
+    pub commission_bp: u32,
+    pub account: Option<PayoutAccount>,
+    /// Payments released while no account could take the transfer.
+    pub awaiting: BTreeSet<PaymentId>,
+}
+
+impl Provider {
+    pub fn can_receive_transfers(&self) -> bool {
+        self.account
+            .as_ref()
+            .is_some_and(|a| a.status == AccountStatus::Active)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub enum ProviderState {
+    /// No event yet: default terms, no account.
+    #[default]
+    New,
+    Known(Provider),
+}
+
+impl ProviderState {
+    /// The commission a booking placed now snapshots.
+    pub fn commission_bp(&self) -> u32 {
+        match self {
+            Self::New => DEFAULT_COMMISSION_BP,
+            Self::Known(p) => p.commission_bp,
+        }
+    }
+
+    pub fn provider(&self) -> Option<&Provider> {
+        match self {
+            Self::New => None,
+            Self::Known(p) => Some(p),
+        }
+    }
+
+    pub fn can_receive_transfers(&self) -> bool {
+        self.provider().is_some_and(Provider::can_receive_transfers)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderCommand {
+    StartOnboarding {
+        provider_id: UserId,
+        gateway: String,
+        account_ref: String,
+    },
+    /// The gateway reports the account can receive transfers.
+    Activate { account_ref: String },
+    /// The gateway reports the account cannot (yet, or any more).
+    Restrict { account_ref: String, reason: String },
+    SetCommission {
+        provider_id: UserId,
+        commission_bp: u32,
+        reason: String,
+    },
+    /// A release found no active account: the transfer waits for one.
+    AwaitAccount {
+        provider_id: UserId,
+        payment_id: PaymentId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ProviderEvent {
+    PayoutAccountOpened {
+        provider_id: UserId,
+        gateway: String,
+        account_ref: String,
+    },
+    PayoutAccountActivated {
+        provider_id: UserId,
+        account_ref: String,
+    },
+    PayoutAccountRestricted {
+        provider_id: UserId,
+        account_ref: String,
+        reason: String,
+    },
+    CommissionRateSet {
+        provider_id: UserId,
+        commission_bp: u32,
+        reason: String,
+    },
+    TransferAwaitingAccount {
+        provider_id: UserId,
+        payment_id: PaymentId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the provider already has a payout account")]
+    AccountExists,
+    #[error("the provider has no payout account")]
+    NoAccount,
+    #[error("the gateway's account {got} is not this provider's ({expected})")]
+    WrongAccount { expected: String, got: String },
+    #[error("a commission is between 0 and {max} basis points", max = MAX_COMMISSION_BP)]
+    CommissionOutOfRange,
+    #[error("the commission is already {0} basis points")]
+    CommissionUnchanged(u32),
+    #[error("the account is already {0:?}")]
+    StatusUnchanged(AccountStatus),
+}
+
+/// The provider aggregate (stream `provider-<user id>`).
+#[derive(Debug)]
+pub struct ProviderAggregate;
+
+impl Aggregate for ProviderAggregate {
+    type State = ProviderState;
+    type Command = ProviderCommand;
+    type Event = ProviderEvent;
+    type Error = ProviderError;
+    const CATEGORY: &'static str = "provider";
+
+    fn decide(
+        state: &ProviderState,
+        command: &ProviderCommand,
+    ) -> Result<Vec<ProviderEvent>, ProviderError> {
+        let known = state.provider();
+        let account = |got: &str| {
+            let (p, a) = known
+                .and_then(|p| p.account.as_ref().map(|a| (p, a)))
+                .ok_or(ProviderError::NoAccount)?;
+            if a.account_ref != got {
+                return Err(ProviderError::WrongAccount {
+                    expected: a.account_ref.clone(),
+                    got: got.to_owned(),
+                });
+            }
+            Ok((p.id, a))
+        };
+        Ok(vec![match command {
+            ProviderCommand::StartOnboarding {
+                provider_id,
+                gateway,
+                account_ref,
+            } => {
+                if known.is_some_and(|p| p.account.is_some()) {
+                    return Err(ProviderError::AccountExists);
+                }
+                ProviderEvent::PayoutAccountOpened {
+                    provider_id: *provider_id,
+                    gateway: gateway.clone(),
+                    account_ref: account_ref.clone(),
+                }
+            }
+            ProviderCommand::Activate { account_ref } => {
+                let (provider_id, a) = account(account_ref)?;
+                if a.status == AccountStatus::Active {
+                    return Err(ProviderError::StatusUnchanged(a.status));
+                }
+                ProviderEvent::PayoutAccountActivated {
+                    provider_id,
+                    account_ref: account_ref.clone(),
+                }
+            }
+            ProviderCommand::Restrict {
+                account_ref,
+                reason,
+            } => {
+                let (provider_id, a) = account(account_ref)?;
+                if a.status == AccountStatus::Restricted {
+                    return Err(ProviderError::StatusUnchanged(a.status));
+                }
+                ProviderEvent::PayoutAccountRestricted {
+                    provider_id,
+                    account_ref: account_ref.clone(),
+                    reason: reason.clone(),
+                }
+            }
+            ProviderCommand::SetCommission {
+                provider_id,
+                commission_bp,
+                reason,
+            } => {
+                if *commission_bp > MAX_COMMISSION_BP {
+                    return Err(ProviderError::CommissionOutOfRange);
+                }
+                if state.commission_bp() == *commission_bp {
+                    return Err(ProviderError::CommissionUnchanged(*commission_bp));
+                }
+                ProviderEvent::CommissionRateSet {
+                    provider_id: *provider_id,
+                    commission_bp: *commission_bp,
+                    reason: reason.clone(),
+                }
+            }
+            ProviderCommand::AwaitAccount {
+                provider_id,
+                payment_id,
+            } => {
+                if known.is_some_and(|p| p.awaiting.contains(payment_id)) {
+                    return Ok(Vec::new());
+                }
+                ProviderEvent::TransferAwaitingAccount {
+                    provider_id: *provider_id,
+                    payment_id: *payment_id,
+                }
+            }
+        }])
+    }
+
+    fn evolve(state: ProviderState, event: &ProviderEvent) -> ProviderState {
+        let id = match event {
+            ProviderEvent::PayoutAccountOpened { provider_id, .. }
+            | ProviderEvent::PayoutAccountActivated { provider_id, .. }
+            | ProviderEvent::PayoutAccountRestricted { provider_id, .. }
+            | ProviderEvent::CommissionRateSet { provider_id, .. }
+            | ProviderEvent::TransferAwaitingAccount { provider_id, .. } => *provider_id,
+        };
+        let mut p = match state {
+            ProviderState::New => Provider {
+                id,
+                commission_bp: DEFAULT_COMMISSION_BP,
+                account: None,
+                awaiting: BTreeSet::new(),
+            },
+            ProviderState::Known(p) => p,
+        };
+        match event {
+            ProviderEvent::PayoutAccountOpened {
+                gateway,
+                account_ref,
+                ..
+            } => {
+                p.account = Some(PayoutAccount {
+                    gateway: gateway.clone(),
+                    account_ref: account_ref.clone(),
+                    status: AccountStatus::Onboarding,
+                    restriction: None,
+                });
+            }
+            ProviderEvent::PayoutAccountActivated { .. } => {
+                if let Some(a) = p.account.as_mut() {
+                    a.status = AccountStatus::Active;
+                    a.restriction = None;
+                }
+            }
+            ProviderEvent::PayoutAccountRestricted { reason, .. } => {
+                if let Some(a) = p.account.as_mut() {
+                    a.status = AccountStatus::Restricted;
+                    a.restriction = Some(reason.clone());
+                }
+            }
+            ProviderEvent::CommissionRateSet { commission_bp, .. } => {
+                p.commission_bp = *commission_bp;
+            }
+            ProviderEvent::TransferAwaitingAccount { payment_id, .. } => {
+                p.awaiting.insert(*payment_id);
+            }
+        }
+        ProviderState::Known(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::spec::given;
+
+    fn provider() -> UserId {
+        UserId(uuid::Uuid::from_u128(7))
+    }
+
+    fn opened() -> ProviderEvent {
+        ProviderEvent::PayoutAccountOpened {
+            provider_id: provider(),
+            gateway: "stripe".into(),
+            account_ref: "acct_1".into(),
+        }
+    }
+
+    #[test]
+    fn an_account_opens_once_and_follows_the_gateway() {
+        given::<ProviderAggregate>(&[opened()]).when_err(
+            ProviderCommand::StartOnboarding {
+                provider_id: provider(),
+                gateway: "stripe".into(),
+                account_ref: "acct_2".into(),
+            },
+            ProviderError::AccountExists,
+        );
+        let active = given::<ProviderAggregate>(&[opened()]).when_then(
+            ProviderCommand::Activate {
+                account_ref: "acct_1".into(),
+            },
+            &[ProviderEvent::PayoutAccountActivated {
+                provider_id: provider(),
+                account_ref: "acct_1".into(),
+            }],
+        );
+        assert!(active.can_receive_transfers());
+        given::<ProviderAggregate>(&[opened()]).when_err(
+            ProviderCommand::Activate {
+                account_ref: "acct_9".into(),
+            },
+            ProviderError::WrongAccount {
+                expected: "acct_1".into(),
+                got: "acct_9".into(),
+            },
+        );
+        given::<ProviderAggregate>(&[]).when_err(
+            ProviderCommand::Restrict {
+                account_ref: "acct_1".into(),
+                reason: "x".into(),
+            },
+            ProviderError::NoAccount,
+        );
+    }
+
+    #[test]
+    fn the_commission_defaults_to_fifteen_percent_and_is_bounded() {
+        assert_eq!(ProviderState::New.commission_bp(), 1500);
+        given::<ProviderAggregate>(&[]).when_err(
+            ProviderCommand::SetCommission {
+                provider_id: provider(),
+                commission_bp: 5001,
+                reason: "typo".into(),
+            },
+            ProviderError::CommissionOutOfRange,
+        );
+        let state = given::<ProviderAggregate>(&[]).when_then(
+            ProviderCommand::SetCommission {
+                provider_id: provider(),
+                commission_bp: 1000,
+                reason: "partner deal".into(),
+            },
+            &[ProviderEvent::CommissionRateSet {
+                provider_id: provider(),
+                commission_bp: 1000,
+                reason: "partner deal".into(),
+            }],
+        );
+        assert_eq!(state.commission_bp(), 1000);
+    }
+}
