@@ -229,11 +229,13 @@ async fn decide_placement(
     if l.retired {
         return Err(ListingError::Retired.into());
     }
+    let commission_bp = provider_commission(store, cache, s.provider_id).await?;
     let (booking_events, slot_events) = decide_hold(
         &booking.state,
         &slot.state,
         s,
         l,
+        commission_bp,
         request,
         ctx.now,
         config.hold_ttl,
@@ -254,12 +256,15 @@ async fn decide_placement(
 }
 
 /// The booking's and the slot's events of placing `request` on `slot_state` (the slot `s` of the
-/// published listing `l`): one decision, shared by the handler and the on-sale batches.
+/// published listing `l`, whose provider takes `commission_bp`): one decision, shared by the
+/// handler and the on-sale batches.
+#[allow(clippy::too_many_arguments)] // The decision's inputs, each loaded by its caller.
 pub(crate) fn decide_hold(
     booking_state: &<BookingAggregate as Aggregate>::State,
     slot_state: &SlotState,
     s: &tessera_domain::slot::Slot,
     l: &tessera_domain::listing::Listing,
+    commission_bp: u32,
     request: &PlaceBooking,
     now: DateTime<Utc>,
     hold_ttl: TimeDelta,
@@ -271,6 +276,8 @@ pub(crate) fn decide_hold(
             customer_id: request.customer_id,
             listing_id: s.listing_id,
             slot_id: request.slot_id,
+            provider_id: s.provider_id,
+            commission_bp,
             seats: request.seats,
             price_per_seat: s.price_per_seat,
             policy: l.policy.clone(),
@@ -290,6 +297,23 @@ pub(crate) fn decide_hold(
         },
     )?;
     Ok((booking_events, slot_events))
+}
+
+/// The commission a booking of `provider`'s placed now snapshots: the provider's stream caught
+/// up (a rate set a moment ago applies to the next placement, in any process).
+pub(crate) async fn provider_commission(
+    store: &dyn EventStore,
+    cache: Option<&AggregateCache>,
+    provider: tessera_domain::values::UserId,
+) -> Result<u32, CommandError> {
+    let provider = load_caught_up::<tessera_domain::provider::ProviderAggregate>(
+        store,
+        cache,
+        stream_of::<tessera_domain::provider::ProviderAggregate>(provider),
+        uuid::Uuid::nil(),
+    )
+    .await?;
+    Ok(provider.state.commission_bp())
 }
 
 /// What cancelling now would refund, without cancelling.

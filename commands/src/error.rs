@@ -5,6 +5,7 @@ use tessera_domain::booking::BookingError;
 use tessera_domain::listing::ListingError;
 use tessera_domain::loyalty::LoyaltyError;
 use tessera_domain::payment::PaymentError;
+use tessera_domain::provider::ProviderError;
 use tessera_domain::review::ReviewError;
 use tessera_domain::slot::SlotError;
 use tessera_domain::user::UserError;
@@ -27,6 +28,8 @@ pub enum CommandError {
     Review(#[from] ReviewError),
     #[error(transparent)]
     User(#[from] UserError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
     #[error("{what} {id} does not exist")]
     NotFound { what: &'static str, id: String },
     #[error("this {what} belongs to someone else")]
@@ -67,6 +70,7 @@ impl CommandError {
                 | Self::Loyalty(_)
                 | Self::Review(_)
                 | Self::User(_)
+                | Self::Provider(_)
                 | Self::PaymentRefused(_)
                 | Self::ReasonRequired
                 | Self::NotFound { .. }

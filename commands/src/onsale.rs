@@ -461,6 +461,7 @@ async fn decide(
             }));
         }
     };
+    let commission_bp = crate::booking::provider_commission(store, cache, s.provider_id).await?;
     let mut state = slot.state.clone();
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut writes = Vec::with_capacity(batch.len() + 2);
@@ -472,6 +473,7 @@ async fn decide(
             &state,
             s,
             l,
+            commission_bp,
             &job.request,
             job.ctx.now,
             inner.booking.hold_ttl,

@@ -321,6 +321,79 @@ pub enum PaymentEvent {
     },
 }
 
+impl PaymentEvent {
+    /// The payment (and its booking) every payment event is about.
+    pub fn ids(&self) -> (PaymentId, BookingId) {
+        match self {
+            Self::PaymentIntentCreated {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::PaymentSucceeded {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::PaymentFailed {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::RefundRequested {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::RefundSucceeded {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::RefundFailed {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::FundsReleased {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::TransferStarted {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::FundsTransferred {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::TransferFailed {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::ReversalStarted {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::TransferReversed {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::ReversalFailed {
+                payment_id,
+                booking_id,
+                ..
+            } => (*payment_id, *booking_id),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
     #[error("the payment already exists")]

@@ -13,6 +13,7 @@ use tessera_domain::booking::BookingError;
 use tessera_domain::listing::ListingError;
 use tessera_domain::loyalty::LoyaltyError;
 use tessera_domain::payment::PaymentError;
+use tessera_domain::provider::ProviderError;
 use tessera_domain::review::ReviewError;
 use tessera_domain::slot::SlotError;
 use tessera_domain::user::UserError;
@@ -298,6 +299,29 @@ fn payment(e: &PaymentError) -> &'static Code {
         E::UnknownRefund(_) => &codes::PAYMENT_UNKNOWN_REFUND,
         E::RefundFinished(_) => &codes::PAYMENT_REFUND_FINISHED,
         E::DuplicateRefund(_) => &codes::PAYMENT_DUPLICATE_REFUND,
+        E::AlreadyReleased => &codes::PAYMENT_ALREADY_RELEASED,
+        E::NotReleased => &codes::PAYMENT_NOT_RELEASED,
+        E::NothingToRelease => &codes::PAYMENT_NOTHING_TO_RELEASE,
+        E::NothingToTransfer => &codes::PAYMENT_NOTHING_TO_TRANSFER,
+        E::NothingToReverse => &codes::PAYMENT_NOTHING_TO_REVERSE,
+        E::TransferUnderWay => &codes::PAYMENT_TRANSFER_UNDER_WAY,
+        E::NotUnderWay(_) => &codes::PAYMENT_NOT_UNDER_WAY,
+    }
+}
+
+fn provider(e: &ProviderError) -> Mapped {
+    use ProviderError as E;
+    match e {
+        E::AccountExists => mapped(&codes::PROVIDER_ACCOUNT_EXISTS),
+        E::NoAccount => mapped(&codes::PROVIDER_NO_ACCOUNT),
+        E::WrongAccount { .. } => mapped(&codes::PROVIDER_WRONG_ACCOUNT),
+        E::CommissionOutOfRange => with_field(
+            &codes::PROVIDER_COMMISSION_OUT_OF_RANGE,
+            "commission_bp",
+            e.to_string(),
+        ),
+        E::CommissionUnchanged(_) => mapped(&codes::PROVIDER_COMMISSION_UNCHANGED),
+        E::StatusUnchanged(_) => mapped(&codes::PROVIDER_STATUS_UNCHANGED),
     }
 }
 
@@ -352,6 +376,7 @@ fn command(e: &CommandError) -> Mapped {
         CommandError::Slot(s) => mapped(slot(s)),
         CommandError::Listing(l) => mapped(listing(l)),
         CommandError::Payment(p) => mapped(payment(p)),
+        CommandError::Provider(p) => provider(p),
         CommandError::Loyalty(l) => loyalty(l),
         CommandError::Review(r) => mapped(review(r)),
         CommandError::User(u) => user(u),

@@ -26,7 +26,8 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("SeatsReleased", "slot", 1),
     ("SlotCancelled", "slot", 1),
     // booking
-    ("BookingPlaced", "booking", 1),
+    // v2 added `provider_id` and `commission_bp` (the commission snapshotted when placed).
+    ("BookingPlaced", "booking", 2),
     ("BookingPaymentStarted", "booking", 1),
     ("BookingPaymentFailed", "booking", 1),
     ("BookingConfirmed", "booking", 1),
@@ -41,8 +42,22 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("PaymentSucceeded", "payment", 1),
     ("PaymentFailed", "payment", 1),
     ("RefundRequested", "payment", 1),
-    ("RefundSucceeded", "payment", 1),
+    // v2 added `split` (who bears a refund after the provider's share was released).
+    ("RefundSucceeded", "payment", 2),
     ("RefundFailed", "payment", 1),
+    ("FundsReleased", "payment", 1),
+    ("TransferStarted", "payment", 1),
+    ("FundsTransferred", "payment", 1),
+    ("TransferFailed", "payment", 1),
+    ("ReversalStarted", "payment", 1),
+    ("TransferReversed", "payment", 1),
+    ("ReversalFailed", "payment", 1),
+    // provider
+    ("PayoutAccountOpened", "provider", 1),
+    ("PayoutAccountActivated", "provider", 1),
+    ("PayoutAccountRestricted", "provider", 1),
+    ("CommissionRateSet", "provider", 1),
+    ("TransferAwaitingAccount", "provider", 1),
     // loyalty
     ("PointsAwarded", "loyalty", 1),
     ("PointsReversed", "loyalty", 1),
@@ -68,14 +83,36 @@ struct Upcaster {
     apply: fn(&mut Map<String, Value>),
 }
 
-const UPCASTERS: &[Upcaster] = &[Upcaster {
-    event_type: "SeatsHeld",
-    from: 1,
-    // Before v2 an overbooking was impossible.
-    apply: |data| {
-        data.entry("overbooked").or_insert(Value::Bool(false));
+const UPCASTERS: &[Upcaster] = &[
+    Upcaster {
+        event_type: "SeatsHeld",
+        from: 1,
+        // Before v2 an overbooking was impossible.
+        apply: |data| {
+            data.entry("overbooked").or_insert(Value::Bool(false));
+        },
     },
-}];
+    Upcaster {
+        event_type: "BookingPlaced",
+        from: 1,
+        // Before v2 every booking paid the platform's default commission (15 %); the provider
+        // is found on the slot.
+        apply: |data| {
+            data.entry("provider_id").or_insert(Value::Null);
+            data.entry("commission_bp").or_insert(Value::from(
+                tessera_domain::provider::DEFAULT_COMMISSION_BP,
+            ));
+        },
+    },
+    Upcaster {
+        event_type: "RefundSucceeded",
+        from: 1,
+        // Before v2 nothing was ever released: every refund came out of the held money.
+        apply: |data| {
+            data.entry("split").or_insert(Value::Null);
+        },
+    },
+];
 
 /// Why stored data could not become a domain event.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +166,7 @@ pub enum AnyEvent {
     Review(tessera_domain::review::ReviewEvent),
     User(tessera_domain::user::UserEvent),
     Email(tessera_domain::user::EmailReservationEvent),
+    Provider(tessera_domain::provider::ProviderEvent),
 }
 
 /// Decodes any stored event by its type.
@@ -142,6 +180,7 @@ pub fn decode_any(event_type: &str, version: u32, data: &str) -> Result<AnyEvent
         Some("review") => decode(event_type, version, data).map(AnyEvent::Review),
         Some("user") => decode(event_type, version, data).map(AnyEvent::User),
         Some("email") => decode(event_type, version, data).map(AnyEvent::Email),
+        Some("provider") => decode(event_type, version, data).map(AnyEvent::Provider),
         _ => Err(CodecError::UnknownType(event_type.to_owned())),
     }
 }

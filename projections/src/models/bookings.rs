@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tessera_domain::booking::{BookingEvent, BookingStatus, Canceller};
-use tessera_domain::payment::PaymentEvent;
 use tessera_log::codec::AnyEvent;
 use uuid::Uuid;
 
@@ -80,14 +79,7 @@ fn booking_of(e: &Envelope) -> Option<Uuid> {
             | BookingEvent::BookingRefunded { booking_id, .. }
             | BookingEvent::BookingReinstated { booking_id, .. } => booking_id.0,
         }),
-        AnyEvent::Payment(p) => Some(match p {
-            PaymentEvent::PaymentIntentCreated { booking_id, .. }
-            | PaymentEvent::PaymentSucceeded { booking_id, .. }
-            | PaymentEvent::PaymentFailed { booking_id, .. }
-            | PaymentEvent::RefundRequested { booking_id, .. }
-            | PaymentEvent::RefundSucceeded { booking_id, .. }
-            | PaymentEvent::RefundFailed { booking_id, .. } => booking_id.0,
-        }),
+        AnyEvent::Payment(p) => Some(p.ids().1.0),
         _ => None,
     }
 }

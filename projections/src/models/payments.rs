@@ -1,6 +1,7 @@
-//! Payments ledger: one debit per successful charge and one credit per successful refund, and a
-//! balance per payment (charged − refunded, with refunds still in flight); the
-//! `booking_balances` view sums them per booking.
+//! Payments and the double-entry ledger: a balance per payment (charged − refunded, with
+//! refunds still in flight; the `booking_balances` view sums them per booking), and one row per
+//! ledger entry of every money event, as [`tessera_domain::ledger::posting`] posts it (each
+//! event's entries sum to zero; provider statements and the admin's balances read them).
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+use tessera_domain::ledger::Account;
 use tessera_domain::payment::PaymentEvent;
 use tessera_log::codec::AnyEvent;
 use uuid::Uuid;
@@ -42,17 +44,22 @@ pub struct PaymentRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One entry of a posting: a debit (positive) or credit (negative) to one account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerRow {
     pub position: i64,
+    /// The entry's place in its posting.
+    pub line: i32,
+    /// `payment`, `refund`, `release`, `transfer` or `reversal`.
+    pub kind: String,
     pub payment_id: Uuid,
     pub booking_id: Uuid,
-    pub customer_id: Uuid,
-    /// `charge` (debit) or `refund` (credit).
-    pub entry: String,
-    pub debit_minor: i64,
-    pub credit_minor: i64,
+    /// `gateway`, `customer_funds`, `commission_revenue` or `provider_payable`.
+    pub account: String,
+    /// The provider of a `provider_payable` entry.
+    pub provider_id: Option<Uuid>,
     pub currency: String,
+    pub amount_minor: i64,
     pub at: DateTime<Utc>,
 }
 
@@ -60,14 +67,7 @@ fn payment_of(e: &Envelope) -> Option<Uuid> {
     let AnyEvent::Payment(p) = &e.event else {
         return None;
     };
-    Some(match p {
-        PaymentEvent::PaymentIntentCreated { payment_id, .. }
-        | PaymentEvent::PaymentSucceeded { payment_id, .. }
-        | PaymentEvent::PaymentFailed { payment_id, .. }
-        | PaymentEvent::RefundRequested { payment_id, .. }
-        | PaymentEvent::RefundSucceeded { payment_id, .. }
-        | PaymentEvent::RefundFailed { payment_id, .. } => payment_id.0,
-    })
+    Some(p.ids().0.0)
 }
 
 #[async_trait]
@@ -77,7 +77,8 @@ impl SqlProjection for Payments {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the ledger is double-entry (one row per entry, every posting summing to zero).
+        2
     }
 
     fn ddl(&self) -> String {
@@ -91,11 +92,12 @@ CREATE TABLE payments (
 );
 CREATE INDEX payments_booking ON payments (booking_id);
 CREATE TABLE ledger (
-    position bigint PRIMARY KEY, payment_id uuid NOT NULL, booking_id uuid NOT NULL,
-    customer_id uuid NOT NULL, entry text NOT NULL, debit_minor bigint NOT NULL,
-    credit_minor bigint NOT NULL, currency text NOT NULL, at timestamptz NOT NULL
+    position bigint NOT NULL, line integer NOT NULL, kind text NOT NULL, payment_id uuid NOT NULL,
+    booking_id uuid NOT NULL, account text NOT NULL, provider_id uuid, currency text NOT NULL,
+    amount_minor bigint NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (position, line)
 );
 CREATE INDEX ledger_booking ON ledger (booking_id, position);
+CREATE INDEX ledger_provider ON ledger (provider_id, at) WHERE provider_id IS NOT NULL;
 CREATE VIEW booking_balances AS
     SELECT booking_id, currency, sum(charged_minor) AS charged_minor,
            sum(refunded_minor) AS refunded_minor,
@@ -158,23 +160,31 @@ CREATE VIEW booking_balances AS
             let Some(row) = payments.get_mut(&id) else {
                 return Err(inconsistent(NAME, e, format!("payment {id} has no intent")));
             };
-            let entry = |kind: &str, debit: i64, credit: i64, row: &PaymentRow| LedgerRow {
-                position: e.pos(),
-                payment_id: id,
-                booking_id: row.booking_id,
-                customer_id: row.customer_id,
-                entry: kind.to_owned(),
-                debit_minor: debit,
-                credit_minor: credit,
-                currency: row.currency.clone(),
-                at: e.effective_at,
-            };
+            if let Some(posting) = tessera_domain::ledger::posting(p) {
+                for (line, (account, amount)) in posting.entries.iter().enumerate() {
+                    let (account, provider_id) = match account {
+                        Account::ProviderPayable(p) => ("provider_payable".to_owned(), Some(p.0)),
+                        other => (other.to_string(), None),
+                    };
+                    ledger.push(LedgerRow {
+                        position: e.pos(),
+                        line: i32::try_from(line).unwrap_or(i32::MAX),
+                        kind: posting.kind.as_str().to_owned(),
+                        payment_id: id,
+                        booking_id: posting.booking_id.0,
+                        account,
+                        provider_id,
+                        currency: posting.currency.to_string(),
+                        amount_minor: *amount,
+                        at: e.effective_at,
+                    });
+                }
+            }
             match p {
                 PaymentEvent::PaymentIntentCreated { .. } => {}
                 PaymentEvent::PaymentSucceeded { amount, .. } => {
                     row.status = "succeeded".into();
                     row.charged_minor += amount.minor;
-                    ledger.push(entry("charge", amount.minor, 0, row));
                 }
                 PaymentEvent::PaymentFailed { .. } => row.status = "failed".into(),
                 PaymentEvent::RefundRequested {
@@ -187,11 +197,17 @@ CREATE VIEW booking_balances AS
                 } => {
                     row.pending.remove(refund_id);
                     row.refunded_minor += amount.minor;
-                    ledger.push(entry("refund", 0, amount.minor, row));
                 }
                 PaymentEvent::RefundFailed { refund_id, .. } => {
                     row.pending.remove(refund_id);
                 }
+                PaymentEvent::FundsReleased { .. }
+                | PaymentEvent::TransferStarted { .. }
+                | PaymentEvent::FundsTransferred { .. }
+                | PaymentEvent::TransferFailed { .. }
+                | PaymentEvent::ReversalStarted { .. }
+                | PaymentEvent::TransferReversed { .. }
+                | PaymentEvent::ReversalFailed { .. } => {}
             }
             row.refunds_pending_minor = row.pending.values().sum();
             row.balance_minor = row.charged_minor - row.refunded_minor;

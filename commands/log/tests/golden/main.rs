@@ -14,7 +14,8 @@ use tessera_domain::listing::{
     Destination, ItineraryDay, ListingDetails, ListingEvent, ListingKind,
 };
 use tessera_domain::loyalty::{AwardReason, Badge, LoyaltyEvent};
-use tessera_domain::payment::PaymentEvent;
+use tessera_domain::payment::{PaymentEvent, RefundSplit};
+use tessera_domain::provider::ProviderEvent;
 use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
@@ -39,6 +40,7 @@ fn samples() -> Vec<AnyEvent> {
     let booking_id = BookingId(Uuid::from_u128(0x33));
     let user = UserId(Uuid::from_u128(0x44));
     let payment_id = PaymentId(Uuid::from_u128(0x55));
+    let provider = UserId(Uuid::from_u128(0x99));
     let details = ListingDetails {
         kind: ListingKind::Package,
         title: "Five days in the Dolomites".into(),
@@ -121,6 +123,8 @@ fn samples() -> Vec<AnyEvent> {
             customer_id: user,
             listing_id,
             slot_id,
+            provider_id: Some(provider),
+            commission_bp: 1500,
             seats: 2,
             total: eur(178_000),
             policy: CancellationPolicy::standard(),
@@ -196,12 +200,95 @@ fn samples() -> Vec<AnyEvent> {
             booking_id,
             refund_id: Uuid::from_u128(0x66),
             amount: eur(89_000),
+            split: Some(RefundSplit {
+                provider_id: provider,
+                provider_part: 75_650,
+                commission_part: 13_350,
+            }),
         }),
         AnyEvent::Payment(PaymentEvent::RefundFailed {
             payment_id,
             booking_id,
             refund_id: Uuid::from_u128(0x66),
             reason: "expired_card".into(),
+        }),
+        AnyEvent::Payment(PaymentEvent::FundsReleased {
+            payment_id,
+            booking_id,
+            provider_id: provider,
+            commission_bp: 1500,
+            released: eur(178_000),
+            provider_share: eur(151_300),
+            commission: eur(26_700),
+        }),
+        AnyEvent::Payment(PaymentEvent::TransferStarted {
+            payment_id,
+            booking_id,
+            provider_id: provider,
+            transfer_id: Uuid::from_u128(0x77),
+            amount: eur(151_300),
+        }),
+        AnyEvent::Payment(PaymentEvent::FundsTransferred {
+            payment_id,
+            booking_id,
+            provider_id: provider,
+            transfer_id: Uuid::from_u128(0x77),
+            transfer_ref: "tr_1Abc".into(),
+            amount: eur(151_300),
+        }),
+        AnyEvent::Payment(PaymentEvent::TransferFailed {
+            payment_id,
+            booking_id,
+            provider_id: provider,
+            transfer_id: Uuid::from_u128(0x77),
+            reason: "account restricted".into(),
+        }),
+        AnyEvent::Payment(PaymentEvent::ReversalStarted {
+            payment_id,
+            booking_id,
+            provider_id: provider,
+            reversal_id: Uuid::from_u128(0x88),
+            transfer_id: Uuid::from_u128(0x77),
+            amount: eur(75_650),
+        }),
+        AnyEvent::Payment(PaymentEvent::TransferReversed {
+            payment_id,
+            booking_id,
+            provider_id: provider,
+            reversal_id: Uuid::from_u128(0x88),
+            transfer_id: Uuid::from_u128(0x77),
+            reversal_ref: "trr_1Abc".into(),
+            amount: eur(75_650),
+        }),
+        AnyEvent::Payment(PaymentEvent::ReversalFailed {
+            payment_id,
+            booking_id,
+            provider_id: provider,
+            reversal_id: Uuid::from_u128(0x88),
+            reason: "insufficient funds".into(),
+        }),
+        AnyEvent::Provider(ProviderEvent::PayoutAccountOpened {
+            provider_id: provider,
+            gateway: "stripe".into(),
+            account_ref: "acct_1Abc".into(),
+        }),
+        AnyEvent::Provider(ProviderEvent::PayoutAccountActivated {
+            provider_id: provider,
+            account_ref: "acct_1Abc".into(),
+        }),
+        AnyEvent::Provider(ProviderEvent::PayoutAccountRestricted {
+            provider_id: provider,
+            account_ref: "acct_1Abc".into(),
+            reason: "requirements.past_due".into(),
+        }),
+        AnyEvent::Provider(ProviderEvent::CommissionRateSet {
+            provider_id: provider,
+            commission_bp: 1000,
+            reason: "partner agreement".into(),
+        }),
+        AnyEvent::Provider(ProviderEvent::TransferAwaitingAccount {
+            provider_id: provider,
+            payment_id,
         }),
         AnyEvent::Loyalty(LoyaltyEvent::PointsAwarded {
             points: 500,
@@ -262,6 +349,7 @@ fn stored(event: &AnyEvent) -> (String, u32, String) {
         AnyEvent::Review(e) => codec::encode(e),
         AnyEvent::User(e) => codec::encode(e),
         AnyEvent::Email(e) => codec::encode(e),
+        AnyEvent::Provider(e) => codec::encode(e),
     }
     .expect("encode");
     (encoded.event_type, encoded.schema_version, encoded.data)
