@@ -3,17 +3,23 @@
 //! - [`StripeGateway`]: the real `async-stripe` client (PaymentIntents and Refunds, each request
 //!   with a Stripe idempotency key) and webhook verification (`Stripe-Signature` HMAC, 300 s
 //!   tolerance). Tests aim it at a local fake speaking Stripe's API.
+//!   Connect: an Express connected account per provider with an onboarding link, transfers of
+//!   the provider's share (the charge as `source_transaction`, the booking as `transfer_group`)
+//!   and their reversals; `account.updated` webhooks report the account's state.
 //! - [`SimulatedGateway`]: the default for local runs. Outcomes are deterministic by test card
 //!   number (`4242 4242 4242 4242` succeeds, `4000 0000 0000 0002` is declined) and arrive
-//!   asynchronously, as a webhook would, on [`SimulatedGateway::events`].
+//!   asynchronously, as a webhook would, on [`SimulatedGateway::events`]. Onboarding is instant.
+//!   With a pool it keeps its book (charges, refunds, transfers, reversals) in
+//!   `simulated_gateway_book`, which `ledger check` reconciles with.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use sqlx::PgPool;
 use stripe::StripeRequest;
-use tessera_domain::values::{BookingId, Money, PaymentId};
+use tessera_domain::values::{BookingId, Money, PaymentId, UserId};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -47,6 +53,50 @@ pub struct RefundRequest {
     pub idempotency_key: String,
 }
 
+/// A provider's connected account at the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedAccount {
+    /// The gateway's id (`acct_…`).
+    pub account_ref: String,
+    /// Where the provider completes its onboarding (Stripe); none when it needs none.
+    pub onboarding_url: Option<String>,
+    /// Transfers can go to it already (the simulated gateway onboards instantly).
+    pub active: bool,
+}
+
+/// A transfer of a provider's share to its connected account.
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    /// The payment the money came from (`pi_…`): its charge is the transfer's source.
+    pub payment_ref: String,
+    pub destination: String,
+    pub booking_id: BookingId,
+    pub transfer_id: Uuid,
+    pub amount: Money,
+    pub idempotency_key: String,
+}
+
+/// Part of a transfer taken back.
+#[derive(Debug, Clone)]
+pub struct ReversalRequest {
+    pub transfer_ref: String,
+    pub reversal_id: Uuid,
+    pub amount: Money,
+    pub idempotency_key: String,
+}
+
+/// The gateway's own record of money it moved for the platform, for reconciliation: per object
+/// id, its amount (refunds and reversals also name their parent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayBook {
+    /// Succeeded payment intent → amount received.
+    pub charges: BTreeMap<String, i64>,
+    /// Refund → (its payment intent, amount).
+    pub refunds: BTreeMap<String, (String, i64)>,
+    /// Transfer → (destination account, amount, amount reversed).
+    pub transfers: BTreeMap<String, (String, i64, i64)>,
+}
+
 /// What the provider tells us later (webhooks, or the simulated gateway's events).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayEvent {
@@ -60,6 +110,15 @@ pub enum GatewayEvent {
         provider_ref: String,
         payment_id: Option<PaymentId>,
         reason: String,
+    },
+    /// A connected account changed: it can receive transfers (`active`) or not, and why.
+    AccountUpdated {
+        event_id: String,
+        /// From the account's `tessera_provider_id` metadata.
+        provider_id: Option<UserId>,
+        account_ref: String,
+        active: bool,
+        reason: Option<String>,
     },
     /// Any event type we do not act on.
     Ignored {
@@ -88,6 +147,21 @@ pub trait PaymentGateway: Send + Sync + fmt::Debug {
     async fn create_intent(&self, request: &IntentRequest) -> Result<Intent, GatewayError>;
     /// Returns the provider's refund id.
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError>;
+    /// Opens a provider's connected account (idempotently, by `idempotency_key`).
+    async fn open_account(
+        &self,
+        provider_id: UserId,
+        email: &str,
+        idempotency_key: &str,
+    ) -> Result<ConnectedAccount, GatewayError>;
+    /// A fresh onboarding link for an account (links expire; a provider may need another).
+    async fn onboarding_link(&self, account_ref: &str) -> Result<Option<String>, GatewayError>;
+    /// Sends a transfer; returns the gateway's transfer id.
+    async fn transfer(&self, request: &TransferRequest) -> Result<String, GatewayError>;
+    /// Reverses part of a transfer; returns the gateway's reversal id.
+    async fn reverse_transfer(&self, request: &ReversalRequest) -> Result<String, GatewayError>;
+    /// The gateway's own record of what it moved.
+    async fn book(&self) -> Result<GatewayBook, GatewayError>;
 }
 
 const METADATA_PAYMENT_ID: &str = "tessera_payment_id";
@@ -98,6 +172,8 @@ const METADATA_BOOKING_ID: &str = "tessera_booking_id";
 pub struct StripeGateway {
     client: stripe::Client,
     webhook_secret: String,
+    /// Where Stripe sends a provider back after (or to restart) its onboarding.
+    return_url: String,
 }
 
 impl fmt::Debug for StripeGateway {
@@ -129,7 +205,14 @@ impl StripeGateway {
         Ok(Self {
             client,
             webhook_secret: webhook_secret.to_owned(),
+            return_url: "http://localhost:8080/providers/me/payout-account".into(),
         })
+    }
+
+    /// Where onboarding links send the provider back (the platform's public address).
+    pub fn with_return_url(mut self, url: impl Into<String>) -> Self {
+        self.return_url = url.into();
+        self
     }
 
     /// Verifies a webhook (`Stripe-Signature` header over the raw body) and maps it to a
@@ -170,6 +253,31 @@ impl StripeGateway {
                     .and_then(|e| e.message.clone())
                     .unwrap_or_else(|| "payment failed".into()),
             },
+            EventObject::AccountUpdated(account) => {
+                let active = account.charges_enabled == Some(true)
+                    && account.payouts_enabled == Some(true);
+                GatewayEvent::AccountUpdated {
+                    event_id,
+                    provider_id: account
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.get("tessera_provider_id"))
+                        .and_then(|s| Uuid::parse_str(s).ok())
+                        .map(UserId),
+                    account_ref: account.id.as_str().to_owned(),
+                    active,
+                    reason: (!active).then(|| {
+                        account
+                            .requirements
+                            .as_ref()
+                            .and_then(|r| r.disabled_reason.as_ref())
+                            .map_or_else(
+                                || "onboarding is not complete".to_owned(),
+                                |r| r.as_str().to_owned(),
+                            )
+                    }),
+                }
+            }
             _ => GatewayEvent::Ignored {
                 event_id,
                 event_type: event.type_.to_string(),
@@ -249,6 +357,165 @@ impl PaymentGateway for StripeGateway {
             .map_err(stripe_error)?;
         Ok(refund.id.as_str().to_owned())
     }
+
+    async fn open_account(
+        &self,
+        provider_id: UserId,
+        email: &str,
+        idempotency_key: &str,
+    ) -> Result<ConnectedAccount, GatewayError> {
+        use stripe_connect::account::{CreateAccount, CreateAccountType};
+        let account = CreateAccount::new()
+            .type_(CreateAccountType::Express)
+            .email(email)
+            .metadata(HashMap::from([(
+                "tessera_provider_id".to_owned(),
+                provider_id.to_string(),
+            )]))
+            .customize()
+            .request_strategy(idempotent(idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(stripe_error)?;
+        let account_ref = account.id.as_str().to_owned();
+        let onboarding_url = self.onboarding_link(&account_ref).await?;
+        Ok(ConnectedAccount {
+            account_ref,
+            onboarding_url,
+            active: account.charges_enabled == Some(true)
+                && account.payouts_enabled == Some(true),
+        })
+    }
+
+    async fn onboarding_link(&self, account_ref: &str) -> Result<Option<String>, GatewayError> {
+        use stripe_connect::account_link::{CreateAccountLink, CreateAccountLinkType};
+        let link = CreateAccountLink::new(account_ref, CreateAccountLinkType::AccountOnboarding)
+            .refresh_url(format!("{}?refresh=1", self.return_url))
+            .return_url(self.return_url.clone())
+            .send(&self.client)
+            .await
+            .map_err(stripe_error)?;
+        Ok(Some(link.url))
+    }
+
+    async fn transfer(&self, request: &TransferRequest) -> Result<String, GatewayError> {
+        use stripe_connect::transfer::CreateTransfer;
+        use stripe_core::payment_intent::RetrievePaymentIntent;
+        // The transfer draws on the payment's charge, so it never outruns the money it shares.
+        let intent = RetrievePaymentIntent::new(request.payment_ref.as_str())
+            .send(&self.client)
+            .await
+            .map_err(stripe_error)?;
+        let charge = intent
+            .latest_charge
+            .as_ref()
+            .map(|c| c.id().as_str().to_owned())
+            .ok_or_else(|| {
+                GatewayError::Refused(format!("payment {} has no charge", request.payment_ref))
+            })?;
+        let transfer = CreateTransfer::new(currency(&request.amount)?, request.destination.clone())
+            .amount(request.amount.minor)
+            .source_transaction(charge)
+            .transfer_group(request.booking_id.to_string())
+            .metadata(HashMap::from([(
+                "tessera_transfer_id".to_owned(),
+                request.transfer_id.to_string(),
+            )]))
+            .customize()
+            .request_strategy(idempotent(&request.idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(stripe_error)?;
+        Ok(transfer.id.as_str().to_owned())
+    }
+
+    async fn reverse_transfer(&self, request: &ReversalRequest) -> Result<String, GatewayError> {
+        use stripe_connect::transfer_reversal::CreateIdTransferReversal;
+        let reversal = CreateIdTransferReversal::new(request.transfer_ref.as_str())
+            .amount(request.amount.minor)
+            .metadata(HashMap::from([(
+                "tessera_reversal_id".to_owned(),
+                request.reversal_id.to_string(),
+            )]))
+            .customize()
+            .request_strategy(idempotent(&request.idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(stripe_error)?;
+        Ok(reversal.id.as_str().to_owned())
+    }
+
+    async fn book(&self) -> Result<GatewayBook, GatewayError> {
+        use stripe_connect::transfer::ListTransfer;
+        use stripe_core::payment_intent::ListPaymentIntent;
+        use stripe_core::refund::ListRefund;
+        let mut book = GatewayBook::default();
+        let mut after: Option<String> = None;
+        loop {
+            let mut list = ListPaymentIntent::new().limit(100);
+            if let Some(a) = &after {
+                list = list.starting_after(a.clone());
+            }
+            let page = list.send(&self.client).await.map_err(stripe_error)?;
+            for pi in &page.data {
+                if pi.status == stripe_core::PaymentIntentStatus::Succeeded {
+                    book.charges
+                        .insert(pi.id.as_str().to_owned(), pi.amount_received);
+                }
+            }
+            after = page.data.last().map(|p| p.id.as_str().to_owned());
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let mut list = ListRefund::new().limit(100);
+            if let Some(a) = &after {
+                list = list.starting_after(a.clone());
+            }
+            let page = list.send(&self.client).await.map_err(stripe_error)?;
+            for r in &page.data {
+                if r.status.as_deref() == Some("succeeded") {
+                    let intent = r
+                        .payment_intent
+                        .as_ref()
+                        .map(|p| p.id().as_str().to_owned())
+                        .unwrap_or_default();
+                    book.refunds
+                        .insert(r.id.as_str().to_owned(), (intent, r.amount));
+                }
+            }
+            after = page.data.last().map(|r| r.id.as_str().to_owned());
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let mut list = ListTransfer::new().limit(100);
+            if let Some(a) = &after {
+                list = list.starting_after(a.clone());
+            }
+            let page = list.send(&self.client).await.map_err(stripe_error)?;
+            for t in &page.data {
+                let destination = t
+                    .destination
+                    .as_ref()
+                    .map(|d| d.id().as_str().to_owned())
+                    .unwrap_or_default();
+                book.transfers.insert(
+                    t.id.as_str().to_owned(),
+                    (destination, t.amount, t.amount_reversed),
+                );
+            }
+            after = page.data.last().map(|t| t.id.as_str().to_owned());
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        Ok(book)
+    }
 }
 
 /// The test card that succeeds.
@@ -262,7 +529,20 @@ pub const CARD_DECLINED: &str = "4000000000000002";
 #[derive(Debug, Clone)]
 pub struct SimulatedGateway {
     events: mpsc::UnboundedSender<GatewayEvent>,
-    intents: Arc<Mutex<HashMap<String, Intent>>>,
+    intents: Arc<Mutex<HashMap<String, (Intent, Money)>>>,
+    /// Where the book is kept across processes; in memory without one.
+    pool: Option<PgPool>,
+    book: Arc<Mutex<Vec<BookRow>>>,
+}
+
+/// One object of the simulated gateway's book.
+#[derive(Debug, Clone)]
+struct BookRow {
+    object_ref: String,
+    kind: &'static str,
+    parent_ref: Option<String>,
+    destination: Option<String>,
+    amount: Money,
 }
 
 impl SimulatedGateway {
@@ -273,9 +553,70 @@ impl SimulatedGateway {
             Self {
                 events,
                 intents: Arc::default(),
+                pool: None,
+                book: Arc::default(),
             },
             rx,
         )
+    }
+
+    /// Keeps the book in `simulated_gateway_book`, so another process can reconcile with it.
+    pub fn with_book(mut self, pool: PgPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    async fn record(&self, row: BookRow) -> Result<(), GatewayError> {
+        match &self.pool {
+            Some(pool) => {
+                sqlx::query(
+                    "INSERT INTO simulated_gateway_book (object_ref, kind, parent_ref, destination, amount, currency)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (object_ref) DO NOTHING",
+                )
+                .bind(&row.object_ref)
+                .bind(row.kind)
+                .bind(&row.parent_ref)
+                .bind(&row.destination)
+                .bind(row.amount.minor)
+                .bind(row.amount.currency.as_str())
+                .execute(pool)
+                .await
+                .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            }
+            None => {
+                let mut book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !book.iter().any(|r| r.object_ref == row.object_ref) {
+                    book.push(row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn rows(&self) -> Result<Vec<(String, String, Option<String>, Option<String>, i64)>, GatewayError> {
+        match &self.pool {
+            Some(pool) => sqlx::query_as(
+                "SELECT object_ref, kind, parent_ref, destination, amount FROM simulated_gateway_book ORDER BY created_at, object_ref",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string())),
+            None => Ok(self
+                .book
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|r| {
+                    (
+                        r.object_ref.clone(),
+                        r.kind.to_owned(),
+                        r.parent_ref.clone(),
+                        r.destination.clone(),
+                        r.amount.minor,
+                    )
+                })
+                .collect()),
+        }
     }
 }
 
@@ -296,19 +637,24 @@ impl PaymentGateway for SimulatedGateway {
         if card.len() < 12 || !card.chars().all(|c| c.is_ascii_digit()) {
             return Err(GatewayError::Refused("card number is not valid".into()));
         }
-        let mut intents = self
-            .intents
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(intent) = intents.get(&request.idempotency_key) {
-            return Ok(intent.clone());
-        }
         let provider_ref = format!("sim_pi_{}", request.payment_id.0.simple());
         let intent = Intent {
             provider_ref: provider_ref.clone(),
             client_secret: None,
         };
-        intents.insert(request.idempotency_key.clone(), intent.clone());
+        {
+            let mut intents = self
+                .intents
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((intent, _)) = intents.get(&request.idempotency_key) {
+                return Ok(intent.clone());
+            }
+            intents.insert(
+                request.idempotency_key.clone(),
+                (intent.clone(), request.amount),
+            );
+        }
         let event_id = format!(
             "sim_evt_{}",
             Uuid::new_v5(&request.payment_id.0, b"outcome").simple()
@@ -321,6 +667,14 @@ impl PaymentGateway for SimulatedGateway {
                 reason: "Your card was declined.".into(),
             }
         } else {
+            self.record(BookRow {
+                object_ref: provider_ref.clone(),
+                kind: "charge",
+                parent_ref: None,
+                destination: None,
+                amount: request.amount,
+            })
+            .await?;
             GatewayEvent::PaymentSucceeded {
                 event_id,
                 provider_ref,
@@ -333,6 +687,85 @@ impl PaymentGateway for SimulatedGateway {
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
-        Ok(format!("sim_re_{}", request.refund_id.simple()))
+        let object_ref = format!("sim_re_{}", request.refund_id.simple());
+        self.record(BookRow {
+            object_ref: object_ref.clone(),
+            kind: "refund",
+            parent_ref: Some(request.provider_ref.clone()),
+            destination: None,
+            amount: request.amount,
+        })
+        .await?;
+        Ok(object_ref)
+    }
+
+    async fn open_account(
+        &self,
+        provider_id: UserId,
+        _email: &str,
+        _idempotency_key: &str,
+    ) -> Result<ConnectedAccount, GatewayError> {
+        Ok(ConnectedAccount {
+            account_ref: format!("sim_acct_{}", provider_id.0.simple()),
+            onboarding_url: None,
+            active: true,
+        })
+    }
+
+    async fn onboarding_link(&self, _account_ref: &str) -> Result<Option<String>, GatewayError> {
+        Ok(None)
+    }
+
+    async fn transfer(&self, request: &TransferRequest) -> Result<String, GatewayError> {
+        let object_ref = format!("sim_tr_{}", request.transfer_id.simple());
+        self.record(BookRow {
+            object_ref: object_ref.clone(),
+            kind: "transfer",
+            parent_ref: Some(request.payment_ref.clone()),
+            destination: Some(request.destination.clone()),
+            amount: request.amount,
+        })
+        .await?;
+        Ok(object_ref)
+    }
+
+    async fn reverse_transfer(&self, request: &ReversalRequest) -> Result<String, GatewayError> {
+        let object_ref = format!("sim_trr_{}", request.reversal_id.simple());
+        self.record(BookRow {
+            object_ref: object_ref.clone(),
+            kind: "reversal",
+            parent_ref: Some(request.transfer_ref.clone()),
+            destination: None,
+            amount: request.amount,
+        })
+        .await?;
+        Ok(object_ref)
+    }
+
+    async fn book(&self) -> Result<GatewayBook, GatewayError> {
+        let mut book = GatewayBook::default();
+        let mut reversals = Vec::new();
+        for (object_ref, kind, parent, destination, amount) in self.rows().await? {
+            match kind.as_str() {
+                "charge" => {
+                    book.charges.insert(object_ref, amount);
+                }
+                "refund" => {
+                    book.refunds
+                        .insert(object_ref, (parent.unwrap_or_default(), amount));
+                }
+                "transfer" => {
+                    book.transfers
+                        .insert(object_ref, (destination.unwrap_or_default(), amount, 0));
+                }
+                _ => reversals.push((parent.unwrap_or_default(), amount)),
+            }
+        }
+        for (transfer, amount) in reversals {
+            if let Some(t) = book.transfers.get_mut(&transfer) {
+                t.2 += amount;
+            }
+        }
+        Ok(book)
     }
 }

@@ -13,6 +13,8 @@ pub mod error;
 pub mod gateway;
 pub mod handler;
 pub mod idempotency;
+pub mod ledger;
+pub mod money;
 pub mod onsale;
 pub mod payment;
 pub mod reactor;

@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use tessera_domain::booking::{BookingAggregate, BookingEvent, Canceller};
 use tessera_domain::loyalty::{LoyaltyAggregate, LoyaltyCommand};
 use tessera_domain::payment::PaymentEvent;
+use tessera_domain::provider::ProviderEvent;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::{SlotAggregate, SlotEvent, SlotState};
 use tessera_domain::user::UserEvent;
@@ -270,8 +271,22 @@ pub fn all(
     gateway: Arc<dyn PaymentGateway>,
     cache: Option<AggregateCache>,
 ) -> Vec<Arc<dyn Reactor>> {
+    all_with(store, pool, gateway, cache, DEFAULT_DISPUTE_WINDOW)
+}
+
+/// How long after a slot ends the provider's share stays held, by default: 48 hours.
+pub const DEFAULT_DISPUTE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(48);
+
+/// [`all`], holding providers' shares for `dispute_window` after their slots end.
+pub fn all_with(
+    store: &Arc<dyn EventStore>,
+    pool: &PgPool,
+    gateway: Arc<dyn PaymentGateway>,
+    cache: Option<AggregateCache>,
+    dispute_window: chrono::TimeDelta,
+) -> Vec<Arc<dyn Reactor>> {
     vec![
-        Arc::new(DeadlineReactor::new(store.clone(), pool.clone())),
+        Arc::new(DeadlineReactor::new(store.clone(), pool.clone()).with_dispute_window(dispute_window)),
         Arc::new(PaymentsReactor {
             store: store.clone(),
             gateway,
@@ -284,7 +299,8 @@ pub fn all(
 }
 
 /// Keeps the `deadlines` table: a hold lapses at `hold_expires_at`, a confirmed booking
-/// completes when its slot ends.
+/// completes when its slot ends, and its provider's share is released a dispute window later
+/// (also for a cancelled booking that kept a fee).
 ///
 /// It collects a chunk's changes and writes them at [`Reactor::flush`] in at most three
 /// statements (bookings whose deadlines all end, single deadlines that end, deadlines set),
@@ -297,6 +313,7 @@ pub struct DeadlineReactor {
     pub store: Arc<dyn EventStore>,
     pub pool: PgPool,
     pending: Mutex<PendingDeadlines>,
+    dispute_window: chrono::TimeDelta,
 }
 
 /// A chunk's deadline changes, collapsed per booking in event order: what the rows must end as.
@@ -340,7 +357,13 @@ impl DeadlineReactor {
             store,
             pool,
             pending: Mutex::new(PendingDeadlines::default()),
+            dispute_window: DEFAULT_DISPUTE_WINDOW,
         }
+    }
+
+    pub fn with_dispute_window(mut self, window: chrono::TimeDelta) -> Self {
+        self.dispute_window = window;
+        self
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, PendingDeadlines> {
@@ -459,14 +482,49 @@ impl Reactor for DeadlineReactor {
                 )
                 .await?;
                 if let Some(b) = booking.state.booking() {
-                    self.pending().set("complete", *booking_id, b.slot_ends_at);
+                    let mut pending = self.pending();
+                    pending.set("complete", *booking_id, b.slot_ends_at);
+                    pending.set(
+                        "release-funds",
+                        *booking_id,
+                        b.slot_ends_at + self.dispute_window,
+                    );
                 }
                 Ok(())
             }
-            BookingEvent::BookingExpired { booking_id }
-            | BookingEvent::BookingCancelled { booking_id, .. }
-            | BookingEvent::BookingCompleted { booking_id } => {
+            BookingEvent::BookingCancelled {
+                booking_id,
+                refund_due,
+                ..
+            } => {
+                let booking = load::<BookingAggregate>(
+                    &*self.store,
+                    stream_of::<BookingAggregate>(*booking_id),
+                    Uuid::nil(),
+                )
+                .await?;
+                let mut pending = self.pending();
+                pending.clear(None, *booking_id);
+                // A fee the customer paid is the provider's (less commission) as if delivered.
+                if let Some(b) = booking.state.booking()
+                    && b.paid.minor > refund_due.minor
+                {
+                    pending.set(
+                        "release-funds",
+                        *booking_id,
+                        b.slot_ends_at + self.dispute_window,
+                    );
+                }
+                Ok(())
+            }
+            BookingEvent::BookingExpired { booking_id } => {
                 self.pending().clear(None, *booking_id);
+                Ok(())
+            }
+            BookingEvent::BookingCompleted { booking_id } => {
+                let mut pending = self.pending();
+                pending.clear(Some("expire-hold"), *booking_id);
+                pending.clear(Some("complete"), *booking_id);
                 Ok(())
             }
             _ => Ok(()),
@@ -510,6 +568,7 @@ pub async fn fire_due_deadlines(
             "expire-hold" => {
                 crate::booking::expire_booking_cached(store, cache, booking_id, &ctx).await
             }
+            "release-funds" => crate::money::release_funds(store, booking_id, &ctx).await,
             _ => crate::booking::complete_booking(store, booking_id, &ctx).await,
         };
         match outcome {
@@ -534,7 +593,9 @@ pub async fn fire_due_deadlines(
 }
 
 /// Money movements that follow from events: refunds for paid cancellations, refunds sent to the
-/// provider, and a provider's slot cancellation cancelling (and fully refunding) its bookings.
+/// gateway (after taking back from the provider what the refund removes from its share), a
+/// provider's slot cancellation cancelling (and fully refunding) its bookings, transfers of
+/// released shares, and the transfers that waited for a provider's account once it is active.
 #[derive(Debug)]
 pub struct PaymentsReactor {
     pub store: Arc<dyn EventStore>,
@@ -575,12 +636,28 @@ impl Reactor for PaymentsReactor {
                 refund_id,
                 ..
             }) => {
+                // The provider gives back its part first: its payable never goes negative.
+                crate::money::settle(&*self.store, &*self.gateway, *payment_id, &ctx("settle"))
+                    .await?;
                 crate::payment::send_refund(
                     &*self.store,
                     &*self.gateway,
                     *payment_id,
                     *refund_id,
                     &ctx("send"),
+                )
+                .await?;
+            }
+            AnyEvent::Payment(PaymentEvent::FundsReleased { payment_id, .. }) => {
+                crate::money::settle(&*self.store, &*self.gateway, *payment_id, &ctx("settle"))
+                    .await?;
+            }
+            AnyEvent::Provider(ProviderEvent::PayoutAccountActivated { provider_id, .. }) => {
+                crate::money::settle_awaiting(
+                    &*self.store,
+                    &*self.gateway,
+                    *provider_id,
+                    &ctx("settle-awaiting"),
                 )
                 .await?;
             }
@@ -786,6 +863,26 @@ pub async fn handle_gateway_event_cached(
         GatewayEvent::PaymentSucceeded { provider_ref, .. }
         | GatewayEvent::PaymentFailed { provider_ref, .. } => {
             tracing::warn!(%provider_ref, "payment event without a Tessera payment id; ignored");
+        }
+        GatewayEvent::AccountUpdated {
+            event_id,
+            provider_id: Some(provider_id),
+            account_ref,
+            active,
+            reason,
+        } => {
+            crate::money::account_updated(
+                store,
+                *provider_id,
+                account_ref,
+                *active,
+                reason.clone(),
+                &ctx(event_id),
+            )
+            .await?;
+        }
+        GatewayEvent::AccountUpdated { account_ref, .. } => {
+            tracing::warn!(%account_ref, "account event without a Tessera provider id; ignored");
         }
         GatewayEvent::Ignored { .. } => {}
     }

@@ -1,0 +1,225 @@
+//! `ledger check`: the ledger recomputed from the log (every payment event posted through
+//! [`tessera_domain::ledger::Books`], its invariants checked on the way), then reconciled with
+//! the gateway's own records: every charge, refund, transfer and reversal the log recorded must
+//! be at the gateway with the same amount, and every one the gateway has must be on the log.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tessera_domain::ledger::Books;
+use tessera_domain::payment::PaymentEvent;
+use tessera_log::codec::{self, AnyEvent};
+use tessera_log::store::{EventStore, Position};
+
+use crate::error::CommandError;
+use crate::gateway::{GatewayBook, PaymentGateway};
+
+/// What the check found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LedgerReport {
+    /// Money events posted.
+    pub postings: u64,
+    /// The log position the check read up to.
+    pub position: u64,
+    /// Every non-zero account balance (debits positive, credits negative).
+    pub balances: Vec<Balance>,
+    /// Broken ledger invariants.
+    pub violations: Vec<String>,
+    /// Where the log and the gateway disagree.
+    pub differences: Vec<String>,
+    /// The gateway reconciled with (`stripe`, `simulated`).
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Balance {
+    pub account: String,
+    pub currency: String,
+    pub amount_minor: i64,
+}
+
+impl LedgerReport {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty() && self.differences.is_empty()
+    }
+}
+
+/// What the log says the gateway should hold.
+#[derive(Debug, Default)]
+struct Expected {
+    /// Payment id → (gateway name, provider ref).
+    intents: BTreeMap<uuid::Uuid, (String, String)>,
+    /// Transfer id → the gateway's transfer id.
+    transfer_refs: BTreeMap<uuid::Uuid, String>,
+    book: GatewayBook,
+}
+
+/// Recomputes the ledger from the whole log and reconciles it with `gateway`.
+pub async fn check(
+    store: &dyn EventStore,
+    gateway: &dyn PaymentGateway,
+) -> Result<LedgerReport, CommandError> {
+    let mut books = Books::default();
+    let mut expected = Expected::default();
+    let mut after = Position::START;
+    loop {
+        let page = store.read_all(after, 5_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for e in &page {
+            if codec::category_of(&e.event_type) != Some("payment") {
+                continue;
+            }
+            let AnyEvent::Payment(p) = codec::decode_any(&e.event_type, e.schema_version, &e.data)
+                .map_err(|err| CommandError::Codec(err.to_string()))?
+            else {
+                continue;
+            };
+            books.apply(&p);
+            expect(&mut expected, &p);
+        }
+    }
+    let mut report = LedgerReport {
+        postings: books.postings(),
+        position: after.0,
+        gateway: gateway.name().to_owned(),
+        ..LedgerReport::default()
+    };
+    report.balances = books
+        .balances()
+        .map(|(currency, account, amount_minor)| Balance {
+            account: account.to_string(),
+            currency: currency.to_string(),
+            amount_minor,
+        })
+        .collect();
+    report.violations = books.violations().iter().map(ToString::to_string).collect();
+    let actual = gateway.book().await?;
+    report.differences = differences(&expected.book, &actual);
+    Ok(report)
+}
+
+fn expect(expected: &mut Expected, event: &PaymentEvent) {
+    match event {
+        PaymentEvent::PaymentIntentCreated {
+            payment_id,
+            provider,
+            provider_ref,
+            ..
+        } => {
+            expected
+                .intents
+                .insert(payment_id.0, (provider.clone(), provider_ref.clone()));
+        }
+        PaymentEvent::PaymentSucceeded {
+            payment_id, amount, ..
+        } => {
+            if let Some((_, r)) = expected.intents.get(&payment_id.0) {
+                expected.book.charges.insert(r.clone(), amount.minor);
+            }
+        }
+        PaymentEvent::RefundSucceeded {
+            payment_id,
+            refund_id,
+            amount,
+            ..
+        } => {
+            if let Some((_, r)) = expected.intents.get(&payment_id.0) {
+                // The log keeps our refund id, the gateway its own: refunds compare per intent.
+                expected
+                    .book
+                    .refunds
+                    .insert(refund_id.to_string(), (r.clone(), amount.minor));
+            }
+        }
+        PaymentEvent::FundsTransferred {
+            transfer_id,
+            transfer_ref,
+            amount,
+            ..
+        } => {
+            expected
+                .transfer_refs
+                .insert(*transfer_id, transfer_ref.clone());
+            expected
+                .book
+                .transfers
+                .insert(transfer_ref.clone(), (String::new(), amount.minor, 0));
+        }
+        PaymentEvent::TransferReversed {
+            transfer_id,
+            amount,
+            ..
+        } => {
+            if let Some(t) = expected
+                .transfer_refs
+                .get(transfer_id)
+                .and_then(|r| expected.book.transfers.get_mut(r))
+            {
+                t.2 += amount.minor;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Compares the two books; every disagreement is one line.
+fn differences(expected: &GatewayBook, actual: &GatewayBook) -> Vec<String> {
+    let mut out = Vec::new();
+    for (intent, amount) in &expected.charges {
+        match actual.charges.get(intent) {
+            Some(a) if a == amount => {}
+            Some(a) => out.push(format!(
+                "charge {intent}: the log has {amount}, the gateway {a}"
+            )),
+            None => out.push(format!(
+                "charge {intent}: the log has {amount}, the gateway has no succeeded charge"
+            )),
+        }
+    }
+    for (intent, amount) in &actual.charges {
+        if !expected.charges.contains_key(intent) {
+            out.push(format!(
+                "charge {intent}: the gateway has {amount}, the log has no succeeded payment"
+            ));
+        }
+    }
+    let per_intent = |b: &GatewayBook| {
+        let mut m: BTreeMap<String, i64> = BTreeMap::new();
+        for (intent, amount) in b.refunds.values() {
+            *m.entry(intent.clone()).or_default() += amount;
+        }
+        m
+    };
+    let (want, have) = (per_intent(expected), per_intent(actual));
+    for intent in want.keys().chain(have.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (w, h) = (
+            want.get(intent).copied().unwrap_or(0),
+            have.get(intent).copied().unwrap_or(0),
+        );
+        if w != h {
+            out.push(format!(
+                "refunds of {intent}: the log has {w}, the gateway {h}"
+            ));
+        }
+    }
+    for (transfer, (_, amount, reversed)) in &expected.transfers {
+        match actual.transfers.get(transfer) {
+            Some((_, a, r)) if a == amount && r == reversed => {}
+            Some((_, a, r)) => out.push(format!(
+                "transfer {transfer}: the log has {amount} (reversed {reversed}), the gateway {a} (reversed {r})"
+            )),
+            None => out.push(format!(
+                "transfer {transfer}: the log has {amount}, the gateway has none"
+            )),
+        }
+    }
+    for (transfer, (destination, amount, _)) in &actual.transfers {
+        if !expected.transfers.contains_key(transfer) {
+            out.push(format!(
+                "transfer {transfer}: the gateway sent {amount} to {destination}, the log has no such transfer"
+            ));
+        }
+    }
+    out
+}
