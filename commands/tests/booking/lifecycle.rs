@@ -23,18 +23,18 @@ use uuid::Uuid;
 
 use super::*;
 
-struct Platform {
-    w: World,
-    runner: ReactorRunner,
-    clock: Arc<ManualClock>,
-    reactors: Vec<Arc<dyn Reactor>>,
-    gateway: SimulatedGateway,
+pub(crate) struct Platform {
+    pub(crate) w: World,
+    pub(crate) runner: ReactorRunner,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) reactors: Vec<Arc<dyn Reactor>>,
+    pub(crate) gateway: SimulatedGateway,
     outcomes: tokio::sync::mpsc::UnboundedReceiver<GatewayEvent>,
-    pool: sqlx::PgPool,
-    cache: AggregateCache,
+    pub(crate) pool: sqlx::PgPool,
+    pub(crate) cache: AggregateCache,
 }
 
-async fn platform(capacity: u32) -> Platform {
+pub(crate) async fn platform(capacity: u32) -> Platform {
     let w = world(capacity).await;
     let pool = w._db.pool.clone();
     let clock = Arc::new(ManualClock::new(t(1, 9)));
@@ -71,12 +71,12 @@ async fn platform(capacity: u32) -> Platform {
 }
 
 impl Platform {
-    fn ctx(&self, actor: &str) -> CommandContext {
+    pub(crate) fn ctx(&self, actor: &str) -> CommandContext {
         CommandContext::new(Uuid::new_v4(), actor, self.clock.now())
     }
 
     /// Runs every reactor until a full pass finds nothing new (reactions cause events).
-    async fn settle(&mut self) {
+    pub(crate) async fn settle(&mut self) {
         loop {
             while let Ok(outcome) = self.outcomes.try_recv() {
                 handle_gateway_event(&*self.w.store, &outcome, self.clock.now())
@@ -94,7 +94,7 @@ impl Platform {
     }
 
     /// Places and pays a booking; returns (booking, customer).
-    async fn paid_booking(&mut self, seats: u32) -> PlaceBooking {
+    pub(crate) async fn paid_booking(&mut self, seats: u32) -> PlaceBooking {
         let req = request(&self.w, seats);
         place_booking(
             &*self.w.store,

@@ -4,6 +4,7 @@
 mod cached;
 mod lifecycle;
 mod live;
+mod money;
 mod onsale;
 mod payments;
 mod users;
@@ -43,6 +44,7 @@ struct World {
     store: Arc<dyn EventStore>,
     listing_id: ListingId,
     slot_id: SlotId,
+    provider: UserId,
 }
 
 /// A published experience with one slot of `capacity` seats on 20 Dec 10:00–14:00 at 50 EUR.
@@ -105,6 +107,7 @@ async fn world(capacity: u32) -> World {
         store,
         listing_id,
         slot_id,
+        provider,
     }
 }
 
