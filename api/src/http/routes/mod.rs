@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod bookings;
 pub mod catalog;
+pub mod money;
 pub mod ops;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -74,6 +75,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(bookings::router())
         .merge(admin::router())
         .merge(audit::router())
+        .merge(money::router())
 }
 
 /// What a command answers with, besides its own fields.

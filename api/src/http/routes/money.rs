@@ -1,0 +1,241 @@
+//! Money to providers: a provider's payout account (onboarding at the gateway), the commission
+//! admins set per provider, and the ledger check that reconciles the books with the gateway.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tessera_commands::{ledger, money, users};
+use tessera_domain::provider::ProviderState;
+use tessera_domain::values::UserId;
+use tessera_log::clock::new_command_id;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{CommandResult, IdempotencyKey, context, run_once};
+use crate::http::auth::Require;
+use crate::http::auth::roles::{Admin, AuditorOrAdmin, Provider};
+use crate::http::error::{ApiError, FieldError, Problem};
+use crate::http::{ApiJson, ApiPath, AppState};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(payout_account, open_payout_account))
+        .routes(routes!(set_commission))
+        .routes(routes!(ledger_check))
+}
+
+/// A provider's money terms and payout account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PayoutAccount {
+    pub provider_id: Uuid,
+    /// The platform's commission on bookings placed from now on, in basis points (1500 = 15 %).
+    pub commission_bp: u32,
+    /// `stripe` or `simulated`; absent before onboarding started.
+    pub gateway: Option<String>,
+    /// The gateway's connected account (`acct_…`).
+    pub account_ref: Option<String>,
+    /// `onboarding`, `active` or `restricted`; absent before onboarding started.
+    pub status: Option<String>,
+    /// Why the gateway restricted the account.
+    pub restriction: Option<String>,
+    /// Where to finish onboarding at the gateway, while it is not finished.
+    pub onboarding_url: Option<String>,
+    /// Released payments whose transfer waits for an active account.
+    pub awaiting_transfers: usize,
+}
+
+impl PayoutAccount {
+    fn of(provider_id: UserId, state: &ProviderState, onboarding_url: Option<String>) -> Self {
+        let p = state.provider();
+        let account = p.and_then(|p| p.account.as_ref());
+        Self {
+            provider_id: provider_id.0,
+            commission_bp: state.commission_bp(),
+            gateway: account.map(|a| a.gateway.clone()),
+            account_ref: account.map(|a| a.account_ref.clone()),
+            status: account.and_then(|a| {
+                serde_json::to_value(a.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            }),
+            restriction: account.and_then(|a| a.restriction.clone()),
+            onboarding_url,
+            awaiting_transfers: p.map_or(0, |p| {
+                if p.can_receive_transfers() {
+                    0
+                } else {
+                    p.awaiting.len()
+                }
+            }),
+        }
+    }
+}
+
+/// The caller's payout account (providers).
+#[utoipa::path(get, path = "/provider/payout-account", tag = "provider", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Terms and account", body = PayoutAccount),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn payout_account(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+) -> Result<Json<PayoutAccount>, ApiError> {
+    let provider = money::provider_state(&*state.store, caller.user_id).await?;
+    Ok(Json(PayoutAccount::of(caller.user_id, &provider, None)))
+}
+
+/// Start (or resume) onboarding at the payment gateway (providers). The first call opens the
+/// connected account; every call answers with a fresh onboarding link until onboarding is done.
+/// The simulated gateway onboards at once. A provider sells before onboarding completes: its
+/// released money waits, and is transferred when the account becomes active.
+#[utoipa::path(post, path = "/provider/payout-account", tag = "provider", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account, with where to onboard", body = PayoutAccount),
+        (status = 503, description = "The gateway is unreachable; retrying is safe", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn open_payout_account(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+) -> Result<Response, ApiError> {
+    let user = users::current_user(&*state.store, caller.user_id).await?;
+    let ctx = context(&state, &caller, new_command_id());
+    let view = money::open_payout_account(
+        &*state.store,
+        &*state.gateway,
+        caller.user_id,
+        user.email.as_str(),
+        &ctx,
+    )
+    .await?;
+    Ok(Json(PayoutAccount::of(
+        caller.user_id,
+        &view.provider,
+        view.onboarding_url,
+    ))
+    .into_response())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommissionRequest {
+    /// Basis points, 0 to 5,000 (1500 = 15 %). Applies to bookings placed from now on.
+    pub commission_bp: u32,
+    pub reason: String,
+}
+
+/// Set a provider's commission (admins). Bookings already placed keep the rate they were placed
+/// at.
+#[utoipa::path(put, path = "/admin/providers/{provider_id}/commission", tag = "admin", security(("bearer" = [])),
+    request_body = CommissionRequest,
+    params(("provider_id" = Uuid, Path, description = "The provider")),
+    responses(
+        (status = 200, description = "Set", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn set_commission(
+    State(state): State<AppState>,
+    caller: Require<Admin>,
+    key: IdempotencyKey,
+    ApiPath(provider_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CommissionRequest>,
+) -> Result<Response, ApiError> {
+    if req.commission_bp > tessera_domain::provider::MAX_COMMISSION_BP {
+        return Err(ApiError::Invalid(vec![FieldError {
+            field: "commission_bp".into(),
+            message: "a commission is between 0 and 5000 basis points".into(),
+        }]));
+    }
+    let request = (provider_id, &req);
+    let why = Some(req.reason.as_str());
+    run_once(
+        &state,
+        &caller,
+        "admin.set_commission",
+        key,
+        &request,
+        why,
+        async |ctx| {
+            let provider = UserId(provider_id);
+            let user = users::current_user(&*state.store, provider).await?;
+            if !user.roles.contains(&tessera_domain::user::Role::Provider) {
+                return Err(ApiError::NotFound {
+                    what: "provider",
+                    id: provider_id.to_string(),
+                });
+            }
+            Ok(money::set_commission(&*state.store, provider, req.commission_bp, &ctx).await?)
+        },
+    )
+    .await
+}
+
+/// What the ledger check found.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LedgerCheck {
+    /// No invariant broken and no difference with the gateway.
+    pub clean: bool,
+    /// Money events posted.
+    pub postings: u64,
+    /// The log position the check read up to.
+    pub position: u64,
+    /// The gateway reconciled with (`stripe`, `simulated`).
+    pub gateway: String,
+    pub balances: Vec<LedgerBalance>,
+    /// Broken ledger invariants, one per line.
+    pub violations: Vec<String>,
+    /// Where the log and the gateway's records disagree, one per line.
+    pub differences: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LedgerBalance {
+    /// `gateway`, `customer_funds`, `commission_revenue` or `provider_payable:<id>`.
+    pub account: String,
+    pub currency: String,
+    /// Debits minus credits, in minor units.
+    pub amount_minor: i64,
+}
+
+impl From<ledger::LedgerReport> for LedgerCheck {
+    fn from(r: ledger::LedgerReport) -> Self {
+        Self {
+            clean: r.is_clean(),
+            postings: r.postings,
+            position: r.position,
+            gateway: r.gateway,
+            balances: r
+                .balances
+                .into_iter()
+                .map(|b| LedgerBalance {
+                    account: b.account,
+                    currency: b.currency,
+                    amount_minor: b.amount_minor,
+                })
+                .collect(),
+            violations: r.violations,
+            differences: r.differences,
+        }
+    }
+}
+
+/// Recompute the double-entry ledger from the log, check its invariants, and reconcile it with
+/// the payment gateway's own records (admins, auditors). Reads the whole log: an audit, not a
+/// dashboard.
+#[utoipa::path(get, path = "/admin/ledger/check", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The check's findings (`clean` says whether there are any)", body = LedgerCheck),
+        (status = 503, description = "The gateway is unreachable; retrying is safe", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn ledger_check(
+    State(state): State<AppState>,
+    _caller: Require<AuditorOrAdmin>,
+) -> Result<Json<LedgerCheck>, ApiError> {
+    let report = ledger::check(&*state.store, &*state.gateway).await?;
+    Ok(Json(report.into()))
+}
