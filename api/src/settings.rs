@@ -117,6 +117,10 @@ pub struct Settings {
     #[arg(long, env = "TESSERA_HOLD_TTL_SECS", default_value_t = 900, global = true,
           value_parser = clap::value_parser!(u64).range(60..=86_400))]
     pub hold_ttl_secs: u64,
+    /// How long a provider's share stays held after its slot ends, in seconds (disputes).
+    #[arg(long, env = "TESSERA_DISPUTE_WINDOW_SECS", default_value_t = 172_800, global = true,
+          value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
+    pub dispute_window_secs: u64,
     /// Login attempts per e-mail address, client and minute (ten times that per address).
     #[arg(long, env = "TESSERA_LOGIN_PER_MINUTE", default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -234,12 +238,13 @@ impl Settings {
 
     /// The bounds the command line enforces, for values that came from a file.
     fn validate(&self, path: &std::path::Path) -> anyhow::Result<()> {
-        let checks: [(&str, bool); 10] = [
+        let checks: [(&str, bool); 11] = [
             (
                 "max_connections",
                 (1..=10_000).contains(&self.max_connections),
             ),
             ("hold_ttl_secs", (60..=86_400).contains(&self.hold_ttl_secs)),
+            ("dispute_window_secs", self.dispute_window_secs <= 2_592_000),
             ("login_per_minute", self.login_per_minute >= 1),
             ("commands_per_second", self.commands_per_second >= 1),
             (
@@ -303,6 +308,7 @@ impl Settings {
                 depth: self.slot_queue_depth as usize,
                 max_batch: self.slot_batch as usize,
             },
+            dispute_window: Duration::from_secs(self.dispute_window_secs),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod audit;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod fixtures;
+pub mod ledger;
 pub mod projections;
 pub mod serve;
 pub mod store;
@@ -75,6 +76,12 @@ pub enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Money: `ledger check` recomputes the double-entry ledger from the log and reconciles it
+    /// with the payment gateway's records (exits non-zero on any difference).
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
+    },
     /// Deterministic demo and benchmark data, generated through the command handlers.
     Fixtures {
         #[command(subcommand)]
@@ -133,6 +140,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { command } => {
             with_database(settings, async |db| audit::run(db, settings, command).await).await
+        }
+        Command::Ledger { command } => {
+            with_database(settings, async |db| ledger::run(db, settings, command).await).await
         }
         Command::Fixtures { command } => {
             with_database(settings, async |db| fixtures::run(db, command).await).await

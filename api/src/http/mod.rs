@@ -66,6 +66,8 @@ pub struct ApiConfig {
     pub hold_ttl: Duration,
     /// Bounds of the per-slot queues of holds (used when `aggregate_capacity` is above 0).
     pub slot_queues: QueueConfig,
+    /// How long a provider's share stays held after its slot ends (disputes, complaints).
+    pub dispute_window: Duration,
 }
 
 impl Default for ApiConfig {
@@ -80,6 +82,7 @@ impl Default for ApiConfig {
             aggregate_capacity: 100_000,
             hold_ttl: Duration::from_secs(15 * 60),
             slot_queues: QueueConfig::default(),
+            dispute_window: Duration::from_secs(48 * 3600),
         }
     }
 }

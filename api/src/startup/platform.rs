@@ -118,6 +118,8 @@ impl Platform {
                 }
                 None => {
                     let (g, mut outcomes) = SimulatedGateway::new();
+                    // Its book outlives the process: `tessera ledger check` reconciles with it.
+                    let g = g.with_book(pool.clone());
                     // The simulated provider's outcomes arrive like webhooks, handled here.
                     let (store, clock, aggregates, mut stopped) = (
                         store.clone(),
@@ -203,6 +205,7 @@ impl Platform {
                         gateway: gateway.clone(),
                         clock: clock.clone(),
                         slots: aggregates.clone(),
+                        dispute_window: options.config.dispute_window,
                     },
                     options.read_side_nice,
                     stopped.clone(),
@@ -265,6 +268,8 @@ struct ReadSideParts {
     clock: Arc<dyn Clock>,
     /// The process's aggregate cache (its turns are shared with the API's holds).
     slots: Option<AggregateCache>,
+    /// How long providers' shares stay held after their slots end.
+    dispute_window: Duration,
 }
 
 /// Projectors, reactors and the deadline clock on a tokio runtime of their own, in threads of
@@ -395,6 +400,7 @@ async fn run_read_side(
         gateway,
         clock,
         slots,
+        dispute_window,
     } = parts;
     let vault = Vault::load(pool.clone(), master_key.as_deref())
         .await
@@ -427,8 +433,15 @@ async fn run_read_side(
         // The slots whose seats reactors and deadlines give back, caught up between releases
         // instead of replayed whole for each (a busy slot has thousands of events).
         let slots = slots.unwrap_or_else(|| AggregateCache::new(RELEASED_SLOTS_CACHED));
-        let reactors =
-            tessera_commands::reactor::all(&store, &pool, gateway.clone(), Some(slots.clone()));
+        let window = chrono::TimeDelta::from_std(dispute_window)
+            .unwrap_or(tessera_commands::reactor::DEFAULT_DISPUTE_WINDOW);
+        let reactors = tessera_commands::reactor::all_with(
+            &store,
+            &pool,
+            gateway.clone(),
+            Some(slots.clone()),
+            window,
+        );
         for reactor in reactors {
             let (runner, stopped) = (runner.clone(), stopped.clone());
             tasks.push(tokio::spawn(
