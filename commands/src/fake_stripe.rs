@@ -133,6 +133,14 @@ fn not_found(id: &str) -> Response {
         .into_response()
 }
 
+async fn account(State(fake): State<Shared>, Path(id): Path<String>) -> Response {
+    let fake = fake.lock().expect("lock");
+    match fake.object(&id) {
+        Some(o) => Json(o.clone()).into_response(),
+        None => not_found(&id),
+    }
+}
+
 async fn list_payment_intents(State(fake): State<Shared>) -> Response {
     Json(fake.lock().expect("lock").list("payment_intent")).into_response()
 }
@@ -332,6 +340,7 @@ pub async fn start() -> (String, Shared) {
         .route("/v1/payment_intents/{id}", get(payment_intent))
         .route("/v1/refunds", post(refunds).get(list_refunds))
         .route("/v1/accounts", post(accounts))
+        .route("/v1/accounts/{id}", get(account))
         .route("/v1/account_links", post(account_links))
         .route("/v1/transfers", post(transfers).get(list_transfers))
         .route("/v1/transfers/{id}/reversals", post(reversals))

@@ -162,6 +162,11 @@ pub trait PaymentGateway: Send + Sync + fmt::Debug {
     async fn reverse_transfer(&self, request: &ReversalRequest) -> Result<String, GatewayError>;
     /// The gateway's own record of what it moved.
     async fn book(&self) -> Result<GatewayBook, GatewayError>;
+    /// Whether a connected account can receive transfers now, and if not why.
+    async fn account_state(
+        &self,
+        account_ref: &str,
+    ) -> Result<(bool, Option<String>), GatewayError>;
 }
 
 const METADATA_PAYMENT_ID: &str = "tessera_payment_id";
@@ -385,6 +390,30 @@ impl PaymentGateway for StripeGateway {
             active: account.charges_enabled == Some(true)
                 && account.payouts_enabled == Some(true),
         })
+    }
+
+    async fn account_state(
+        &self,
+        account_ref: &str,
+    ) -> Result<(bool, Option<String>), GatewayError> {
+        use stripe_connect::account::RetrieveAccount;
+        let account = RetrieveAccount::new(account_ref)
+            .send(&self.client)
+            .await
+            .map_err(stripe_error)?;
+        let active =
+            account.charges_enabled == Some(true) && account.payouts_enabled == Some(true);
+        let reason = (!active).then(|| {
+            account
+                .requirements
+                .as_ref()
+                .and_then(|r| r.disabled_reason.as_ref())
+                .map_or_else(
+                    || "onboarding is not complete".to_owned(),
+                    |r| r.as_str().to_owned(),
+                )
+        });
+        Ok((active, reason))
     }
 
     async fn onboarding_link(&self, account_ref: &str) -> Result<Option<String>, GatewayError> {
@@ -714,6 +743,13 @@ impl PaymentGateway for SimulatedGateway {
 
     async fn onboarding_link(&self, _account_ref: &str) -> Result<Option<String>, GatewayError> {
         Ok(None)
+    }
+
+    async fn account_state(
+        &self,
+        _account_ref: &str,
+    ) -> Result<(bool, Option<String>), GatewayError> {
+        Ok((true, None))
     }
 
     async fn transfer(&self, request: &TransferRequest) -> Result<String, GatewayError> {

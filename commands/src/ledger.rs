@@ -47,6 +47,8 @@ impl LedgerReport {
 /// What the log says the gateway should hold.
 #[derive(Debug, Default)]
 struct Expected {
+    /// Only payments through this gateway are at this gateway.
+    gateway: String,
     /// Payment id → (gateway name, provider ref).
     intents: BTreeMap<uuid::Uuid, (String, String)>,
     /// Transfer id → the gateway's transfer id.
@@ -60,7 +62,10 @@ pub async fn check(
     gateway: &dyn PaymentGateway,
 ) -> Result<LedgerReport, CommandError> {
     let mut books = Books::default();
-    let mut expected = Expected::default();
+    let mut expected = Expected {
+        gateway: gateway.name().to_owned(),
+        ..Expected::default()
+    };
     let mut after = Position::START;
     loop {
         let page = store.read_all(after, 5_000).await?;
@@ -100,6 +105,13 @@ pub async fn check(
 }
 
 fn expect(expected: &mut Expected, event: &PaymentEvent) {
+    let here = expected
+        .intents
+        .get(&event.ids().0.0)
+        .is_some_and(|(g, _)| *g == expected.gateway);
+    if !here && !matches!(event, PaymentEvent::PaymentIntentCreated { .. }) {
+        return;
+    }
     match event {
         PaymentEvent::PaymentIntentCreated {
             payment_id,

@@ -7,6 +7,7 @@ mod gdpr;
 mod hardening;
 mod input;
 mod journey;
+mod money;
 mod onsale;
 mod openapi;
 mod rbac;

@@ -389,6 +389,30 @@ async fn every_route_times_every_role() {
             Rule::Roles(&["admin", "analyst", "auditor"]),
         ),
         (
+            Method::PUT,
+            format!("/admin/providers/{user}/commission"),
+            Some(json!({ "commission_bp": 1000, "reason": "deal" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::GET,
+            "/admin/ledger/check".into(),
+            None,
+            Rule::Roles(&["auditor", "admin"]),
+        ),
+        (
+            Method::GET,
+            "/provider/payout-account".into(),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::POST,
+            "/provider/payout-account".into(),
+            Some(json!({})),
+            Rule::Roles(&["provider"]),
+        ),
+        (
             Method::GET,
             "/admin/stats/listings".into(),
             None,

@@ -514,6 +514,29 @@ async fn stripe_webhook(
             code: &crate::http::codes::PAYMENT_INVALID_WEBHOOK,
             detail: e.to_string(),
         })?;
+    // Account events arrive in any order: the account as Stripe has it now decides, not the
+    // snapshot in this event (a late "restricted" never undoes a later activation).
+    let event = match event {
+        tessera_commands::gateway::GatewayEvent::AccountUpdated {
+            event_id,
+            provider_id,
+            account_ref,
+            ..
+        } => {
+            let (active, reason) =
+                tessera_commands::gateway::PaymentGateway::account_state(&**stripe, &account_ref)
+                    .await
+                    .map_err(tessera_commands::error::CommandError::from)?;
+            tessera_commands::gateway::GatewayEvent::AccountUpdated {
+                event_id,
+                provider_id,
+                account_ref,
+                active,
+                reason,
+            }
+        }
+        other => other,
+    };
     tessera_commands::reactor::handle_gateway_event_cached(
         &*state.store,
         state.aggregates.as_ref(),
