@@ -355,6 +355,12 @@ pub async fn settle(
             continue;
         }
         if p.transfer_due() > 0 {
+            if p.provider != gateway.name() {
+                // Paid through another gateway (a platform that moved from the simulated one to
+                // Stripe): its money is not at this gateway to be transferred.
+                tracing::warn!(%payment_id, paid_through = %p.provider, gateway = gateway.name(), "a released payment cannot be transferred through this gateway");
+                return Ok(done);
+            }
             let provider = provider_state(store, escrow.provider_id).await?;
             if !provider.can_receive_transfers() {
                 await_account(store, escrow.provider_id, payment_id, &step_ctx("await")).await?;
