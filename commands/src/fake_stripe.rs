@@ -41,7 +41,11 @@ impl Fake {
     }
 
     fn list(&self, kind: &str) -> Value {
-        let data: Vec<&Value> = self.objects.iter().filter(|o| o["object"] == kind).collect();
+        let data: Vec<&Value> = self
+            .objects
+            .iter()
+            .filter(|o| o["object"] == kind)
+            .collect();
         json!({ "object": "list", "data": data, "has_more": false, "url": format!("/v1/{kind}s") })
     }
 }
@@ -214,7 +218,9 @@ async fn transfers(
             None => return Err(format!("No such destination: '{destination}'")),
         }
         // A transfer drawn on a charge cannot exceed it (net of the other transfers from it).
-        let source = f.get("source_transaction").ok_or("source_transaction is required here")?;
+        let source = f
+            .get("source_transaction")
+            .ok_or("source_transaction is required here")?;
         let charged = fake
             .objects
             .iter()

@@ -259,8 +259,8 @@ impl StripeGateway {
                     .unwrap_or_else(|| "payment failed".into()),
             },
             EventObject::AccountUpdated(account) => {
-                let active = account.charges_enabled == Some(true)
-                    && account.payouts_enabled == Some(true);
+                let active =
+                    account.charges_enabled == Some(true) && account.payouts_enabled == Some(true);
                 GatewayEvent::AccountUpdated {
                     event_id,
                     provider_id: account
@@ -387,8 +387,7 @@ impl PaymentGateway for StripeGateway {
         Ok(ConnectedAccount {
             account_ref,
             onboarding_url,
-            active: account.charges_enabled == Some(true)
-                && account.payouts_enabled == Some(true),
+            active: account.charges_enabled == Some(true) && account.payouts_enabled == Some(true),
         })
     }
 
@@ -401,8 +400,7 @@ impl PaymentGateway for StripeGateway {
             .send(&self.client)
             .await
             .map_err(stripe_error)?;
-        let active =
-            account.charges_enabled == Some(true) && account.payouts_enabled == Some(true);
+        let active = account.charges_enabled == Some(true) && account.payouts_enabled == Some(true);
         let reason = (!active).then(|| {
             account
                 .requirements
@@ -613,7 +611,10 @@ impl SimulatedGateway {
                 .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
             }
             None => {
-                let mut book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut book = self
+                    .book
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if !book.iter().any(|r| r.object_ref == row.object_ref) {
                     book.push(row);
                 }
@@ -622,7 +623,9 @@ impl SimulatedGateway {
         Ok(())
     }
 
-    async fn rows(&self) -> Result<Vec<(String, String, Option<String>, Option<String>, i64)>, GatewayError> {
+    async fn rows(
+        &self,
+    ) -> Result<Vec<(String, String, Option<String>, Option<String>, i64)>, GatewayError> {
         match &self.pool {
             Some(pool) => sqlx::query_as(
                 "SELECT object_ref, kind, parent_ref, destination, amount FROM simulated_gateway_book ORDER BY created_at, object_ref",

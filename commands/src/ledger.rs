@@ -204,7 +204,11 @@ fn differences(expected: &GatewayBook, actual: &GatewayBook) -> Vec<String> {
         m
     };
     let (want, have) = (per_intent(expected), per_intent(actual));
-    for intent in want.keys().chain(have.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for intent in want
+        .keys()
+        .chain(have.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let (w, h) = (
             want.get(intent).copied().unwrap_or(0),
             have.get(intent).copied().unwrap_or(0),

@@ -240,9 +240,16 @@ pub async fn settle(
         let Some(escrow) = &p.escrow else {
             return Ok(done);
         };
+        // Ids of this step: the same for whoever settles this payment at this version.
+        let step_id = |what: &str| {
+            derived_id(
+                payment_id.0,
+                format!("{what}@{}", loaded.version).as_bytes(),
+            )
+        };
         let step_ctx = |what: &str| {
-            let mut c = step(ctx, &format!("{what}@{}", loaded.version));
-            c.command_id = derived_id(payment_id.0, format!("{what}@{}", loaded.version).as_bytes());
+            let mut c = ctx.clone();
+            c.command_id = step_id(what);
             c
         };
         let run = |command: PaymentCommand, what: &'static str| {
@@ -268,7 +275,9 @@ pub async fn settle(
                         })
                         .await
                 }
-                None => Err(GatewayError::Refused("the provider has no payout account".into())),
+                None => Err(GatewayError::Refused(
+                    "the provider has no payout account".into(),
+                )),
             };
             match outcome {
                 Ok(transfer_ref) => {
@@ -350,8 +359,12 @@ pub async fn settle(
             continue;
         }
         if p.reversal_due() > 0 {
-            let reversal_id = derived_id(payment_id.0, format!("reversal@{}", loaded.version).as_bytes());
-            run(PaymentCommand::StartReversal { reversal_id }, "start-reversal").await?;
+            let reversal_id = step_id("reversal");
+            run(
+                PaymentCommand::StartReversal { reversal_id },
+                "start-reversal",
+            )
+            .await?;
             continue;
         }
         if p.transfer_due() > 0 {
@@ -367,8 +380,12 @@ pub async fn settle(
                 done.awaiting_account = true;
                 return Ok(done);
             }
-            let transfer_id = derived_id(payment_id.0, format!("transfer@{}", loaded.version).as_bytes());
-            run(PaymentCommand::StartTransfer { transfer_id }, "start-transfer").await?;
+            let transfer_id = step_id("transfer");
+            run(
+                PaymentCommand::StartTransfer { transfer_id },
+                "start-transfer",
+            )
+            .await?;
             continue;
         }
         return Ok(done);
@@ -388,7 +405,7 @@ pub async fn settle_awaiting(
     let Some(p) = state.provider() else {
         return Ok(total);
     };
-    for payment_id in &p.awaiting {
+    for payment_id in &p.waiting {
         let s = settle(store, gateway, *payment_id, ctx).await?;
         total.transfers += s.transfers;
         total.reversals += s.reversals;

@@ -286,7 +286,9 @@ pub fn all_with(
     dispute_window: chrono::TimeDelta,
 ) -> Vec<Arc<dyn Reactor>> {
     vec![
-        Arc::new(DeadlineReactor::new(store.clone(), pool.clone()).with_dispute_window(dispute_window)),
+        Arc::new(
+            DeadlineReactor::new(store.clone(), pool.clone()).with_dispute_window(dispute_window),
+        ),
         Arc::new(PaymentsReactor {
             store: store.clone(),
             gateway,

@@ -89,6 +89,9 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Posting {
     pub kind: Kind,
+    /// The provider whose share the posting moves (releases, transfers, reversals, refunds
+    /// after the release), for statements.
+    pub provider_id: Option<UserId>,
     pub payment_id: PaymentId,
     pub booking_id: BookingId,
     pub currency: Currency,
@@ -97,7 +100,11 @@ pub struct Posting {
 
 impl Posting {
     pub fn balances(&self) -> bool {
-        self.entries.iter().map(|(_, m)| i128::from(*m)).sum::<i128>() == 0
+        self.entries
+            .iter()
+            .map(|(_, m)| i128::from(*m))
+            .sum::<i128>()
+            == 0
     }
 }
 
@@ -189,8 +196,16 @@ pub fn posting(event: &PaymentEvent) -> Option<Posting> {
         ),
         _ => return None,
     };
+    let provider_id = match event {
+        PaymentEvent::FundsReleased { provider_id, .. }
+        | PaymentEvent::FundsTransferred { provider_id, .. }
+        | PaymentEvent::TransferReversed { provider_id, .. } => Some(*provider_id),
+        PaymentEvent::RefundSucceeded { split: Some(s), .. } => Some(s.provider_id),
+        _ => None,
+    };
     Some(Posting {
         kind,
+        provider_id,
         payment_id: *payment_id,
         booking_id: *booking_id,
         currency,
@@ -257,8 +272,10 @@ impl Books {
                 .or_default() += minor;
         }
         for (account, _) in &posting.entries {
-            if matches!(account, Account::CustomerFunds | Account::ProviderPayable(_))
-                && self.balance(posting.currency, *account) > 0
+            if matches!(
+                account,
+                Account::CustomerFunds | Account::ProviderPayable(_)
+            ) && self.balance(posting.currency, *account) > 0
             {
                 self.violations.push(broken(format!(
                     "{account} went negative ({} {}) after a {}",

@@ -150,6 +150,8 @@ impl Payment {
     }
 }
 
+/// One value per aggregate instance, so the size gap between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub enum PaymentState {
     #[default]
@@ -813,8 +815,10 @@ impl Aggregate for PaymentAggregate {
                     } => {
                         if let Some(e) = p.escrow.as_mut() {
                             e.pending_reversal = None;
-                            if let Some(t) =
-                                e.transfers.iter_mut().find(|t| t.transfer_id == *transfer_id)
+                            if let Some(t) = e
+                                .transfers
+                                .iter_mut()
+                                .find(|t| t.transfer_id == *transfer_id)
                             {
                                 t.reversed += amount.minor;
                             }

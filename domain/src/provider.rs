@@ -50,7 +50,7 @@ pub struct Provider {
     pub commission_bp: u32,
     pub account: Option<PayoutAccount>,
     /// Payments released while no account could take the transfer.
-    pub awaiting: BTreeSet<PaymentId>,
+    pub waiting: BTreeSet<PaymentId>,
 }
 
 impl Provider {
@@ -245,7 +245,7 @@ impl Aggregate for ProviderAggregate {
                 provider_id,
                 payment_id,
             } => {
-                if known.is_some_and(|p| p.awaiting.contains(payment_id)) {
+                if known.is_some_and(|p| p.waiting.contains(payment_id)) {
                     return Ok(Vec::new());
                 }
                 ProviderEvent::TransferAwaitingAccount {
@@ -269,7 +269,7 @@ impl Aggregate for ProviderAggregate {
                 id,
                 commission_bp: DEFAULT_COMMISSION_BP,
                 account: None,
-                awaiting: BTreeSet::new(),
+                waiting: BTreeSet::new(),
             },
             ProviderState::Known(p) => p,
         };
@@ -302,7 +302,7 @@ impl Aggregate for ProviderAggregate {
                 p.commission_bp = *commission_bp;
             }
             ProviderEvent::TransferAwaitingAccount { payment_id, .. } => {
-                p.awaiting.insert(*payment_id);
+                p.waiting.insert(*payment_id);
             }
         }
         ProviderState::Known(p)

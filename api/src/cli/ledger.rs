@@ -24,7 +24,11 @@ pub enum LedgerCommand {
     },
 }
 
-pub async fn run(db: &Database, settings: &Settings, command: &LedgerCommand) -> anyhow::Result<()> {
+pub async fn run(
+    db: &Database,
+    settings: &Settings,
+    command: &LedgerCommand,
+) -> anyhow::Result<()> {
     let LedgerCommand::Check { json } = command;
     let store = crate::startup::store(db).await?;
     let gateway: Arc<dyn PaymentGateway> = match settings.stripe() {

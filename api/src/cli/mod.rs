@@ -142,7 +142,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             with_database(settings, async |db| audit::run(db, settings, command).await).await
         }
         Command::Ledger { command } => {
-            with_database(settings, async |db| ledger::run(db, settings, command).await).await
+            with_database(settings, async |db| {
+                ledger::run(db, settings, command).await
+            })
+            .await
         }
         Command::Fixtures { command } => {
             with_database(settings, async |db| fixtures::run(db, command).await).await

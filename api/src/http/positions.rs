@@ -282,6 +282,7 @@ pub mod reads {
     pub const LOYALTY: &[&str] = &["loyalty"];
     pub const REVIEWS: &[&str] = &["reviews"];
     pub const STATS: &[&str] = &["stats"];
+    pub const PAYMENTS: &[&str] = &["payments"];
 }
 
 impl AppState {

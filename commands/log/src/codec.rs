@@ -99,9 +99,8 @@ const UPCASTERS: &[Upcaster] = &[
         // is found on the slot.
         apply: |data| {
             data.entry("provider_id").or_insert(Value::Null);
-            data.entry("commission_bp").or_insert(Value::from(
-                tessera_domain::provider::DEFAULT_COMMISSION_BP,
-            ));
+            data.entry("commission_bp")
+                .or_insert(Value::from(tessera_domain::provider::DEFAULT_COMMISSION_BP));
         },
     },
     Upcaster {

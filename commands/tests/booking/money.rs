@@ -57,9 +57,7 @@ async fn fire(p: &mut Platform) {
 }
 
 async fn clean_check(p: &Platform) -> ledger::LedgerReport {
-    let report = ledger::check(&*p.w.store, &p.gateway)
-        .await
-        .expect("check");
+    let report = ledger::check(&*p.w.store, &p.gateway).await.expect("check");
     assert!(report.is_clean(), "{report:#?}");
     report
 }
@@ -139,7 +137,10 @@ async fn shares_are_held_released_transferred_and_taken_back_pro_rata() {
     assert_eq!(pb.transferred(), 2_250);
     let released = clean_check(&p).await;
     assert_eq!(balance(&released, "customer_funds"), 0);
-    assert_eq!(balance(&released, &format!("provider_payable:{provider}")), 0);
+    assert_eq!(
+        balance(&released, &format!("provider_payable:{provider}")),
+        0
+    );
     assert_eq!(balance(&released, "commission_revenue"), -(1_500 + 250));
     assert_eq!(
         balance(&released, "gateway"),
@@ -204,11 +205,7 @@ async fn a_provider_without_an_account_is_paid_when_it_onboards() {
     let state = money::provider_state(&*p.w.store, provider)
         .await
         .expect("provider");
-    assert!(
-        state
-            .provider()
-            .is_some_and(|s| s.awaiting.contains(&pa.id))
-    );
+    assert!(state.provider().is_some_and(|s| s.waiting.contains(&pa.id)));
 
     money::open_payout_account(
         &*p.w.store,
@@ -262,8 +259,13 @@ async fn a_cancelled_slot_earns_no_commission_and_transfers_nothing() {
     // Placing after the slot was cancelled is refused; nothing else moved.
     let late = request(&p.w, 1);
     assert!(
-        place_booking(&*p.w.store, &BookingConfig::default(), &late, &p.ctx("user:c"))
-            .await
-            .is_err()
+        place_booking(
+            &*p.w.store,
+            &BookingConfig::default(),
+            &late,
+            &p.ctx("user:c")
+        )
+        .await
+        .is_err()
     );
 }

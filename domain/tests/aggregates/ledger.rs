@@ -147,10 +147,9 @@ proptest! {
         }
         // Settle: every refund under way finishes, then every transfer due goes out.
         for i in 0..4 {
-            loop {
-                let Some(r) = w.states[i].payment().and_then(|p| {
-                    p.refunds.iter().find(|r| r.status == tessera_domain::payment::RefundStatus::Requested).cloned()
-                }) else { break };
+            while let Some(r) = w.states[i].payment().and_then(|p| {
+                p.refunds.iter().find(|r| r.status == tessera_domain::payment::RefundStatus::Requested).cloned()
+            }) {
                 w.reverse_what_is_due(i);
                 w.run(i, PaymentCommand::RefundSucceeded { refund_id: r.refund_id });
             }

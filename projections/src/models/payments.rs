@@ -56,7 +56,8 @@ pub struct LedgerRow {
     pub booking_id: Uuid,
     /// `gateway`, `customer_funds`, `commission_revenue` or `provider_payable`.
     pub account: String,
-    /// The provider of a `provider_payable` entry.
+    /// The provider whose share the posting moves (every entry of a release, transfer,
+    /// reversal or refund after the release).
     pub provider_id: Option<Uuid>,
     pub currency: String,
     pub amount_minor: i64,
@@ -162,10 +163,11 @@ CREATE VIEW booking_balances AS
             };
             if let Some(posting) = tessera_domain::ledger::posting(p) {
                 for (line, (account, amount)) in posting.entries.iter().enumerate() {
-                    let (account, provider_id) = match account {
-                        Account::ProviderPayable(p) => ("provider_payable".to_owned(), Some(p.0)),
-                        other => (other.to_string(), None),
+                    let account = match account {
+                        Account::ProviderPayable(_) => "provider_payable".to_owned(),
+                        other => other.to_string(),
                     };
+                    let provider_id = posting.provider_id.map(|p| p.0);
                     ledger.push(LedgerRow {
                         position: e.pos(),
                         line: i32::try_from(line).unwrap_or(i32::MAX),
@@ -251,4 +253,88 @@ pub async fn booking_payments(
     .bind(booking_id)
     .fetch_all(pool)
     .await
+}
+
+/// A provider's statement for a period, per currency: what the platform owed it at the start,
+/// what it earned (released shares, net of commission), gave back (refunds after the release),
+/// was transferred, and owes at the end.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatementTotals {
+    pub currency: String,
+    /// Owed and not yet transferred at the start of the period.
+    pub opening_minor: i64,
+    /// What was released: paid and not refunded, for delivered bookings (share + commission).
+    pub bookings_minor: i64,
+    /// The platform's commission on what was released.
+    pub commission_minor: i64,
+    /// Commission the platform gave back with refunds after the release (not the provider's
+    /// money: shown for the record, outside the balance).
+    pub commission_returned_minor: i64,
+    /// The provider's part of refunds after the release (given back).
+    pub refunds_minor: i64,
+    /// Transferred to the provider's account, net of reversals.
+    pub transferred_minor: i64,
+    /// Owed and not yet transferred at the end of the period.
+    pub closing_minor: i64,
+}
+
+/// One posting of a provider's statement.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatementLine {
+    pub position: i64,
+    pub at: DateTime<Utc>,
+    /// `release`, `refund`, `transfer` or `reversal`.
+    pub kind: String,
+    pub booking_id: Uuid,
+    pub payment_id: Uuid,
+    pub currency: String,
+    /// Released (a release's share plus commission); zero on other lines.
+    pub bookings_minor: i64,
+    /// Commission kept (release) or given back (refund, negative).
+    pub commission_minor: i64,
+    /// What the platform owes the provider more (positive) or less (negative) after this line.
+    pub owed_minor: i64,
+}
+
+/// A provider's statement from `from` (inclusive) to `to` (exclusive).
+pub async fn provider_statement(
+    pool: &sqlx::PgPool,
+    provider: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(Vec<StatementTotals>, Vec<StatementLine>), sqlx::Error> {
+    let totals = sqlx::query_as(
+        "SELECT currency,
+                coalesce(-sum(amount_minor) FILTER (WHERE at < $2 AND account = 'provider_payable'), 0)::bigint AS opening_minor,
+                coalesce(sum(amount_minor) FILTER (WHERE at >= $2 AND kind = 'release' AND account = 'customer_funds'), 0)::bigint AS bookings_minor,
+                coalesce(-sum(amount_minor) FILTER (WHERE at >= $2 AND kind = 'release' AND account = 'commission_revenue'), 0)::bigint AS commission_minor,
+                coalesce(sum(amount_minor) FILTER (WHERE at >= $2 AND kind = 'refund' AND account = 'commission_revenue'), 0)::bigint AS commission_returned_minor,
+                coalesce(sum(amount_minor) FILTER (WHERE at >= $2 AND kind = 'refund' AND account = 'provider_payable'), 0)::bigint AS refunds_minor,
+                coalesce(sum(amount_minor) FILTER (WHERE at >= $2 AND kind IN ('transfer', 'reversal') AND account = 'provider_payable'), 0)::bigint AS transferred_minor,
+                coalesce(-sum(amount_minor) FILTER (WHERE account = 'provider_payable'), 0)::bigint AS closing_minor
+           FROM read.ledger WHERE provider_id = $1 AND at < $3
+          GROUP BY currency ORDER BY currency",
+    )
+    .bind(provider)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let lines = sqlx::query_as(
+        "SELECT position, at, kind, booking_id, payment_id, currency,
+                coalesce(sum(amount_minor) FILTER (WHERE kind = 'release' AND account = 'customer_funds'), 0)::bigint AS bookings_minor,
+                coalesce(-sum(amount_minor) FILTER (WHERE account = 'commission_revenue'), 0)::bigint AS commission_minor,
+                coalesce(-sum(amount_minor) FILTER (WHERE account = 'provider_payable'), 0)::bigint AS owed_minor
+           FROM read.ledger WHERE provider_id = $1 AND at >= $2 AND at < $3
+          GROUP BY position, at, kind, booking_id, payment_id, currency
+          ORDER BY position",
+    )
+    .bind(provider)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok((totals, lines))
 }

@@ -106,7 +106,11 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
         .post("/provider/payout-account", Some(&provider), json!({}))
         .await;
     assert_eq!(again["account_ref"], account_ref.as_str());
-    assert_ne!(again["onboarding_url"], link.as_str(), "links expire: a new one");
+    assert_ne!(
+        again["onboarding_url"],
+        link.as_str(),
+        "links expire: a new one"
+    );
     assert_eq!(
         fake.lock()
             .expect("fake")
@@ -154,7 +158,11 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
     assert_eq!(status, StatusCode::CREATED, "{placed}");
     let booking = placed["booking_id"].as_str().expect("booking").to_owned();
     let (status, started) = s
-        .post(&format!("/bookings/{booking}/pay"), Some(&customer), json!({}))
+        .post(
+            &format!("/bookings/{booking}/pay"),
+            Some(&customer),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{started}");
     let intent = started["provider_ref"].as_str().expect("pi").to_owned();
@@ -173,7 +181,9 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     eventually("confirmed", || async {
-        let (_, d) = s.get(&format!("/bookings/{booking}"), Some(&customer)).await;
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
         (d["booking"]["status"] == "confirmed").then_some(())
     })
     .await;
@@ -182,7 +192,10 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
     // (The fixtures' history, paid through the simulated gateway, may still owe the provider:
     // that money is not at Stripe and stays owed; its releases may fire meanwhile. So the
     // amounts below are checked where they are exact, at Stripe, and the books by the check.)
-    assert!(transfers_of(&fake, &booking).is_empty(), "held until the slot ends");
+    assert!(
+        transfers_of(&fake, &booking).is_empty(),
+        "held until the slot ends"
+    );
 
     // The slot ends, the (zero) window passes: exactly 85 % goes out, drawn on the charge.
     let transfer = eventually("the provider's share transferred", || async {
@@ -197,13 +210,20 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
         transfer["source_transaction"],
         format!("ch_{}", &intent[3..]).as_str()
     );
-    let released = eventually("the release and transfer posted, the ledger clean", || async {
-        let r = ledger(&s, &admin).await;
-        (r["postings"].as_i64() >= held["postings"].as_i64().map(|p| p + 2) && r["clean"] == true)
-            .then_some(r)
-    })
+    let released = eventually(
+        "the release and transfer posted, the ledger clean",
+        || async {
+            let r = ledger(&s, &admin).await;
+            (r["postings"].as_i64() >= held["postings"].as_i64().map(|p| p + 2)
+                && r["clean"] == true)
+                .then_some(r)
+        },
+    )
     .await;
-    assert!(balance(&released, "commission_revenue") <= balance(&held, "commission_revenue") - (total - share));
+    assert!(
+        balance(&released, "commission_revenue")
+            <= balance(&held, "commission_revenue") - (total - share)
+    );
 
     // An admin refunds half after the release: the provider gives back its part of it first.
     let half = total / 2;
@@ -242,6 +262,101 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
     .await;
     assert_eq!(after["violations"], json!([]), "{after:#}");
     assert_eq!(after["differences"], json!([]), "{after:#}");
+
+    // The provider's statement for the period: this booking's release, transfer, refund and
+    // reversal, and totals that add up; the same as CSV, and for admins.
+    let today = chrono::Utc::now().date_naive();
+    let period = format!(
+        "from={}&to={}",
+        today - chrono::TimeDelta::days(1),
+        today + chrono::TimeDelta::days(1)
+    );
+    // (The read model follows the log: wait for it to hold the refund.)
+    let statement = eventually("the statement holds the refund", || async {
+        let (status, st) = s
+            .get(&format!("/provider/statement?{period}"), Some(&provider))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{st}");
+        let n = st["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .filter(|l| l["booking_id"] == booking.as_str())
+            .count();
+        (n == 4).then_some(st)
+    })
+    .await;
+    let lines: Vec<&Value> = statement["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["booking_id"] == booking.as_str())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["release", "transfer", "reversal", "refund"],
+        "{statement:#}"
+    );
+    assert_eq!(lines[0]["bookings_minor"], total);
+    assert_eq!(lines[0]["commission_minor"], total - share);
+    assert_eq!(lines[0]["owed_minor"], share);
+    assert_eq!(lines[1]["owed_minor"], -share);
+    let eur = statement["totals"]
+        .as_array()
+        .expect("totals")
+        .iter()
+        .find(|t| t["currency"] == "EUR")
+        .expect("EUR");
+    let n = |k: &str| eur[k].as_i64().expect(k);
+    assert_eq!(
+        n("closing_minor"),
+        n("opening_minor") + n("bookings_minor")
+            - n("commission_minor")
+            - n("refunds_minor")
+            - n("transferred_minor"),
+        "{statement:#}"
+    );
+    let (status, headers, _) = s
+        .call(
+            Method::GET,
+            &format!("/provider/statement?{period}&format=csv"),
+            Some(&provider),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("text/csv")),
+        "{headers:?}"
+    );
+    let csv = s
+        .client
+        .get(s.api(&format!("/provider/statement?{period}&format=csv")))
+        .bearer_auth(&provider)
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("text");
+    assert!(csv.starts_with("line,at,kind,booking_id"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("posting,") && l.contains(&booking) && l.contains(",release,")),
+        "{csv}"
+    );
+    let (status, for_admin) = s
+        .get(
+            &format!("/admin/providers/{provider_id}/statement?{period}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{for_admin}");
+    assert_eq!(for_admin["totals"], statement["totals"]);
 
     // Commission is set per provider by admins, with a reason; a non-provider is not found.
     let (status, _, set) = s

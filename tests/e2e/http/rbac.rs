@@ -407,6 +407,18 @@ async fn every_route_times_every_role() {
             Rule::Roles(&["provider"]),
         ),
         (
+            Method::GET,
+            "/provider/statement?format=csv".into(),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::GET,
+            format!("/admin/providers/{user}/statement"),
+            None,
+            Rule::Roles(&["auditor", "admin"]),
+        ),
+        (
             Method::POST,
             "/provider/payout-account".into(),
             Some(json!({})),

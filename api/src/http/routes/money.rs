@@ -1,15 +1,19 @@
 //! Money to providers: a provider's payout account (onboarding at the gateway), the commission
-//! admins set per provider, and the ledger check that reconciles the books with the gateway.
+//! admins set per provider, provider statements (JSON and CSV, from the ledger read model), and
+//! the ledger check that reconciles the books with the gateway.
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use chrono::{Datelike, NaiveDate, NaiveTime};
 use serde::{Deserialize, Serialize};
 use tessera_commands::{ledger, money, users};
 use tessera_domain::provider::ProviderState;
 use tessera_domain::values::UserId;
 use tessera_log::clock::new_command_id;
-use utoipa::ToSchema;
+pub use tessera_projections::models::payments::{self, StatementLine, StatementTotals};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -18,13 +22,196 @@ use super::{CommandResult, IdempotencyKey, context, run_once};
 use crate::http::auth::Require;
 use crate::http::auth::roles::{Admin, AuditorOrAdmin, Provider};
 use crate::http::error::{ApiError, FieldError, Problem};
-use crate::http::{ApiJson, ApiPath, AppState};
+use crate::http::positions::{MinPosition, MinPositionHeader, reads};
+use crate::http::{ApiJson, ApiPath, ApiQuery, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(payout_account, open_payout_account))
         .routes(routes!(set_commission))
         .routes(routes!(ledger_check))
+        .routes(routes!(my_statement))
+        .routes(routes!(provider_statement))
+}
+
+/// The period of a statement: `from` (inclusive) to `to` (exclusive), whole UTC days; by
+/// default the current month. `format=csv` answers with CSV instead of JSON.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatementQuery {
+    /// First day (inclusive), `YYYY-MM-DD`.
+    pub from: Option<NaiveDate>,
+    /// Day after the last (exclusive), `YYYY-MM-DD`; at most 366 days after `from`.
+    pub to: Option<NaiveDate>,
+    /// `json` (default) or `csv`.
+    #[param(inline)]
+    pub format: Option<StatementFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementFormat {
+    Json,
+    Csv,
+}
+
+/// A provider's statement for a period: per currency, what the platform owed it at the start,
+/// the bookings released (share plus commission), the commission, the provider's part of
+/// refunds after the release, what was transferred, and what is owed at the end; and every
+/// posting of the period. Payouts from the provider's account to its bank are the gateway's and
+/// not in this statement yet.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Statement {
+    pub provider_id: Uuid,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub totals: Vec<StatementTotals>,
+    pub lines: Vec<StatementLine>,
+}
+
+fn period(q: &StatementQuery, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let from = q.from.unwrap_or_else(|| today.with_day(1).unwrap_or(today));
+    let to = q.to.unwrap_or_else(|| {
+        from.checked_add_months(chrono::Months::new(1))
+            .unwrap_or(from)
+    });
+    if to <= from || (to - from).num_days() > 366 {
+        return Err(ApiError::Invalid(vec![FieldError {
+            field: "to".into(),
+            message: "the period ends after it starts and spans at most 366 days".into(),
+        }]));
+    }
+    Ok((from, to))
+}
+
+async fn statement(
+    state: &AppState,
+    provider: Uuid,
+    q: &StatementQuery,
+) -> Result<Response, ApiError> {
+    let (from, to) = period(q, state.clock.now().date_naive())?;
+    let (totals, lines) = payments::provider_statement(
+        &state.pool,
+        provider,
+        from.and_time(NaiveTime::MIN).and_utc(),
+        to.and_time(NaiveTime::MIN).and_utc(),
+    )
+    .await
+    .map_err(tessera_projections::ProjectionError::from)?;
+    let statement = Statement {
+        provider_id: provider,
+        from,
+        to,
+        totals,
+        lines,
+    };
+    if q.format != Some(StatementFormat::Csv) {
+        return Ok(Json(statement).into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"statement-{provider}-{from}-{to}.csv\""),
+            ),
+        ],
+        csv_of(&statement)?,
+    )
+        .into_response())
+}
+
+/// The statement as CSV: one row per total (`line` = `opening`, `bookings`, …) per currency,
+/// then one row per posting.
+fn csv_of(s: &Statement) -> Result<String, ApiError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let fail = |e: csv::Error| ApiError::Internal(format!("statement CSV: {e}"));
+    w.write_record([
+        "line",
+        "at",
+        "kind",
+        "booking_id",
+        "payment_id",
+        "currency",
+        "bookings_minor",
+        "commission_minor",
+        "owed_minor",
+    ])
+    .map_err(fail)?;
+    for t in &s.totals {
+        for (name, amount) in [
+            ("opening", t.opening_minor),
+            ("bookings", t.bookings_minor),
+            ("commission", t.commission_minor),
+            ("commission_returned", t.commission_returned_minor),
+            ("refunds", t.refunds_minor),
+            ("transferred", t.transferred_minor),
+            ("closing", t.closing_minor),
+        ] {
+            let amount = amount.to_string();
+            w.write_record([name, "", "", "", "", &t.currency, "", "", &amount])
+                .map_err(fail)?;
+        }
+    }
+    for l in &s.lines {
+        w.write_record([
+            "posting",
+            &l.at.to_rfc3339(),
+            &l.kind,
+            &l.booking_id.to_string(),
+            &l.payment_id.to_string(),
+            &l.currency,
+            &l.bookings_minor.to_string(),
+            &l.commission_minor.to_string(),
+            &l.owed_minor.to_string(),
+        ])
+        .map_err(fail)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| ApiError::Internal(format!("statement CSV: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| ApiError::Internal(format!("statement CSV: {e}")))
+}
+
+/// The caller's statement for a period, as JSON or CSV (providers).
+#[utoipa::path(get, path = "/provider/statement", tag = "provider", security(("bearer" = [])),
+    params(MinPositionHeader, StatementQuery),
+    responses(
+        (status = 200, description = "The statement", content(
+            (Statement = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_statement(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+    min: MinPosition,
+    ApiQuery(q): ApiQuery<StatementQuery>,
+) -> Result<Response, ApiError> {
+    state.read_after(reads::PAYMENTS, min).await?;
+    statement(&state, caller.user_id.0, &q).await
+}
+
+/// A provider's statement for a period, as JSON or CSV (admins, auditors).
+#[utoipa::path(get, path = "/admin/providers/{provider_id}/statement", tag = "admin", security(("bearer" = [])),
+    params(("provider_id" = Uuid, Path, description = "The provider"), MinPositionHeader, StatementQuery),
+    responses(
+        (status = 200, description = "The statement", content(
+            (Statement = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn provider_statement(
+    State(state): State<AppState>,
+    _caller: Require<AuditorOrAdmin>,
+    ApiPath(provider_id): ApiPath<Uuid>,
+    min: MinPosition,
+    ApiQuery(q): ApiQuery<StatementQuery>,
+) -> Result<Response, ApiError> {
+    state.read_after(reads::PAYMENTS, min).await?;
+    statement(&state, provider_id, &q).await
 }
 
 /// A provider's money terms and payout account.
@@ -67,7 +254,7 @@ impl PayoutAccount {
                 if p.can_receive_transfers() {
                     0
                 } else {
-                    p.awaiting.len()
+                    p.waiting.len()
                 }
             }),
         }

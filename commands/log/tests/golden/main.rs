@@ -15,8 +15,8 @@ use tessera_domain::listing::{
 };
 use tessera_domain::loyalty::{AwardReason, Badge, LoyaltyEvent};
 use tessera_domain::payment::{PaymentEvent, RefundSplit};
-use tessera_domain::provider::ProviderEvent;
 use tessera_domain::policy::CancellationPolicy;
+use tessera_domain::provider::ProviderEvent;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
 use tessera_domain::user::{Email, EmailReservationEvent, Role, UserEvent};
