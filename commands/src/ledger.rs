@@ -239,3 +239,57 @@ fn differences(expected: &GatewayBook, actual: &GatewayBook) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(
+        charges: &[(&str, i64)],
+        refunds: &[(&str, &str, i64)],
+        transfers: &[(&str, i64, i64)],
+    ) -> GatewayBook {
+        GatewayBook {
+            charges: charges.iter().map(|(r, a)| ((*r).into(), *a)).collect(),
+            refunds: refunds
+                .iter()
+                .map(|(id, pi, a)| ((*id).into(), ((*pi).into(), *a)))
+                .collect(),
+            transfers: transfers
+                .iter()
+                .map(|(r, a, v)| ((*r).into(), ("acct_1".into(), *a, *v)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_disagreement_with_the_gateway_is_named() {
+        let log = book(
+            &[("pi_1", 10_000), ("pi_2", 5_000)],
+            &[("r1", "pi_1", 4_000)],
+            &[("tr_1", 8_500, 3_400), ("tr_2", 4_250, 0)],
+        );
+        assert_eq!(differences(&log, &log.clone()), Vec::<String>::new());
+        let gateway = book(
+            &[("pi_1", 10_000), ("pi_2", 4_999), ("pi_3", 700)],
+            // Refunds compare per intent: the gateway's ids are its own.
+            &[
+                ("re_a", "pi_1", 3_000),
+                ("re_b", "pi_1", 1_000),
+                ("re_c", "pi_2", 100),
+            ],
+            &[("tr_1", 8_500, 3_000), ("tr_9", 1_000, 0)],
+        );
+        assert_eq!(
+            differences(&log, &gateway),
+            vec![
+                "charge pi_2: the log has 5000, the gateway 4999",
+                "charge pi_3: the gateway has 700, the log has no succeeded payment",
+                "refunds of pi_2: the log has 0, the gateway 100",
+                "transfer tr_1: the log has 8500 (reversed 3400), the gateway 8500 (reversed 3000)",
+                "transfer tr_2: the log has 4250, the gateway has none",
+                "transfer tr_9: the gateway sent 1000 to acct_1, the log has no such transfer",
+            ]
+        );
+    }
+}
