@@ -473,73 +473,62 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn book(&self) -> Result<GatewayBook, GatewayError> {
+        use futures::TryStreamExt;
         use stripe_connect::transfer::ListTransfer;
         use stripe_core::payment_intent::ListPaymentIntent;
         use stripe_core::refund::ListRefund;
+        // Every page, through the client's own paginator (`has_more` / `starting_after`).
+        let intents: Vec<_> = ListPaymentIntent::new()
+            .limit(100)
+            .paginate()
+            .stream(&self.client)
+            .try_collect()
+            .await
+            .map_err(stripe_error)?;
+        let refunds: Vec<_> = ListRefund::new()
+            .limit(100)
+            .paginate()
+            .stream(&self.client)
+            .try_collect()
+            .await
+            .map_err(stripe_error)?;
+        let transfers: Vec<_> = ListTransfer::new()
+            .limit(100)
+            .paginate()
+            .stream(&self.client)
+            .try_collect()
+            .await
+            .map_err(stripe_error)?;
         let mut book = GatewayBook::default();
-        let mut after: Option<String> = None;
-        loop {
-            let mut list = ListPaymentIntent::new().limit(100);
-            if let Some(a) = &after {
-                list = list.starting_after(a.clone());
-            }
-            let page = list.send(&self.client).await.map_err(stripe_error)?;
-            for pi in &page.data {
-                if pi.status == stripe_core::PaymentIntentStatus::Succeeded {
-                    book.charges
-                        .insert(pi.id.as_str().to_owned(), pi.amount_received);
-                }
-            }
-            after = page.data.last().map(|p| p.id.as_str().to_owned());
-            if !page.has_more || after.is_none() {
-                break;
-            }
+        for pi in intents
+            .iter()
+            .filter(|pi| pi.status == stripe_core::PaymentIntentStatus::Succeeded)
+        {
+            book.charges
+                .insert(pi.id.as_str().to_owned(), pi.amount_received);
         }
-        let mut after: Option<String> = None;
-        loop {
-            let mut list = ListRefund::new().limit(100);
-            if let Some(a) = &after {
-                list = list.starting_after(a.clone());
-            }
-            let page = list.send(&self.client).await.map_err(stripe_error)?;
-            for r in &page.data {
-                if r.status.as_deref() == Some("succeeded") {
-                    let intent = r
-                        .payment_intent
-                        .as_ref()
-                        .map(|p| p.id().as_str().to_owned())
-                        .unwrap_or_default();
-                    book.refunds
-                        .insert(r.id.as_str().to_owned(), (intent, r.amount));
-                }
-            }
-            after = page.data.last().map(|r| r.id.as_str().to_owned());
-            if !page.has_more || after.is_none() {
-                break;
-            }
+        for r in refunds
+            .iter()
+            .filter(|r| r.status.as_deref() == Some("succeeded"))
+        {
+            let intent = r
+                .payment_intent
+                .as_ref()
+                .map(|p| p.id().as_str().to_owned())
+                .unwrap_or_default();
+            book.refunds
+                .insert(r.id.as_str().to_owned(), (intent, r.amount));
         }
-        let mut after: Option<String> = None;
-        loop {
-            let mut list = ListTransfer::new().limit(100);
-            if let Some(a) = &after {
-                list = list.starting_after(a.clone());
-            }
-            let page = list.send(&self.client).await.map_err(stripe_error)?;
-            for t in &page.data {
-                let destination = t
-                    .destination
-                    .as_ref()
-                    .map(|d| d.id().as_str().to_owned())
-                    .unwrap_or_default();
-                book.transfers.insert(
-                    t.id.as_str().to_owned(),
-                    (destination, t.amount, t.amount_reversed),
-                );
-            }
-            after = page.data.last().map(|t| t.id.as_str().to_owned());
-            if !page.has_more || after.is_none() {
-                break;
-            }
+        for t in &transfers {
+            let destination = t
+                .destination
+                .as_ref()
+                .map(|d| d.id().as_str().to_owned())
+                .unwrap_or_default();
+            book.transfers.insert(
+                t.id.as_str().to_owned(),
+                (destination, t.amount, t.amount_reversed),
+            );
         }
         Ok(book)
     }
