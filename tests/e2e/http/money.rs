@@ -356,7 +356,15 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{for_admin}");
-    assert_eq!(for_admin["totals"], statement["totals"]);
+    // (Totals may move meanwhile: the fixtures' own releases keep firing. This booking's lines
+    // do not.)
+    let admin_lines: Vec<&Value> = for_admin["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["booking_id"] == booking.as_str())
+        .collect();
+    assert_eq!(admin_lines, lines);
 
     // Commission is set per provider by admins, with a reason; a non-provider is not found.
     let (status, _, set) = s
