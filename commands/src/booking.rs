@@ -278,6 +278,7 @@ pub(crate) fn decide_hold(
             slot_id: request.slot_id,
             provider_id: s.provider_id,
             commission_bp,
+            tax_rate_bp: l.details.tax_rate_bp,
             seats: request.seats,
             price_per_seat: s.price_per_seat,
             policy: l.policy.clone(),

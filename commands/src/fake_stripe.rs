@@ -27,8 +27,10 @@ pub struct Fake {
     /// Every request that reached the fake: (path, idempotency key, form).
     pub requests: Vec<(String, Option<String>, HashMap<String, String>)>,
     /// Objects by id, in creation order per kind (`payment_intent`, `refund`, `account`,
-    /// `transfer`).
+    /// `transfer`, `payout`).
     pub objects: Vec<Value>,
+    /// Payout → the connected account whose balance it paid out.
+    pub payout_accounts: HashMap<String, String>,
 }
 
 impl Fake {
@@ -155,6 +157,71 @@ async fn list_refunds(State(fake): State<Shared>) -> Response {
 
 async fn list_transfers(State(fake): State<Shared>) -> Response {
     Json(fake.lock().expect("lock").list("transfer")).into_response()
+}
+
+async fn list_accounts(State(fake): State<Shared>) -> Response {
+    Json(fake.lock().expect("lock").list("account")).into_response()
+}
+
+/// A connected account's payouts (`Stripe-Account` names the account, as with Stripe).
+async fn list_payouts(State(fake): State<Shared>, headers: HeaderMap) -> Response {
+    let fake = fake.lock().expect("lock");
+    let account = headers
+        .get("stripe-account")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let data: Vec<&Value> = fake
+        .objects
+        .iter()
+        .filter(|o| {
+            o["object"] == "payout"
+                && o["id"]
+                    .as_str()
+                    .and_then(|id| fake.payout_accounts.get(id))
+                    .is_some_and(|a| a == account)
+        })
+        .collect();
+    Json(json!({ "object": "list", "data": data, "has_more": false, "url": "/v1/payouts" }))
+        .into_response()
+}
+
+/// Stripe pays out (`status` `paid`) or fails to pay out (`failed`) `amount` of `account`'s
+/// balance as payout `payout`; returns the `payout.<status>` webhook Stripe would send (a
+/// connected account's event: it names the account).
+pub fn payout(
+    fake: &Shared,
+    account: &str,
+    payout: &str,
+    event_id: &str,
+    amount: i64,
+    status: &str,
+) -> String {
+    let mut fake = fake.lock().expect("lock");
+    let failed = status == "failed";
+    let object = json!({
+        "id": payout, "object": "payout", "amount": amount, "application_fee": null,
+        "application_fee_amount": null, "arrival_date": 1_790_100_000, "automatic": true,
+        "balance_transaction": null, "created": 1_790_000_000, "currency": "eur",
+        "description": "STRIPE PAYOUT", "destination": "ba_1Fake", "failure_balance_transaction": null,
+        "failure_code": if failed { json!("account_closed") } else { Value::Null },
+        "failure_message": if failed { json!("The bank account has been closed.") } else { Value::Null },
+        "livemode": false, "metadata": {}, "method": "standard", "original_payout": null,
+        "payout_method": null, "reconciliation_status": "completed", "reversed_by": null,
+        "source_type": "card", "statement_descriptor": null, "status": status, "trace_id": null,
+        "type": "bank_account",
+    });
+    match fake.object_mut(payout) {
+        Some(o) => *o = object.clone(),
+        None => fake.objects.push(object.clone()),
+    }
+    fake.payout_accounts
+        .insert(payout.to_owned(), account.to_owned());
+    json!({
+        "id": event_id, "object": "event", "api_version": "2025-03-31.basil", "created": 1_790_000_000,
+        "livemode": false, "pending_webhooks": 1, "request": { "id": null, "idempotency_key": null },
+        "type": format!("payout.{status}"), "account": account, "data": { "object": object }
+    })
+    .to_string()
 }
 
 async fn accounts(
@@ -345,7 +412,8 @@ pub async fn start() -> (String, Shared) {
         )
         .route("/v1/payment_intents/{id}", get(payment_intent))
         .route("/v1/refunds", post(refunds).get(list_refunds))
-        .route("/v1/accounts", post(accounts))
+        .route("/v1/accounts", post(accounts).get(list_accounts))
+        .route("/v1/payouts", get(list_payouts))
         .route("/v1/accounts/{id}", get(account))
         .route("/v1/account_links", post(account_links))
         .route("/v1/transfers", post(transfers).get(list_transfers))

@@ -95,6 +95,8 @@ pub struct GatewayBook {
     pub refunds: BTreeMap<String, (String, i64)>,
     /// Transfer → (destination account, amount, amount reversed).
     pub transfers: BTreeMap<String, (String, i64, i64)>,
+    /// Payout of a connected account → (the account, amount, paid: `false` when it failed).
+    pub payouts: BTreeMap<String, (String, i64, bool)>,
 }
 
 /// What the provider tells us later (webhooks, or the simulated gateway's events).
@@ -119,6 +121,18 @@ pub enum GatewayEvent {
         account_ref: String,
         active: bool,
         reason: Option<String>,
+    },
+    /// A payout from a connected account to the provider's bank was paid, or failed
+    /// (`payout.paid` / `payout.failed` of a connected account; the simulated weekly run).
+    PayoutUpdated {
+        event_id: String,
+        /// Known to the simulated gateway; for Stripe, resolved from the account.
+        provider_id: Option<UserId>,
+        account_ref: String,
+        payout_ref: String,
+        amount: Money,
+        /// `None` when paid; why, when failed.
+        failure: Option<String>,
     },
     /// Any event type we do not act on.
     Ignored {
@@ -167,6 +181,8 @@ pub trait PaymentGateway: Send + Sync + fmt::Debug {
         &self,
         account_ref: &str,
     ) -> Result<(bool, Option<String>), GatewayError>;
+    /// The provider a connected account was opened for (from the account's metadata).
+    async fn account_owner(&self, account_ref: &str) -> Result<Option<UserId>, GatewayError>;
 }
 
 const METADATA_PAYMENT_ID: &str = "tessera_payment_id";
@@ -176,6 +192,9 @@ const METADATA_BOOKING_ID: &str = "tessera_booking_id";
 #[derive(Clone)]
 pub struct StripeGateway {
     client: stripe::Client,
+    /// The key and API root, for clients acting on a connected account (`Stripe-Account`).
+    secret_key: String,
+    base_url: Option<String>,
     webhook_secret: String,
     /// Where Stripe sends a provider back after (or to restart) its onboarding.
     return_url: String,
@@ -195,23 +214,38 @@ impl StripeGateway {
         webhook_secret: &str,
         base_url: Option<&str>,
     ) -> Result<Self, GatewayError> {
-        let mut builder = stripe::ClientBuilder::new(secret_key);
-        if let Some(url) = base_url {
-            let url = if url.ends_with('/') {
+        let base_url = base_url.map(|url| {
+            if url.ends_with('/') {
                 url.to_owned()
             } else {
                 format!("{url}/")
-            };
-            builder = builder.url(url);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            }
+        });
+        let client = Self::client(secret_key, base_url.as_deref(), None)?;
         Ok(Self {
             client,
+            secret_key: secret_key.to_owned(),
+            base_url,
             webhook_secret: webhook_secret.to_owned(),
             return_url: "http://localhost:8080/providers/me/payout-account".into(),
         })
+    }
+
+    fn client(
+        secret_key: &str,
+        base_url: Option<&str>,
+        account: Option<stripe_connect::AccountId>,
+    ) -> Result<stripe::Client, GatewayError> {
+        let mut builder = stripe::ClientBuilder::new(secret_key);
+        if let Some(url) = base_url {
+            builder = builder.url(url);
+        }
+        if let Some(account) = account {
+            builder = builder.account_id(account);
+        }
+        builder
+            .build()
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 
     /// Where onboarding links send the provider back (the platform's public address).
@@ -280,6 +314,31 @@ impl StripeGateway {
                                 || "onboarding is not complete".to_owned(),
                                 |r| r.as_str().to_owned(),
                             )
+                    }),
+                }
+            }
+            EventObject::PayoutPaid(payout) | EventObject::PayoutFailed(payout)
+                if event.account.is_some() =>
+            {
+                let failed = payout.status == "failed";
+                GatewayEvent::PayoutUpdated {
+                    event_id,
+                    provider_id: None,
+                    account_ref: event.account.clone().unwrap_or_default(),
+                    payout_ref: payout.id.as_str().to_owned(),
+                    amount: Money {
+                        minor: payout.amount,
+                        currency: tessera_domain::values::Currency::new(
+                            &payout.currency.to_string(),
+                        )
+                        .map_err(|e| GatewayError::BadPayload(e.to_string()))?,
+                    },
+                    failure: failed.then(|| {
+                        payout
+                            .failure_code
+                            .clone()
+                            .or_else(|| payout.failure_message.clone())
+                            .unwrap_or_else(|| "the payout failed".into())
                     }),
                 }
             }
@@ -414,6 +473,20 @@ impl PaymentGateway for StripeGateway {
         Ok((active, reason))
     }
 
+    async fn account_owner(&self, account_ref: &str) -> Result<Option<UserId>, GatewayError> {
+        use stripe_connect::account::RetrieveAccount;
+        let account = RetrieveAccount::new(account_ref)
+            .send(&self.client)
+            .await
+            .map_err(stripe_error)?;
+        Ok(account
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("tessera_provider_id"))
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .map(UserId))
+    }
+
     async fn onboarding_link(&self, account_ref: &str) -> Result<Option<String>, GatewayError> {
         use stripe_connect::account_link::{CreateAccountLink, CreateAccountLinkType};
         let link = CreateAccountLink::new(account_ref, CreateAccountLinkType::AccountOnboarding)
@@ -499,7 +572,37 @@ impl PaymentGateway for StripeGateway {
             .try_collect()
             .await
             .map_err(stripe_error)?;
+        // Payouts are the connected accounts' own objects: listed per account.
+        let accounts: Vec<_> = stripe_connect::account::ListAccount::new()
+            .limit(100)
+            .paginate()
+            .stream(&self.client)
+            .try_collect()
+            .await
+            .map_err(stripe_error)?;
         let mut book = GatewayBook::default();
+        for account in &accounts {
+            let payouts: Vec<_> = stripe_core::payout::ListPayout::new()
+                .limit(100)
+                .paginate()
+                .stream(&Self::client(
+                    &self.secret_key,
+                    self.base_url.as_deref(),
+                    Some(account.id.clone()),
+                )?)
+                .try_collect()
+                .await
+                .map_err(stripe_error)?;
+            for p in payouts
+                .iter()
+                .filter(|p| p.status == "paid" || p.status == "failed")
+            {
+                book.payouts.insert(
+                    p.id.as_str().to_owned(),
+                    (account.id.as_str().to_owned(), p.amount, p.status == "paid"),
+                );
+            }
+        }
         for pi in intents
             .iter()
             .filter(|pi| pi.status == stripe_core::PaymentIntentStatus::Succeeded)
@@ -532,6 +635,14 @@ impl PaymentGateway for StripeGateway {
         }
         Ok(book)
     }
+}
+
+/// The provider of a simulated account (`sim_acct_<provider id>`).
+fn simulated_owner(account_ref: &str) -> Option<UserId> {
+    account_ref
+        .strip_prefix("sim_acct_")
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .map(UserId)
 }
 
 /// The test card that succeeds.
@@ -612,12 +723,87 @@ impl SimulatedGateway {
         Ok(())
     }
 
+    /// The weekly payout run: pays out each connected account's balance (what was
+    /// transferred to it, less reversals and earlier payouts) and reports every payout on the
+    /// event feed. One payout per account and ISO week (`sim_po_<account>_<week>`): another
+    /// run in the same week, from this process or another, pays nothing more (two racing runs
+    /// write the same row once and report the same payout, which the provider records once).
+    pub async fn run_payouts(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, GatewayError> {
+        use chrono::Datelike;
+        let week = now.iso_week();
+        let mut balances: BTreeMap<String, (i64, Option<tessera_domain::values::Currency>)> =
+            BTreeMap::new();
+        let mut transfers: HashMap<String, String> = HashMap::new();
+        let mut paid_out = std::collections::HashSet::new();
+        for (object_ref, kind, parent, destination, amount, currency) in self.rows().await? {
+            let currency = tessera_domain::values::Currency::new(&currency).ok();
+            match kind.as_str() {
+                "transfer" => {
+                    let account = destination.unwrap_or_default();
+                    transfers.insert(object_ref, account.clone());
+                    let b = balances.entry(account).or_default();
+                    b.0 += amount;
+                    b.1 = b.1.or(currency);
+                }
+                "reversal" => {
+                    if let Some(account) = parent.and_then(|t| transfers.get(&t)) {
+                        balances.entry(account.clone()).or_default().0 -= amount;
+                    }
+                }
+                "payout" => {
+                    balances
+                        .entry(destination.unwrap_or_default())
+                        .or_default()
+                        .0 -= amount;
+                    paid_out.insert(object_ref);
+                }
+                _ => {}
+            }
+        }
+        let mut paid = 0;
+        for (account, (balance, currency)) in balances {
+            let Some(currency) = currency.filter(|_| balance > 0) else {
+                continue;
+            };
+            let payout_ref = format!("sim_po_{account}_{}w{:02}", week.year(), week.week());
+            if paid_out.contains(&payout_ref) {
+                continue;
+            }
+            let amount = Money {
+                minor: balance,
+                currency,
+            };
+            self.record(BookRow {
+                object_ref: payout_ref.clone(),
+                kind: "payout",
+                parent_ref: None,
+                destination: Some(account.clone()),
+                amount,
+            })
+            .await?;
+            let _ = self.events.send(GatewayEvent::PayoutUpdated {
+                event_id: format!("sim_evt_{payout_ref}"),
+                provider_id: simulated_owner(&account),
+                account_ref: account,
+                payout_ref,
+                amount,
+                failure: None,
+            });
+            paid += 1;
+        }
+        Ok(paid)
+    }
+
     async fn rows(
         &self,
-    ) -> Result<Vec<(String, String, Option<String>, Option<String>, i64)>, GatewayError> {
+    ) -> Result<Vec<(String, String, Option<String>, Option<String>, i64, String)>, GatewayError>
+    {
         match &self.pool {
             Some(pool) => sqlx::query_as(
-                "SELECT object_ref, kind, parent_ref, destination, amount FROM simulated_gateway_book ORDER BY created_at, object_ref",
+                "SELECT object_ref, kind, parent_ref, destination, amount, currency FROM simulated_gateway_book ORDER BY created_at, object_ref",
             )
             .fetch_all(pool)
             .await
@@ -634,6 +820,7 @@ impl SimulatedGateway {
                         r.parent_ref.clone(),
                         r.destination.clone(),
                         r.amount.minor,
+                        r.amount.currency.to_string(),
                     )
                 })
                 .collect()),
@@ -744,6 +931,10 @@ impl PaymentGateway for SimulatedGateway {
         Ok((true, None))
     }
 
+    async fn account_owner(&self, account_ref: &str) -> Result<Option<UserId>, GatewayError> {
+        Ok(simulated_owner(account_ref))
+    }
+
     async fn transfer(&self, request: &TransferRequest) -> Result<String, GatewayError> {
         let object_ref = format!("sim_tr_{}", request.transfer_id.simple());
         self.record(BookRow {
@@ -773,7 +964,7 @@ impl PaymentGateway for SimulatedGateway {
     async fn book(&self) -> Result<GatewayBook, GatewayError> {
         let mut book = GatewayBook::default();
         let mut reversals = Vec::new();
-        for (object_ref, kind, parent, destination, amount) in self.rows().await? {
+        for (object_ref, kind, parent, destination, amount, _) in self.rows().await? {
             match kind.as_str() {
                 "charge" => {
                     book.charges.insert(object_ref, amount);
@@ -785,6 +976,10 @@ impl PaymentGateway for SimulatedGateway {
                 "transfer" => {
                     book.transfers
                         .insert(object_ref, (destination.unwrap_or_default(), amount, 0));
+                }
+                "payout" => {
+                    book.payouts
+                        .insert(object_ref, (destination.unwrap_or_default(), amount, true));
                 }
                 _ => reversals.push((parent.unwrap_or_default(), amount)),
             }

@@ -1,7 +1,9 @@
 //! `ledger check`: the ledger recomputed from the log (every payment event posted through
 //! [`tessera_domain::ledger::Books`], its invariants checked on the way), then reconciled with
 //! the gateway's own records: every charge, refund, transfer and reversal the log recorded must
-//! be at the gateway with the same amount, and every one the gateway has must be on the log.
+//! be at the gateway with the same amount, and every one the gateway has must be on the log;
+//! so must every payout of a connected account, paid or failed. It also checks the document
+//! series (receipts, credit notes): dense, unique, each number stated by its document.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,8 @@ pub struct LedgerReport {
     pub differences: Vec<String>,
     /// The gateway reconciled with (`stripe`, `simulated`).
     pub gateway: String,
+    /// The document series and what is wrong with them.
+    pub documents: crate::receipts::SeriesReport,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,7 +44,9 @@ pub struct Balance {
 
 impl LedgerReport {
     pub fn is_clean(&self) -> bool {
-        self.violations.is_empty() && self.differences.is_empty()
+        self.violations.is_empty()
+            && self.differences.is_empty()
+            && self.documents.findings.is_empty()
     }
 }
 
@@ -53,6 +59,8 @@ struct Expected {
     intents: BTreeMap<uuid::Uuid, (String, String)>,
     /// Transfer id → the gateway's transfer id.
     transfer_refs: BTreeMap<uuid::Uuid, String>,
+    /// Connected account → the gateway it was opened at.
+    accounts: BTreeMap<String, String>,
     book: GatewayBook,
 }
 
@@ -72,16 +80,22 @@ pub async fn check(
         let Some(last) = page.last() else { break };
         after = last.position;
         for e in &page {
-            if codec::category_of(&e.event_type) != Some("payment") {
+            if !matches!(
+                codec::category_of(&e.event_type),
+                Some("payment" | "provider")
+            ) {
                 continue;
             }
-            let AnyEvent::Payment(p) = codec::decode_any(&e.event_type, e.schema_version, &e.data)
+            match codec::decode_any(&e.event_type, e.schema_version, &e.data)
                 .map_err(|err| CommandError::Codec(err.to_string()))?
-            else {
-                continue;
-            };
-            books.apply(&p);
-            expect(&mut expected, &p);
+            {
+                AnyEvent::Payment(p) => {
+                    books.apply(&p);
+                    expect(&mut expected, &p);
+                }
+                AnyEvent::Provider(p) => expect_payout(&mut expected, &p),
+                _ => {}
+            }
         }
     }
     let mut report = LedgerReport {
@@ -101,7 +115,43 @@ pub async fn check(
     report.violations = books.violations().iter().map(ToString::to_string).collect();
     let actual = gateway.book().await?;
     report.differences = differences(&expected.book, &actual);
+    report.documents = crate::receipts::verify(store).await?;
     Ok(report)
+}
+
+fn expect_payout(expected: &mut Expected, event: &tessera_domain::provider::ProviderEvent) {
+    use tessera_domain::provider::ProviderEvent as E;
+    let (account_ref, payout_ref, amount, paid) = match event {
+        E::PayoutAccountOpened {
+            gateway,
+            account_ref,
+            ..
+        } => {
+            expected
+                .accounts
+                .insert(account_ref.clone(), gateway.clone());
+            return;
+        }
+        E::PayoutPaid {
+            account_ref,
+            payout_ref,
+            amount,
+            ..
+        } => (account_ref, payout_ref, amount, true),
+        E::PayoutFailed {
+            account_ref,
+            payout_ref,
+            amount,
+            ..
+        } => (account_ref, payout_ref, amount, false),
+        _ => return,
+    };
+    if expected.accounts.get(account_ref) == Some(&expected.gateway) {
+        expected.book.payouts.insert(
+            payout_ref.clone(),
+            (account_ref.clone(), amount.minor, paid),
+        );
+    }
 }
 
 fn expect(expected: &mut Expected, event: &PaymentEvent) {
@@ -230,6 +280,29 @@ fn differences(expected: &GatewayBook, actual: &GatewayBook) -> Vec<String> {
             )),
         }
     }
+    let state = |paid: bool| if paid { "paid" } else { "failed" };
+    for (payout, (account, amount, paid)) in &expected.payouts {
+        match actual.payouts.get(payout) {
+            Some((_, a, p)) if a == amount && p == paid => {}
+            Some((_, a, p)) => out.push(format!(
+                "payout {payout} of {account}: the log has {amount} {}, the gateway {a} {}",
+                state(*paid),
+                state(*p)
+            )),
+            None => out.push(format!(
+                "payout {payout} of {account}: the log has {amount} {}, the gateway has none",
+                state(*paid)
+            )),
+        }
+    }
+    for (payout, (account, amount, paid)) in &actual.payouts {
+        if !expected.payouts.contains_key(payout) {
+            out.push(format!(
+                "payout {payout} of {account}: the gateway has {amount} {}, the log has no such payout",
+                state(*paid)
+            ));
+        }
+    }
     for (transfer, (destination, amount, _)) in &actual.transfers {
         if !expected.transfers.contains_key(transfer) {
             out.push(format!(
@@ -259,6 +332,7 @@ mod tests {
                 .iter()
                 .map(|(r, a, v)| ((*r).into(), ("acct_1".into(), *a, *v)))
                 .collect(),
+            payouts: BTreeMap::new(),
         }
     }
 
@@ -269,8 +343,13 @@ mod tests {
             &[("r1", "pi_1", 4_000)],
             &[("tr_1", 8_500, 3_400), ("tr_2", 4_250, 0)],
         );
+        let mut log = log;
+        log.payouts
+            .insert("po_1".into(), ("acct_1".into(), 12_000, true));
+        log.payouts
+            .insert("po_2".into(), ("acct_1".into(), 500, false));
         assert_eq!(differences(&log, &log.clone()), Vec::<String>::new());
-        let gateway = book(
+        let mut gateway = book(
             &[("pi_1", 10_000), ("pi_2", 4_999), ("pi_3", 700)],
             // Refunds compare per intent: the gateway's ids are its own.
             &[
@@ -280,6 +359,16 @@ mod tests {
             ],
             &[("tr_1", 8_500, 3_000), ("tr_9", 1_000, 0)],
         );
+        // The bank returned po_1 after the log recorded it paid; po_3 the log never saw.
+        gateway
+            .payouts
+            .insert("po_1".into(), ("acct_1".into(), 12_000, false));
+        gateway
+            .payouts
+            .insert("po_2".into(), ("acct_1".into(), 500, false));
+        gateway
+            .payouts
+            .insert("po_3".into(), ("acct_1".into(), 900, true));
         assert_eq!(
             differences(&log, &gateway),
             vec![
@@ -288,6 +377,8 @@ mod tests {
                 "refunds of pi_2: the log has 0, the gateway 100",
                 "transfer tr_1: the log has 8500 (reversed 3400), the gateway 8500 (reversed 3000)",
                 "transfer tr_2: the log has 4250, the gateway has none",
+                "payout po_1 of acct_1: the log has 12000 paid, the gateway 12000 failed",
+                "payout po_3 of acct_1: the gateway has 900 paid, the log has no such payout",
                 "transfer tr_9: the gateway sent 1000 to acct_1, the log has no such transfer",
             ]
         );

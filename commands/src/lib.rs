@@ -18,6 +18,7 @@ pub mod money;
 pub mod onsale;
 pub mod payment;
 pub mod reactor;
+pub mod receipts;
 pub mod users;
 
 #[cfg(any(test, feature = "testkit"))]

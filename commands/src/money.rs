@@ -124,6 +124,37 @@ pub async fn account_updated(
     }
 }
 
+/// Records what the gateway reports of a payout from the provider's connected account to its
+/// bank. Reports arrive twice and out of order: the domain keeps the one that decides (a
+/// failure is final, a repeat changes nothing).
+pub async fn record_payout(
+    store: &dyn EventStore,
+    provider_id: UserId,
+    account_ref: &str,
+    payout_ref: &str,
+    amount: tessera_domain::values::Money,
+    failure: Option<String>,
+    ctx: &CommandContext,
+) -> Result<(), CommandError> {
+    let outcome = match failure {
+        None => tessera_domain::provider::PayoutOutcome::Paid,
+        Some(reason) => tessera_domain::provider::PayoutOutcome::Failed { reason },
+    };
+    execute::<ProviderAggregate>(
+        store,
+        stream_of::<ProviderAggregate>(provider_id),
+        &ProviderCommand::RecordPayout {
+            account_ref: account_ref.to_owned(),
+            payout_ref: payout_ref.to_owned(),
+            amount,
+            outcome,
+        },
+        ctx,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Sets a provider's commission for bookings placed from now on (an admin's decision, with a
 /// reason; placed bookings keep theirs).
 pub async fn set_commission(

@@ -297,6 +297,10 @@ pub fn all_with(
         Arc::new(LoyaltyReactor {
             store: store.clone(),
         }),
+        Arc::new(crate::receipts::DocumentsReactor {
+            store: store.clone(),
+            issuer: crate::receipts::Issuer::default(),
+        }),
     ]
 }
 
@@ -885,6 +889,28 @@ pub async fn handle_gateway_event_cached(
         }
         GatewayEvent::AccountUpdated { account_ref, .. } => {
             tracing::warn!(%account_ref, "account event without a Tessera provider id; ignored");
+        }
+        GatewayEvent::PayoutUpdated {
+            event_id,
+            provider_id: Some(provider_id),
+            account_ref,
+            payout_ref,
+            amount,
+            failure,
+        } => {
+            crate::money::record_payout(
+                store,
+                *provider_id,
+                account_ref,
+                payout_ref,
+                *amount,
+                failure.clone(),
+                &ctx(event_id),
+            )
+            .await?;
+        }
+        GatewayEvent::PayoutUpdated { account_ref, .. } => {
+            tracing::warn!(%account_ref, "payout of an account no provider owns; ignored");
         }
         GatewayEvent::Ignored { .. } => {}
     }

@@ -54,6 +54,8 @@ pub struct Booking {
     pub provider_id: Option<UserId>,
     /// The platform's commission in basis points, snapshotted when placed.
     pub commission_bp: u32,
+    /// The listing's tax rate (included in the price), snapshotted when placed.
+    pub tax_rate_bp: u32,
     pub seats: u32,
     pub total: Money,
     pub policy: CancellationPolicy,
@@ -126,6 +128,7 @@ pub enum BookingCommand {
         slot_id: SlotId,
         provider_id: UserId,
         commission_bp: u32,
+        tax_rate_bp: u32,
         seats: Seats,
         price_per_seat: Money,
         policy: CancellationPolicy,
@@ -186,6 +189,8 @@ pub enum BookingEvent {
         /// v2: the slot's provider and the commission snapshotted for it.
         provider_id: Option<UserId>,
         commission_bp: u32,
+        /// v3: the listing's tax rate, included in the price (the receipt states it).
+        tax_rate_bp: u32,
         seats: u32,
         total: Money,
         policy: CancellationPolicy,
@@ -305,6 +310,7 @@ impl Aggregate for BookingAggregate {
                     slot_id,
                     provider_id,
                     commission_bp,
+                    tax_rate_bp,
                     seats,
                     price_per_seat,
                     policy,
@@ -329,6 +335,7 @@ impl Aggregate for BookingAggregate {
                     slot_id: *slot_id,
                     provider_id: Some(*provider_id),
                     commission_bp: *commission_bp,
+                    tax_rate_bp: *tax_rate_bp,
                     seats: seats.get(),
                     total: price_per_seat.times(seats.get())?,
                     policy: policy.clone(),
@@ -502,6 +509,7 @@ impl Aggregate for BookingAggregate {
                     slot_id,
                     provider_id,
                     commission_bp,
+                    tax_rate_bp,
                     seats,
                     total,
                     policy,
@@ -516,6 +524,7 @@ impl Aggregate for BookingAggregate {
                 slot_id: *slot_id,
                 provider_id: *provider_id,
                 commission_bp: *commission_bp,
+                tax_rate_bp: *tax_rate_bp,
                 seats: *seats,
                 total: *total,
                 policy: policy.clone(),

@@ -11,6 +11,7 @@ pub mod loyalty;
 pub mod payment;
 pub mod policy;
 pub mod provider;
+pub mod receipt;
 pub mod review;
 pub mod slot;
 pub mod user;

@@ -42,7 +42,13 @@ pub struct ListingDetails {
     pub includes: Vec<String>,
     /// Packages only.
     pub itinerary: Vec<ItineraryDay>,
+    /// The tax rate included in the price, in basis points (1900: 19 %); v2 of the listing
+    /// events. Snapshotted into each booking when placed and stated on its receipt.
+    pub tax_rate_bp: u32,
 }
+
+/// The highest tax rate a listing may state: 50 %.
+pub const MAX_TAX_RATE_BP: u32 = 5_000;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ListingError {
@@ -147,6 +153,9 @@ fn validate(d: &ListingDetails) -> Result<(), ListingError> {
     }
     if d.duration_minutes == 0 {
         return bad("duration must be positive");
+    }
+    if d.tax_rate_bp > MAX_TAX_RATE_BP {
+        return bad("tax rate must be between 0 and 5000 basis points");
     }
     if d.kind == ListingKind::Experience && !d.itinerary.is_empty() {
         return bad("only packages have itinerary days");

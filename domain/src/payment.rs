@@ -13,9 +13,12 @@
 //! refund after the release states the part the provider gives back and the part of the
 //! commission the platform gives back ([`RefundSplit`]), so the ledger needs no other state.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
+use crate::receipt::DocumentNumber;
 use crate::values::{BookingId, Currency, Money, PaymentId, UserId};
 
 /// The platform's commission on `net` minor units at `commission_bp` basis points, rounded half
@@ -97,6 +100,15 @@ pub struct Payment {
     pub refunds: Vec<Refund>,
     /// Set when the provider's share was released (the slot ended, the dispute window passed).
     pub escrow: Option<Escrow>,
+    /// The receipt issued for the payment, once it succeeded.
+    #[serde(default)]
+    pub receipt: Option<DocumentNumber>,
+    /// The tax rate the receipt stated (its credit notes state the same).
+    #[serde(default)]
+    pub receipt_tax_rate_bp: u32,
+    /// The credit notes issued for its refunds, by refund.
+    #[serde(default)]
+    pub credit_notes: BTreeMap<uuid::Uuid, DocumentNumber>,
 }
 
 impl Payment {
@@ -218,6 +230,17 @@ pub enum PaymentCommand {
         reversal_id: uuid::Uuid,
         reversal_ref: String,
     },
+    /// Issues the receipt of a succeeded payment under `number` (the next of the year's
+    /// series), with the tax included at `tax_rate_bp`.
+    IssueReceipt {
+        number: DocumentNumber,
+        tax_rate_bp: u32,
+    },
+    /// Issues the credit note of a succeeded refund under `number`.
+    IssueCreditNote {
+        refund_id: uuid::Uuid,
+        number: DocumentNumber,
+    },
     FailReversal {
         reversal_id: uuid::Uuid,
         reason: String,
@@ -321,6 +344,26 @@ pub enum PaymentEvent {
         reversal_id: uuid::Uuid,
         reason: String,
     },
+    /// The customer's receipt: what was paid, with the tax it includes.
+    ReceiptIssued {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        number: DocumentNumber,
+        amount: Money,
+        tax_rate_bp: u32,
+        tax: Money,
+    },
+    /// A refund's credit note, referencing the receipt it corrects.
+    CreditNoteIssued {
+        payment_id: PaymentId,
+        booking_id: BookingId,
+        refund_id: uuid::Uuid,
+        number: DocumentNumber,
+        receipt: DocumentNumber,
+        amount: Money,
+        tax_rate_bp: u32,
+        tax: Money,
+    },
 }
 
 impl PaymentEvent {
@@ -391,6 +434,16 @@ impl PaymentEvent {
                 payment_id,
                 booking_id,
                 ..
+            }
+            | Self::ReceiptIssued {
+                payment_id,
+                booking_id,
+                ..
+            }
+            | Self::CreditNoteIssued {
+                payment_id,
+                booking_id,
+                ..
             } => (*payment_id, *booking_id),
         }
     }
@@ -432,6 +485,10 @@ pub enum PaymentError {
     TransferUnderWay,
     #[error("transfer or reversal {0} is not the one under way")]
     NotUnderWay(uuid::Uuid),
+    #[error("the document is already issued as {0}")]
+    AlreadyIssued(DocumentNumber),
+    #[error("only a succeeded payment has a receipt, and only a succeeded refund a credit note")]
+    NothingToDocument,
 }
 
 fn escrow(p: &Payment) -> Result<&Escrow, PaymentError> {
@@ -706,6 +763,51 @@ impl Aggregate for PaymentAggregate {
                     _ => return Err(PaymentError::NotUnderWay(*reversal_id)),
                 }
             }
+            PaymentCommand::IssueReceipt {
+                number,
+                tax_rate_bp,
+            } => {
+                if let Some(issued) = p.receipt {
+                    return Err(PaymentError::AlreadyIssued(issued));
+                }
+                if p.status != PaymentStatus::Succeeded {
+                    return Err(PaymentError::NothingToDocument);
+                }
+                PaymentEvent::ReceiptIssued {
+                    payment_id,
+                    booking_id,
+                    number: *number,
+                    amount: p.amount,
+                    tax_rate_bp: *tax_rate_bp,
+                    tax: minor(
+                        p.amount.currency,
+                        crate::receipt::tax_included(p.amount.minor, *tax_rate_bp),
+                    ),
+                }
+            }
+            PaymentCommand::IssueCreditNote { refund_id, number } => {
+                if let Some(issued) = p.credit_notes.get(refund_id) {
+                    return Err(PaymentError::AlreadyIssued(*issued));
+                }
+                let r = refund(refund_id)?;
+                let (Some(receipt), RefundStatus::Succeeded) = (p.receipt, r.status) else {
+                    return Err(PaymentError::NothingToDocument);
+                };
+                let tax_rate_bp = p.receipt_tax_rate_bp;
+                PaymentEvent::CreditNoteIssued {
+                    payment_id,
+                    booking_id,
+                    refund_id: *refund_id,
+                    number: *number,
+                    receipt,
+                    amount: r.amount,
+                    tax_rate_bp,
+                    tax: minor(
+                        r.amount.currency,
+                        crate::receipt::tax_included(r.amount.minor, tax_rate_bp),
+                    ),
+                }
+            }
         }])
     }
 
@@ -731,6 +833,9 @@ impl Aggregate for PaymentAggregate {
                 status: PaymentStatus::Pending,
                 refunds: Vec::new(),
                 escrow: None,
+                receipt: None,
+                receipt_tax_rate_bp: 0,
+                credit_notes: BTreeMap::new(),
             }),
             (PaymentState::Created(mut p), e) => {
                 let set = |p: &mut Payment, id: &uuid::Uuid, status| {
@@ -828,6 +933,19 @@ impl Aggregate for PaymentAggregate {
                         if let Some(e) = p.escrow.as_mut() {
                             e.pending_reversal = None;
                         }
+                    }
+                    PaymentEvent::ReceiptIssued {
+                        number,
+                        tax_rate_bp,
+                        ..
+                    } => {
+                        p.receipt = Some(*number);
+                        p.receipt_tax_rate_bp = *tax_rate_bp;
+                    }
+                    PaymentEvent::CreditNoteIssued {
+                        refund_id, number, ..
+                    } => {
+                        p.credit_notes.insert(*refund_id, *number);
                     }
                 }
                 PaymentState::Created(p)

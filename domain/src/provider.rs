@@ -10,12 +10,12 @@
 //! A provider sells from day one; released money whose transfer cannot go out yet (no active
 //! account) is remembered here (`TransferAwaitingAccount`) and sent when the account activates.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
-use crate::values::{PaymentId, UserId};
+use crate::values::{Money, PaymentId, UserId};
 
 /// The platform's commission when none was set for the provider: 15 %.
 pub const DEFAULT_COMMISSION_BP: u32 = 1500;
@@ -51,6 +51,23 @@ pub struct Provider {
     pub account: Option<PayoutAccount>,
     /// Payments released while no account could take the transfer.
     pub waiting: BTreeSet<PaymentId>,
+    /// Payouts from the connected account to the provider's bank, by the gateway's id.
+    pub payouts: BTreeMap<String, PayoutStatus>,
+}
+
+/// Where a payout to the provider's bank ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutStatus {
+    Paid,
+    Failed,
+}
+
+/// What the gateway reports of a payout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayoutOutcome {
+    Paid,
+    Failed { reason: String },
 }
 
 impl Provider {
@@ -111,6 +128,15 @@ pub enum ProviderCommand {
         provider_id: UserId,
         payment_id: PaymentId,
     },
+    /// The gateway paid (or failed to pay) money out of the connected account to the bank.
+    /// Reports arrive in any order and more than once: a paid payout may still fail (the bank
+    /// returns it), a failed one is final, and a repeated report changes nothing.
+    RecordPayout {
+        account_ref: String,
+        payout_ref: String,
+        amount: Money,
+        outcome: PayoutOutcome,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +164,19 @@ pub enum ProviderEvent {
     TransferAwaitingAccount {
         provider_id: UserId,
         payment_id: PaymentId,
+    },
+    PayoutPaid {
+        provider_id: UserId,
+        account_ref: String,
+        payout_ref: String,
+        amount: Money,
+    },
+    PayoutFailed {
+        provider_id: UserId,
+        account_ref: String,
+        payout_ref: String,
+        amount: Money,
+        reason: String,
     },
 }
 
@@ -241,6 +280,32 @@ impl Aggregate for ProviderAggregate {
                     reason: reason.clone(),
                 }
             }
+            ProviderCommand::RecordPayout {
+                account_ref,
+                payout_ref,
+                amount,
+                outcome,
+            } => {
+                let (provider_id, _) = account(account_ref)?;
+                let known = known.and_then(|p| p.payouts.get(payout_ref));
+                match (outcome, known) {
+                    (_, Some(PayoutStatus::Failed))
+                    | (PayoutOutcome::Paid, Some(PayoutStatus::Paid)) => return Ok(Vec::new()),
+                    (PayoutOutcome::Paid, None) => ProviderEvent::PayoutPaid {
+                        provider_id,
+                        account_ref: account_ref.clone(),
+                        payout_ref: payout_ref.clone(),
+                        amount: *amount,
+                    },
+                    (PayoutOutcome::Failed { reason }, _) => ProviderEvent::PayoutFailed {
+                        provider_id,
+                        account_ref: account_ref.clone(),
+                        payout_ref: payout_ref.clone(),
+                        amount: *amount,
+                        reason: reason.clone(),
+                    },
+                }
+            }
             ProviderCommand::AwaitAccount {
                 provider_id,
                 payment_id,
@@ -262,7 +327,9 @@ impl Aggregate for ProviderAggregate {
             | ProviderEvent::PayoutAccountActivated { provider_id, .. }
             | ProviderEvent::PayoutAccountRestricted { provider_id, .. }
             | ProviderEvent::CommissionRateSet { provider_id, .. }
-            | ProviderEvent::TransferAwaitingAccount { provider_id, .. } => *provider_id,
+            | ProviderEvent::TransferAwaitingAccount { provider_id, .. }
+            | ProviderEvent::PayoutPaid { provider_id, .. }
+            | ProviderEvent::PayoutFailed { provider_id, .. } => *provider_id,
         };
         let mut p = match state {
             ProviderState::New => Provider {
@@ -270,6 +337,7 @@ impl Aggregate for ProviderAggregate {
                 commission_bp: DEFAULT_COMMISSION_BP,
                 account: None,
                 waiting: BTreeSet::new(),
+                payouts: BTreeMap::new(),
             },
             ProviderState::Known(p) => p,
         };
@@ -303,6 +371,12 @@ impl Aggregate for ProviderAggregate {
             }
             ProviderEvent::TransferAwaitingAccount { payment_id, .. } => {
                 p.waiting.insert(*payment_id);
+            }
+            ProviderEvent::PayoutPaid { payout_ref, .. } => {
+                p.payouts.insert(payout_ref.clone(), PayoutStatus::Paid);
+            }
+            ProviderEvent::PayoutFailed { payout_ref, .. } => {
+                p.payouts.insert(payout_ref.clone(), PayoutStatus::Failed);
             }
         }
         ProviderState::Known(p)
@@ -362,6 +436,54 @@ mod tests {
             },
             ProviderError::NoAccount,
         );
+    }
+
+    #[test]
+    fn payout_reports_in_any_order_and_twice_end_where_the_bank_did() {
+        let eur = |minor| Money {
+            minor,
+            currency: crate::values::Currency::EUR,
+        };
+        let report = |outcome| ProviderCommand::RecordPayout {
+            account_ref: "acct_1".into(),
+            payout_ref: "po_1".into(),
+            amount: eur(8_500),
+            outcome,
+        };
+        let failed = PayoutOutcome::Failed {
+            reason: "account_closed".into(),
+        };
+        let paid_event = ProviderEvent::PayoutPaid {
+            provider_id: provider(),
+            account_ref: "acct_1".into(),
+            payout_ref: "po_1".into(),
+            amount: eur(8_500),
+        };
+        let failed_event = ProviderEvent::PayoutFailed {
+            provider_id: provider(),
+            account_ref: "acct_1".into(),
+            payout_ref: "po_1".into(),
+            amount: eur(8_500),
+            reason: "account_closed".into(),
+        };
+        // Paid, then paid again: once.
+        given::<ProviderAggregate>(&[opened()]).when_then(
+            report(PayoutOutcome::Paid),
+            std::slice::from_ref(&paid_event),
+        );
+        given::<ProviderAggregate>(&[opened(), paid_event.clone()])
+            .when_then(report(PayoutOutcome::Paid), &[]);
+        // Paid, then returned by the bank: failed.
+        let state = given::<ProviderAggregate>(&[opened(), paid_event.clone()])
+            .when_then(report(failed.clone()), std::slice::from_ref(&failed_event));
+        assert_eq!(
+            state.provider().expect("known").payouts["po_1"],
+            PayoutStatus::Failed
+        );
+        // Failed first, the late "paid" changes nothing; a second "failed" neither.
+        given::<ProviderAggregate>(&[opened(), failed_event.clone()])
+            .when_then(report(PayoutOutcome::Paid), &[]);
+        given::<ProviderAggregate>(&[opened(), failed_event]).when_then(report(failed), &[]);
     }
 
     #[test]

@@ -57,15 +57,24 @@ pub async fn run(
         for d in &report.differences {
             println!("DIFFERENCE {d}");
         }
+        for (series, numbers) in &report.documents.series {
+            println!("  series {series:<20} {numbers:>8} numbers");
+        }
+        for f in &report.documents.findings {
+            println!("SERIES     {f}");
+        }
         if report.is_clean() {
-            println!("ok: every posting balances, every invariant holds, the gateway agrees");
+            println!(
+                "ok: every posting balances, every invariant holds, the gateway agrees, every series is dense"
+            );
         }
     }
     anyhow::ensure!(
         report.is_clean(),
-        "the ledger check found {} violation(s) and {} difference(s)",
+        "the ledger check found {} violation(s), {} difference(s) and {} series finding(s)",
         report.violations.len(),
-        report.differences.len()
+        report.differences.len(),
+        report.documents.findings.len()
     );
     Ok(())
 }

@@ -139,6 +139,8 @@ codes! {
     PAYMENT_NOTHING_TO_REVERSE = "payment.nothing_to_reverse", CONFLICT, "The provider has nothing to give back.";
     PAYMENT_TRANSFER_UNDER_WAY = "payment.transfer_under_way", CONFLICT, "A transfer or reversal of this payment is under way.";
     PAYMENT_NOT_UNDER_WAY = "payment.not_under_way", CONFLICT, "That transfer or reversal is not the one under way.";
+    PAYMENT_DOCUMENT_ISSUED = "payment.document_issued", CONFLICT, "The receipt or credit note is already issued.";
+    PAYMENT_NOTHING_TO_DOCUMENT = "payment.nothing_to_document", CONFLICT, "Only a succeeded payment has a receipt, and only a succeeded refund a credit note.";
     PROVIDER_ACCOUNT_EXISTS = "provider.account_exists", CONFLICT, "The provider already has a payout account.";
     PROVIDER_NO_ACCOUNT = "provider.no_account", CONFLICT, "The provider has no payout account yet.";
     PROVIDER_WRONG_ACCOUNT = "provider.wrong_account", CONFLICT, "The gateway's account is not this provider's.";

@@ -306,6 +306,8 @@ fn payment(e: &PaymentError) -> &'static Code {
         E::NothingToReverse => &codes::PAYMENT_NOTHING_TO_REVERSE,
         E::TransferUnderWay => &codes::PAYMENT_TRANSFER_UNDER_WAY,
         E::NotUnderWay(_) => &codes::PAYMENT_NOT_UNDER_WAY,
+        E::AlreadyIssued(_) => &codes::PAYMENT_DOCUMENT_ISSUED,
+        E::NothingToDocument => &codes::PAYMENT_NOTHING_TO_DOCUMENT,
     }
 }
 

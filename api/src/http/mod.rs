@@ -10,6 +10,7 @@ pub mod auth;
 pub mod codes;
 pub mod contract;
 pub mod error;
+pub mod pdf;
 pub mod positions;
 pub mod principals;
 pub mod routes;

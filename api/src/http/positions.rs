@@ -283,6 +283,7 @@ pub mod reads {
     pub const REVIEWS: &[&str] = &["reviews"];
     pub const STATS: &[&str] = &["stats"];
     pub const PAYMENTS: &[&str] = &["payments"];
+    pub const BOOKING_RECEIPT: &[&str] = &["bookings", "payments", "catalog"];
 }
 
 impl AppState {

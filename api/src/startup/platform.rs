@@ -127,6 +127,22 @@ impl Platform {
                         aggregates.clone(),
                         stopped.clone(),
                     );
+                    // Payouts to providers' banks: once a week per account, checked hourly.
+                    {
+                        let (g, clock, mut stopped) = (g.clone(), clock.clone(), stopped.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+                            loop {
+                                tokio::select! {
+                                    _ = stopped.changed() => break,
+                                    _ = hourly.tick() => {}
+                                }
+                                if let Err(e) = g.run_payouts(clock.now()).await {
+                                    tracing::warn!(error = %e, "simulated payout run failed; next hour");
+                                }
+                            }
+                        }));
+                    }
                     tasks.push(tokio::spawn(async move {
                         loop {
                             let event = tokio::select! {

@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 /// Current schema version of every event type the platform writes, by aggregate category.
 pub const SCHEMA: &[(&str, &str, u32)] = &[
     // listing
-    ("ListingPublished", "listing", 1),
-    ("ListingUpdated", "listing", 1),
+    // v2 added `details.tax_rate_bp` (the tax included in the price).
+    ("ListingPublished", "listing", 2),
+    ("ListingUpdated", "listing", 2),
     ("ListingRepriced", "listing", 1),
     ("CancellationPolicyChanged", "listing", 1),
     ("ListingRetired", "listing", 1),
@@ -27,7 +28,8 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("SlotCancelled", "slot", 1),
     // booking
     // v2 added `provider_id` and `commission_bp` (the commission snapshotted when placed).
-    ("BookingPlaced", "booking", 2),
+    // v3 added `tax_rate_bp` (the listing's tax rate, snapshotted for the receipt).
+    ("BookingPlaced", "booking", 3),
     ("BookingPaymentStarted", "booking", 1),
     ("BookingPaymentFailed", "booking", 1),
     ("BookingConfirmed", "booking", 1),
@@ -52,12 +54,18 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("ReversalStarted", "payment", 1),
     ("TransferReversed", "payment", 1),
     ("ReversalFailed", "payment", 1),
+    ("ReceiptIssued", "payment", 1),
+    ("CreditNoteIssued", "payment", 1),
     // provider
     ("PayoutAccountOpened", "provider", 1),
     ("PayoutAccountActivated", "provider", 1),
     ("PayoutAccountRestricted", "provider", 1),
     ("CommissionRateSet", "provider", 1),
     ("TransferAwaitingAccount", "provider", 1),
+    ("PayoutPaid", "provider", 1),
+    ("PayoutFailed", "provider", 1),
+    // series (gapless document numbers)
+    ("DocumentNumbered", "series", 1),
     // loyalty
     ("PointsAwarded", "loyalty", 1),
     ("PointsReversed", "loyalty", 1),
@@ -104,6 +112,25 @@ const UPCASTERS: &[Upcaster] = &[
         },
     },
     Upcaster {
+        event_type: "ListingPublished",
+        from: 1,
+        // Before v2 no listing stated a tax rate.
+        apply: no_tax_in_details,
+    },
+    Upcaster {
+        event_type: "ListingUpdated",
+        from: 1,
+        apply: no_tax_in_details,
+    },
+    Upcaster {
+        event_type: "BookingPlaced",
+        from: 2,
+        // Before v3 listings stated no tax rate.
+        apply: |data| {
+            data.entry("tax_rate_bp").or_insert(Value::from(0));
+        },
+    },
+    Upcaster {
         event_type: "RefundSucceeded",
         from: 1,
         // Before v2 nothing was ever released: every refund came out of the held money.
@@ -112,6 +139,12 @@ const UPCASTERS: &[Upcaster] = &[
         },
     },
 ];
+
+fn no_tax_in_details(data: &mut Map<String, Value>) {
+    if let Some(Value::Object(details)) = data.get_mut("details") {
+        details.entry("tax_rate_bp").or_insert(Value::from(0));
+    }
+}
 
 /// Why stored data could not become a domain event.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +199,7 @@ pub enum AnyEvent {
     User(tessera_domain::user::UserEvent),
     Email(tessera_domain::user::EmailReservationEvent),
     Provider(tessera_domain::provider::ProviderEvent),
+    Series(tessera_domain::receipt::SeriesEvent),
 }
 
 /// Decodes any stored event by its type.
@@ -180,6 +214,7 @@ pub fn decode_any(event_type: &str, version: u32, data: &str) -> Result<AnyEvent
         Some("user") => decode(event_type, version, data).map(AnyEvent::User),
         Some("email") => decode(event_type, version, data).map(AnyEvent::Email),
         Some("provider") => decode(event_type, version, data).map(AnyEvent::Provider),
+        Some("series") => decode(event_type, version, data).map(AnyEvent::Series),
         _ => Err(CodecError::UnknownType(event_type.to_owned())),
     }
 }

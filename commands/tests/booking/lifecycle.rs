@@ -57,6 +57,10 @@ pub(crate) async fn platform(capacity: u32) -> Platform {
         Arc::new(LoyaltyReactor {
             store: Arc::clone(&w.store),
         }),
+        Arc::new(tessera_commands::receipts::DocumentsReactor {
+            store: Arc::clone(&w.store),
+            issuer: tessera_commands::receipts::Issuer::default(),
+        }),
     ];
     Platform {
         w,
@@ -73,6 +77,15 @@ pub(crate) async fn platform(capacity: u32) -> Platform {
 impl Platform {
     pub(crate) fn ctx(&self, actor: &str) -> CommandContext {
         CommandContext::new(Uuid::new_v4(), actor, self.clock.now())
+    }
+
+    /// The gateway's outcomes delivered so far and not handled yet.
+    pub(crate) fn take_outcomes(&mut self) -> Vec<GatewayEvent> {
+        let mut out = Vec::new();
+        while let Ok(outcome) = self.outcomes.try_recv() {
+            out.push(outcome);
+        }
+        out
     }
 
     /// Runs every reactor until a full pass finds nothing new (reactions cause events).
@@ -454,6 +467,7 @@ async fn same_commands_and_clock_give_a_byte_identical_log() {
                     },
                     category: "boat".into(),
                     duration_minutes: 120,
+                    tax_rate_bp: 0,
                     includes: vec![],
                     itinerary: vec![],
                 },

@@ -7,6 +7,7 @@ mod live;
 mod money;
 mod onsale;
 mod payments;
+mod receipts;
 mod users;
 
 use std::sync::Arc;
@@ -76,6 +77,7 @@ async fn world(capacity: u32) -> World {
                 },
                 category: "water-sports".into(),
                 duration_minutes: 240,
+                tax_rate_bp: 1000,
                 includes: vec!["kayak".into(), "guide".into()],
                 itinerary: vec![],
             },

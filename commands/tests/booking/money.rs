@@ -165,6 +165,25 @@ async fn shares_are_held_released_transferred_and_taken_back_pro_rata() {
     let escrow = pa.escrow.as_ref().expect("released");
     assert_eq!(escrow.transfers.len(), 1);
     assert_eq!(escrow.transfers[0].reversed, 3_400);
+
+    // The weekly payout run pays the account's balance out to the bank, once a week.
+    assert_eq!(p.gateway.run_payouts(p.clock.now()).await.expect("run"), 1);
+    p.settle().await;
+    assert_eq!(p.gateway.run_payouts(p.clock.now()).await.expect("run"), 0);
+    let state = money::provider_state(&*p.w.store, provider)
+        .await
+        .expect("provider");
+    let payouts = &state.provider().expect("known").payouts;
+    assert_eq!(payouts.len(), 1);
+    let book = p.gateway.book().await.expect("book");
+    assert_eq!(
+        book.payouts.values().collect::<Vec<_>>(),
+        vec![&(
+            format!("sim_acct_{}", provider.0.simple()),
+            5_100 + 2_250,
+            true
+        )]
+    );
     let after = clean_check(&p).await;
     assert_eq!(balance(&after, "commission_revenue"), -(900 + 250));
     let book = p.gateway.book().await.expect("book");

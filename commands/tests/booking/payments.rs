@@ -29,6 +29,7 @@ fn ctx_for_webhook(event: &GatewayEvent, now: chrono::DateTime<chrono::Utc>) -> 
         GatewayEvent::PaymentSucceeded { event_id, .. }
         | GatewayEvent::PaymentFailed { event_id, .. }
         | GatewayEvent::AccountUpdated { event_id, .. }
+        | GatewayEvent::PayoutUpdated { event_id, .. }
         | GatewayEvent::Ignored { event_id, .. } => event_id,
     };
     CommandContext::new(

@@ -418,6 +418,7 @@ fn listings_publish_update_reprice_and_retire() {
         },
         category: "food".into(),
         duration_minutes: 180,
+        tax_rate_bp: 1000,
         includes: vec![],
         itinerary: vec![],
     };

@@ -2,6 +2,7 @@
 //! refunds still in flight; the `booking_balances` view sums them per booking), and one row per
 //! ledger entry of every money event, as [`tessera_domain::ledger::posting`] posts it (each
 //! event's entries sum to zero; provider statements and the admin's balances read them).
+//! Also the numbered documents (receipts, credit notes) and the payouts providers received.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +65,42 @@ pub struct LedgerRow {
     pub at: DateTime<Utc>,
 }
 
+/// A receipt or credit note as issued on the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocumentRow {
+    pub number: String,
+    /// `receipt` or `credit_note`.
+    pub kind: String,
+    pub year: i32,
+    pub seq: i64,
+    pub payment_id: Uuid,
+    pub booking_id: Uuid,
+    pub refund_id: Option<Uuid>,
+    /// The receipt a credit note corrects.
+    pub receipt_number: Option<String>,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub tax_rate_bp: i32,
+    pub tax_minor: i64,
+    pub issued_at: DateTime<Utc>,
+    pub position: i64,
+}
+
+/// A payout from a provider's connected account to its bank, as last reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayoutRow {
+    pub payout_ref: String,
+    pub provider_id: Uuid,
+    pub account_ref: String,
+    /// `paid` or `failed`.
+    pub status: String,
+    pub failure: Option<String>,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub updated_at: DateTime<Utc>,
+    pub position: i64,
+}
+
 fn payment_of(e: &Envelope) -> Option<Uuid> {
     let AnyEvent::Payment(p) = &e.event else {
         return None;
@@ -79,7 +116,8 @@ impl SqlProjection for Payments {
 
     fn version(&self) -> u32 {
         // 2: the ledger is double-entry (one row per entry, every posting summing to zero).
-        2
+        // 3: receipts, credit notes and payouts.
+        3
     }
 
     fn ddl(&self) -> String {
@@ -98,6 +136,19 @@ CREATE TABLE ledger (
     amount_minor bigint NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (position, line)
 );
 CREATE INDEX ledger_booking ON ledger (booking_id, position);
+CREATE TABLE documents (
+    number text PRIMARY KEY, kind text NOT NULL, year integer NOT NULL, seq bigint NOT NULL,
+    payment_id uuid NOT NULL, booking_id uuid NOT NULL, refund_id uuid, receipt_number text,
+    currency text NOT NULL, amount_minor bigint NOT NULL, tax_rate_bp integer NOT NULL,
+    tax_minor bigint NOT NULL, issued_at timestamptz NOT NULL, position bigint NOT NULL
+);
+CREATE INDEX documents_booking ON documents (booking_id, position);
+CREATE TABLE payouts (
+    payout_ref text PRIMARY KEY, provider_id uuid NOT NULL, account_ref text NOT NULL,
+    status text NOT NULL, failure text, currency text NOT NULL, amount_minor bigint NOT NULL,
+    updated_at timestamptz NOT NULL, position bigint NOT NULL
+);
+CREATE INDEX payouts_provider ON payouts (provider_id, updated_at);
 CREATE INDEX ledger_provider ON ledger (provider_id, at) WHERE provider_id IS NOT NULL;
 CREATE VIEW booking_balances AS
     SELECT booking_id, currency, sum(charged_minor) AS charged_minor,
@@ -114,10 +165,13 @@ CREATE VIEW booking_balances AS
         conn: &mut PgConnection,
         batch: &[Envelope],
     ) -> Result<(), ProjectionError> {
+        let payouts = payouts_of(batch);
+        rows::upsert(conn, "payouts", &["payout_ref"], &payouts).await?;
         let ids = keys(batch.iter().filter_map(payment_of));
         if ids.is_empty() {
             return Ok(());
         }
+        let mut documents = Vec::new();
         let mut payments: Rows<Uuid, PaymentRow> = Rows::default();
         for r in rows::load::<PaymentRow>(conn, "payments", "payment_id", &ids).await? {
             payments.rows.insert(r.payment_id, r);
@@ -210,6 +264,54 @@ CREATE VIEW booking_balances AS
                 | PaymentEvent::ReversalStarted { .. }
                 | PaymentEvent::TransferReversed { .. }
                 | PaymentEvent::ReversalFailed { .. } => {}
+                PaymentEvent::ReceiptIssued {
+                    booking_id,
+                    number,
+                    amount,
+                    tax_rate_bp,
+                    tax,
+                    ..
+                } => documents.push(DocumentRow {
+                    number: number.to_string(),
+                    kind: "receipt".into(),
+                    year: number.year,
+                    seq: i64::try_from(number.seq).unwrap_or(i64::MAX),
+                    payment_id: id,
+                    booking_id: booking_id.0,
+                    refund_id: None,
+                    receipt_number: None,
+                    currency: amount.currency.to_string(),
+                    amount_minor: amount.minor,
+                    tax_rate_bp: i32::try_from(*tax_rate_bp).unwrap_or(i32::MAX),
+                    tax_minor: tax.minor,
+                    issued_at: e.effective_at,
+                    position: e.pos(),
+                }),
+                PaymentEvent::CreditNoteIssued {
+                    booking_id,
+                    refund_id,
+                    number,
+                    receipt,
+                    amount,
+                    tax_rate_bp,
+                    tax,
+                    ..
+                } => documents.push(DocumentRow {
+                    number: number.to_string(),
+                    kind: "credit_note".into(),
+                    year: number.year,
+                    seq: i64::try_from(number.seq).unwrap_or(i64::MAX),
+                    payment_id: id,
+                    booking_id: booking_id.0,
+                    refund_id: Some(*refund_id),
+                    receipt_number: Some(receipt.to_string()),
+                    currency: amount.currency.to_string(),
+                    amount_minor: amount.minor,
+                    tax_rate_bp: i32::try_from(*tax_rate_bp).unwrap_or(i32::MAX),
+                    tax_minor: tax.minor,
+                    issued_at: e.effective_at,
+                    position: e.pos(),
+                }),
             }
             row.refunds_pending_minor = row.pending.values().sum();
             row.balance_minor = row.charged_minor - row.refunded_minor;
@@ -217,8 +319,55 @@ CREATE VIEW booking_balances AS
         }
         rows::upsert(conn, "payments", &["payment_id"], payments.changed()).await?;
         rows::insert(conn, "ledger", &ledger).await?;
+        rows::insert(conn, "documents", &documents).await?;
         Ok(())
     }
+}
+
+/// The last report of each payout in `batch`.
+fn payouts_of(batch: &[Envelope]) -> Vec<PayoutRow> {
+    use tessera_domain::provider::ProviderEvent;
+    let mut out: BTreeMap<String, PayoutRow> = BTreeMap::new();
+    for e in batch {
+        let (provider_id, account_ref, payout_ref, amount, status, failure) = match &e.event {
+            AnyEvent::Provider(ProviderEvent::PayoutPaid {
+                provider_id,
+                account_ref,
+                payout_ref,
+                amount,
+            }) => (provider_id, account_ref, payout_ref, amount, "paid", None),
+            AnyEvent::Provider(ProviderEvent::PayoutFailed {
+                provider_id,
+                account_ref,
+                payout_ref,
+                amount,
+                reason,
+            }) => (
+                provider_id,
+                account_ref,
+                payout_ref,
+                amount,
+                "failed",
+                Some(reason.clone()),
+            ),
+            _ => continue,
+        };
+        out.insert(
+            payout_ref.clone(),
+            PayoutRow {
+                payout_ref: payout_ref.clone(),
+                provider_id: provider_id.0,
+                account_ref: account_ref.clone(),
+                status: status.into(),
+                failure,
+                currency: amount.currency.to_string(),
+                amount_minor: amount.minor,
+                updated_at: e.effective_at,
+                position: e.pos(),
+            },
+        );
+    }
+    out.into_values().collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,4 +486,80 @@ pub async fn provider_statement(
     .fetch_all(pool)
     .await?;
     Ok((totals, lines))
+}
+
+/// A receipt or credit note as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DocumentView {
+    /// `2026-000123` (receipt) or `CN-2026-000007` (credit note).
+    pub number: String,
+    /// `receipt` or `credit_note`.
+    pub kind: String,
+    pub issued_at: DateTime<Utc>,
+    pub payment_id: Uuid,
+    /// The refund a credit note documents.
+    pub refund_id: Option<Uuid>,
+    /// The receipt a credit note corrects.
+    pub receipt_number: Option<String>,
+    pub currency: String,
+    /// Paid (receipt) or refunded (credit note), tax included.
+    pub amount_minor: i64,
+    /// The tax rate the booking snapshotted, in basis points.
+    pub tax_rate_bp: i32,
+    /// The tax included in `amount_minor`.
+    pub tax_minor: i64,
+}
+
+/// A booking's receipts and credit notes, in the order they were issued.
+pub async fn booking_documents(
+    pool: &sqlx::PgPool,
+    booking_id: Uuid,
+) -> Result<Vec<DocumentView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT number, kind, issued_at, payment_id, refund_id, receipt_number, currency,
+                amount_minor, tax_rate_bp, tax_minor
+           FROM read.documents WHERE booking_id = $1 ORDER BY position",
+    )
+    .bind(booking_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A payout as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PayoutView {
+    /// The gateway's payout (`po_…`).
+    pub payout_ref: String,
+    pub account_ref: String,
+    /// `paid` or `failed` (a paid payout the bank returned becomes failed).
+    pub status: String,
+    /// Why it failed, as the gateway said.
+    pub failure: Option<String>,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A provider's payouts last reported from `from` (inclusive) to `to` (exclusive), newest
+/// first.
+pub async fn provider_payouts(
+    pool: &sqlx::PgPool,
+    provider: Uuid,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Vec<PayoutView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT payout_ref, account_ref, status, failure, currency, amount_minor, updated_at
+           FROM read.payouts
+          WHERE provider_id = $1 AND ($2::timestamptz IS NULL OR updated_at >= $2)
+            AND ($3::timestamptz IS NULL OR updated_at < $3)
+          ORDER BY updated_at DESC, payout_ref",
+    )
+    .bind(provider)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
 }

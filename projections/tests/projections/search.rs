@@ -141,6 +141,7 @@ async fn corpus() -> (Corpus, tokio::sync::watch::Sender<bool>) {
                     },
                     category: e.category,
                     duration_minutes: e.minutes,
+                    tax_rate_bp: 0,
                     includes: vec![],
                     itinerary: vec![],
                 },

@@ -3,7 +3,9 @@
 //! delivered twice and out of order), a customer pays, the slot ends, the dispute window
 //! passes, exactly 85 % is transferred from the charge, an admin's partial refund after the
 //! release reverses the provider's part of it, and the ledger check reconciles with Stripe's
-//! records at every step.
+//! records at every step. The customer's receipt and credit note (JSON and PDF), Stripe's
+//! payouts (paid, failed, delivered twice and out of order), a refund before the release and a
+//! provider's slot cancellation (nothing transferred) close the loop.
 
 use std::time::Duration;
 
@@ -403,5 +405,271 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{not_provider}");
+
+    documents(&s, &customer, &admin, &booking, total, half).await;
+    payouts(&s, &fake, &provider, &admin, &provider_id, &account_ref).await;
+    nothing_transferred_when_refunded_before_release(
+        &s, &fake, &provider, &customer, &admin, &listing,
+    )
+    .await;
     s.shutdown().await;
+}
+
+/// The customer's receipt (the payment) and credit note (the half refund), as JSON and PDF.
+async fn documents(s: &Server, customer: &str, admin: &str, booking: &str, total: i64, half: i64) {
+    let receipt = eventually("the receipt and its credit note", || async {
+        let (status, r) = s
+            .get(&format!("/bookings/{booking}/receipt"), Some(customer))
+            .await;
+        (status == StatusCode::OK && r["credit_notes"].as_array().is_some_and(|c| c.len() == 1))
+            .then_some(r)
+    })
+    .await;
+    let r = &receipt["receipt"];
+    let number = r["number"].as_str().expect("number").to_owned();
+    assert!(
+        number.starts_with(&format!("{}-", chrono::Utc::now().format("%Y"))),
+        "{number}"
+    );
+    assert_eq!(r["amount_minor"], total);
+    let rate = u32::try_from(r["tax_rate_bp"].as_i64().expect("rate")).expect("rate");
+    assert_eq!(
+        r["tax_minor"],
+        tessera_domain::receipt::tax_included(total, rate)
+    );
+    let note = &receipt["credit_notes"][0];
+    assert!(
+        note["number"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("CN-")),
+        "{note}"
+    );
+    assert_eq!(note["receipt_number"], number.as_str());
+    assert_eq!(note["amount_minor"], half);
+    let (status, _) = s
+        .get(&format!("/bookings/{booking}/receipt"), Some(admin))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stranger = s.token("stranger-receipts@tessera.test").await;
+    let (status, hidden) = s
+        .get(&format!("/bookings/{booking}/receipt"), Some(&stranger))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{hidden}");
+
+    let response = s
+        .client
+        .get(s.api(&format!("/bookings/{booking}/receipt?format=pdf")))
+        .bearer_auth(customer)
+        .send()
+        .await
+        .expect("pdf");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    let pdf = response.bytes().await.expect("bytes");
+    let text = tessera_api::http::pdf::text_of(&pdf).expect("a PDF with text");
+    let money = tessera_api::http::routes::documents::amount;
+    for expected in [
+        format!("Receipt {number}"),
+        format!("Booking {booking}"),
+        format!("Paid: {}", money(total, "EUR")),
+        format!(
+            "Tax included (10.00 %): {}",
+            money(tessera_domain::receipt::tax_included(total, rate), "EUR")
+        ),
+        format!("Credit note {}", note["number"].as_str().expect("cn")),
+        format!("corrects receipt {number}"),
+        format!("Refunded: {}", money(half, "EUR")),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} not in {text}");
+    }
+}
+
+/// Stripe pays out of the connected account: a payout delivered twice is recorded once; a
+/// failed one reported before its stale "paid" stays failed, visible to the provider and the
+/// admins; the books still reconcile (payouts included).
+async fn payouts(
+    s: &Server,
+    fake: &fake_stripe::Shared,
+    provider: &str,
+    admin: &str,
+    provider_id: &str,
+    account: &str,
+) {
+    let paid = fake_stripe::payout(fake, account, "po_e2e_1", "evt_po_1_paid", 5_000, "paid");
+    let stale = fake_stripe::payout(fake, account, "po_e2e_2", "evt_po_2_paid", 2_000, "paid");
+    let failed = fake_stripe::payout(
+        fake,
+        account,
+        "po_e2e_2",
+        "evt_po_2_failed",
+        2_000,
+        "failed",
+    );
+    for payload in [&paid, &paid, &failed, &stale] {
+        let (status, body) = webhook(s, payload).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let list = eventually("both payouts listed", || async {
+        let (status, list) = s.get("/provider/payouts", Some(provider)).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        (list.as_array().is_some_and(|l| l.len() == 2)).then_some(list)
+    })
+    .await;
+    let by_ref = |r: &str| {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .find(|p| p["payout_ref"] == r)
+            .cloned()
+            .expect(r)
+    };
+    assert_eq!(by_ref("po_e2e_1")["status"], "paid");
+    assert_eq!(by_ref("po_e2e_1")["amount_minor"], 5_000);
+    assert_eq!(by_ref("po_e2e_2")["status"], "failed");
+    assert_eq!(by_ref("po_e2e_2")["failure"], "account_closed");
+    let (status, for_admin) = s
+        .get(
+            &format!("/admin/providers/{provider_id}/payouts"),
+            Some(admin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(for_admin, list);
+    let (status, _) = s.get("/provider/payouts", Some(admin)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let report = ledger(s, admin).await;
+    assert_eq!(report["differences"], json!([]), "{report:#}");
+    // Stripe's book and the log disagree the moment a payout is unknown to the log.
+    let unknown = fake_stripe::payout(fake, account, "po_e2e_3", "evt_po_3", 700, "paid");
+    let report = ledger(s, admin).await;
+    assert_eq!(
+        report["differences"],
+        json!([format!(
+            "payout po_e2e_3 of {account}: the gateway has 700 paid, the log has no such payout"
+        )]),
+        "{report:#}"
+    );
+    let (status, body) = webhook(s, &unknown).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    eventually("the third payout reconciled", || async {
+        (ledger(s, admin).await["differences"] == json!([])).then_some(())
+    })
+    .await;
+}
+
+/// A booking refunded before its slot ended, and one whose slot the provider cancelled: the
+/// refunds come out of the held money, nothing is transferred, each gets its credit note.
+async fn nothing_transferred_when_refunded_before_release(
+    s: &Server,
+    fake: &fake_stripe::Shared,
+    provider: &str,
+    customer: &str,
+    admin: &str,
+    listing: &str,
+) {
+    let mut bookings = Vec::new();
+    for (i, days) in [(0, 30), (1, 31)] {
+        let starts = chrono::Utc::now() + chrono::TimeDelta::days(days);
+        let (status, slot) = s
+            .post(
+                &format!("/provider/listings/{listing}/slots"),
+                Some(provider),
+                json!({ "starts_at": starts.to_rfc3339(), "ends_at": (starts + chrono::TimeDelta::hours(2)).to_rfc3339(), "capacity": 4 }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{slot}");
+        let slot = slot["slot_id"].as_str().expect("slot").to_owned();
+        let (status, _, placed) = s
+            .call(
+                Method::POST,
+                "/bookings",
+                Some(customer),
+                Some(json!({ "slot_id": slot, "seats": 1 })),
+                &[("idempotency-key", format!("money-e2e-early-{i}"))],
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{placed}");
+        let booking = placed["booking_id"].as_str().expect("booking").to_owned();
+        let (_, started) = s
+            .post(
+                &format!("/bookings/{booking}/pay"),
+                Some(customer),
+                json!({}),
+            )
+            .await;
+        let intent = started["provider_ref"].as_str().expect("pi").to_owned();
+        let total = fake_stripe::succeed(fake, &intent);
+        let payload = fake_stripe::webhook_payload(
+            &format!("evt_pi_early_{i}"),
+            "payment_intent.succeeded",
+            &intent,
+            tessera_domain::values::PaymentId(
+                started["payment_id"]
+                    .as_str()
+                    .expect("payment")
+                    .parse()
+                    .expect("uuid"),
+            ),
+            total,
+        );
+        let (status, body) = webhook(s, &payload).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        eventually("confirmed", || async {
+            let (_, d) = s.get(&format!("/bookings/{booking}"), Some(customer)).await;
+            (d["booking"]["status"] == "confirmed").then_some(())
+        })
+        .await;
+        bookings.push((booking, slot, intent, total));
+    }
+    // The customer cancels the first a month ahead (all back); the provider cancels the
+    // second's slot (all back).
+    let (status, body) = s
+        .post(
+            &format!("/bookings/{}/cancel", bookings[0].0),
+            Some(customer),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = s
+        .call(
+            Method::POST,
+            &format!("/provider/slots/{}/cancel", bookings[1].1),
+            Some(provider),
+            Some(json!({ "reason": "the boat is broken" })),
+            &[("idempotency-key", "money-e2e-cancel-slot".into())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (booking, _, intent, total) in &bookings {
+        let receipt = eventually("refunded in full, with a credit note", || async {
+            let refunded: i64 = fake
+                .lock()
+                .expect("fake")
+                .objects
+                .iter()
+                .filter(|o| o["object"] == "refund" && o["payment_intent"] == intent.as_str())
+                .filter_map(|o| o["amount"].as_i64())
+                .sum();
+            let (status, r) = s
+                .get(&format!("/bookings/{booking}/receipt"), Some(customer))
+                .await;
+            (refunded == *total
+                && status == StatusCode::OK
+                && r["credit_notes"].as_array().is_some_and(|c| c.len() == 1))
+            .then_some(r)
+        })
+        .await;
+        assert_eq!(receipt["credit_notes"][0]["amount_minor"], *total);
+        assert!(
+            transfers_of(fake, booking).is_empty(),
+            "nothing transferred for {booking}"
+        );
+    }
+    let report = eventually("the books clean after the refunds", || async {
+        let r = ledger(s, admin).await;
+        (r["clean"] == true).then_some(r)
+    })
+    .await;
+    assert_eq!(report["documents"]["findings"], json!([]), "{report:#}");
 }

@@ -312,6 +312,17 @@ async fn every_route_times_every_role() {
         ),
         (
             Method::GET,
+            format!("/bookings/{booking}/receipt?format=pdf"),
+            None,
+            Rule::Own {
+                roles: &[],
+                owned: Owned::Booking,
+                privileged: &["admin", "auditor"],
+                other: StatusCode::NOT_FOUND,
+            },
+        ),
+        (
+            Method::GET,
             format!("/bookings/{booking}/cancellation-quote"),
             None,
             booking_own(&[]),
@@ -423,6 +434,18 @@ async fn every_route_times_every_role() {
             "/provider/payout-account".into(),
             Some(json!({})),
             Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::GET,
+            "/provider/payouts".into(),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::GET,
+            format!("/admin/providers/{user}/payouts"),
+            None,
+            Rule::Roles(&["auditor", "admin"]),
         ),
         (
             Method::GET,

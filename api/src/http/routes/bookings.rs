@@ -173,7 +173,7 @@ pub struct BookingDetail {
 }
 
 /// Loads a booking the caller may see: its customer, admins and auditors. Others get 404.
-async fn visible_booking(
+pub(crate) async fn visible_booking(
     state: &AppState,
     caller: &Caller,
     booking_id: Uuid,
@@ -535,6 +535,27 @@ async fn stripe_webhook(
                 reason,
             }
         }
+        // A connected account's payout names the account; its metadata names the provider.
+        tessera_commands::gateway::GatewayEvent::PayoutUpdated {
+            event_id,
+            provider_id: None,
+            account_ref,
+            payout_ref,
+            amount,
+            failure,
+        } => tessera_commands::gateway::GatewayEvent::PayoutUpdated {
+            provider_id: tessera_commands::gateway::PaymentGateway::account_owner(
+                &**stripe,
+                &account_ref,
+            )
+            .await
+            .map_err(tessera_commands::error::CommandError::from)?,
+            event_id,
+            account_ref,
+            payout_ref,
+            amount,
+            failure,
+        },
         other => other,
     };
     tessera_commands::reactor::handle_gateway_event_cached(

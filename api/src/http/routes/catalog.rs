@@ -425,6 +425,11 @@ pub struct ListingInput {
     /// Refund tiers, most hours first; default: 100 % ≥ 7 days, 50 % ≥ 48 h, else 0 %.
     #[serde(default)]
     pub policy: Option<Vec<TierInput>>,
+    /// The tax rate included in the price, in basis points (1900: 19 %); default 0. Each
+    /// booking snapshots it when placed; its receipt states it.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 5000)]
+    pub tax_rate_bp: u32,
 }
 
 fn details(i: &ListingInput) -> Result<ListingDetails, ApiError> {
@@ -450,6 +455,7 @@ fn details(i: &ListingInput) -> Result<ListingDetails, ApiError> {
         },
         category: i.category.clone(),
         duration_minutes: i.duration_minutes,
+        tax_rate_bp: i.tax_rate_bp,
         includes: i.includes.clone(),
         itinerary: i
             .itinerary

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod bookings;
 pub mod catalog;
+pub mod documents;
 pub mod money;
 pub mod ops;
 
@@ -76,6 +77,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(audit::router())
         .merge(money::router())
+        .merge(documents::router())
 }
 
 /// What a command answers with, besides its own fields.

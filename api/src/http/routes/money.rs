@@ -12,7 +12,7 @@ use tessera_commands::{ledger, money, users};
 use tessera_domain::provider::ProviderState;
 use tessera_domain::values::UserId;
 use tessera_log::clock::new_command_id;
-pub use tessera_projections::models::payments::{self, StatementLine, StatementTotals};
+pub use tessera_projections::models::payments::{self, PayoutView, StatementLine, StatementTotals};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger_check))
         .routes(routes!(my_statement))
         .routes(routes!(provider_statement))
+        .routes(routes!(my_payouts))
+        .routes(routes!(provider_payouts))
 }
 
 /// The period of a statement: `from` (inclusive) to `to` (exclusive), whole UTC days; by
@@ -58,8 +60,9 @@ pub enum StatementFormat {
 /// A provider's statement for a period: per currency, what the platform owed it at the start,
 /// the bookings released (share plus commission), the commission, the provider's part of
 /// refunds after the release, what was transferred, and what is owed at the end; and every
-/// posting of the period. Payouts from the provider's account to its bank are the gateway's and
-/// not in this statement yet.
+/// posting of the period. Then the payouts of the period: what the gateway paid out of the
+/// provider's connected account to its bank (the provider's own money after the transfer, so
+/// outside the balance above), failed ones included.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Statement {
     pub provider_id: Uuid,
@@ -67,6 +70,7 @@ pub struct Statement {
     pub to: NaiveDate,
     pub totals: Vec<StatementTotals>,
     pub lines: Vec<StatementLine>,
+    pub payouts: Vec<PayoutView>,
 }
 
 fn period(q: &StatementQuery, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), ApiError> {
@@ -90,20 +94,23 @@ async fn statement(
     q: &StatementQuery,
 ) -> Result<Response, ApiError> {
     let (from, to) = period(q, state.clock.now().date_naive())?;
-    let (totals, lines) = payments::provider_statement(
-        &state.pool,
-        provider,
+    let (start, end) = (
         from.and_time(NaiveTime::MIN).and_utc(),
         to.and_time(NaiveTime::MIN).and_utc(),
-    )
-    .await
-    .map_err(tessera_projections::ProjectionError::from)?;
+    );
+    let (totals, lines) = payments::provider_statement(&state.pool, provider, start, end)
+        .await
+        .map_err(tessera_projections::ProjectionError::from)?;
+    let payouts = payments::provider_payouts(&state.pool, provider, Some(start), Some(end))
+        .await
+        .map_err(tessera_projections::ProjectionError::from)?;
     let statement = Statement {
         provider_id: provider,
         from,
         to,
         totals,
         lines,
+        payouts,
     };
     if q.format != Some(StatementFormat::Csv) {
         return Ok(Json(statement).into_response());
@@ -167,6 +174,21 @@ fn csv_of(s: &Statement) -> Result<String, ApiError> {
         ])
         .map_err(fail)?;
     }
+    for p in &s.payouts {
+        // A payout's amount in `owed_minor`; its status and reference in `kind`.
+        w.write_record([
+            "payout",
+            &p.updated_at.to_rfc3339(),
+            &format!("{} {}", p.status, p.payout_ref),
+            "",
+            "",
+            &p.currency,
+            "",
+            "",
+            &p.amount_minor.to_string(),
+        ])
+        .map_err(fail)?;
+    }
     let bytes = w
         .into_inner()
         .map_err(|e| ApiError::Internal(format!("statement CSV: {e}")))?;
@@ -212,6 +234,48 @@ async fn provider_statement(
 ) -> Result<Response, ApiError> {
     state.read_after(reads::PAYMENTS, min).await?;
     statement(&state, provider_id, &q).await
+}
+
+/// The caller's payouts from its connected account to its bank, newest first, failed ones
+/// with the gateway's reason (providers).
+#[utoipa::path(get, path = "/provider/payouts", tag = "provider", security(("bearer" = [])),
+    params(MinPositionHeader),
+    responses(
+        (status = 200, description = "The payouts", body = Vec<PayoutView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_payouts(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+    min: MinPosition,
+) -> Result<Json<Vec<PayoutView>>, ApiError> {
+    state.read_after(reads::PAYMENTS, min).await?;
+    Ok(Json(
+        payments::provider_payouts(&state.pool, caller.user_id.0, None, None)
+            .await
+            .map_err(tessera_projections::ProjectionError::from)?,
+    ))
+}
+
+/// A provider's payouts, newest first (admins, auditors).
+#[utoipa::path(get, path = "/admin/providers/{provider_id}/payouts", tag = "admin", security(("bearer" = [])),
+    params(("provider_id" = Uuid, Path, description = "The provider"), MinPositionHeader),
+    responses(
+        (status = 200, description = "The payouts", body = Vec<PayoutView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn provider_payouts(
+    State(state): State<AppState>,
+    _caller: Require<AuditorOrAdmin>,
+    ApiPath(provider_id): ApiPath<Uuid>,
+    min: MinPosition,
+) -> Result<Json<Vec<PayoutView>>, ApiError> {
+    state.read_after(reads::PAYMENTS, min).await?;
+    Ok(Json(
+        payments::provider_payouts(&state.pool, provider_id, None, None)
+            .await
+            .map_err(tessera_projections::ProjectionError::from)?,
+    ))
 }
 
 /// A provider's money terms and payout account.
@@ -377,6 +441,17 @@ pub struct LedgerCheck {
     pub violations: Vec<String>,
     /// Where the log and the gateway's records disagree, one per line.
     pub differences: Vec<String>,
+    /// The document number series (receipts, credit notes).
+    pub documents: DocumentSeries,
+}
+
+/// The document series: how many numbers each handed out, and every gap, double, or number
+/// without its document.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DocumentSeries {
+    /// Numbers handed out per series (`receipt-2026`, `credit-note-2026`).
+    pub series: std::collections::BTreeMap<String, u64>,
+    pub findings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -392,6 +467,10 @@ impl From<ledger::LedgerReport> for LedgerCheck {
     fn from(r: ledger::LedgerReport) -> Self {
         Self {
             clean: r.is_clean(),
+            documents: DocumentSeries {
+                series: r.documents.series.clone(),
+                findings: r.documents.findings.clone(),
+            },
             postings: r.postings,
             position: r.position,
             gateway: r.gateway,

@@ -17,6 +17,7 @@ use tessera_domain::loyalty::{AwardReason, Badge, LoyaltyEvent};
 use tessera_domain::payment::{PaymentEvent, RefundSplit};
 use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::provider::ProviderEvent;
+use tessera_domain::receipt::SeriesEvent;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
 use tessera_domain::user::{Email, EmailReservationEvent, Role, UserEvent};
@@ -53,6 +54,7 @@ fn samples() -> Vec<AnyEvent> {
         },
         category: "hiking".into(),
         duration_minutes: 5 * 24 * 60,
+        tax_rate_bp: 1000,
         includes: vec!["half board".into(), "guide".into()],
         itinerary: vec![ItineraryDay {
             day: 1,
@@ -125,6 +127,7 @@ fn samples() -> Vec<AnyEvent> {
             slot_id,
             provider_id: Some(provider),
             commission_bp: 1500,
+            tax_rate_bp: 1000,
             seats: 2,
             total: eur(178_000),
             policy: CancellationPolicy::standard(),
@@ -290,6 +293,41 @@ fn samples() -> Vec<AnyEvent> {
             provider_id: provider,
             payment_id,
         }),
+        AnyEvent::Provider(ProviderEvent::PayoutPaid {
+            provider_id: provider,
+            account_ref: "acct_1Abc".into(),
+            payout_ref: "po_1Abc".into(),
+            amount: eur(151_300),
+        }),
+        AnyEvent::Provider(ProviderEvent::PayoutFailed {
+            provider_id: provider,
+            account_ref: "acct_1Abc".into(),
+            payout_ref: "po_1Abc".into(),
+            amount: eur(151_300),
+            reason: "account_closed".into(),
+        }),
+        AnyEvent::Payment(PaymentEvent::ReceiptIssued {
+            payment_id,
+            booking_id,
+            number: "2026-000123".parse().expect("number"),
+            amount: eur(178_000),
+            tax_rate_bp: 1000,
+            tax: eur(16_182),
+        }),
+        AnyEvent::Payment(PaymentEvent::CreditNoteIssued {
+            payment_id,
+            booking_id,
+            refund_id: Uuid::from_u128(0x66),
+            number: "CN-2026-000007".parse().expect("number"),
+            receipt: "2026-000123".parse().expect("number"),
+            amount: eur(89_000),
+            tax_rate_bp: 1000,
+            tax: eur(8_091),
+        }),
+        AnyEvent::Series(SeriesEvent::DocumentNumbered {
+            number: "2026-000123".parse().expect("number"),
+            document: payment_id.0,
+        }),
         AnyEvent::Loyalty(LoyaltyEvent::PointsAwarded {
             points: 500,
             reason: AwardReason::FirstBooking,
@@ -350,6 +388,7 @@ fn stored(event: &AnyEvent) -> (String, u32, String) {
         AnyEvent::User(e) => codec::encode(e),
         AnyEvent::Email(e) => codec::encode(e),
         AnyEvent::Provider(e) => codec::encode(e),
+        AnyEvent::Series(e) => codec::encode(e),
     }
     .expect("encode");
     (encoded.event_type, encoded.schema_version, encoded.data)
