@@ -329,7 +329,7 @@ impl StripeGateway {
                     amount: Money {
                         minor: payout.amount,
                         currency: tessera_domain::values::Currency::new(
-                            &payout.currency.to_string(),
+                            &payout.currency.to_string().to_uppercase(),
                         )
                         .map_err(|e| GatewayError::BadPayload(e.to_string()))?,
                     },

@@ -12,8 +12,11 @@
 //! across processes, the expected version decides and the loser backs off and retries.
 //!
 //! [`DocumentsReactor`] issues a receipt when a payment succeeds and a credit note when a
-//! refund does. Its commands derive their ids from the event, so a redelivered event, or two
-//! reactor processes, replay one another instead of issuing twice.
+//! refund does, and accrues the platform's commission on the provider's stream (at a release,
+//! less what a refund after it gives back), by month. Its commands derive their ids from the
+//! event, so a redelivered event, or two reactor processes, replay one another instead of
+//! issuing twice. [`issue_due_invoices`] invoices a provider's past months: one commission
+//! invoice per month (`INV-2026-000003`), appended with its number like a receipt.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,16 +27,19 @@ use chrono::{DateTime, Datelike, Utc};
 use tessera_domain::Aggregate;
 use tessera_domain::booking::BookingAggregate;
 use tessera_domain::payment::{PaymentAggregate, PaymentCommand, PaymentError, PaymentEvent};
+use tessera_domain::provider::{
+    ProviderAggregate, ProviderCommand, ProviderError, ProviderEvent, invoice_document,
+};
 use tessera_domain::receipt::{
     DocumentKind, DocumentNumber, SeriesAggregate, SeriesCommand, SeriesEvent, SeriesState,
 };
-use tessera_domain::values::PaymentId;
+use tessera_domain::values::{PaymentId, UserId, derived_id};
 use tessera_log::codec::{self, AnyEvent};
 use tessera_log::store::{EventStore, Position, RecordedEvent, StreamId, StreamRead};
 use uuid::Uuid;
 
 use crate::error::CommandError;
-use crate::handler::{CommandContext, Loaded, load, replayed, stream_of, write_for};
+use crate::handler::{CommandContext, Loaded, execute, load, replayed, stream_of, write_for};
 use crate::reactor::Reactor;
 
 /// How often an issuer re-decides after losing a number to another process before giving up
@@ -99,6 +105,134 @@ pub async fn issue_credit_note(
         ctx,
     )
     .await
+}
+
+/// Invoices every past month (before the month of `ctx.now`) in which `provider_id` accrued
+/// commission and was not invoiced yet; returns the numbers issued. Safe to run any time, from
+/// any number of processes: a month is invoiced once.
+pub async fn issue_due_invoices(
+    store: &dyn EventStore,
+    issuer: &Issuer,
+    provider_id: UserId,
+    ctx: &CommandContext,
+) -> Result<Vec<DocumentNumber>, CommandError> {
+    let current = ctx.now.format("%Y-%m").to_string();
+    let state = load::<ProviderAggregate>(
+        store,
+        stream_of::<ProviderAggregate>(provider_id),
+        Uuid::nil(),
+    )
+    .await?
+    .state;
+    let Some(p) = state.provider() else {
+        return Ok(Vec::new());
+    };
+    let due: Vec<String> = p
+        .accrued
+        .keys()
+        .filter(|m| **m < current)
+        .cloned()
+        .collect();
+    let mut issued = Vec::new();
+    for month in due {
+        let ctx = CommandContext {
+            command_id: derived_id(ctx.command_id, month.as_bytes()),
+            ..ctx.clone()
+        };
+        match issue_invoice(store, issuer, provider_id, &month, &ctx).await {
+            Ok(Issued::New(n)) => issued.push(n),
+            Ok(Issued::Already(_))
+            | Err(CommandError::Provider(ProviderError::NothingToInvoice(_))) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(issued)
+}
+
+/// Invoices `provider_id`'s commission of `month`, numbered in the invoice series of the year
+/// of `ctx.now`.
+pub async fn issue_invoice(
+    store: &dyn EventStore,
+    issuer: &Issuer,
+    provider_id: UserId,
+    month: &str,
+    ctx: &CommandContext,
+) -> Result<Issued, CommandError> {
+    let kind = DocumentKind::Invoice;
+    let year = ctx.now.year();
+    let series = kind.series(year);
+    let series_stream = stream_of::<SeriesAggregate>(&series);
+    let provider_stream = stream_of::<ProviderAggregate>(provider_id);
+    let turn = issuer.turn_of(&series);
+    let _turn = turn.lock().await;
+    for attempt in 0..ATTEMPTS {
+        let provider =
+            load::<ProviderAggregate>(store, provider_stream.clone(), ctx.command_id).await?;
+        if let Some(n) = provider
+            .state
+            .provider()
+            .and_then(|p| p.invoiced.get(month))
+        {
+            return Ok(Issued::Already(*n));
+        }
+        let head = series_head(store, &series_stream).await?;
+        let number = head.state.next(kind, year);
+        let events = ProviderAggregate::decide(
+            &provider.state,
+            &ProviderCommand::Invoice {
+                month: month.to_owned(),
+                number,
+            },
+        )?;
+        let numbered = SeriesAggregate::decide(
+            &head.state,
+            &SeriesCommand::Take {
+                kind,
+                year,
+                document: invoice_document(provider_id, month),
+            },
+        )
+        .unwrap_or_else(|never| match never {});
+        let writes = vec![
+            write_for(&provider, &events, ctx)?,
+            write_for(&head, &numbered, ctx)?,
+        ];
+        match store.append(writes).await {
+            Ok(_) => return Ok(Issued::New(number)),
+            Err(e) if e.is_conflict() => backoff(attempt).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CommandError::Contention { attempts: ATTEMPTS })
+}
+
+/// Accrues commission on the provider's stream, in the month of the event that moved it.
+async fn accrue(
+    store: &dyn EventStore,
+    provider_id: UserId,
+    payment_id: PaymentId,
+    at: DateTime<Utc>,
+    currency: tessera_domain::values::Currency,
+    commission_minor: i64,
+    ctx: &CommandContext,
+) -> Result<(), CommandError> {
+    if commission_minor == 0 {
+        return Ok(());
+    }
+    execute::<ProviderAggregate>(
+        store,
+        stream_of::<ProviderAggregate>(provider_id),
+        &ProviderCommand::Accrue {
+            provider_id,
+            payment_id,
+            month: at.format("%Y-%m").to_string(),
+            currency,
+            commission_minor,
+        },
+        ctx,
+    )
+    .await?;
+    Ok(())
 }
 
 async fn booking_tax_rate(
@@ -270,11 +404,44 @@ impl Reactor for DocumentsReactor {
             AnyEvent::Payment(PaymentEvent::RefundSucceeded {
                 payment_id,
                 refund_id,
+                split,
+                amount,
                 ..
             }) => {
+                if let Some(s) = split {
+                    let ctx = CommandContext::reacting_to(self.name(), "accrue", event, now);
+                    accrue(
+                        &*self.store,
+                        s.provider_id,
+                        *payment_id,
+                        event.effective_at,
+                        amount.currency,
+                        -s.commission_part,
+                        &ctx,
+                    )
+                    .await?;
+                }
                 let ctx = CommandContext::reacting_to(self.name(), "credit-note", event, now);
                 issue_credit_note(&*self.store, &self.issuer, *payment_id, *refund_id, &ctx)
                     .await?;
+            }
+            AnyEvent::Payment(PaymentEvent::FundsReleased {
+                payment_id,
+                provider_id,
+                commission,
+                ..
+            }) => {
+                let ctx = CommandContext::reacting_to(self.name(), "accrue", event, now);
+                accrue(
+                    &*self.store,
+                    *provider_id,
+                    *payment_id,
+                    event.effective_at,
+                    commission.currency,
+                    commission.minor,
+                    &ctx,
+                )
+                .await?;
             }
             _ => {}
         }
@@ -299,45 +466,65 @@ pub async fn verify(store: &dyn EventStore) -> Result<SeriesReport, CommandError
     let mut report = SeriesReport::default();
     let mut numbered: HashMap<DocumentNumber, Uuid> = HashMap::new();
     let mut stated: HashMap<DocumentNumber, Uuid> = HashMap::new();
-    let mut events = store.stream_all(Position::START, 10_000);
-    while let Some(e) = events.try_next().await? {
-        let decoded = match codec::category_of(&e.event_type) {
-            Some("series" | "payment") => {
-                codec::decode_any(&e.event_type, e.schema_version, &e.data)
-                    .map_err(|err| CommandError::Codec(format!("position {}: {err}", e.position)))?
-            }
-            _ => continue,
-        };
-        match decoded {
-            AnyEvent::Series(SeriesEvent::DocumentNumbered { number, document }) => {
-                let series = number.kind.series(number.year);
-                let count = report.series.entry(series.clone()).or_default();
-                *count += 1;
-                if e.stream_id.as_str() != format!("series-{series}")
-                    || number.seq != e.stream_version
-                {
-                    report.findings.push(format!(
-                        "{} event {} carries number {number}",
-                        e.stream_id, e.stream_version
-                    ));
+    // Page by page: a finite stream reads at most its limit.
+    const PAGE: usize = 10_000;
+    let mut after = Position::START;
+    loop {
+        let mut events = store.stream_all(after, PAGE);
+        let mut read = 0;
+        while let Some(e) = events.try_next().await? {
+            read += 1;
+            after = e.position;
+            let decoded = match codec::category_of(&e.event_type) {
+                Some("series" | "payment" | "provider") => {
+                    codec::decode_any(&e.event_type, e.schema_version, &e.data).map_err(|err| {
+                        CommandError::Codec(format!("position {}: {err}", e.position))
+                    })?
                 }
-                if let Some(other) = numbered.insert(number, document) {
-                    report.findings.push(format!(
-                        "{number} was handed out twice ({other}, {document})"
-                    ));
+                _ => continue,
+            };
+            match decoded {
+                AnyEvent::Series(SeriesEvent::DocumentNumbered { number, document }) => {
+                    let series = number.kind.series(number.year);
+                    let count = report.series.entry(series.clone()).or_default();
+                    *count += 1;
+                    if e.stream_id.as_str() != format!("series-{series}")
+                        || number.seq != e.stream_version
+                    {
+                        report.findings.push(format!(
+                            "{} event {} carries number {number}",
+                            e.stream_id, e.stream_version
+                        ));
+                    }
+                    if let Some(other) = numbered.insert(number, document) {
+                        report.findings.push(format!(
+                            "{number} was handed out twice ({other}, {document})"
+                        ));
+                    }
                 }
+                AnyEvent::Payment(PaymentEvent::ReceiptIssued {
+                    payment_id, number, ..
+                }) => {
+                    stated.insert(number, payment_id.0);
+                }
+                AnyEvent::Payment(PaymentEvent::CreditNoteIssued {
+                    refund_id, number, ..
+                }) => {
+                    stated.insert(number, refund_id);
+                }
+                AnyEvent::Provider(ProviderEvent::CommissionInvoiced {
+                    provider_id,
+                    number,
+                    month,
+                    ..
+                }) => {
+                    stated.insert(number, invoice_document(provider_id, &month));
+                }
+                _ => {}
             }
-            AnyEvent::Payment(PaymentEvent::ReceiptIssued {
-                payment_id, number, ..
-            }) => {
-                stated.insert(number, payment_id.0);
-            }
-            AnyEvent::Payment(PaymentEvent::CreditNoteIssued {
-                refund_id, number, ..
-            }) => {
-                stated.insert(number, refund_id);
-            }
-            _ => {}
+        }
+        if read < PAGE {
+            break;
         }
     }
     let mut missing: Vec<String> = numbered

@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
-use crate::values::{Money, PaymentId, UserId};
+use crate::receipt::DocumentNumber;
+use crate::values::{Currency, Money, PaymentId, UserId, derived_id};
 
 /// The platform's commission when none was set for the provider: 15 %.
 pub const DEFAULT_COMMISSION_BP: u32 = 1500;
@@ -53,6 +54,46 @@ pub struct Provider {
     pub waiting: BTreeSet<PaymentId>,
     /// Payouts from the connected account to the provider's bank, by the gateway's id.
     pub payouts: BTreeMap<String, PayoutStatus>,
+    /// Commission accrued and not invoiced yet, per month (`2026-11`) and currency.
+    pub accrued: BTreeMap<String, BTreeMap<Currency, Accrual>>,
+    /// The months invoiced, with their invoice's number.
+    pub invoiced: BTreeMap<String, DocumentNumber>,
+}
+
+/// The commission of one month in one currency: kept at releases, less what refunds after the
+/// release gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accrual {
+    pub commission_minor: i64,
+    /// Releases and refunds that made it.
+    pub entries: u32,
+}
+
+/// One currency's line of a commission invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    pub currency: Currency,
+    pub commission_minor: i64,
+    pub entries: u32,
+}
+
+/// The month after `month` (`2026-12` → `2027-01`); `None` when it is not `YYYY-MM`.
+pub fn next_month(month: &str) -> Option<String> {
+    let (y, m) = month.split_once('-')?;
+    let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    Some(if m == 12 {
+        format!("{}-01", y + 1)
+    } else {
+        format!("{y}-{:02}", m + 1)
+    })
+}
+
+/// The document id of a provider's invoice for `month` (what its series number is for).
+pub fn invoice_document(provider_id: UserId, month: &str) -> uuid::Uuid {
+    derived_id(provider_id.0, format!("invoice/{month}").as_bytes())
 }
 
 /// Where a payout to the provider's bank ended.
@@ -137,6 +178,21 @@ pub enum ProviderCommand {
         amount: Money,
         outcome: PayoutOutcome,
     },
+    /// The platform kept (positive) or gave back (negative) commission on one of the
+    /// provider's payments in `month`. A month already invoiced is closed: the amount goes to
+    /// the next open month.
+    Accrue {
+        provider_id: UserId,
+        payment_id: PaymentId,
+        month: String,
+        currency: Currency,
+        commission_minor: i64,
+    },
+    /// Invoices a past month's commission under `number`.
+    Invoice {
+        month: String,
+        number: DocumentNumber,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +234,20 @@ pub enum ProviderEvent {
         amount: Money,
         reason: String,
     },
+    CommissionAccrued {
+        provider_id: UserId,
+        payment_id: PaymentId,
+        month: String,
+        currency: Currency,
+        commission_minor: i64,
+    },
+    /// The platform's monthly commission invoice to the provider.
+    CommissionInvoiced {
+        provider_id: UserId,
+        number: DocumentNumber,
+        month: String,
+        lines: Vec<InvoiceLine>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,6 +264,12 @@ pub enum ProviderError {
     CommissionUnchanged(u32),
     #[error("the account is already {0:?}")]
     StatusUnchanged(AccountStatus),
+    #[error("no commission accrued in {0}")]
+    NothingToInvoice(String),
+    #[error("the month is already invoiced as {0}")]
+    AlreadyInvoiced(DocumentNumber),
+    #[error("{0:?} is not a month (YYYY-MM)")]
+    NotAMonth(String),
 }
 
 /// The provider aggregate (stream `provider-<user id>`).
@@ -306,6 +382,51 @@ impl Aggregate for ProviderAggregate {
                     },
                 }
             }
+            ProviderCommand::Accrue {
+                provider_id,
+                payment_id,
+                month,
+                currency,
+                commission_minor,
+            } => {
+                let mut month = month.clone();
+                while known.is_some_and(|p| p.invoiced.contains_key(&month)) {
+                    month = next_month(&month).ok_or(ProviderError::NotAMonth(month))?;
+                }
+                ProviderEvent::CommissionAccrued {
+                    provider_id: *provider_id,
+                    payment_id: *payment_id,
+                    month,
+                    currency: *currency,
+                    commission_minor: *commission_minor,
+                }
+            }
+            ProviderCommand::Invoice { month, number } => {
+                let p = known.ok_or_else(|| ProviderError::NothingToInvoice(month.clone()))?;
+                if let Some(n) = p.invoiced.get(month) {
+                    return Err(ProviderError::AlreadyInvoiced(*n));
+                }
+                let lines: Vec<InvoiceLine> = p
+                    .accrued
+                    .get(month)
+                    .into_iter()
+                    .flatten()
+                    .map(|(currency, a)| InvoiceLine {
+                        currency: *currency,
+                        commission_minor: a.commission_minor,
+                        entries: a.entries,
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    return Err(ProviderError::NothingToInvoice(month.clone()));
+                }
+                ProviderEvent::CommissionInvoiced {
+                    provider_id: p.id,
+                    number: *number,
+                    month: month.clone(),
+                    lines,
+                }
+            }
             ProviderCommand::AwaitAccount {
                 provider_id,
                 payment_id,
@@ -329,7 +450,9 @@ impl Aggregate for ProviderAggregate {
             | ProviderEvent::CommissionRateSet { provider_id, .. }
             | ProviderEvent::TransferAwaitingAccount { provider_id, .. }
             | ProviderEvent::PayoutPaid { provider_id, .. }
-            | ProviderEvent::PayoutFailed { provider_id, .. } => *provider_id,
+            | ProviderEvent::PayoutFailed { provider_id, .. }
+            | ProviderEvent::CommissionAccrued { provider_id, .. }
+            | ProviderEvent::CommissionInvoiced { provider_id, .. } => *provider_id,
         };
         let mut p = match state {
             ProviderState::New => Provider {
@@ -338,6 +461,8 @@ impl Aggregate for ProviderAggregate {
                 account: None,
                 waiting: BTreeSet::new(),
                 payouts: BTreeMap::new(),
+                accrued: BTreeMap::new(),
+                invoiced: BTreeMap::new(),
             },
             ProviderState::Known(p) => p,
         };
@@ -377,6 +502,25 @@ impl Aggregate for ProviderAggregate {
             }
             ProviderEvent::PayoutFailed { payout_ref, .. } => {
                 p.payouts.insert(payout_ref.clone(), PayoutStatus::Failed);
+            }
+            ProviderEvent::CommissionAccrued {
+                month,
+                currency,
+                commission_minor,
+                ..
+            } => {
+                let a = p
+                    .accrued
+                    .entry(month.clone())
+                    .or_default()
+                    .entry(*currency)
+                    .or_default();
+                a.commission_minor += commission_minor;
+                a.entries += 1;
+            }
+            ProviderEvent::CommissionInvoiced { number, month, .. } => {
+                p.accrued.remove(month);
+                p.invoiced.insert(month.clone(), *number);
             }
         }
         ProviderState::Known(p)
@@ -484,6 +628,72 @@ mod tests {
         given::<ProviderAggregate>(&[opened(), failed_event.clone()])
             .when_then(report(PayoutOutcome::Paid), &[]);
         given::<ProviderAggregate>(&[opened(), failed_event]).when_then(report(failed), &[]);
+    }
+
+    #[test]
+    fn commission_accrues_per_month_and_a_month_is_invoiced_once() {
+        let accrue = |month: &str, minor| ProviderCommand::Accrue {
+            provider_id: provider(),
+            payment_id: PaymentId(uuid::Uuid::from_u128(minor as u128)),
+            month: month.into(),
+            currency: Currency::EUR,
+            commission_minor: minor,
+        };
+        let accrued = |month: &str, minor| ProviderEvent::CommissionAccrued {
+            provider_id: provider(),
+            payment_id: PaymentId(uuid::Uuid::from_u128(minor as u128)),
+            month: month.into(),
+            currency: Currency::EUR,
+            commission_minor: minor,
+        };
+        let number: DocumentNumber = "INV-2026-000001".parse().expect("number");
+        let history = [accrued("2026-11", 1_500), accrued("2026-11", -600)];
+        let state = given::<ProviderAggregate>(&history).when_then(
+            ProviderCommand::Invoice {
+                month: "2026-11".into(),
+                number,
+            },
+            &[ProviderEvent::CommissionInvoiced {
+                provider_id: provider(),
+                number,
+                month: "2026-11".into(),
+                lines: vec![InvoiceLine {
+                    currency: Currency::EUR,
+                    commission_minor: 900,
+                    entries: 2,
+                }],
+            }],
+        );
+        assert!(state.provider().expect("known").accrued.is_empty());
+        let invoiced = [
+            history[0].clone(),
+            history[1].clone(),
+            ProviderEvent::CommissionInvoiced {
+                provider_id: provider(),
+                number,
+                month: "2026-11".into(),
+                lines: vec![],
+            },
+        ];
+        given::<ProviderAggregate>(&invoiced).when_err(
+            ProviderCommand::Invoice {
+                month: "2026-11".into(),
+                number,
+            },
+            ProviderError::AlreadyInvoiced(number),
+        );
+        // A late accrual for a closed month goes to the next one.
+        given::<ProviderAggregate>(&invoiced)
+            .when_then(accrue("2026-11", 250), &[accrued("2026-12", 250)]);
+        given::<ProviderAggregate>(&[]).when_err(
+            ProviderCommand::Invoice {
+                month: "2026-10".into(),
+                number,
+            },
+            ProviderError::NothingToInvoice("2026-10".into()),
+        );
+        assert_eq!(next_month("2026-12").as_deref(), Some("2027-01"));
+        assert_eq!(next_month("2026-13"), None);
     }
 
     #[test]

@@ -147,6 +147,9 @@ codes! {
     PROVIDER_COMMISSION_OUT_OF_RANGE = "provider.commission_out_of_range", UNPROCESSABLE_ENTITY, "A commission is between 0 and 5,000 basis points (50 %).";
     PROVIDER_COMMISSION_UNCHANGED = "provider.commission_unchanged", CONFLICT, "The provider's commission already has this value.";
     PROVIDER_STATUS_UNCHANGED = "provider.status_unchanged", CONFLICT, "The payout account already has this status.";
+    PROVIDER_NOTHING_TO_INVOICE = "provider.nothing_to_invoice", CONFLICT, "No commission accrued in that month.";
+    PROVIDER_ALREADY_INVOICED = "provider.already_invoiced", CONFLICT, "That month is already invoiced.";
+    PROVIDER_NOT_A_MONTH = "provider.not_a_month", UNPROCESSABLE_ENTITY, "A month is written YYYY-MM.";
     PAYMENT_REFUSED = "payment.refused", PAYMENT_REQUIRED, "The payment provider refused the payment (for example, the card was declined).";
     PAYMENT_GATEWAY_UNAVAILABLE = "payment.gateway_unavailable", SERVICE_UNAVAILABLE, "The payment provider could not be reached; retrying is safe.";
     PAYMENT_SIGNATURE_MISSING = "payment.signature_missing", BAD_REQUEST, "A webhook without its Stripe-Signature header.";

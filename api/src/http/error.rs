@@ -324,6 +324,9 @@ fn provider(e: &ProviderError) -> Mapped {
         ),
         E::CommissionUnchanged(_) => mapped(&codes::PROVIDER_COMMISSION_UNCHANGED),
         E::StatusUnchanged(_) => mapped(&codes::PROVIDER_STATUS_UNCHANGED),
+        E::NothingToInvoice(_) => mapped(&codes::PROVIDER_NOTHING_TO_INVOICE),
+        E::AlreadyInvoiced(_) => mapped(&codes::PROVIDER_ALREADY_INVOICED),
+        E::NotAMonth(_) => mapped(&codes::PROVIDER_NOT_A_MONTH),
     }
 }
 

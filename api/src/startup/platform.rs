@@ -464,6 +464,53 @@ async fn run_read_side(
                 async move { runner.run(reactor, stopped).await },
             ));
         }
+        // Commission invoices: each hour, every provider with commission in the last two
+        // months gets its past months invoiced (its stream decides; a month is invoiced once).
+        {
+            let (store, pool, clock, mut stopped) =
+                (store.clone(), pool.clone(), clock.clone(), stopped.clone());
+            let issuer = tessera_commands::receipts::Issuer::default();
+            tasks.push(tokio::spawn(async move {
+                let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tokio::select! {
+                        _ = stopped.changed() => break,
+                        _ = hourly.tick() => {}
+                    }
+                    let now = clock.now();
+                    let providers =
+                        match tessera_projections::models::payments::providers_with_commission(
+                            &pool,
+                            now - chrono::TimeDelta::days(62),
+                        )
+                        .await
+                        {
+                            Ok(p) => p,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "no invoice run this hour");
+                                continue;
+                            }
+                        };
+                    for provider in providers {
+                        let ctx = tessera_commands::handler::CommandContext::new(
+                            tessera_log::clock::new_command_id(),
+                            "system:invoices",
+                            now,
+                        );
+                        if let Err(e) = tessera_commands::receipts::issue_due_invoices(
+                            &*store,
+                            &issuer,
+                            tessera_domain::values::UserId(provider),
+                            &ctx,
+                        )
+                        .await
+                        {
+                            tracing::warn!(error = %e, %provider, "invoicing failed; next hour");
+                        }
+                    }
+                }
+            }));
+        }
         // Deadlines (lapsed holds, ended slots) fire when the clock passes them.
         let (store, pool, clock, mut stopped) =
             (store.clone(), pool.clone(), clock.clone(), stopped.clone());

@@ -64,6 +64,8 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("TransferAwaitingAccount", "provider", 1),
     ("PayoutPaid", "provider", 1),
     ("PayoutFailed", "provider", 1),
+    ("CommissionAccrued", "provider", 1),
+    ("CommissionInvoiced", "provider", 1),
     // series (gapless document numbers)
     ("DocumentNumbered", "series", 1),
     // loyalty

@@ -186,6 +186,43 @@ async fn shares_are_held_released_transferred_and_taken_back_pro_rata() {
     );
     let after = clean_check(&p).await;
     assert_eq!(balance(&after, "commission_revenue"), -(900 + 250));
+
+    // On 1 January, December's commission is invoiced, once: 15.00 and 2.50 kept at the
+    // releases, 6.00 given back with the refund.
+    let issuer = tessera_commands::receipts::Issuer::default();
+    let mut january = p.ctx("system:invoices");
+    january.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2027, 1, 1, 0, 5, 0)
+        .single()
+        .expect("time");
+    let issued =
+        tessera_commands::receipts::issue_due_invoices(&*p.w.store, &issuer, provider, &january)
+            .await
+            .expect("invoices");
+    assert_eq!(
+        issued.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["INV-2027-000001"]
+    );
+    let again =
+        tessera_commands::receipts::issue_due_invoices(&*p.w.store, &issuer, provider, &january)
+            .await
+            .expect("invoices");
+    assert!(again.is_empty(), "a month is invoiced once");
+    let stream = tessera_log::store::read_whole_stream(
+        &*p.w.store,
+        &stream_of::<tessera_domain::provider::ProviderAggregate>(provider),
+    )
+    .await
+    .expect("provider stream");
+    let invoice = stream
+        .iter()
+        .find(|e| e.event_type == "CommissionInvoiced")
+        .expect("invoiced");
+    let data: serde_json::Value = serde_json::from_str(&invoice.data).expect("json");
+    assert_eq!(data["month"], "2026-12");
+    assert_eq!(data["lines"][0]["commission_minor"], 1_500 + 250 - 600);
+    assert_eq!(data["lines"][0]["entries"], 3);
+    let after = clean_check(&p).await;
+    assert_eq!(after.documents.series.get("invoice-2027"), Some(&1));
     let book = p.gateway.book().await.expect("book");
     assert_eq!(book.transfers.len(), 2);
 

@@ -2,7 +2,8 @@
 //! refunds still in flight; the `booking_balances` view sums them per booking), and one row per
 //! ledger entry of every money event, as [`tessera_domain::ledger::posting`] posts it (each
 //! event's entries sum to zero; provider statements and the admin's balances read them).
-//! Also the numbered documents (receipts, credit notes) and the payouts providers received.
+//! Also the numbered documents (receipts, credit notes, providers' commission invoices) and the
+//! payouts providers received.
 
 use std::collections::BTreeMap;
 
@@ -116,7 +117,7 @@ impl SqlProjection for Payments {
 
     fn version(&self) -> u32 {
         // 2: the ledger is double-entry (one row per entry, every posting summing to zero).
-        // 3: receipts, credit notes and payouts.
+        // 3: receipts, credit notes, payouts and commission invoices.
         3
     }
 
@@ -149,6 +150,11 @@ CREATE TABLE payouts (
     updated_at timestamptz NOT NULL, position bigint NOT NULL
 );
 CREATE INDEX payouts_provider ON payouts (provider_id, updated_at);
+CREATE TABLE invoices (
+    number text PRIMARY KEY, provider_id uuid NOT NULL, month text NOT NULL,
+    lines jsonb NOT NULL, issued_at timestamptz NOT NULL, position bigint NOT NULL
+);
+CREATE INDEX invoices_provider ON invoices (provider_id, month);
 CREATE INDEX ledger_provider ON ledger (provider_id, at) WHERE provider_id IS NOT NULL;
 CREATE VIEW booking_balances AS
     SELECT booking_id, currency, sum(charged_minor) AS charged_minor,
@@ -167,6 +173,35 @@ CREATE VIEW booking_balances AS
     ) -> Result<(), ProjectionError> {
         let payouts = payouts_of(batch);
         rows::upsert(conn, "payouts", &["payout_ref"], &payouts).await?;
+        let invoices: Vec<InvoiceRow> = batch
+            .iter()
+            .filter_map(|e| match &e.event {
+                AnyEvent::Provider(
+                    tessera_domain::provider::ProviderEvent::CommissionInvoiced {
+                        provider_id,
+                        number,
+                        month,
+                        lines,
+                    },
+                ) => Some(InvoiceRow {
+                    number: number.to_string(),
+                    provider_id: provider_id.0,
+                    month: month.clone(),
+                    lines: lines
+                        .iter()
+                        .map(|l| InvoiceLineView {
+                            currency: l.currency.to_string(),
+                            commission_minor: l.commission_minor,
+                            entries: i64::from(l.entries),
+                        })
+                        .collect(),
+                    issued_at: e.effective_at,
+                    position: e.pos(),
+                }),
+                _ => None,
+            })
+            .collect();
+        rows::insert(conn, "invoices", &invoices).await?;
         let ids = keys(batch.iter().filter_map(payment_of));
         if ids.is_empty() {
             return Ok(());
@@ -560,6 +595,63 @@ pub async fn provider_payouts(
     .bind(provider)
     .bind(from)
     .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// A provider's monthly commission invoice from the platform, as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InvoiceRow {
+    /// `INV-2026-000003`.
+    pub number: String,
+    pub provider_id: Uuid,
+    /// The month invoiced, `YYYY-MM`.
+    pub month: String,
+    /// One line per currency.
+    #[sqlx(json)]
+    pub lines: Vec<InvoiceLineView>,
+    pub issued_at: DateTime<Utc>,
+    /// Where on the log it was issued.
+    pub position: i64,
+}
+
+/// The commission of one currency in a month: kept at releases, less what refunds after the
+/// release gave back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InvoiceLineView {
+    pub currency: String,
+    pub commission_minor: i64,
+    /// Releases and refunds it sums.
+    pub entries: i64,
+}
+
+/// A provider's commission invoices, newest month first.
+pub async fn provider_invoices(
+    pool: &sqlx::PgPool,
+    provider: Uuid,
+) -> Result<Vec<InvoiceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT number, provider_id, month, lines, issued_at, position
+           FROM read.invoices WHERE provider_id = $1 ORDER BY month DESC, number",
+    )
+    .bind(provider)
+    .fetch_all(pool)
+    .await
+}
+
+/// The providers whose commission the ledger shows from `since` on: who may have a month to
+/// invoice (the provider's stream decides whether it has).
+pub async fn providers_with_commission(
+    pool: &sqlx::PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT provider_id FROM read.ledger
+          WHERE account = 'commission_revenue' AND provider_id IS NOT NULL AND at >= $1",
+    )
+    .bind(since)
     .fetch_all(pool)
     .await
 }

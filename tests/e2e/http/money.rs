@@ -408,6 +408,7 @@ async fn providers_are_onboarded_paid_their_share_and_the_books_reconcile_with_s
 
     documents(&s, &customer, &admin, &booking, total, half).await;
     payouts(&s, &fake, &provider, &admin, &provider_id, &account_ref).await;
+    invoices(&s, &provider, &admin, &provider_id).await;
     nothing_transferred_when_refunded_before_release(
         &s, &fake, &provider, &customer, &admin, &listing,
     )
@@ -450,7 +451,7 @@ async fn documents(s: &Server, customer: &str, admin: &str, booking: &str, total
         .get(&format!("/bookings/{booking}/receipt"), Some(admin))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let stranger = s.token("stranger-receipts@tessera.test").await;
+    let stranger = s.token("customer1@tessera.test").await;
     let (status, hidden) = s
         .get(&format!("/bookings/{booking}/receipt"), Some(&stranger))
         .await;
@@ -482,6 +483,56 @@ async fn documents(s: &Server, customer: &str, admin: &str, booking: &str, total
     ] {
         assert!(text.contains(&expected), "{expected:?} not in {text}");
     }
+}
+
+/// The provider's monthly commission invoices (the fixtures' history spans two months, each
+/// invoiced on the first of the next), as JSON and PDF, for the provider and the admins.
+async fn invoices(s: &Server, provider: &str, admin: &str, provider_id: &str) {
+    let (status, list) = s.get("/provider/invoices", Some(provider)).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let first = list
+        .as_array()
+        .and_then(|l| l.first())
+        .cloned()
+        .unwrap_or_else(|| panic!("the fixtures' history invoices the demo provider: {list}"));
+    let number = first["number"].as_str().expect("number").to_owned();
+    assert!(number.starts_with("INV-"), "{number}");
+    let month = first["month"].as_str().expect("month").to_owned();
+    let commission = first["lines"][0]["commission_minor"]
+        .as_i64()
+        .expect("commission");
+    let (status, for_admin) = s
+        .get(
+            &format!("/admin/providers/{provider_id}/invoices"),
+            Some(admin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(for_admin, list);
+    let response = s
+        .client
+        .get(s.api(&format!("/provider/invoices/{number}?format=pdf")))
+        .bearer_auth(provider)
+        .send()
+        .await
+        .expect("pdf");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = tessera_api::http::pdf::text_of(&response.bytes().await.expect("bytes"))
+        .expect("a PDF with text");
+    for expected in [
+        format!("Commission invoice {number}"),
+        format!("Commission for {month}"),
+        format!(
+            "Commission: {}",
+            tessera_api::http::routes::documents::amount(commission, "EUR")
+        ),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} not in {text}");
+    }
+    let (status, missing) = s
+        .get("/provider/invoices/INV-1999-000001", Some(provider))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
 }
 
 /// Stripe pays out of the connected account: a payout delivered twice is recorded once; a

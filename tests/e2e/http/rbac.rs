@@ -443,6 +443,24 @@ async fn every_route_times_every_role() {
         ),
         (
             Method::GET,
+            "/provider/invoices".into(),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::GET,
+            "/provider/invoices/INV-2026-000001?format=pdf".into(),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::GET,
+            format!("/admin/providers/{user}/invoices"),
+            None,
+            Rule::Roles(&["auditor", "admin"]),
+        ),
+        (
+            Method::GET,
             format!("/admin/providers/{user}/payouts"),
             None,
             Rule::Roles(&["auditor", "admin"]),
@@ -660,7 +678,14 @@ fn normalise(path: &str) -> String {
             let ends_in_uuid = seg.len() > 36
                 && seg.is_char_boundary(seg.len() - 36)
                 && uuid::Uuid::parse_str(&seg[seg.len() - 36..]).is_ok();
-            if seg.starts_with('{') || uuid::Uuid::parse_str(seg).is_ok() || ends_in_uuid {
+            let document = seg
+                .parse::<tessera_domain::receipt::DocumentNumber>()
+                .is_ok();
+            if seg.starts_with('{')
+                || uuid::Uuid::parse_str(seg).is_ok()
+                || ends_in_uuid
+                || document
+            {
                 "*"
             } else {
                 seg

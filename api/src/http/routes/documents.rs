@@ -1,6 +1,6 @@
 //! A booking's receipt and credit notes, as JSON or PDF: its customer's, and admins' and
-//! auditors'. Numbers, amounts and tax are as issued on the log (the documents reactor issues
-//! them; see `tessera_commands::receipts`).
+//! auditors'; a provider's monthly commission invoices. Numbers, amounts and tax are as issued
+//! on the log (see `tessera_commands::receipts`).
 
 use axum::Json;
 use axum::extract::State;
@@ -9,20 +9,136 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tessera_projections::models::catalog;
-pub use tessera_projections::models::payments::{self, DocumentView};
+pub use tessera_projections::models::payments::{self, DocumentView, InvoiceRow};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::auth::Caller;
+use crate::http::auth::roles::{AuditorOrAdmin, Provider};
+use crate::http::auth::{Caller, Require};
 use crate::http::error::{ApiError, Problem};
 use crate::http::pdf::{self, Line};
 use crate::http::positions::{MinPosition, MinPositionHeader, reads};
 use crate::http::{ApiPath, ApiQuery, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(booking_receipt))
+    OpenApiRouter::new()
+        .routes(routes!(booking_receipt))
+        .routes(routes!(my_invoices))
+        .routes(routes!(my_invoice))
+        .routes(routes!(provider_invoices))
+}
+
+/// The caller's monthly commission invoices from the platform, newest month first (providers).
+#[utoipa::path(get, path = "/provider/invoices", tag = "provider", security(("bearer" = [])),
+    params(MinPositionHeader),
+    responses(
+        (status = 200, description = "The invoices", body = Vec<InvoiceRow>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_invoices(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+    min: MinPosition,
+) -> Result<Json<Vec<InvoiceRow>>, ApiError> {
+    state.read_after(reads::PAYMENTS, min).await?;
+    Ok(Json(
+        payments::provider_invoices(&state.pool, caller.user_id.0)
+            .await
+            .map_err(tessera_projections::ProjectionError::from)?,
+    ))
+}
+
+/// One of the caller's commission invoices, as JSON or PDF (`format=pdf`) (providers).
+#[utoipa::path(get, path = "/provider/invoices/{number}", tag = "provider", security(("bearer" = [])),
+    params(("number" = String, Path, description = "The invoice's number, `INV-2026-000003`"),
+           MinPositionHeader, DocumentQuery),
+    responses(
+        (status = 200, description = "The invoice", content(
+            (InvoiceRow = "application/json"),
+            (Vec<u8> = "application/pdf"),
+        )),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_invoice(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+    min: MinPosition,
+    ApiPath(number): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DocumentQuery>,
+) -> Result<Response, ApiError> {
+    state.read_after(reads::PAYMENTS, min).await?;
+    let invoice = payments::provider_invoices(&state.pool, caller.user_id.0)
+        .await
+        .map_err(tessera_projections::ProjectionError::from)?
+        .into_iter()
+        .find(|i| i.number == number)
+        .ok_or_else(|| ApiError::NotFound {
+            what: "invoice",
+            id: number.clone(),
+        })?;
+    if q.format != Some(DocumentFormat::Pdf) {
+        return Ok(Json(invoice).into_response());
+    }
+    let mut page = vec![
+        Line::heading(format!("Commission invoice {}", invoice.number)),
+        Line::text(format!(
+            "Issued {} UTC by Tessera to provider {}",
+            invoice.issued_at.format("%Y-%m-%d %H:%M"),
+            invoice.provider_id
+        )),
+        Line::text(format!("Commission for {}", invoice.month)),
+        Line::blank(),
+    ];
+    for l in &invoice.lines {
+        page.push(Line::strong(format!(
+            "Commission: {} ({} release(s) and refund(s))",
+            amount(l.commission_minor, &l.currency),
+            l.entries
+        )));
+    }
+    pdf_response(
+        &format!("Invoice {}", invoice.number),
+        &[page],
+        &invoice.number,
+    )
+}
+
+/// A provider's commission invoices, newest month first (admins, auditors).
+#[utoipa::path(get, path = "/admin/providers/{provider_id}/invoices", tag = "admin", security(("bearer" = [])),
+    params(("provider_id" = Uuid, Path, description = "The provider"), MinPositionHeader),
+    responses(
+        (status = 200, description = "The invoices", body = Vec<InvoiceRow>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn provider_invoices(
+    State(state): State<AppState>,
+    _caller: Require<AuditorOrAdmin>,
+    ApiPath(provider_id): ApiPath<Uuid>,
+    min: MinPosition,
+) -> Result<Json<Vec<InvoiceRow>>, ApiError> {
+    state.read_after(reads::PAYMENTS, min).await?;
+    Ok(Json(
+        payments::provider_invoices(&state.pool, provider_id)
+            .await
+            .map_err(tessera_projections::ProjectionError::from)?,
+    ))
+}
+
+fn pdf_response(title: &str, pages: &[Vec<Line>], name: &str) -> Result<Response, ApiError> {
+    let bytes = pdf::render(title, pages).map_err(|e| ApiError::Internal(format!("PDF: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{name}.pdf\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
@@ -105,19 +221,11 @@ async fn booking_receipt(
     if q.format != Some(DocumentFormat::Pdf) {
         return Ok(Json(doc).into_response());
     }
-    let bytes = pdf::render(&format!("Receipt {}", doc.receipt.number), &pages(&doc))
-        .map_err(|e| ApiError::Internal(format!("receipt PDF: {e}")))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/pdf".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("inline; filename=\"receipt-{}.pdf\"", doc.receipt.number),
-            ),
-        ],
-        bytes,
+    pdf_response(
+        &format!("Receipt {}", doc.receipt.number),
+        &pages(&doc),
+        &format!("receipt-{}", doc.receipt.number),
     )
-        .into_response())
 }
 
 /// `123456` minor units of `EUR` as `1,234.56 EUR`.

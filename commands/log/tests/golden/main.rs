@@ -306,6 +306,23 @@ fn samples() -> Vec<AnyEvent> {
             amount: eur(151_300),
             reason: "account_closed".into(),
         }),
+        AnyEvent::Provider(ProviderEvent::CommissionAccrued {
+            provider_id: provider,
+            payment_id,
+            month: "2026-11".into(),
+            currency: Currency::EUR,
+            commission_minor: 26_700,
+        }),
+        AnyEvent::Provider(ProviderEvent::CommissionInvoiced {
+            provider_id: provider,
+            number: "INV-2026-000003".parse().expect("number"),
+            month: "2026-11".into(),
+            lines: vec![tessera_domain::provider::InvoiceLine {
+                currency: Currency::EUR,
+                commission_minor: 26_700,
+                entries: 1,
+            }],
+        }),
         AnyEvent::Payment(PaymentEvent::ReceiptIssued {
             payment_id,
             booking_id,
