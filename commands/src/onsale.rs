@@ -362,7 +362,7 @@ fn answer_all(jobs: impl Iterator<Item = Job>, error: CommandError) {
 /// Waits a little before deciding again after losing to another process: nothing on the
 /// first loss (catching up is the remedy), then up to 1, 2, 4 … 50 ms, jittered so that two
 /// processes do not keep colliding.
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     if attempt <= 1 {
         return;
     }

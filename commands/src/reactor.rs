@@ -297,10 +297,7 @@ pub fn all_with(
         Arc::new(LoyaltyReactor {
             store: store.clone(),
         }),
-        Arc::new(crate::receipts::DocumentsReactor {
-            store: store.clone(),
-            issuer: crate::receipts::Issuer::default(),
-        }),
+        Arc::new(crate::receipts::DocumentsReactor::new(store.clone())),
     ]
 }
 

@@ -20,7 +20,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
@@ -35,11 +34,13 @@ use tessera_domain::receipt::{
 };
 use tessera_domain::values::{PaymentId, UserId, derived_id};
 use tessera_log::codec::{self, AnyEvent};
-use tessera_log::store::{EventStore, Position, RecordedEvent, StreamId, StreamRead};
+use tessera_log::store::{EventStore, Position, RecordedEvent, StoreError, StreamId, StreamRead};
 use uuid::Uuid;
 
 use crate::error::CommandError;
-use crate::handler::{CommandContext, Loaded, execute, load, replayed, stream_of, write_for};
+use crate::handler::{
+    AggregateCache, CommandContext, Loaded, load, load_caught_up, replayed, stream_of, write_for,
+};
 use crate::reactor::Reactor;
 
 /// How often an issuer re-decides after losing a number to another process before giving up
@@ -158,57 +159,42 @@ pub async fn issue_invoice(
     month: &str,
     ctx: &CommandContext,
 ) -> Result<Issued, CommandError> {
-    let kind = DocumentKind::Invoice;
-    let year = ctx.now.year();
-    let series = kind.series(year);
-    let series_stream = stream_of::<SeriesAggregate>(&series);
-    let provider_stream = stream_of::<ProviderAggregate>(provider_id);
-    let turn = issuer.turn_of(&series);
-    let _turn = turn.lock().await;
-    for attempt in 0..ATTEMPTS {
-        let provider =
-            load::<ProviderAggregate>(store, provider_stream.clone(), ctx.command_id).await?;
-        if let Some(n) = provider
-            .state
-            .provider()
-            .and_then(|p| p.invoiced.get(month))
-        {
-            return Ok(Issued::Already(*n));
-        }
-        let head = series_head(store, &series_stream).await?;
-        let number = head.state.next(kind, year);
-        let events = ProviderAggregate::decide(
-            &provider.state,
-            &ProviderCommand::Invoice {
-                month: month.to_owned(),
-                number,
-            },
-        )?;
-        let numbered = SeriesAggregate::decide(
-            &head.state,
-            &SeriesCommand::Take {
-                kind,
-                year,
-                document: invoice_document(provider_id, month),
-            },
-        )
-        .unwrap_or_else(|never| match never {});
-        let writes = vec![
-            write_for(&provider, &events, ctx)?,
-            write_for(&head, &numbered, ctx)?,
-        ];
-        match store.append(writes).await {
-            Ok(_) => return Ok(Issued::New(number)),
-            Err(e) if e.is_conflict() => backoff(attempt).await,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(CommandError::Contention { attempts: ATTEMPTS })
+    issue_numbered::<ProviderAggregate>(
+        store,
+        issuer,
+        stream_of::<ProviderAggregate>(provider_id),
+        DocumentKind::Invoice,
+        invoice_document(provider_id, month),
+        |state| {
+            state
+                .provider()
+                .and_then(|p| p.invoiced.get(month))
+                .copied()
+        },
+        |state, number| {
+            Ok(ProviderAggregate::decide(
+                state,
+                &ProviderCommand::Invoice {
+                    month: month.to_owned(),
+                    number,
+                },
+            )?)
+        },
+        ctx,
+    )
+    .await
 }
 
 /// Accrues commission on the provider's stream, in the month of the event that moved it.
+///
+/// A provider's stream grows by one accrual per release, so it is caught up from `cache`
+/// rather than replayed whole. A redelivered reaction is recognised by its event id: the store
+/// answers the same id with the first result (same content) or `EventIdConflict` (the accrual
+/// was made earlier, perhaps into another month): either way it was made once.
+#[allow(clippy::too_many_arguments)] // The accrual's facts, each from the event.
 async fn accrue(
     store: &dyn EventStore,
+    cache: &AggregateCache,
     provider_id: UserId,
     payment_id: PaymentId,
     at: DateTime<Utc>,
@@ -219,20 +205,35 @@ async fn accrue(
     if commission_minor == 0 {
         return Ok(());
     }
-    execute::<ProviderAggregate>(
-        store,
-        stream_of::<ProviderAggregate>(provider_id),
-        &ProviderCommand::Accrue {
-            provider_id,
-            payment_id,
-            month: at.format("%Y-%m").to_string(),
-            currency,
-            commission_minor,
-        },
-        ctx,
-    )
-    .await?;
-    Ok(())
+    let stream = stream_of::<ProviderAggregate>(provider_id);
+    let command = ProviderCommand::Accrue {
+        provider_id,
+        payment_id,
+        month: at.format("%Y-%m").to_string(),
+        currency,
+        commission_minor,
+    };
+    for _ in 0..crate::handler::MAX_ATTEMPTS {
+        let loaded =
+            load_caught_up::<ProviderAggregate>(store, Some(cache), stream.clone(), ctx.command_id)
+                .await?;
+        if replayed(&[&loaded.caused_by_command]).is_some() {
+            return Ok(());
+        }
+        let events = ProviderAggregate::decide(&loaded.state, &command)?;
+        match store.append(vec![write_for(&loaded, &events, ctx)?]).await {
+            Ok(result) => {
+                cache.advance(&loaded, &events, &result);
+                return Ok(());
+            }
+            Err(StoreError::EventIdConflict { .. }) => return Ok(()),
+            Err(e) if e.is_conflict() => cache.forget(&stream),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CommandError::Contention {
+        attempts: crate::handler::MAX_ATTEMPTS,
+    })
 }
 
 async fn booking_tax_rate(
@@ -306,28 +307,63 @@ async fn issue(
     command: impl Fn(DocumentNumber) -> PaymentCommand,
     ctx: &CommandContext,
 ) -> Result<Issued, CommandError> {
+    issue_numbered::<PaymentAggregate>(
+        store,
+        issuer,
+        stream_of::<PaymentAggregate>(payment_id),
+        kind,
+        document,
+        |state| {
+            let p = state.payment()?;
+            match kind {
+                DocumentKind::Receipt => p.receipt,
+                _ => p.credit_notes.get(&document).copied(),
+            }
+        },
+        |state, number| Ok(PaymentAggregate::decide(state, &command(number))?),
+        ctx,
+    )
+    .await
+}
+
+/// Issues a document of `kind` on `stream` (the aggregate it documents) under the next number
+/// of the series of the year of `ctx.now`, in one append guarded by both streams' versions;
+/// answers the number already issued (`issued`) instead when there is one.
+#[allow(clippy::too_many_arguments)] // What is documented, where, and how it is decided.
+async fn issue_numbered<A>(
+    store: &dyn EventStore,
+    issuer: &Issuer,
+    stream: StreamId,
+    kind: DocumentKind,
+    document: Uuid,
+    issued: impl Fn(&A::State) -> Option<DocumentNumber>,
+    decide: impl Fn(&A::State, DocumentNumber) -> Result<Vec<A::Event>, CommandError>,
+    ctx: &CommandContext,
+) -> Result<Issued, CommandError>
+where
+    A: Aggregate,
+    A::Event: serde::Serialize + serde::de::DeserializeOwned,
+{
     let year = ctx.now.year();
     let series = kind.series(year);
     let series_stream = stream_of::<SeriesAggregate>(&series);
-    let payment_stream = stream_of::<PaymentAggregate>(payment_id);
     let turn = issuer.turn_of(&series);
     let _turn = turn.lock().await;
     for attempt in 0..ATTEMPTS {
-        let payment =
-            load::<PaymentAggregate>(store, payment_stream.clone(), ctx.command_id).await?;
+        let loaded = load::<A>(store, stream.clone(), ctx.command_id).await?;
         // Issued already (a retry, a redelivered event, another issuer): its number.
-        if let Ok(issued) = already(&payment.state, kind, document) {
-            return Ok(issued);
+        if let Some(n) = issued(&loaded.state) {
+            return Ok(Issued::Already(n));
         }
-        if replayed(&[&payment.caused_by_command]).is_some() {
+        if replayed(&[&loaded.caused_by_command]).is_some() {
             return Err(CommandError::Codec(format!(
-                "{payment_stream} holds this command's events but no {}",
+                "{stream} holds this command's events but no {}",
                 kind.as_str()
             )));
         }
         let head = series_head(store, &series_stream).await?;
         let number = head.state.next(kind, year);
-        let events = PaymentAggregate::decide(&payment.state, &command(number))?;
+        let events = decide(&loaded.state, number)?;
         let numbered = SeriesAggregate::decide(
             &head.state,
             &SeriesCommand::Take {
@@ -338,43 +374,16 @@ async fn issue(
         )
         .unwrap_or_else(|never| match never {});
         let writes = vec![
-            write_for(&payment, &events, ctx)?,
+            write_for(&loaded, &events, ctx)?,
             write_for(&head, &numbered, ctx)?,
         ];
         match store.append(writes).await {
             Ok(_) => return Ok(Issued::New(number)),
-            Err(e) if e.is_conflict() => backoff(attempt).await,
+            Err(e) if e.is_conflict() => crate::onsale::backoff(attempt + 1).await,
             Err(e) => return Err(e.into()),
         }
     }
     Err(CommandError::Contention { attempts: ATTEMPTS })
-}
-
-fn already(
-    state: &<PaymentAggregate as Aggregate>::State,
-    kind: DocumentKind,
-    document: Uuid,
-) -> Result<Issued, CommandError> {
-    let p = state.payment().ok_or(PaymentError::NotCreated)?;
-    let number = match kind {
-        DocumentKind::Receipt => p.receipt,
-        _ => p.credit_notes.get(&document).copied(),
-    };
-    number
-        .map(Issued::Already)
-        .ok_or_else(|| PaymentError::NothingToDocument.into())
-}
-
-/// Waits a little before taking the next number after losing one to another process: nothing
-/// on the first loss, then up to 1, 2, 4 … 50 ms, jittered so that two processes do not keep
-/// colliding.
-async fn backoff(attempt: u32) {
-    if attempt == 0 {
-        return;
-    }
-    let ceiling = (1u64 << attempt.min(6)).min(50) * 1000;
-    let jitter = Uuid::new_v4().as_u128() as u64 % ceiling.max(1);
-    tokio::time::sleep(Duration::from_micros(jitter)).await;
 }
 
 /// Issues receipts for succeeded payments and credit notes for succeeded refunds.
@@ -382,6 +391,18 @@ async fn backoff(attempt: u32) {
 pub struct DocumentsReactor {
     pub store: Arc<dyn EventStore>,
     pub issuer: Issuer,
+    /// Providers' states, caught up between accruals.
+    pub providers: AggregateCache,
+}
+
+impl DocumentsReactor {
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Self {
+            store,
+            issuer: Issuer::default(),
+            providers: AggregateCache::new(1_000),
+        }
+    }
 }
 
 #[async_trait]
@@ -412,6 +433,7 @@ impl Reactor for DocumentsReactor {
                     let ctx = CommandContext::reacting_to(self.name(), "accrue", event, now);
                     accrue(
                         &*self.store,
+                        &self.providers,
                         s.provider_id,
                         *payment_id,
                         event.effective_at,
@@ -434,6 +456,7 @@ impl Reactor for DocumentsReactor {
                 let ctx = CommandContext::reacting_to(self.name(), "accrue", event, now);
                 accrue(
                     &*self.store,
+                    &self.providers,
                     *provider_id,
                     *payment_id,
                     event.effective_at,

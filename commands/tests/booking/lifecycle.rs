@@ -57,10 +57,9 @@ pub(crate) async fn platform(capacity: u32) -> Platform {
         Arc::new(LoyaltyReactor {
             store: Arc::clone(&w.store),
         }),
-        Arc::new(tessera_commands::receipts::DocumentsReactor {
-            store: Arc::clone(&w.store),
-            issuer: tessera_commands::receipts::Issuer::default(),
-        }),
+        Arc::new(tessera_commands::receipts::DocumentsReactor::new(
+            Arc::clone(&w.store),
+        )),
     ];
     Platform {
         w,
