@@ -12,7 +12,7 @@ use tessera_domain::values::{UserId, derived_id};
 use uuid::Uuid;
 
 use crate::error::CommandError;
-use crate::handler::{CommandContext, Executed, load, stream_of, write_for};
+use crate::handler::{CommandContext, Executed, execute, load, stream_of, write_for};
 use tessera_log::store::{EventStore, StreamId};
 
 /// The reservation stream of an e-mail address (a hash: no address in a stream name).
@@ -268,5 +268,23 @@ pub async fn execute_keeping_an_admin(
         }
         Ok(crate::handler::Attempt::Append(writes))
     })
+    .await
+}
+
+/// Sets the language of `user_id`'s messages and whether they receive the optional ones (the
+/// account page, and the one-click unsubscribe link every optional message carries).
+pub async fn set_notification_preferences(
+    store: &dyn EventStore,
+    user_id: UserId,
+    locale: tessera_domain::user::Locale,
+    marketing: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    execute::<UserAggregate>(
+        store,
+        stream_of::<UserAggregate>(user_id),
+        &UserCommand::SetNotificationPreferences { locale, marketing },
+        ctx,
+    )
     .await
 }

@@ -69,6 +69,7 @@ pub struct User {
     pub password_hash: String,
     pub roles: BTreeSet<Role>,
     pub erased: bool,
+    pub preferences: Preferences,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -98,6 +99,10 @@ pub enum UserCommand {
         role: Role,
     },
     Erase,
+    SetNotificationPreferences {
+        locale: Locale,
+        marketing: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +133,55 @@ pub enum UserEvent {
     UserErased {
         user_id: UserId,
     },
+    /// How the user wants to be written to: the language of messages, and whether they accept
+    /// the optional ones (review invitations, points, badges). Transactional messages always go.
+    NotificationPreferencesSet {
+        user_id: UserId,
+        locale: Locale,
+        marketing: bool,
+    },
+}
+
+/// The languages messages are written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Locale {
+    #[default]
+    En,
+    De,
+}
+
+impl Locale {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "en" => Some(Self::En),
+            "de" => Some(Self::De),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::De => "de",
+        }
+    }
+}
+
+/// Who receives optional messages, and in which language (the default: English, opted in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Preferences {
+    pub locale: Locale,
+    pub marketing: bool,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Self {
+            locale: Locale::En,
+            marketing: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,6 +295,13 @@ impl Aggregate for UserAggregate {
                 }
             }
             UserCommand::Erase => UserEvent::UserErased { user_id },
+            UserCommand::SetNotificationPreferences { locale, marketing } => {
+                UserEvent::NotificationPreferencesSet {
+                    user_id,
+                    locale: *locale,
+                    marketing: *marketing,
+                }
+            }
         }])
     }
 
@@ -262,6 +323,7 @@ impl Aggregate for UserAggregate {
                 password_hash: password_hash.clone(),
                 roles: BTreeSet::new(),
                 erased: false,
+                preferences: Preferences::default(),
             }),
             (UserState::Registered(mut u), e) => {
                 match e {
@@ -279,6 +341,14 @@ impl Aggregate for UserAggregate {
                         u.erased = true;
                         u.roles.clear();
                         u.password_hash.clear();
+                    }
+                    UserEvent::NotificationPreferencesSet {
+                        locale, marketing, ..
+                    } => {
+                        u.preferences = Preferences {
+                            locale: *locale,
+                            marketing: *marketing,
+                        }
                     }
                 }
                 UserState::Registered(u)

@@ -82,6 +82,7 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("RoleGranted", "user", 1),
     ("RoleRevoked", "user", 1),
     ("UserErased", "user", 1),
+    ("NotificationPreferencesSet", "user", 1),
     ("EmailReserved", "email", 1),
     ("EmailReleased", "email", 1),
 ];

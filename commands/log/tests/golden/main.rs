@@ -20,7 +20,7 @@ use tessera_domain::provider::ProviderEvent;
 use tessera_domain::receipt::SeriesEvent;
 use tessera_domain::review::ReviewEvent;
 use tessera_domain::slot::SlotEvent;
-use tessera_domain::user::{Email, EmailReservationEvent, Role, UserEvent};
+use tessera_domain::user::{Email, EmailReservationEvent, Locale, Role, UserEvent};
 use tessera_domain::values::{BookingId, Currency, ListingId, Money, PaymentId, SlotId, UserId};
 use tessera_log::codec::{self, AnyEvent, SCHEMA};
 use uuid::Uuid;
@@ -391,6 +391,11 @@ fn samples() -> Vec<AnyEvent> {
             role: Role::Provider,
         }),
         AnyEvent::User(UserEvent::UserErased { user_id: user }),
+        AnyEvent::User(UserEvent::NotificationPreferencesSet {
+            user_id: user,
+            locale: Locale::De,
+            marketing: false,
+        }),
     ]
 }
 
