@@ -171,6 +171,32 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub slot_batch: u64,
 
+    /// SMTP server for messages (`smtp://user:pass@host:587?tls=required`, `smtps://host:465`,
+    /// `smtp://localhost:2525`); without it each message is written as an `.eml` file into the
+    /// data folder's `mail/`.
+    #[arg(long, env = "TESSERA_SMTP_URL", global = true, hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+    /// The sender of messages.
+    #[arg(
+        long,
+        env = "TESSERA_MAIL_FROM",
+        default_value = "Tessera <no-reply@tessera.test>",
+        global = true
+    )]
+    pub mail_from: String,
+    /// The platform's public address, for links in messages; default: `http://` and `--addr`.
+    #[arg(long, env = "TESSERA_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// How long before a slot starts its reminder goes, in hours.
+    #[arg(long, env = "TESSERA_REMINDER_HOURS", default_value_t = 24, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub reminder_hours: u64,
+    /// Delivery attempts of a message before it is dead-lettered (backoff from 30 s, doubling,
+    /// at most 1 h apart).
+    #[arg(long, env = "TESSERA_MAIL_MAX_ATTEMPTS", default_value_t = 8, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub mail_max_attempts: u32,
+
     /// Niceness (0..=19) of the read side's threads in `tessera up` (projectors, reactors): above
     /// 0, requests win the CPU from them, and under load projections lag instead of commands
     /// waiting.
@@ -238,7 +264,12 @@ impl Settings {
 
     /// The bounds the command line enforces, for values that came from a file.
     fn validate(&self, path: &std::path::Path) -> anyhow::Result<()> {
-        let checks: [(&str, bool); 11] = [
+        let checks: [(&str, bool); 13] = [
+            ("reminder_hours", (1..=720).contains(&self.reminder_hours)),
+            (
+                "mail_max_attempts",
+                (1..=50).contains(&self.mail_max_attempts),
+            ),
             (
                 "max_connections",
                 (1..=10_000).contains(&self.max_connections),
@@ -277,6 +308,26 @@ impl Settings {
             search_path: search_path(),
             master_key: self.master_key.as_ref().map(|s| s.expose().to_owned()),
         }
+    }
+
+    /// Where messages go and what they link to.
+    pub fn notifications(&self) -> crate::startup::NotificationOptions {
+        crate::startup::NotificationOptions {
+            smtp_url: self.smtp_url.as_ref().map(|s| s.expose().to_owned()),
+            mail_dir: self.mail_dir(),
+            from: self.mail_from.clone(),
+            public_url: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.addr)),
+            reminder_before: Duration::from_secs(self.reminder_hours * 3600),
+            max_attempts: self.mail_max_attempts,
+        }
+    }
+
+    /// Where messages are written without an SMTP server.
+    pub fn mail_dir(&self) -> PathBuf {
+        self.data_dir.join("mail")
     }
 
     /// Stripe's credentials, when payments go through Stripe.
@@ -331,6 +382,7 @@ impl Settings {
             seal_every: everything.then(|| Duration::from_millis(self.seal_every_ms)),
             read_side_nice: if everything { self.read_side_nice } else { 0 },
             master_key: self.master_key.as_ref().map(|s| s.expose().to_owned()),
+            notifications: everything.then(|| self.notifications()),
         }
     }
 

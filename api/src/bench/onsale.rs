@@ -230,6 +230,7 @@ async fn bench(
             read_side_nice: settings.read_side_nice,
             seal_every: None,
             master_key: db.master_key().map(str::to_owned),
+            notifications: None,
         },
     )
     .await?;

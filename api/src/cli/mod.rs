@@ -9,6 +9,7 @@ pub mod audit;
 pub mod bench;
 pub mod fixtures;
 pub mod ledger;
+pub mod mail;
 pub mod projections;
 pub mod serve;
 pub mod store;
@@ -82,6 +83,17 @@ pub enum Command {
         #[command(subcommand)]
         command: ledger::LedgerCommand,
     },
+    /// Messages: what each person was told (`list`, `stats`), and dead letters retried or
+    /// discarded by an admin.
+    Outbox {
+        #[command(subcommand)]
+        command: mail::OutboxCommand,
+    },
+    /// The messages written to the data folder's `mail/` (`tail` follows them).
+    Mail {
+        #[command(subcommand)]
+        command: mail::MailCommand,
+    },
     /// Deterministic demo and benchmark data, generated through the command handlers.
     Fixtures {
         #[command(subcommand)]
@@ -147,6 +159,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Outbox { command } => {
+            with_database(settings, async |db| mail::run_outbox(db, command).await).await
+        }
+        Command::Mail { command } => mail::run_mail(settings, command).await,
         Command::Fixtures { command } => {
             with_database(settings, async |db| fixtures::run(db, command).await).await
         }

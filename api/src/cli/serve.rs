@@ -55,6 +55,16 @@ pub async fn up(settings: &Settings, args: &UpArgs) -> anyhow::Result<()> {
         loaded = true;
     }
     let slot = demo_slot(&db).await;
+    let messages = match settings.smtp_url {
+        Some(_) => format!(
+            "{} (TESSERA_SMTP_URL)",
+            settings.notifications().transport()?.describe()
+        ),
+        None => format!(
+            "written as .eml files to {} (follow them: tessera mail tail)",
+            settings.mail_dir().display()
+        ),
+    };
     let result = run_platform(
         &db,
         listener,
@@ -67,6 +77,7 @@ pub async fn up(settings: &Settings, args: &UpArgs) -> anyhow::Result<()> {
             println!(
                 "API: {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)"
             );
+            println!("Messages: {messages}");
             if loaded || head > 0 {
                 print_demo(url, slot);
             }

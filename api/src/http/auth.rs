@@ -52,6 +52,9 @@ pub struct TokenKeys {
     validation: Validation,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Signs one-click unsubscribe links: HMAC-SHA256 of the token secret and a fixed label,
+    /// so it changes with the secret and never reveals it.
+    unsubscribe: Vec<u8>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -76,7 +79,19 @@ impl TokenKeys {
             validation,
             access_ttl,
             refresh_ttl,
+            unsubscribe: {
+                use aws_lc_rs::hmac;
+                let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+                hmac::sign(&key, b"tessera unsubscribe links v1")
+                    .as_ref()
+                    .to_vec()
+            },
         }
+    }
+
+    /// The key of the unsubscribe links in optional messages.
+    pub fn unsubscribe_key(&self) -> &[u8] {
+        &self.unsubscribe
     }
 
     /// The configured secret, or the deployment's generated one (created on first use).

@@ -182,6 +182,11 @@ codes! {
     USER_LACKS_ROLE = "user.lacks_role", CONFLICT, "The user does not have the role.";
     USER_SELF_REMOVAL = "user.self_removal", CONFLICT, "An admin cannot erase themselves or give up their own admin role.";
     USER_LAST_ADMIN = "user.last_admin", CONFLICT, "This would leave the platform without an admin.";
+
+    // Messages.
+    MESSAGE_NOT_FOUND = "message.not_found", NOT_FOUND, "No message with this id is in the outbox.";
+    MESSAGE_WRONG_STATE = "message.wrong_state", CONFLICT, "Only a dead or discarded message can be retried, and only a pending or dead one discarded (an erased recipient's never).";
+    UNSUBSCRIBE_INVALID_LINK = "unsubscribe.invalid_link", NOT_FOUND, "The unsubscribe link is not one the platform made.";
 }
 
 /// The code of something that does not exist, by what the error names.
@@ -196,6 +201,7 @@ pub fn not_found(what: &str) -> &'static Code {
         "stream" => &STREAM_NOT_FOUND,
         "metrics" => &METRICS_NOT_FOUND,
         "payment_provider" => &PAYMENT_PROVIDER_NOT_FOUND,
+        "message" => &MESSAGE_NOT_FOUND,
         _ => &RESOURCE_NOT_FOUND,
     }
 }

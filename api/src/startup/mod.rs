@@ -19,7 +19,7 @@ use tessera_log::pii::{PiiStore, Vault};
 use tessera_log::store::{EventStore, PgEventStore, PgStoreOptions};
 
 pub use fixtures::{FixtureLoad, load_fixtures};
-pub use platform::{Platform, PlatformOptions, StripeConfig, prometheus};
+pub use platform::{NotificationOptions, Platform, PlatformOptions, StripeConfig, prometheus};
 
 use db::Database;
 

@@ -54,6 +54,49 @@ pub struct PlatformOptions {
     pub read_side_nice: u8,
     /// Master key (hex) of the personal-data vault; default: the one generated for the database.
     pub master_key: Option<String>,
+    /// Messages to people (with the reactors): the notification reactor and the deliverer.
+    pub notifications: Option<NotificationOptions>,
+}
+
+/// Where messages go and what they link to.
+#[derive(Debug, Clone)]
+pub struct NotificationOptions {
+    /// SMTP server; without it messages become `.eml` files in `mail_dir`.
+    pub smtp_url: Option<String>,
+    pub mail_dir: PathBuf,
+    /// The sender, `Name <address>`.
+    pub from: String,
+    /// The platform's public address, for links.
+    pub public_url: String,
+    pub reminder_before: Duration,
+    pub max_attempts: u32,
+}
+
+impl NotificationOptions {
+    /// Messages as files in `mail_dir`, the rest as shipped.
+    pub fn files(mail_dir: PathBuf) -> Self {
+        Self {
+            smtp_url: None,
+            mail_dir,
+            from: "Tessera <no-reply@tessera.test>".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            reminder_before: Duration::from_secs(24 * 3600),
+            max_attempts: 8,
+        }
+    }
+
+    /// The transport these options name.
+    pub fn transport(&self) -> anyhow::Result<Arc<dyn tessera_notify::Transport>> {
+        Ok(match &self.smtp_url {
+            Some(url) => Arc::new(
+                tessera_notify::Smtp::from_url(url)
+                    .map_err(|e| anyhow::anyhow!("TESSERA_SMTP_URL: {e}"))?,
+            ),
+            None => Arc::new(tessera_notify::MailDir {
+                dir: self.mail_dir.clone(),
+            }),
+        })
+    }
 }
 
 /// The running parts; [`Platform::stop`] stops them all.
@@ -222,6 +265,25 @@ impl Platform {
                         clock: clock.clone(),
                         slots: aggregates.clone(),
                         dispute_window: options.config.dispute_window,
+                        notifications: match &options.notifications {
+                            Some(n) => Some(NotifyParts {
+                                transport: n.transport()?,
+                                config: tessera_notify::NotifyConfig {
+                                    from: n.from.clone(),
+                                    reminder_before: chrono::TimeDelta::from_std(n.reminder_before)
+                                        .unwrap_or(chrono::TimeDelta::hours(24)),
+                                    ..tessera_notify::NotifyConfig::new(
+                                        &n.public_url,
+                                        keys.unsubscribe_key().to_vec(),
+                                    )
+                                },
+                                policy: tessera_notify::RetryPolicy {
+                                    max_attempts: n.max_attempts as i32,
+                                    ..tessera_notify::RetryPolicy::default()
+                                },
+                            }),
+                            None => None,
+                        },
                     },
                     options.read_side_nice,
                     stopped.clone(),
@@ -286,6 +348,14 @@ struct ReadSideParts {
     slots: Option<AggregateCache>,
     /// How long providers' shares stay held after their slots end.
     dispute_window: Duration,
+    notifications: Option<NotifyParts>,
+}
+
+/// The notification reactor's settings and the deliverer's transport.
+struct NotifyParts {
+    config: tessera_notify::NotifyConfig,
+    transport: Arc<dyn tessera_notify::Transport>,
+    policy: tessera_notify::RetryPolicy,
 }
 
 /// Projectors, reactors and the deadline clock on a tokio runtime of their own, in threads of
@@ -417,6 +487,7 @@ async fn run_read_side(
         clock,
         slots,
         dispute_window,
+        notifications,
     } = parts;
     let vault = Vault::load(pool.clone(), master_key.as_deref())
         .await
@@ -451,13 +522,31 @@ async fn run_read_side(
         let slots = slots.unwrap_or_else(|| AggregateCache::new(RELEASED_SLOTS_CACHED));
         let window = chrono::TimeDelta::from_std(dispute_window)
             .unwrap_or(tessera_commands::reactor::DEFAULT_DISPUTE_WINDOW);
-        let reactors = tessera_commands::reactor::all_with(
+        let mut reactors = tessera_commands::reactor::all_with(
             &store,
             &pool,
             gateway.clone(),
             Some(slots.clone()),
             window,
         );
+        // Messages: derived into the outbox by a reactor, delivered by the deliverer.
+        if let Some(n) = notifications {
+            reactors.push(Arc::new(tessera_notify::NotificationReactor::new(
+                store.clone(),
+                pool.clone(),
+                n.config.clone(),
+            )));
+            let deliverer = tessera_notify::Deliverer {
+                pool: pool.clone(),
+                transport: n.transport,
+                clock: clock.clone(),
+                policy: n.policy,
+                from: n.config.from,
+            };
+            tasks.push(tokio::spawn(
+                deliverer.run(Duration::from_secs(1), stopped.clone()),
+            ));
+        }
         for reactor in reactors {
             let (runner, stopped) = (runner.clone(), stopped.clone());
             tasks.push(tokio::spawn(

@@ -206,7 +206,7 @@ impl NotificationReactor {
         let mut context = d.context;
         let unsubscribe = marketing.then(|| {
             format!(
-                "{}/unsubscribe/{}",
+                "{}/api/v1/unsubscribe/{}",
                 self.config.base_url,
                 unsubscribe::token(&self.config.unsubscribe_key, d.to.id)
             )

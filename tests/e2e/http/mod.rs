@@ -85,6 +85,10 @@ impl Server {
                 // their waits longer.
                 read_side_nice: 0,
                 master_key: None,
+                // Messages become files in the server's own folder (`Server::mail`).
+                notifications: Some(tessera_api::startup::NotificationOptions::files(
+                    dir.path().join("mail"),
+                )),
             },
         )
         .await
@@ -130,6 +134,11 @@ impl Server {
             (status.len() == 7 && status.iter().all(|s| s.position >= head)).then_some(())
         })
         .await;
+    }
+
+    /// Where this server's messages are written.
+    pub fn mail_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("mail")
     }
 
     /// Where this server's search index lives.

@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod catalog;
 pub mod documents;
 pub mod money;
+pub mod notifications;
 pub mod ops;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -78,6 +79,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(money::router())
         .merge(documents::router())
+        .merge(notifications::router())
 }
 
 /// What a command answers with, besides its own fields.
