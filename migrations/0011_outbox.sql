@@ -2,17 +2,19 @@
 -- A message's id is derived from (event, template, recipient), so a redelivered event, a
 -- replay of the reactor from position 0 or a rebuild of the read side inserts nothing new
 -- (ON CONFLICT DO NOTHING) and sends nothing twice. Not a projection: it is never rebuilt, it
--- is the record of what each person was told and when.
+-- is the record of what each person was told and when. The address and the message are
+-- personal data: sealed with the recipient's data key (AES-256-GCM, see pii.rs), so an erasure
+-- (which destroys the key) leaves nothing readable even before the rows are cleared.
 CREATE TABLE outbox (
     id              uuid        PRIMARY KEY,
     template        text        NOT NULL,
     recipient       uuid        NOT NULL,             -- the user written to
-    address         text,                             -- NULL once the recipient is erased
+    address         bytea,                            -- sealed; NULL once the recipient is erased
     locale          text        NOT NULL,
     marketing       boolean     NOT NULL,             -- optional: follows the opt-out
     booking_id      uuid,
     subject         text        NOT NULL,
-    message         bytea,                            -- the MIME message; NULL once erased
+    message         bytea,                            -- sealed MIME message; NULL once erased
     event_position  bigint      NOT NULL,
     event_type      text        NOT NULL,
     created_at      timestamptz NOT NULL,

@@ -89,7 +89,7 @@ pub async fn run_outbox(db: &Database, command: &OutboxCommand) -> anyhow::Resul
             limit,
             json,
         } => {
-            let rows = outbox::list(
+            let mut rows = outbox::list(
                 &db.pool,
                 &outbox::Filter {
                     status: status.clone(),
@@ -99,6 +99,8 @@ pub async fn run_outbox(db: &Database, command: &OutboxCommand) -> anyhow::Resul
                 },
             )
             .await?;
+            let vault = crate::startup::vault(db).await?;
+            outbox::reveal(&vault, &mut rows).await?;
             for r in rows {
                 if *json {
                     println!("{}", serde_json::to_string(&r)?);

@@ -492,7 +492,8 @@ async fn run_read_side(
     let vault = Vault::load(pool.clone(), master_key.as_deref())
         .await
         .context("cannot open the personal-data vault")?;
-    let store: Arc<dyn EventStore> = Arc::new(PiiStore::new(super::log_over(pool.clone()), vault));
+    let store: Arc<dyn EventStore> =
+        Arc::new(PiiStore::new(super::log_over(pool.clone()), vault.clone()));
     if let Some((index_root, label)) = projectors {
         let projector = tessera_projections::Projector::new(
             pool.clone(),
@@ -534,6 +535,7 @@ async fn run_read_side(
             reactors.push(Arc::new(tessera_notify::NotificationReactor::new(
                 store.clone(),
                 pool.clone(),
+                vault.clone(),
                 n.config.clone(),
             )));
             let deliverer = tessera_notify::Deliverer {
@@ -542,6 +544,7 @@ async fn run_read_side(
                 clock: clock.clone(),
                 policy: n.policy,
                 from: n.config.from,
+                vault: vault.clone(),
             };
             tasks.push(tokio::spawn(
                 deliverer.run(Duration::from_secs(1), stopped.clone()),

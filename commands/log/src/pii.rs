@@ -224,6 +224,61 @@ impl Vault {
             .collect())
     }
 
+    /// Encrypts `plain` with `subject`'s data key for storage outside the log (the outbox's
+    /// addresses and messages): random nonce, AES-256-GCM, the subject and `purpose` as
+    /// associated data. `None` once the subject was erased: nothing new is written for them.
+    pub async fn seal_for(
+        &self,
+        subject: Uuid,
+        purpose: &str,
+        plain: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(key) = self.key_for_writing(subject).await? else {
+            return Ok(None);
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut buf = plain.to_vec();
+        aead(&key)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from([subject.as_bytes().as_slice(), purpose.as_bytes()].concat()),
+                &mut buf,
+            )
+            .map_err(|_| backend("AES-GCM refused to seal"))?;
+        Ok(Some([nonce.as_slice(), &buf].concat()))
+    }
+
+    /// Decrypts what [`Self::seal_for`] sealed; `None` once the subject was erased (their key
+    /// is gone) or when the bytes are not what was sealed.
+    pub async fn open_for(
+        &self,
+        subject: Uuid,
+        purpose: &str,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let keys = self.keys_for_reading(&[subject]).await?;
+        let Some(key) = keys.get(&subject) else {
+            return Ok(None);
+        };
+        if sealed.len() < NONCE_LEN {
+            return Ok(None);
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let mut buf = body.to_vec();
+        let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
+            return Ok(None);
+        };
+        Ok(aead(key)
+            .open_in_place(
+                nonce,
+                Aad::from([subject.as_bytes().as_slice(), purpose.as_bytes()].concat()),
+                &mut buf,
+            )
+            .ok()
+            .map(|plain| plain.to_vec()))
+    }
+
     /// Destroys the subject's data key (crypto-shredding). Returns whether a key was destroyed.
     pub async fn shred(&self, subject: Uuid, actor: &str) -> Result<bool, StoreError> {
         let result = sqlx::query(

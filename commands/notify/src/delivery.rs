@@ -184,6 +184,8 @@ pub struct Deliverer {
     pub policy: RetryPolicy,
     /// The sender, `Name <address>`.
     pub from: String,
+    /// Opens addresses and messages (sealed with each recipient's data key).
+    pub vault: Arc<tessera_log::pii::Vault>,
 }
 
 /// How long a claimed message is reserved for its attempt.
@@ -202,9 +204,27 @@ impl Deliverer {
                 return Ok(pass);
             }
             for m in batch {
+                let open = |purpose, sealed| self.vault.open_for(m.recipient, purpose, sealed);
+                let opened = match (
+                    open(outbox::ADDRESS, &m.address).await,
+                    open(outbox::MESSAGE, &m.message).await,
+                ) {
+                    (Ok(Some(a)), Ok(Some(message))) => {
+                        String::from_utf8(a).ok().map(|a| (a, message))
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        return Err(sqlx::Error::Protocol(format!("the vault: {e}")));
+                    }
+                    _ => None,
+                };
+                let Some((address, message)) = opened else {
+                    // Erased after the message was written: it is never sent.
+                    outbox::discard_unreadable(&self.pool, m.id).await?;
+                    continue;
+                };
                 match self
                     .transport
-                    .send(m.id, &self.from, &m.address, &m.message)
+                    .send(m.id, &self.from, &address, &message)
                     .await
                 {
                     Ok(()) => {

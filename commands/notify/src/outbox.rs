@@ -10,17 +10,23 @@ use uuid::Uuid;
 
 pub type Result<T> = std::result::Result<T, sqlx::Error>;
 
+/// What the recipient's data key seals (the associated data of each).
+pub const ADDRESS: &str = "outbox.address";
+pub const MESSAGE: &str = "outbox.message";
+
 /// A message to insert.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: Uuid,
     pub template: String,
     pub recipient: Uuid,
-    pub address: String,
+    /// Sealed with the recipient's data key ([`ADDRESS`]).
+    pub address: Vec<u8>,
     pub locale: String,
     pub marketing: bool,
     pub booking_id: Option<Uuid>,
     pub subject: String,
+    /// Sealed with the recipient's data key ([`MESSAGE`]).
     pub message: Vec<u8>,
     pub event_position: i64,
     pub event_type: String,
@@ -97,7 +103,10 @@ pub async fn erase_recipient(pool: &PgPool, recipient: Uuid) -> Result<u64> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub id: Uuid,
-    pub address: String,
+    pub recipient: Uuid,
+    /// Sealed.
+    pub address: Vec<u8>,
+    /// Sealed.
     pub message: Vec<u8>,
     /// Attempts including this one.
     pub attempts: i32,
@@ -119,7 +128,7 @@ pub async fn claim_due(
                LIMIT $3
                FOR UPDATE SKIP LOCKED) due
          WHERE o.id = due.id AND o.address IS NOT NULL AND o.message IS NOT NULL
-         RETURNING o.id, o.address, o.message, o.attempts",
+         RETURNING o.id, o.recipient, o.address, o.message, o.attempts",
     )
     .bind(now)
     .bind(now + lease)
@@ -174,7 +183,10 @@ pub struct Row {
     pub id: Uuid,
     pub template: String,
     pub recipient: Uuid,
-    /// `null` once the recipient was erased.
+    /// The sealed address (`null` once the recipient was erased).
+    #[serde(skip)]
+    pub sealed_address: Option<Vec<u8>>,
+    /// The address, once [`reveal`] opened it (`null` once the recipient was erased).
     pub address: Option<String>,
     pub locale: String,
     pub marketing: bool,
@@ -205,7 +217,7 @@ pub struct Filter {
 /// Messages matching `filter`, newest first.
 pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Row>> {
     sqlx::query_as(
-        "SELECT id, template, recipient, address, locale, marketing, booking_id, subject,
+        "SELECT id, template, recipient, address AS sealed_address, NULL::text AS address, locale, marketing, booking_id, subject,
                 event_position, event_type, created_at, deliver_at, status, attempts,
                 next_attempt_at, last_error, sent_at, note
          FROM outbox
@@ -226,7 +238,7 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Row>> {
 /// One message by id.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Row>> {
     sqlx::query_as(
-        "SELECT id, template, recipient, address, locale, marketing, booking_id, subject,
+        "SELECT id, template, recipient, address AS sealed_address, NULL::text AS address, locale, marketing, booking_id, subject,
                 event_position, event_type, created_at, deliver_at, status, attempts,
                 next_attempt_at, last_error, sent_at, note
          FROM outbox WHERE id = $1",
@@ -234,6 +246,35 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Row>> {
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+/// Opens the addresses of `rows` for people who may see them (admins, auditors).
+pub async fn reveal(
+    vault: &tessera_log::pii::Vault,
+    rows: &mut [Row],
+) -> std::result::Result<(), tessera_log::store::StoreError> {
+    for r in rows {
+        if let Some(sealed) = &r.sealed_address {
+            r.address = vault
+                .open_for(r.recipient, ADDRESS, sealed)
+                .await?
+                .and_then(|a| String::from_utf8(a).ok());
+        }
+    }
+    Ok(())
+}
+
+/// Discards a message whose recipient can no longer be read (erased meanwhile).
+pub async fn discard_unreadable(pool: &PgPool, id: Uuid) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET status = 'discarded', note = 'recipient erased', address = NULL,
+                message = NULL
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// What an admin's retry or discard found.

@@ -24,6 +24,7 @@ use tessera_domain::payment::PaymentEvent;
 use tessera_domain::user::{Locale, User, UserAggregate, UserEvent, UserState};
 use tessera_domain::values::{BookingId, Money, UserId};
 use tessera_log::codec::AnyEvent;
+use tessera_log::pii::Vault;
 use tessera_log::store::{EventStore, RecordedEvent, StoreError};
 use uuid::Uuid;
 
@@ -67,6 +68,7 @@ impl NotifyConfig {
 pub struct NotificationReactor {
     store: Arc<dyn EventStore>,
     pool: PgPool,
+    vault: Arc<Vault>,
     config: NotifyConfig,
 }
 
@@ -116,10 +118,16 @@ struct Draft<'a> {
 }
 
 impl NotificationReactor {
-    pub fn new(store: Arc<dyn EventStore>, pool: PgPool, config: NotifyConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        pool: PgPool,
+        vault: Arc<Vault>,
+        config: NotifyConfig,
+    ) -> Self {
         Self {
             store,
             pool,
+            vault,
             config,
         }
     }
@@ -230,18 +238,26 @@ impl NotificationReactor {
             &words,
         )
         .map_err(|e| CommandError::Codec(e.to_string()))?;
+        let seal = |purpose, plain| self.vault.seal_for(d.to.id.0, purpose, plain);
+        let (Some(address), Some(message)) = (
+            seal(outbox::ADDRESS, d.to.email.as_str().as_bytes()).await?,
+            seal(outbox::MESSAGE, &bytes).await?,
+        ) else {
+            // Erased meanwhile: nothing is written to them any more.
+            return Ok(());
+        };
         outbox::enqueue(
             &self.pool,
             &NewMessage {
                 id,
                 template: d.template.name().into(),
                 recipient: d.to.id.0,
-                address: d.to.email.as_str().into(),
+                address,
                 locale: locale.as_str().into(),
                 marketing,
                 booking_id: d.booking.map(|b| b.0),
                 subject: words.subject,
-                message: bytes,
+                message,
                 event_position: event.position.0 as i64,
                 event_type: event.event_type.clone(),
                 created_at: event.recorded_at,

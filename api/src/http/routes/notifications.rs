@@ -261,7 +261,7 @@ async fn list_messages(
             message: "one of: pending, sent, dead, discarded".into(),
         }]));
     }
-    let rows = outbox::list(
+    let mut rows = outbox::list(
         &state.pool,
         &outbox::Filter {
             status: q.status,
@@ -273,6 +273,9 @@ async fn list_messages(
     )
     .await
     .map_err(db)?;
+    outbox::reveal(&state.vault, &mut rows)
+        .await
+        .map_err(tessera_commands::error::CommandError::from)?;
     Ok(Json(rows.into_iter().map(OutboxMessage::from).collect()))
 }
 

@@ -23,6 +23,7 @@ use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::slot::{SlotAggregate, SlotCommand};
 use tessera_domain::user::{Locale, UserAggregate, UserCommand};
 use tessera_domain::values::{BookingId, Currency, ListingId, Money, Seats, SlotId, UserId};
+use tessera_log::pii::Vault;
 use tessera_log::store::{EventStore, PgEventStore, PgStoreOptions, Position};
 use tessera_log::testkit::TestDatabase;
 use tessera_notify::outbox;
@@ -35,6 +36,7 @@ pub(crate) fn t(day: u32, hour: u32) -> DateTime<Utc> {
 
 pub(crate) struct World {
     pub db: TestDatabase,
+    pub vault: Arc<Vault>,
     pub store: Arc<dyn EventStore>,
     pub clock: Arc<ManualClock>,
     pub runner: ReactorRunner,
@@ -146,6 +148,7 @@ impl World {
         .await
         .expect("schedule");
         let (gateway, outcomes) = SimulatedGateway::new();
+        let vault = Vault::load(db.pool.clone(), None).await.expect("vault");
         let cache = AggregateCache::new(100);
         let pool = db.pool.clone();
         let mut reactors =
@@ -153,6 +156,7 @@ impl World {
         reactors.push(Arc::new(NotificationReactor::new(
             store.clone(),
             pool.clone(),
+            vault.clone(),
             NotifyConfig::new("https://tessera.example", KEY.to_vec()),
         )));
         let runner = ReactorRunner {
@@ -162,6 +166,7 @@ impl World {
         };
         Self {
             db,
+            vault,
             store,
             clock,
             runner,
@@ -254,6 +259,7 @@ impl World {
             clock: self.clock.clone(),
             policy,
             from: "Tessera <no-reply@tessera.test>".into(),
+            vault: self.vault.clone(),
         }
     }
 
@@ -304,6 +310,10 @@ impl World {
         )
         .await
         .expect("erase");
+        self.vault
+            .shred(self.customer.0, "user:admin")
+            .await
+            .expect("shred");
         self.settle().await;
     }
 

@@ -214,6 +214,24 @@ async fn a_paid_booking_tells_customer_and_provider_over_smtp_and_a_replay_sends
     );
     assert_eq!(server.received().len(), 6, "nothing sent twice");
 
+    // Addresses and messages are sealed with each recipient's key: no plaintext at rest.
+    let plaintext: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE position(convert_to('ada@example.org', 'UTF8') in address) > 0
+            OR position(convert_to('ada@example.org', 'UTF8') in message) > 0
+            OR position(convert_to('Sunrise', 'UTF8') in message) > 0",
+    )
+    .fetch_one(w.pool())
+    .await
+    .expect("count");
+    assert_eq!(plaintext, 0);
+    let mut shown = w.messages().await;
+    outbox::reveal(&w.vault, &mut shown).await.expect("reveal");
+    assert!(
+        shown
+            .iter()
+            .any(|r| r.address.as_deref() == Some("ada@example.org"))
+    );
+
     // The reminder goes 24 h before the start.
     w.clock.set(t(19, 10));
     let pass = deliverer.deliver_due().await.expect("deliver");
@@ -242,18 +260,25 @@ async fn enqueue_direct(w: &World, to: &str) -> Uuid {
         &words,
     )
     .expect("message");
+    let seal = |purpose, plain| w.vault.seal_for(w.customer.0, purpose, plain);
     outbox::enqueue(
         w.pool(),
         &NewMessage {
             id,
             template: "password_reset".into(),
             recipient: w.customer.0,
-            address: to.into(),
+            address: seal(outbox::ADDRESS, to.as_bytes())
+                .await
+                .expect("seal")
+                .expect("key"),
             locale: "en".into(),
             marketing: false,
             booking_id: None,
             subject: words.subject,
-            message: bytes,
+            message: seal(outbox::MESSAGE, &bytes)
+                .await
+                .expect("seal")
+                .expect("key"),
             event_position: 0,
             event_type: "test".into(),
             created_at: w.clock.now(),
@@ -445,7 +470,7 @@ async fn opt_outs_languages_and_erasure_decide_who_is_told_what() {
     .await
     .expect("list");
     assert!(!rows.is_empty());
-    assert!(rows.iter().all(|r| r.address.is_none()));
+    assert!(rows.iter().all(|r| r.sealed_address.is_none()));
     assert!(rows.iter().all(|r| r.status != "pending"));
     let stored: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM outbox WHERE recipient = $1 AND (message IS NOT NULL
