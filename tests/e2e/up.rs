@@ -230,6 +230,41 @@ async fn up_runs_the_demo_and_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Messages: the demo's and this booking's land in the data folder's `mail/`, as the
+    // banner says, and `tessera mail tail` prints them.
+    assert!(
+        find(&printed, "Messages: ").contains(&data.join("mail").display().to_string()),
+        "{text}"
+    );
+    let booking_id = placed["booking_id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let mail = std::fs::read_dir(data.join("mail"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect::<Vec<_>>();
+        if mail.iter().any(|m| m.contains(&booking_id)) {
+            assert!(mail.len() > 1, "the demo's own messages are there too");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no message about {booking_id} in {} files",
+            mail.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tail = tessera(&data)
+        .args(["mail", "tail", "--no-follow", "-n", "3"])
+        .output()
+        .await
+        .expect("mail tail");
+    let tail = String::from_utf8_lossy(&tail.stdout);
+    assert_eq!(tail.matches("Subject: ").count(), 3, "{tail}");
+
     stop(child).await;
     assert!(
         !server_running(&data),

@@ -14,7 +14,7 @@ fn root() -> PathBuf {
 
 /// Every crate of the workspace: its folder, and the internal crates it may depend on
 /// (`[dependencies]` only: tests may use any crate). The graph of docs/architecture.md:
-/// `domain ← log ← {commands, projections} ← api`, with `fixtures` on `commands`.
+/// `domain ← log ← {commands, projections} ← api`, with `fixtures` and `notify` on `commands`.
 const CRATES: &[(&str, &str, &[&str])] = &[
     ("tessera-domain", "domain", &[]),
     ("tessera-log", "commands/log", &["tessera-domain"]),
@@ -22,6 +22,11 @@ const CRATES: &[(&str, &str, &[&str])] = &[
         "tessera-commands",
         "commands",
         &["tessera-domain", "tessera-log"],
+    ),
+    (
+        "tessera-notify",
+        "commands/notify",
+        &["tessera-domain", "tessera-log", "tessera-commands"],
     ),
     (
         "tessera-projections",
@@ -40,6 +45,7 @@ const CRATES: &[(&str, &str, &[&str])] = &[
             "tessera-domain",
             "tessera-log",
             "tessera-commands",
+            "tessera-notify",
             "tessera-projections",
             "tessera-fixtures",
         ],
@@ -364,5 +370,32 @@ fn the_composition_root_points_one_way() {
     assert!(
         violations.is_empty(),
         "inside api, arrows point cli → bench → startup → http: {violations:#?}"
+    );
+}
+
+#[test]
+fn the_notifier_reads_the_log_and_never_writes_it() {
+    // docs/architecture.md, `commands/notify/`: it derives messages from the log and writes only
+    // the outbox; a preference change is a user command, issued by the API.
+    let mut violations = Vec::new();
+    for path in rust_files("commands/notify/src") {
+        let text = read(&path);
+        for (n, line) in code_lines(&text) {
+            if [
+                ".append(",
+                "execute::<",
+                "handler::execute",
+                "decide_and_append",
+            ]
+            .iter()
+            .any(|w| line.contains(w))
+            {
+                violations.push(format!("{}:{n}: {}", relative(&path), line.trim()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "the notifier never appends to the log: {violations:#?}"
     );
 }

@@ -8,6 +8,7 @@ mod hardening;
 mod input;
 mod journey;
 mod money;
+mod notifications;
 mod onsale;
 mod openapi;
 mod rbac;

@@ -175,6 +175,11 @@ async fn every_route_times_every_role() {
     let booking = placed["booking_id"].as_str().expect("booking").to_owned();
     let (_, me) = s.get("/me", Some(&token("customer"))).await;
     let user = me["user_id"].as_str().expect("user").to_owned();
+    let unsubscribe = tessera_notify::unsubscribe::token(
+        s.keys.unsubscribe_key(),
+        tessera_domain::values::UserId(user.parse().expect("uuid")),
+    );
+    let message = uuid::Uuid::new_v4();
 
     let listing_body = json!({
         "kind": "experience", "title": "Sunset kayak", "description": "Paddle at dusk.",
@@ -219,6 +224,49 @@ async fn every_route_times_every_role() {
             Rule::Public,
         ),
         (Method::GET, "/me".into(), None, Rule::SignedIn),
+        (Method::GET, "/me/preferences".into(), None, Rule::SignedIn),
+        (
+            Method::PUT,
+            "/me/preferences".into(),
+            Some(json!({ "locale": "en", "marketing": true })),
+            Rule::SignedIn,
+        ),
+        (
+            Method::GET,
+            format!("/unsubscribe/{unsubscribe}"),
+            None,
+            Rule::Public,
+        ),
+        (
+            Method::POST,
+            format!("/unsubscribe/{unsubscribe}"),
+            None,
+            Rule::Public,
+        ),
+        (
+            Method::GET,
+            "/admin/outbox?status=dead".into(),
+            None,
+            Rule::Roles(&["auditor", "admin"]),
+        ),
+        (
+            Method::GET,
+            "/admin/outbox/stats".into(),
+            None,
+            Rule::Roles(&["auditor", "admin"]),
+        ),
+        (
+            Method::POST,
+            format!("/admin/outbox/{message}/retry"),
+            Some(json!({ "reason": "address fixed" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
+            format!("/admin/outbox/{message}/discard"),
+            Some(json!({ "reason": "obsolete" })),
+            Rule::Roles(ADMIN),
+        ),
         (
             Method::GET,
             "/me/loyalty".into(),
@@ -681,10 +729,17 @@ fn normalise(path: &str) -> String {
             let document = seg
                 .parse::<tessera_domain::receipt::DocumentNumber>()
                 .is_ok();
+            // An unsubscribe token: `<user id, 32 hex>.<tag, 32 hex>`.
+            let token = seg.split_once('.').is_some_and(|(a, b)| {
+                a.len() == 32
+                    && b.len() == 32
+                    && (a.chars().chain(b.chars())).all(|c| c.is_ascii_hexdigit())
+            });
             if seg.starts_with('{')
                 || uuid::Uuid::parse_str(seg).is_ok()
                 || ends_in_uuid
                 || document
+                || token
             {
                 "*"
             } else {
