@@ -16,12 +16,14 @@
 //! appends to the log (the unsubscribe link's effect is a user command, issued by the API).
 
 pub mod delivery;
+pub mod direct;
 pub mod format;
 pub mod message;
 pub mod outbox;
 pub mod reactor;
 pub mod templates;
 pub mod unsubscribe;
+pub mod webhooks;
 
 pub use delivery::{Deliverer, MailDir, RetryPolicy, Smtp, Transport};
 pub use reactor::{NotificationReactor, NotifyConfig};

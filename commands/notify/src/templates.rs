@@ -31,10 +31,11 @@ pub enum Template {
     ProviderCancellation,
     PasswordReset,
     EmailVerification,
+    WebhookDisabled,
 }
 
 impl Template {
-    pub const ALL: [Template; 16] = [
+    pub const ALL: [Template; 17] = [
         Self::BookingPlaced,
         Self::HoldLapsing,
         Self::BookingExpired,
@@ -51,6 +52,7 @@ impl Template {
         Self::ProviderCancellation,
         Self::PasswordReset,
         Self::EmailVerification,
+        Self::WebhookDisabled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Template {
             Self::ProviderCancellation => "provider_cancellation",
             Self::PasswordReset => "password_reset",
             Self::EmailVerification => "email_verification",
+            Self::WebhookDisabled => "webhook_disabled",
         }
     }
 
@@ -239,6 +242,14 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../templates/en/review_invitation.txt"),
     ),
     (
+        "en/webhook_disabled.html",
+        include_str!("../templates/en/webhook_disabled.html"),
+    ),
+    (
+        "en/webhook_disabled.txt",
+        include_str!("../templates/en/webhook_disabled.txt"),
+    ),
+    (
         "de/badge_unlocked.html",
         include_str!("../templates/de/badge_unlocked.html"),
     ),
@@ -370,6 +381,14 @@ const FILES: &[(&str, &str)] = &[
     (
         "de/review_invitation.txt",
         include_str!("../templates/de/review_invitation.txt"),
+    ),
+    (
+        "de/webhook_disabled.html",
+        include_str!("../templates/de/webhook_disabled.html"),
+    ),
+    (
+        "de/webhook_disabled.txt",
+        include_str!("../templates/de/webhook_disabled.txt"),
     ),
 ];
 

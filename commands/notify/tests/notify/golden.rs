@@ -47,6 +47,8 @@ fn sample(template: Template, locale: Locale) -> serde_json::Value {
         "badge": "First traveller",
         "link": "https://tessera.example/reset/abc",
         "expires": at(1, 10, 0),
+        "url": "https://hooks.example.com/tessera",
+        "endpoint_url": "https://tessera.example/webhooks/0193",
         "unsubscribe": template
             .marketing()
             .then_some("https://tessera.example/unsubscribe/t0k3n"),

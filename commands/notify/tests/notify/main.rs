@@ -4,6 +4,7 @@
 
 mod golden;
 mod smtp;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ impl World {
     /// A provider with a kayak tour on 20 Dec 10:00–14:00 (50 EUR a seat, 10 % tax included),
     /// a customer "Ada" (`ada@example.org`), every reactor of the platform and the notifier.
     pub async fn new() -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let db = TestDatabase::new().await;
         let clock = Arc::new(ManualClock::new(t(1, 9)));
         let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
@@ -153,6 +155,11 @@ impl World {
         let pool = db.pool.clone();
         let mut reactors =
             tessera_commands::reactor::all(&store, &pool, Arc::new(gateway.clone()), None);
+        reactors.push(Arc::new(tessera_notify::webhooks::WebhookReactor {
+            store: store.clone(),
+            pool: pool.clone(),
+            max_age: TimeDelta::days(2),
+        }));
         reactors.push(Arc::new(NotificationReactor::new(
             store.clone(),
             pool.clone(),

@@ -1,0 +1,138 @@
+//! Messages that no event of the log causes directly (an endpoint disabled after a day of
+//! failures; password resets and address checks when self-service lands): rendered, sealed
+//! and written to the outbox like the reactor's, with an id the caller derives from what
+//! caused them, so asking twice writes once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tessera_commands::error::CommandError;
+use tessera_commands::handler::{load, stream_of};
+use tessera_domain::user::{UserAggregate, UserState};
+use tessera_domain::values::UserId;
+use tessera_log::pii::Vault;
+use tessera_log::store::{EventStore, StoreError};
+use uuid::Uuid;
+
+use crate::message::{self, Envelope};
+use crate::outbox::{self, NewMessage};
+use crate::reactor::NotifyConfig;
+use crate::templates::{self, Template};
+use crate::webhooks::{Endpoint, OnDisabled};
+
+/// Writes `template` to `user` (in their language) unless a message with `id` exists, or they
+/// were erased, or it is optional and they opted out. Returns whether it was written.
+#[allow(clippy::too_many_arguments)]
+pub async fn tell_user(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    vault: &Vault,
+    config: &NotifyConfig,
+    user: UserId,
+    template: Template,
+    mut context: Value,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, CommandError> {
+    let UserState::Registered(to) =
+        load::<UserAggregate>(store, stream_of::<UserAggregate>(user), Uuid::nil())
+            .await?
+            .state
+    else {
+        return Ok(false);
+    };
+    if to.erased || (template.marketing() && !to.preferences.marketing) {
+        return Ok(false);
+    }
+    if let Some(map) = context.as_object_mut() {
+        map.entry("name").or_insert(to.display_name.clone().into());
+        map.entry("unsubscribe").or_insert(Value::Null);
+    }
+    let locale = to.preferences.locale;
+    let words = templates::render(template, locale, &context)
+        .map_err(|e| CommandError::Codec(e.to_string()))?;
+    let bytes = message::build(
+        &Envelope {
+            id,
+            from: &config.from,
+            to_name: &to.display_name,
+            to_address: to.email.as_str(),
+            date: now,
+            unsubscribe: None,
+            calendar: None,
+        },
+        &words,
+    )
+    .map_err(|e| CommandError::Codec(e.to_string()))?;
+    let seal = |purpose, plain| vault.seal_for(to.id.0, purpose, plain);
+    let (Some(address), Some(message)) = (
+        seal(outbox::ADDRESS, to.email.as_str().as_bytes()).await?,
+        seal(outbox::MESSAGE, &bytes).await?,
+    ) else {
+        return Ok(false);
+    };
+    outbox::enqueue(
+        pool,
+        &NewMessage {
+            id,
+            template: template.name().into(),
+            recipient: to.id.0,
+            address,
+            locale: locale.as_str().into(),
+            marketing: template.marketing(),
+            booking_id: None,
+            subject: words.subject,
+            message,
+            event_position: 0,
+            event_type: "direct".into(),
+            created_at: now,
+            deliver_at: now,
+        },
+    )
+    .await
+    .map_err(|e| CommandError::Store(StoreError::from(e)))
+}
+
+/// Tells an endpoint's owner that it was disabled.
+#[derive(Debug)]
+pub struct TellOwner {
+    pub store: Arc<dyn EventStore>,
+    pub pool: PgPool,
+    pub vault: Arc<Vault>,
+    pub config: NotifyConfig,
+    pub clock: Arc<dyn tessera_log::clock::Clock>,
+}
+
+#[async_trait]
+impl OnDisabled for TellOwner {
+    async fn disabled(&self, endpoint: &Endpoint, reason: &str) {
+        let since = endpoint
+            .failing_since
+            .map(|t| t.timestamp())
+            .unwrap_or_default();
+        let id = Uuid::new_v5(&endpoint.id, format!("webhook-disabled:{since}").as_bytes());
+        let context = json!({
+            "url": endpoint.url,
+            "reason": reason,
+            "endpoint_url": format!("{}/api/v1/webhooks/{}", self.config.base_url, endpoint.id),
+        });
+        if let Err(e) = tell_user(
+            &*self.store,
+            &self.pool,
+            &self.vault,
+            &self.config,
+            UserId(endpoint.owner),
+            Template::WebhookDisabled,
+            context,
+            id,
+            self.clock.now(),
+        )
+        .await
+        {
+            tracing::warn!(endpoint = %endpoint.id, error = %e, "the owner of a disabled endpoint was not told");
+        }
+    }
+}
