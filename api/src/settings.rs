@@ -51,7 +51,7 @@ pub struct Settings {
     /// PostgreSQL to use. Without it, an embedded cluster is started in the data folder.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<Secret>,
-    /// Data folder: the embedded PostgreSQL cluster and the search indexes.
+    /// Data folder: the embedded PostgreSQL cluster, the search indexes and `mail/`.
     #[arg(
         long,
         env = "TESSERA_DATA_DIR",
@@ -197,6 +197,29 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..=50))]
     pub mail_max_attempts: u32,
 
+    /// Let webhook endpoints point at loopback, private and link-local addresses (local
+    /// development only: otherwise a provider could make the platform call internal services).
+    #[arg(
+        long,
+        env = "TESSERA_WEBHOOK_ALLOW_PRIVATE",
+        default_value_t = false,
+        global = true
+    )]
+    pub webhook_allow_private: bool,
+    /// Let webhook endpoints use `http://` (local development only).
+    #[arg(
+        long,
+        env = "TESSERA_WEBHOOK_ALLOW_HTTP",
+        default_value_t = false,
+        global = true
+    )]
+    pub webhook_allow_http: bool,
+    /// Hours a webhook endpoint may fail (since its last success) before it is disabled and its
+    /// owner told.
+    #[arg(long, env = "TESSERA_WEBHOOK_DISABLE_AFTER_HOURS", default_value_t = 24, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub webhook_disable_after_hours: u64,
+
     /// Niceness (0..=19) of the read side's threads in `tessera up` (projectors, reactors): above
     /// 0, requests win the CPU from them, and under load projections lag instead of commands
     /// waiting.
@@ -264,7 +287,11 @@ impl Settings {
 
     /// The bounds the command line enforces, for values that came from a file.
     fn validate(&self, path: &std::path::Path) -> anyhow::Result<()> {
-        let checks: [(&str, bool); 13] = [
+        let checks: [(&str, bool); 14] = [
+            (
+                "webhook_disable_after_hours",
+                (1..=720).contains(&self.webhook_disable_after_hours),
+            ),
             ("reminder_hours", (1..=720).contains(&self.reminder_hours)),
             (
                 "mail_max_attempts",
@@ -322,6 +349,7 @@ impl Settings {
                 .unwrap_or_else(|| format!("http://{}", self.addr)),
             reminder_before: Duration::from_secs(self.reminder_hours * 3600),
             max_attempts: self.mail_max_attempts,
+            webhook_disable_after: Duration::from_secs(self.webhook_disable_after_hours * 3600),
         }
     }
 
@@ -360,6 +388,10 @@ impl Settings {
                 max_batch: self.slot_batch as usize,
             },
             dispute_window: Duration::from_secs(self.dispute_window_secs),
+            webhook_urls: tessera_notify::webhooks::UrlPolicy {
+                allow_http: self.webhook_allow_http,
+                allow_private: self.webhook_allow_private,
+            },
         }
     }
 

@@ -187,6 +187,10 @@ codes! {
     MESSAGE_NOT_FOUND = "message.not_found", NOT_FOUND, "No message with this id is in the outbox.";
     MESSAGE_WRONG_STATE = "message.wrong_state", CONFLICT, "Only a dead or discarded message can be retried, and only a pending or dead one discarded (an erased recipient's never).";
     UNSUBSCRIBE_INVALID_LINK = "unsubscribe.invalid_link", NOT_FOUND, "The unsubscribe link is not one the platform made.";
+
+    // Webhooks.
+    WEBHOOK_NOT_FOUND = "webhook.not_found", NOT_FOUND, "No such webhook endpoint or delivery (or not the caller's).";
+    WEBHOOK_NOT_DISABLED = "webhook.not_disabled", CONFLICT, "Only a disabled endpoint can be enabled.";
 }
 
 /// The code of something that does not exist, by what the error names.
@@ -202,6 +206,7 @@ pub fn not_found(what: &str) -> &'static Code {
         "metrics" => &METRICS_NOT_FOUND,
         "payment_provider" => &PAYMENT_PROVIDER_NOT_FOUND,
         "message" => &MESSAGE_NOT_FOUND,
+        "webhook endpoint" | "webhook delivery" => &WEBHOOK_NOT_FOUND,
         _ => &RESOURCE_NOT_FOUND,
     }
 }

@@ -69,6 +69,8 @@ pub struct ApiConfig {
     pub slot_queues: QueueConfig,
     /// How long a provider's share stays held after its slot ends (disputes, complaints).
     pub dispute_window: Duration,
+    /// Where webhook endpoints may point (default: public HTTPS addresses only).
+    pub webhook_urls: tessera_notify::webhooks::UrlPolicy,
 }
 
 impl Default for ApiConfig {
@@ -84,6 +86,7 @@ impl Default for ApiConfig {
             hold_ttl: Duration::from_secs(15 * 60),
             slot_queues: QueueConfig::default(),
             dispute_window: Duration::from_secs(48 * 3600),
+            webhook_urls: tessera_notify::webhooks::UrlPolicy::default(),
         }
     }
 }
@@ -119,6 +122,8 @@ pub struct AppState {
     pub vault: Arc<tessera_log::pii::Vault>,
     /// Users' current roles, checked on every authenticated request.
     pub principals: principals::Principals,
+    /// Where webhook endpoints may point.
+    pub webhook_urls: tessera_notify::webhooks::UrlPolicy,
 }
 
 impl std::fmt::Debug for AppState {
@@ -189,6 +194,7 @@ impl AppState {
             seal_public_key: parts.seal_public_key,
             vault: parts.vault,
             principals: principals::Principals::new(),
+            webhook_urls: c.webhook_urls,
         }
     }
 
@@ -572,6 +578,7 @@ fn document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         item.servers = Some(vec![Server::new("/")]);
     }
     api.merge(ops);
+    routes::webhooks::document(&mut api);
     let this = utoipa::openapi::path::OperationBuilder::new()
         .tag("ops")
         .operation_id(Some("openapi"))

@@ -70,6 +70,8 @@ pub struct NotificationOptions {
     pub public_url: String,
     pub reminder_before: Duration,
     pub max_attempts: u32,
+    /// A webhook endpoint failing this long is disabled (its owner told).
+    pub webhook_disable_after: Duration,
 }
 
 impl NotificationOptions {
@@ -82,6 +84,7 @@ impl NotificationOptions {
             public_url: "http://127.0.0.1:8080".into(),
             reminder_before: Duration::from_secs(24 * 3600),
             max_attempts: 8,
+            webhook_disable_after: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -281,6 +284,14 @@ impl Platform {
                                     max_attempts: n.max_attempts as i32,
                                     ..tessera_notify::RetryPolicy::default()
                                 },
+                                webhooks: tessera_notify::webhooks::WebhookPolicy {
+                                    disable_after: chrono::TimeDelta::from_std(
+                                        n.webhook_disable_after,
+                                    )
+                                    .unwrap_or(chrono::TimeDelta::hours(24)),
+                                    ..tessera_notify::webhooks::WebhookPolicy::default()
+                                },
+                                webhook_urls: options.config.webhook_urls,
                             }),
                             None => None,
                         },
@@ -356,6 +367,8 @@ struct NotifyParts {
     config: tessera_notify::NotifyConfig,
     transport: Arc<dyn tessera_notify::Transport>,
     policy: tessera_notify::RetryPolicy,
+    webhooks: tessera_notify::webhooks::WebhookPolicy,
+    webhook_urls: tessera_notify::webhooks::UrlPolicy,
 }
 
 /// Projectors, reactors and the deadline clock on a tokio runtime of their own, in threads of
@@ -538,6 +551,28 @@ async fn run_read_side(
                 vault.clone(),
                 n.config.clone(),
             )));
+            reactors.push(Arc::new(tessera_notify::webhooks::WebhookReactor {
+                store: store.clone(),
+                pool: pool.clone(),
+                max_age: n.config.max_age,
+            }));
+            let webhooks = tessera_notify::webhooks::WebhookDeliverer {
+                pool: pool.clone(),
+                client: tessera_notify::webhooks::client(n.webhook_urls)
+                    .context("cannot build the webhook client")?,
+                clock: clock.clone(),
+                policy: n.webhooks,
+                on_disabled: Some(Arc::new(tessera_notify::direct::TellOwner {
+                    store: store.clone(),
+                    pool: pool.clone(),
+                    vault: vault.clone(),
+                    config: n.config.clone(),
+                    clock: clock.clone(),
+                })),
+            };
+            tasks.push(tokio::spawn(
+                webhooks.run(Duration::from_secs(1), stopped.clone()),
+            ));
             let deliverer = tessera_notify::Deliverer {
                 pool: pool.clone(),
                 transport: n.transport,

@@ -396,12 +396,18 @@ pub async fn rotate(
     Ok((changed == 1).then_some(secret))
 }
 
-/// The endpoint's current secret.
-pub async fn secret(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT secret FROM webhook_endpoints WHERE id = $1 AND status <> 'deleted'")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+/// The endpoint's current secret, and until when the previous one still signs beside it.
+pub async fn secret(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<(String, Option<DateTime<Utc>>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT secret, previous_expires_at FROM webhook_endpoints
+         WHERE id = $1 AND status <> 'deleted'",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// One delivery, as the delivery log shows it.

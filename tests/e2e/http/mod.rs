@@ -13,6 +13,7 @@ mod onsale;
 mod openapi;
 mod rbac;
 mod relevance;
+mod webhooks;
 
 use std::time::{Duration, Instant};
 

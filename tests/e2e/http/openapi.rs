@@ -59,6 +59,15 @@ async fn the_openapi_document_is_complete_and_consistent() {
 
     let paths = doc["paths"].as_object().expect("paths");
     assert!(paths.len() >= 30, "{} paths", paths.len());
+    // Every webhook event type, with its payload (the `webhooks` section of OpenAPI 3.1).
+    for kind in tessera_notify::webhooks::EVENT_TYPES {
+        let body = &doc["webhooks"][kind]["post"]["requestBody"]["content"]["application/json"];
+        assert!(
+            body["schema"].is_object(),
+            "webhook {kind}: {}",
+            doc["webhooks"]
+        );
+    }
     // The API's routes live under /api/v1; the operations endpoints at the root.
     assert_eq!(doc["servers"][0]["url"], "/api/v1");
     for ops in ["/healthz", "/readyz", "/metrics"] {

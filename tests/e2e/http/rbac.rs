@@ -245,6 +245,68 @@ async fn every_route_times_every_role() {
         ),
         (
             Method::GET,
+            "/webhooks".into(),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::POST,
+            "/webhooks".into(),
+            Some(
+                json!({ "url": "https://hooks.example.com/t", "event_types": ["booking.placed"] }),
+            ),
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::GET,
+            format!("/webhooks/{message}"),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::DELETE,
+            format!("/webhooks/{message}"),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::POST,
+            format!("/webhooks/{message}/enable"),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::GET,
+            format!("/webhooks/{message}/secret"),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::POST,
+            format!("/webhooks/{message}/rotate-secret"),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::GET,
+            format!("/webhooks/{message}/deliveries"),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::GET,
+            format!("/webhooks/{message}/deliveries/{message}"),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::POST,
+            format!("/webhooks/{message}/deliveries/{message}/redeliver"),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::GET,
             "/admin/outbox?status=dead".into(),
             None,
             Rule::Roles(&["auditor", "admin"]),

@@ -9,6 +9,7 @@ pub mod documents;
 pub mod money;
 pub mod notifications;
 pub mod ops;
+pub mod webhooks;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +48,7 @@ RFC 9457 problem details with a stable `code`."
         (name = "admin", description = "Compensating commands, roles, statistics"),
         (name = "audit", description = "Auditors: histories, time travel, log browsing, verification, exports"),
         (name = "analyst", description = "Projection status and rebuilds"),
+        (name = "webhooks", description = "Webhook endpoints for integrators (Standard Webhooks); payloads under `webhooks`"),
     )
 )]
 #[derive(Debug)]
@@ -80,6 +82,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(money::router())
         .merge(documents::router())
         .merge(notifications::router())
+        .merge(webhooks::router())
 }
 
 /// What a command answers with, besides its own fields.
