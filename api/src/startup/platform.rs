@@ -456,6 +456,55 @@ impl ReadSide {
     }
 }
 
+/// From 17:00 UTC on: each provider with slots tomorrow gets tomorrow's summary (once).
+async fn daily_summaries(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    vault: &Vault,
+    config: &tessera_notify::NotifyConfig,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    use chrono::Timelike;
+    if now.hour() < 17 {
+        return Ok(());
+    }
+    let day = now.date_naive() + chrono::Days::new(1);
+    let from = day.and_time(chrono::NaiveTime::MIN).and_utc();
+    let slots = tessera_projections::models::catalog::slots_starting_between(
+        pool,
+        from,
+        from + chrono::TimeDelta::days(1),
+    )
+    .await?;
+    for (provider, slots) in slots
+        .chunk_by(|a, b| a.provider_id == b.provider_id)
+        .map(|c| (c[0].provider_id, c))
+    {
+        let slots: Vec<tessera_notify::direct::SummarySlot> = slots
+            .iter()
+            .map(|s| tessera_notify::direct::SummarySlot {
+                title: s.title.clone(),
+                starts_at: s.starts_at,
+                capacity: s.capacity,
+                confirmed: s.confirmed,
+                held: s.held,
+            })
+            .collect();
+        tessera_notify::direct::send_daily_summary(
+            store,
+            pool,
+            vault,
+            config,
+            tessera_domain::values::UserId(provider),
+            day,
+            &slots,
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Lowers the calling thread's priority to `nice` (Linux keeps a nice value per thread). A
 /// failure leaves it as it was: the read side is then only less polite.
 pub fn lower_priority(nice: u8) {
@@ -573,6 +622,32 @@ async fn run_read_side(
             tasks.push(tokio::spawn(
                 webhooks.run(Duration::from_secs(1), stopped.clone()),
             ));
+            // Providers' daily summaries: from 17:00 UTC, tomorrow's slots (once per provider
+            // and day, by the message's derived id), checked hourly.
+            {
+                let (store, pool, vault, clock, config, mut stopped) = (
+                    store.clone(),
+                    pool.clone(),
+                    vault.clone(),
+                    clock.clone(),
+                    n.config.clone(),
+                    stopped.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+                    loop {
+                        tokio::select! {
+                            _ = stopped.changed() => break,
+                            _ = hourly.tick() => {}
+                        }
+                        if let Err(e) =
+                            daily_summaries(&*store, &pool, &vault, &config, clock.now()).await
+                        {
+                            tracing::warn!(error = %e, "daily summaries not sent; next hour");
+                        }
+                    }
+                }));
+            }
             let deliverer = tessera_notify::Deliverer {
                 pool: pool.clone(),
                 transport: n.transport,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tessera_commands::error::CommandError;
 use tessera_commands::handler::{load, stream_of};
-use tessera_domain::user::{UserAggregate, UserState};
+use tessera_domain::user::{Locale, UserAggregate, UserState};
 use tessera_domain::values::UserId;
 use tessera_log::pii::Vault;
 use tessera_log::store::{EventStore, StoreError};
@@ -33,7 +33,7 @@ pub async fn tell_user(
     config: &NotifyConfig,
     user: UserId,
     template: Template,
-    mut context: Value,
+    context: &(dyn Fn(Locale) -> Value + Send + Sync),
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, CommandError> {
@@ -47,11 +47,12 @@ pub async fn tell_user(
     if to.erased || (template.marketing() && !to.preferences.marketing) {
         return Ok(false);
     }
+    let locale = to.preferences.locale;
+    let mut context = context(locale);
     if let Some(map) = context.as_object_mut() {
         map.entry("name").or_insert(to.display_name.clone().into());
         map.entry("unsubscribe").or_insert(Value::Null);
     }
-    let locale = to.preferences.locale;
     let words = templates::render(template, locale, &context)
         .map_err(|e| CommandError::Codec(e.to_string()))?;
     let bytes = message::build(
@@ -119,6 +120,7 @@ impl OnDisabled for TellOwner {
             "reason": reason,
             "endpoint_url": format!("{}/api/v1/webhooks/{}", self.config.base_url, endpoint.id),
         });
+        let context = move |_| context.clone();
         if let Err(e) = tell_user(
             &*self.store,
             &self.pool,
@@ -126,7 +128,7 @@ impl OnDisabled for TellOwner {
             &self.config,
             UserId(endpoint.owner),
             Template::WebhookDisabled,
-            context,
+            &context,
             id,
             self.clock.now(),
         )
@@ -135,4 +137,60 @@ impl OnDisabled for TellOwner {
             tracing::warn!(endpoint = %endpoint.id, error = %e, "the owner of a disabled endpoint was not told");
         }
     }
+}
+
+/// One slot of a provider's daily summary.
+#[derive(Debug, Clone)]
+pub struct SummarySlot {
+    pub title: String,
+    pub starts_at: DateTime<Utc>,
+    pub capacity: i64,
+    pub confirmed: i64,
+    pub held: i64,
+}
+
+/// Tells `provider` what `day` holds for them (once per provider and day, whoever asks).
+#[allow(clippy::too_many_arguments)]
+pub async fn send_daily_summary(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    vault: &Vault,
+    config: &NotifyConfig,
+    provider: UserId,
+    day: chrono::NaiveDate,
+    slots: &[SummarySlot],
+    now: DateTime<Utc>,
+) -> Result<bool, CommandError> {
+    if slots.is_empty() {
+        return Ok(false);
+    }
+    let id = Uuid::new_v5(&provider.0, format!("daily-summary:{day}").as_bytes());
+    let booked: i64 = slots.iter().map(|s| s.confirmed).sum();
+    let base = config.base_url.clone();
+    let context = move |locale: Locale| {
+        json!({
+            "day": day.to_string(),
+            "booked": booked,
+            "slots_url": format!("{base}/provider/slots"),
+            "slots": slots.iter().map(|s| json!({
+                "starts": crate::format::when(s.starts_at, locale),
+                "listing": s.title,
+                "confirmed": s.confirmed,
+                "capacity": s.capacity,
+                "held": s.held,
+            })).collect::<Vec<_>>(),
+        })
+    };
+    tell_user(
+        store,
+        pool,
+        vault,
+        config,
+        provider,
+        Template::ProviderDailySummary,
+        &context,
+        id,
+        now,
+    )
+    .await
 }

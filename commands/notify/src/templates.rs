@@ -29,13 +29,14 @@ pub enum Template {
     BadgeUnlocked,
     ProviderNewBooking,
     ProviderCancellation,
+    ProviderDailySummary,
     PasswordReset,
     EmailVerification,
     WebhookDisabled,
 }
 
 impl Template {
-    pub const ALL: [Template; 17] = [
+    pub const ALL: [Template; 18] = [
         Self::BookingPlaced,
         Self::HoldLapsing,
         Self::BookingExpired,
@@ -50,6 +51,7 @@ impl Template {
         Self::BadgeUnlocked,
         Self::ProviderNewBooking,
         Self::ProviderCancellation,
+        Self::ProviderDailySummary,
         Self::PasswordReset,
         Self::EmailVerification,
         Self::WebhookDisabled,
@@ -71,6 +73,7 @@ impl Template {
             Self::BadgeUnlocked => "badge_unlocked",
             Self::ProviderNewBooking => "provider_new_booking",
             Self::ProviderCancellation => "provider_cancellation",
+            Self::ProviderDailySummary => "provider_daily_summary",
             Self::PasswordReset => "password_reset",
             Self::EmailVerification => "email_verification",
             Self::WebhookDisabled => "webhook_disabled",
@@ -242,6 +245,14 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../templates/en/review_invitation.txt"),
     ),
     (
+        "en/provider_daily_summary.html",
+        include_str!("../templates/en/provider_daily_summary.html"),
+    ),
+    (
+        "en/provider_daily_summary.txt",
+        include_str!("../templates/en/provider_daily_summary.txt"),
+    ),
+    (
         "en/webhook_disabled.html",
         include_str!("../templates/en/webhook_disabled.html"),
     ),
@@ -381,6 +392,14 @@ const FILES: &[(&str, &str)] = &[
     (
         "de/review_invitation.txt",
         include_str!("../templates/de/review_invitation.txt"),
+    ),
+    (
+        "de/provider_daily_summary.html",
+        include_str!("../templates/de/provider_daily_summary.html"),
+    ),
+    (
+        "de/provider_daily_summary.txt",
+        include_str!("../templates/de/provider_daily_summary.txt"),
     ),
     (
         "de/webhook_disabled.html",

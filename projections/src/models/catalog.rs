@@ -642,3 +642,33 @@ pub async fn plain_search(pool: &sqlx::PgPool, search: &PlainSearch) -> Result<u
     .await?;
     Ok(rows.len())
 }
+
+/// One slot of a provider's day (their daily summary).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct ProviderDaySlot {
+    pub provider_id: Uuid,
+    pub slot_id: Uuid,
+    pub title: String,
+    pub starts_at: chrono::DateTime<chrono::Utc>,
+    pub capacity: i64,
+    pub confirmed: i64,
+    pub held: i64,
+}
+
+/// Every provider's slots starting in `[from, to)` and not cancelled, by provider and time.
+pub async fn slots_starting_between(
+    pool: &sqlx::PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<ProviderDaySlot>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.provider_id, s.slot_id, l.title, s.starts_at, s.capacity, s.confirmed, s.held
+           FROM read.slots s JOIN read.listings l USING (listing_id)
+          WHERE s.starts_at >= $1 AND s.starts_at < $2 AND NOT s.cancelled
+          ORDER BY s.provider_id, s.starts_at, s.slot_id",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}

@@ -16,6 +16,10 @@ fn sample(template: Template, locale: Locale) -> serde_json::Value {
         )
     };
     let eur = |minor| format::money(minor, "EUR", locale);
+    let slots = json!([
+        { "starts": at(20, 10, 0), "listing": "Sunrise kayak tour", "confirmed": 5, "capacity": 10, "held": 2 },
+        { "starts": at(20, 16, 0), "listing": "Sunset sail", "confirmed": 0, "capacity": 8, "held": 0 },
+    ]);
     json!({
         "name": "Ada <Lovelace>",
         "booking_ref": "0193A1B2",
@@ -48,6 +52,10 @@ fn sample(template: Template, locale: Locale) -> serde_json::Value {
         "link": "https://tessera.example/reset/abc",
         "expires": at(1, 10, 0),
         "url": "https://hooks.example.com/tessera",
+        "day": "2026-12-20",
+        "booked": 7,
+        "slots_url": "https://tessera.example/provider/slots",
+        "slots": slots,
         "endpoint_url": "https://tessera.example/webhooks/0193",
         "unsubscribe": template
             .marketing()

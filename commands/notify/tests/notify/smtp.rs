@@ -501,3 +501,56 @@ async fn opt_outs_languages_and_erasure_decide_who_is_told_what() {
         "a replay after the erasure writes nothing to them again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_daily_summary_goes_once_per_day_in_their_language() {
+    let w = World::new().await;
+    set_notification_preferences(
+        &*w.store,
+        w.provider,
+        Locale::De,
+        true,
+        &w.ctx("user:provider"),
+    )
+    .await
+    .expect("preferences");
+    let slots = [tessera_notify::direct::SummarySlot {
+        title: "Sunrise kayak tour".into(),
+        starts_at: t(20, 10),
+        capacity: 10,
+        confirmed: 4,
+        held: 1,
+    }];
+    let config = NotifyConfig::new("https://tessera.example", KEY.to_vec());
+    let day = t(20, 0).date_naive();
+    for _ in 0..2 {
+        tessera_notify::direct::send_daily_summary(
+            &*w.store,
+            w.pool(),
+            &w.vault,
+            &config,
+            w.provider,
+            day,
+            &slots,
+            t(19, 17),
+        )
+        .await
+        .expect("summary");
+    }
+    let summaries: Vec<_> = w
+        .messages()
+        .await
+        .into_iter()
+        .filter(|m| m.template == "provider_daily_summary")
+        .collect();
+    assert_eq!(summaries.len(), 1, "once per provider and day");
+    assert_eq!(summaries[0].recipient, w.provider.0);
+    assert_eq!(summaries[0].locale, "de");
+    assert!(
+        summaries[0]
+            .subject
+            .contains("1 Termin(e), 4 Platz/Plätze gebucht"),
+        "{}",
+        summaries[0].subject
+    );
+}
