@@ -272,17 +272,31 @@ pub struct Endpoint {
 const ENDPOINT: &str = "SELECT id, owner, scope, url, event_types, description, status,
         disabled_reason, failing_since, created_at FROM webhook_endpoints";
 
+/// What registering an endpoint asks for.
+#[derive(Debug, Clone)]
+pub struct Registration<'a> {
+    pub owner: UserId,
+    /// Every event (an admin's endpoint), or the owner's listings' only.
+    pub all_events: bool,
+    pub url: &'a str,
+    pub event_types: &'a [String],
+    pub description: &'a str,
+}
+
 /// Registers an endpoint; returns it and its secret.
 pub async fn create(
     pool: &PgPool,
-    owner: UserId,
-    all_events: bool,
-    url: &str,
-    event_types: &[String],
-    description: &str,
+    r: &Registration<'_>,
     policy: UrlPolicy,
     now: DateTime<Utc>,
 ) -> Result<(Endpoint, String), WebhookError> {
+    let Registration {
+        owner,
+        all_events,
+        url,
+        event_types,
+        description,
+    } = *r;
     let url = check_url(url, policy)?;
     if event_types.is_empty() {
         return Err(WebhookError::NoEventTypes);

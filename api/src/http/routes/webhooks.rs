@@ -154,11 +154,13 @@ async fn create_endpoint(
     }
     let created = webhooks::create(
         &state.pool,
-        caller.user_id,
-        caller.has(Role::Admin),
-        &req.url,
-        &req.event_types,
-        &req.description,
+        &webhooks::Registration {
+            owner: caller.user_id,
+            all_events: caller.has(Role::Admin),
+            url: &req.url,
+            event_types: &req.event_types,
+            description: &req.description,
+        },
         state.webhook_urls,
         state.clock.now(),
     )

@@ -145,11 +145,13 @@ async fn deliveries_go_in_log_order_signed_with_the_same_id_on_every_retry() {
     let types = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let (mine, secret) = webhooks::create(
         w.pool(),
-        w.provider,
-        false,
-        &receiver.url(),
-        &types(&["booking.placed", "booking.confirmed", "booking.cancelled"]),
-        "the provider's booking system",
+        &webhooks::Registration {
+            owner: w.provider,
+            all_events: false,
+            url: &receiver.url(),
+            event_types: &types(&["booking.placed", "booking.confirmed", "booking.cancelled"]),
+            description: "the provider's booking system",
+        },
         LOCAL,
         w.clock.now(),
     )
@@ -158,11 +160,13 @@ async fn deliveries_go_in_log_order_signed_with_the_same_id_on_every_retry() {
     // Another provider's endpoint hears nothing of this provider's listings; an admin's all.
     let (theirs, _) = webhooks::create(
         w.pool(),
-        UserId(Uuid::new_v4()),
-        false,
-        &receiver.url(),
-        &types(&["booking.placed"]),
-        "",
+        &webhooks::Registration {
+            owner: UserId(Uuid::new_v4()),
+            all_events: false,
+            url: &receiver.url(),
+            event_types: &types(&["booking.placed"]),
+            description: "",
+        },
         LOCAL,
         w.clock.now(),
     )
@@ -170,11 +174,13 @@ async fn deliveries_go_in_log_order_signed_with_the_same_id_on_every_retry() {
     .expect("endpoint");
     let (admins, admin_secret) = webhooks::create(
         w.pool(),
-        UserId(Uuid::new_v4()),
-        true,
-        &receiver.url(),
-        &types(&["booking.confirmed"]),
-        "",
+        &webhooks::Registration {
+            owner: UserId(Uuid::new_v4()),
+            all_events: true,
+            url: &receiver.url(),
+            event_types: &types(&["booking.confirmed"]),
+            description: "",
+        },
         LOCAL,
         w.clock.now(),
     )
@@ -184,13 +190,15 @@ async fn deliveries_go_in_log_order_signed_with_the_same_id_on_every_retry() {
     assert!(
         webhooks::create(
             w.pool(),
-            w.provider,
-            false,
-            &receiver.url(),
-            &types(&["booking.teleported"]),
-            "",
+            &webhooks::Registration {
+                owner: w.provider,
+                all_events: false,
+                url: &receiver.url(),
+                event_types: &types(&["booking.teleported"]),
+                description: "",
+            },
             LOCAL,
-            w.clock.now()
+            w.clock.now(),
         )
         .await
         .is_err()
@@ -307,11 +315,13 @@ async fn an_endpoint_failing_for_a_day_is_disabled_its_owner_told_and_nothing_is
     receiver.stop().await; // gone
     let (endpoint, secret) = webhooks::create(
         w.pool(),
-        w.provider,
-        false,
-        &url,
-        &["booking.placed".to_owned()],
-        "",
+        &webhooks::Registration {
+            owner: w.provider,
+            all_events: false,
+            url: &url,
+            event_types: &["booking.placed".to_owned()],
+            description: "",
+        },
         LOCAL,
         w.clock.now(),
     )
