@@ -376,7 +376,13 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
                         SELECT hashtext('tessera.projection.' || p.name)::int8 AS k
                     ) lease
                     WHERE l.high = (lease.k >> 32) & 4294967295 AND l.low = lease.k & 4294967295
-                ) AS leased
+                ) AS leased,
+                EXISTS (
+                    SELECT 1 FROM leases l, LATERAL (
+                        SELECT hashtext('tessera.rebuild.' || p.name)::int8 AS k
+                    ) lease
+                    WHERE l.high = (lease.k >> 32) & 4294967295 AND l.low = lease.k & 4294967295
+                ) AS rebuild_leased
          FROM projections p
          CROSS JOIN log_head h
          LEFT JOIN projection_generations g ON g.name = p.name AND g.generation = p.active_generation
@@ -405,12 +411,15 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
             } else {
                 state
             };
+            // A generation left `building` by a process that is gone is not being built: it
+            // resumes when a projector (first build) or a rebuild (later ones) starts again.
+            let building_now = leased || r.get::<bool, _>(15);
             ProjectionStatus {
                 name: r.get(0),
-                state: if rebuilding.is_some() && state != "failed" {
-                    "rebuilding".into()
-                } else {
-                    state
+                state: match (rebuilding.is_some(), state.as_str()) {
+                    (true, "failed") | (false, _) => state,
+                    (true, _) if building_now => "rebuilding".into(),
+                    (true, _) => "stopped".into(),
                 },
                 generation: r.get(2),
                 code_version: r.get(3),
