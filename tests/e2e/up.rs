@@ -264,6 +264,38 @@ async fn up_runs_the_demo_and_stops_cleanly() {
         .expect("mail tail");
     let tail = String::from_utf8_lossy(&tail.stdout);
     assert_eq!(tail.matches("Subject: ").count(), 3, "{tail}");
+    // The outbox from the command line: what was sent, to whom (opened with the vault).
+    let listed = tessera(&data)
+        .args(["outbox", "list", "--status", "sent", "--limit", "5"])
+        .output()
+        .await
+        .expect("outbox list");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.lines().count() >= 1, "{listed}");
+    assert!(
+        listed.contains(" sent ") && listed.contains("@tessera.test"),
+        "{listed}"
+    );
+    let stats = tessera(&data)
+        .args(["outbox", "stats"])
+        .output()
+        .await
+        .expect("outbox stats");
+    let stats: serde_json::Value =
+        serde_json::from_slice(&stats.stdout).expect("outbox stats print JSON");
+    assert!(stats["sent"].as_i64() > Some(0), "{stats}");
+    let metrics = client
+        .get(&metrics_url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("tessera_notifications_sent_total"),
+        "{metrics}"
+    );
 
     stop(child).await;
     assert!(
