@@ -171,14 +171,14 @@ fn summary(eml: &str) -> String {
     format!(
         "Date: {}\nFrom: {}\nTo: {}\nSubject: {}",
         field("Date"),
-        field("From"),
-        field("To"),
-        decode_subject(&field("Subject"))
+        decode_words(&field("From")),
+        decode_words(&field("To")),
+        decode_words(&field("Subject"))
     )
 }
 
-/// Subjects outside ASCII arrive as RFC 2047 encoded words (`=?utf-8?b?…?=`); shown decoded.
-fn decode_subject(raw: &str) -> String {
+/// Headers outside ASCII arrive as RFC 2047 encoded words (`=?utf-8?b?…?=`); shown decoded.
+fn decode_words(raw: &str) -> String {
     use base64::Engine;
     use std::fmt::Write;
     let mut out = String::new();
@@ -265,8 +265,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encoded_subjects_print_decoded() {
-        assert_eq!(decode_subject("=?utf-8?b?QmVzdMOkdGlndA==?="), "Bestätigt");
-        assert_eq!(decode_subject("Plain words"), "Plain words");
+    fn encoded_headers_print_decoded() {
+        assert_eq!(decode_words("=?utf-8?b?QmVzdMOkdGlndA==?="), "Bestätigt");
+        assert_eq!(decode_words("Plain words"), "Plain words");
+        assert_eq!(
+            decode_words("=?utf-8?b?S29maSBHYXJjw61h?= <customer6@tessera.test>"),
+            "Kofi García <customer6@tessera.test>"
+        );
     }
 }
