@@ -125,6 +125,17 @@ async fn a_paid_booking_is_confirmed_by_mail_and_the_outbox_shows_who_was_told_w
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = s
+        .post(
+            &format!("/admin/outbox/{id}/retry"),
+            Some(&admin),
+            json!({ "reason": "a\u{0}b" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["field"], "reason", "{body}");
+    let (status, body) = s.get("/admin/outbox?template=a%00b", Some(&admin)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (status, body) = s.get("/admin/outbox?status=lost", Some(&admin)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (status, _) = s.get("/admin/outbox", Some(&customer)).await;

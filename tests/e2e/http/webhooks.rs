@@ -102,6 +102,15 @@ async fn endpoints_aimed_at_internal_addresses_are_refused() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["errors"][0]["field"], "event_types", "{body}");
+    let (status, body) = s
+        .post(
+            "/webhooks",
+            Some(&provider),
+            json!({ "url": "https://hooks.example.com/t", "event_types": ["booking.placed"], "description": "a\u{0}b" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["field"], "description", "{body}");
     s.shutdown().await;
 }
 

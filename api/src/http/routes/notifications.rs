@@ -253,6 +253,9 @@ async fn list_messages(
     _caller: Require<AuditorOrAdmin>,
     ApiQuery(q): ApiQuery<OutboxQuery>,
 ) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
+    if let Some(template) = &q.template {
+        crate::http::error::storable("template", template)?;
+    }
     if let Some(status) = &q.status
         && !["pending", "sent", "dead", "discarded"].contains(&status.as_str())
     {
@@ -330,6 +333,7 @@ async fn change(
     reason: &str,
     retry: bool,
 ) -> Result<Json<OutboxMessage>, ApiError> {
+    crate::http::error::storable("reason", reason)?;
     if reason.trim().is_empty() {
         return Err(ApiError::Command(
             tessera_commands::error::CommandError::ReasonRequired,

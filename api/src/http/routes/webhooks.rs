@@ -149,6 +149,8 @@ async fn create_endpoint(
     caller: Require<ProviderOrAdmin>,
     ApiJson(req): ApiJson<NewEndpoint>,
 ) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
+    crate::http::error::storable("url", &req.url)?;
+    crate::http::error::storable("description", &req.description)?;
     if req.description.chars().count() > 500 {
         return Err(invalid("description", "at most 500 characters".into()));
     }
