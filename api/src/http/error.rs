@@ -534,6 +534,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Refuses a text PostgreSQL cannot store (U+0000) before it reaches a table outside the log,
+/// with the same 422 `request.unstorable_text` the log's own check answers.
+pub fn storable(field: &'static str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::Command(CommandError::Store(
+            tessera_log::store::StoreError::UnstorableText {
+                event_id: uuid::Uuid::nil(),
+                what: field,
+            },
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,18 +586,4 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!p.detail.unwrap_or_default().contains("hunter2"));
     }
-}
-
-/// Refuses a text PostgreSQL cannot store (U+0000) before it reaches a table outside the log,
-/// with the same 422 `request.unstorable_text` the log's own check answers.
-pub fn storable(field: &'static str, text: &str) -> Result<(), ApiError> {
-    if text.contains('\0') {
-        return Err(ApiError::Command(CommandError::Store(
-            tessera_log::store::StoreError::UnstorableText {
-                event_id: uuid::Uuid::nil(),
-                what: field,
-            },
-        )));
-    }
-    Ok(())
 }
