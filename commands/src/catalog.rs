@@ -6,7 +6,7 @@ use tessera_domain::listing::{
     ListingAggregate, ListingCommand, ListingDetails, ListingError, ListingState,
 };
 use tessera_domain::policy::CancellationPolicy;
-use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotState};
+use tessera_domain::slot::{Slot, SlotAggregate, SlotCommand, SlotError, SlotState};
 use tessera_domain::values::{ListingId, Money, SlotId, UserId, derived_id};
 use uuid::Uuid;
 
@@ -153,6 +153,53 @@ pub async fn schedule_slot(
     )
     .await?;
     Ok((id, executed))
+}
+
+/// A slot as its stream says now (its provider, times, capacity, price and holds).
+pub async fn current_slot(store: &dyn EventStore, slot: SlotId) -> Result<Slot, CommandError> {
+    let loaded =
+        load::<SlotAggregate>(store, stream_of::<SlotAggregate>(slot), Uuid::nil()).await?;
+    match loaded.state {
+        SlotState::Scheduled(s) => Ok(s),
+        SlotState::New => Err(CommandError::NotFound {
+            what: "slot",
+            id: slot.to_string(),
+        }),
+    }
+}
+
+/// Whether `acting` may see or change a slot (or listing) owned by `owner`.
+pub fn may_act_on(acting: Acting, owner: UserId, what: &'static str) -> Result<(), CommandError> {
+    acting.may_change(owner, what)
+}
+
+/// A provider's change to one of their slots before it starts.
+#[derive(Debug, Clone, Copy)]
+pub enum SlotChange {
+    /// Never below the seats held and confirmed.
+    Capacity(u32),
+    /// For bookings placed from now on; placed bookings keep their price.
+    Price(Money),
+}
+
+/// Changes a slot's capacity or price; refused once the slot has started or when cancelled.
+pub async fn change_slot(
+    store: &dyn EventStore,
+    acting: Acting,
+    slot: SlotId,
+    change: SlotChange,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    let s = current_slot(store, slot).await?;
+    acting.may_change(s.provider_id, "slot")?;
+    if ctx.now >= s.starts_at {
+        return Err(SlotError::Started.into());
+    }
+    let command = match change {
+        SlotChange::Capacity(capacity) => SlotCommand::ChangeCapacity { capacity },
+        SlotChange::Price(price_per_seat) => SlotCommand::Reprice { price_per_seat },
+    };
+    execute::<SlotAggregate>(store, stream_of::<SlotAggregate>(slot), &command, ctx).await
 }
 
 /// Cancels a slot; the payments reactor then cancels and fully refunds its bookings.

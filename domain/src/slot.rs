@@ -90,6 +90,10 @@ pub enum SlotCommand {
     ChangeCapacity {
         capacity: u32,
     },
+    /// A new price per seat for bookings placed from now on; placed bookings keep theirs.
+    Reprice {
+        price_per_seat: Money,
+    },
     /// Hold seats for a booking (part of placing it). Refused once the slot has started.
     HoldSeats {
         booking_id: BookingId,
@@ -126,6 +130,11 @@ pub enum SlotEvent {
     SlotCapacityChanged {
         slot_id: SlotId,
         capacity: u32,
+    },
+    /// Bookings placed from now on pay this per seat; placed bookings keep their price.
+    SlotRepriced {
+        slot_id: SlotId,
+        price_per_seat: Money,
     },
     SeatsHeld {
         slot_id: SlotId,
@@ -168,6 +177,8 @@ pub enum SlotError {
     InvalidCapacity,
     #[error("capacity cannot drop below the {taken} seats already taken")]
     CapacityBelowTaken { taken: u32 },
+    #[error("a slot is priced in its listing's currency, {expected}")]
+    WrongCurrency { expected: String },
     #[error("sold out: {requested} seats requested, {remaining} remaining")]
     SoldOut { requested: u32, remaining: u32 },
     #[error("booking {0} already holds seats on this slot")]
@@ -246,6 +257,17 @@ impl Aggregate for SlotAggregate {
                 SlotEvent::SlotCapacityChanged {
                     slot_id,
                     capacity: *capacity,
+                }
+            }
+            SlotCommand::Reprice { price_per_seat } => {
+                if price_per_seat.currency != slot.price_per_seat.currency {
+                    return Err(SlotError::WrongCurrency {
+                        expected: slot.price_per_seat.currency.to_string(),
+                    });
+                }
+                SlotEvent::SlotRepriced {
+                    slot_id,
+                    price_per_seat: *price_per_seat,
                 }
             }
             SlotCommand::HoldSeats {
@@ -329,6 +351,9 @@ impl Aggregate for SlotAggregate {
                 match e {
                     SlotEvent::SlotScheduled { .. } => {}
                     SlotEvent::SlotCapacityChanged { capacity, .. } => s.capacity = *capacity,
+                    SlotEvent::SlotRepriced { price_per_seat, .. } => {
+                        s.price_per_seat = *price_per_seat
+                    }
                     SlotEvent::SeatsHeld {
                         booking_id, seats, ..
                     } => {

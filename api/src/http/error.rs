@@ -271,6 +271,7 @@ fn slot(e: &SlotError) -> &'static Code {
         E::InvalidCapacity => &codes::SLOT_INVALID_CAPACITY,
         E::CapacityBelowTaken { .. } => &codes::SLOT_CAPACITY_BELOW_TAKEN,
         E::SoldOut { .. } => &codes::SLOT_SOLD_OUT,
+        E::WrongCurrency { .. } => &codes::SLOT_WRONG_CURRENCY,
         E::AlreadyHolding(_) => &codes::SLOT_ALREADY_HOLDING,
         E::NotHolding(_) => &codes::SLOT_NOT_HOLDING,
         E::AlreadyConfirmed(_) => &codes::SLOT_ALREADY_CONFIRMED,

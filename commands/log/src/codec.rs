@@ -21,6 +21,7 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     // slot
     ("SlotScheduled", "slot", 1),
     ("SlotCapacityChanged", "slot", 1),
+    ("SlotRepriced", "slot", 1),
     // v2 added `overbooked` (an admin's recorded decision to exceed capacity).
     ("SeatsHeld", "slot", 2),
     ("SeatsConfirmed", "slot", 1),

@@ -93,7 +93,9 @@ impl SqlProjection for Bookings {
     fn version(&self) -> u32 {
         // 2: no indexes on `listing_id` and `slot_id`; no query reads bookings by them, and each
         // cost two random-key index insertions per booking written.
-        2
+        // 3: indexes on `slot_id` (manifests) and `(listing_id, slot_starts_at)` (providers'
+        // bookings lists), which now read bookings by them.
+        3
     }
 
     fn ddl(&self) -> String {
@@ -108,6 +110,8 @@ CREATE TABLE bookings (
     placed_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
 );
 CREATE INDEX bookings_customer ON bookings (customer_id, placed_at DESC, booking_id);
+CREATE INDEX bookings_slot ON bookings (slot_id, placed_at);
+CREATE INDEX bookings_listing ON bookings (listing_id, slot_starts_at);
 CREATE TABLE booking_timeline (
     booking_id uuid NOT NULL, position bigint NOT NULL, event_type text NOT NULL,
     status text NOT NULL, at timestamptz NOT NULL, recorded_at timestamptz NOT NULL,
@@ -343,6 +347,80 @@ pub async fn customer_bookings(
     .bind(status)
     .bind(limit)
     .bind(offset)
+    .fetch_all(pool)
+    .await
+}
+
+/// Which bookings a search returns; every given filter must hold.
+#[derive(Debug, Clone, Default)]
+pub struct BookingFilter {
+    /// Only bookings of this provider's listings.
+    pub provider: Option<Uuid>,
+    /// Only this customer's bookings.
+    pub customer: Option<Uuid>,
+    pub listing: Option<Uuid>,
+    pub slot: Option<Uuid>,
+    pub status: Option<String>,
+    /// Slots starting at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Slots starting before this time.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Bookings matching `f`, by their slot's start and then placement (oldest first), a page at
+/// a time; with the number of all matches.
+pub async fn search_bookings(
+    pool: &sqlx::PgPool,
+    f: &BookingFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<BookingView>, i64), sqlx::Error> {
+    const WHERE: &str = "($1::uuid IS NULL OR listing_id IN \
+              (SELECT listing_id FROM read.listings WHERE provider_id = $1)) \
+          AND ($2::uuid IS NULL OR customer_id = $2) AND ($3::uuid IS NULL OR listing_id = $3) \
+          AND ($4::uuid IS NULL OR slot_id = $4) AND ($5::text IS NULL OR status = $5) \
+          AND ($6::timestamptz IS NULL OR slot_starts_at >= $6) \
+          AND ($7::timestamptz IS NULL OR slot_starts_at < $7)";
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BOOKING_COLUMNS} FROM read.bookings WHERE {WHERE}
+          ORDER BY slot_starts_at, placed_at, booking_id LIMIT $8 OFFSET $9"
+    )))
+    .bind(f.provider)
+    .bind(f.customer)
+    .bind(f.listing)
+    .bind(f.slot)
+    .bind(f.status.as_deref())
+    .bind(f.from)
+    .bind(f.to)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM read.bookings WHERE {WHERE}"
+    )))
+    .bind(f.provider)
+    .bind(f.customer)
+    .bind(f.listing)
+    .bind(f.slot)
+    .bind(f.status.as_deref())
+    .bind(f.from)
+    .bind(f.to)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
+}
+
+/// Every booking ever placed on a slot, in the order placed.
+pub async fn slot_bookings(
+    pool: &sqlx::PgPool,
+    slot: Uuid,
+) -> Result<Vec<BookingView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BOOKING_COLUMNS} FROM read.bookings WHERE slot_id = $1
+          ORDER BY placed_at, booking_id"
+    )))
+    .bind(slot)
     .fetch_all(pool)
     .await
 }

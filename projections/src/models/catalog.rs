@@ -251,6 +251,7 @@ fn slot_of(e: &SlotEvent) -> Uuid {
     match e {
         SlotEvent::SlotScheduled { slot_id, .. }
         | SlotEvent::SlotCapacityChanged { slot_id, .. }
+        | SlotEvent::SlotRepriced { slot_id, .. }
         | SlotEvent::SeatsHeld { slot_id, .. }
         | SlotEvent::SeatsConfirmed { slot_id, .. }
         | SlotEvent::SeatsReleased { slot_id, .. }
@@ -278,6 +279,7 @@ fn hold_of(e: &SlotEvent) -> Option<(Uuid, Uuid)> {
         } => Some((booking_id.0, slot_id.0)),
         SlotEvent::SlotScheduled { .. }
         | SlotEvent::SlotCapacityChanged { .. }
+        | SlotEvent::SlotRepriced { .. }
         | SlotEvent::SlotCancelled { .. } => None,
     }
 }
@@ -385,6 +387,7 @@ fn apply_slot(
     match ev {
         SlotEvent::SlotScheduled { .. } => {}
         SlotEvent::SlotCapacityChanged { capacity, .. } => row.capacity = i64::from(*capacity),
+        SlotEvent::SlotRepriced { price_per_seat, .. } => row.price_minor = price_per_seat.minor,
         SlotEvent::SeatsHeld {
             booking_id, seats, ..
         } => {

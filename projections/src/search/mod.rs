@@ -555,6 +555,7 @@ impl SearchWriter {
                 let slot_id = match ev {
                     SlotEvent::SlotScheduled { slot_id, .. }
                     | SlotEvent::SlotCapacityChanged { slot_id, .. }
+                    | SlotEvent::SlotRepriced { slot_id, .. }
                     | SlotEvent::SeatsHeld { slot_id, .. }
                     | SlotEvent::SeatsConfirmed { slot_id, .. }
                     | SlotEvent::SeatsReleased { slot_id, .. }
@@ -582,7 +583,9 @@ impl SearchWriter {
                     SlotEvent::SeatsHeld { seats, .. } => slot.taken += i64::from(*seats),
                     SlotEvent::SeatsReleased { seats, .. } => slot.taken -= i64::from(*seats),
                     SlotEvent::SlotCancelled { .. } => slot.cancelled = true,
-                    SlotEvent::SeatsConfirmed { .. } | SlotEvent::SlotScheduled { .. } => {}
+                    SlotEvent::SeatsConfirmed { .. }
+                    | SlotEvent::SlotScheduled { .. }
+                    | SlotEvent::SlotRepriced { .. } => {}
                 }
                 // The counts are part of the stored state, so the document is rewritten.
                 Ok(Some(listing_id))

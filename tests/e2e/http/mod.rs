@@ -11,6 +11,7 @@ mod money;
 mod notifications;
 mod onsale;
 mod openapi;
+mod provider;
 mod rbac;
 mod relevance;
 mod webhooks;

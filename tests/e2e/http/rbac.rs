@@ -402,6 +402,40 @@ async fn every_route_times_every_role() {
             None,
             Rule::Roles(&["provider"]),
         ),
+        (
+            Method::PATCH,
+            format!("/provider/slots/{slot}"),
+            Some(json!({ "capacity": 20 })),
+            listing_own,
+        ),
+        (
+            Method::GET,
+            format!("/provider/slots/{slot}/manifest"),
+            None,
+            Rule::Own {
+                roles: &["provider", "admin"],
+                owned: Owned::Listing,
+                privileged: ADMIN,
+                other: StatusCode::NOT_FOUND,
+            },
+        ),
+        (
+            Method::GET,
+            format!("/provider/slots/{slot}/manifest?format=csv"),
+            None,
+            Rule::Own {
+                roles: &["provider", "admin"],
+                owned: Owned::Listing,
+                privileged: ADMIN,
+                other: StatusCode::NOT_FOUND,
+            },
+        ),
+        (
+            Method::GET,
+            "/provider/bookings?status=held".into(),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
         (Method::GET, "/bookings".into(), None, Rule::Roles(CUSTOMER)),
         (
             Method::POST,

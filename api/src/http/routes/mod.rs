@@ -9,6 +9,7 @@ pub mod documents;
 pub mod money;
 pub mod notifications;
 pub mod ops;
+pub mod provider;
 pub mod webhooks;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -83,6 +84,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(documents::router())
         .merge(notifications::router())
         .merge(webhooks::router())
+        .merge(provider::router())
 }
 
 /// What a command answers with, besides its own fields.

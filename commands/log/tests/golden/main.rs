@@ -99,6 +99,10 @@ fn samples() -> Vec<AnyEvent> {
             slot_id,
             capacity: 14,
         }),
+        AnyEvent::Slot(SlotEvent::SlotRepriced {
+            slot_id,
+            price_per_seat: eur(79_000),
+        }),
         AnyEvent::Slot(SlotEvent::SeatsHeld {
             slot_id,
             booking_id,
