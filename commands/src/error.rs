@@ -7,6 +7,7 @@ use tessera_domain::loyalty::LoyaltyError;
 use tessera_domain::payment::PaymentError;
 use tessera_domain::provider::ProviderError;
 use tessera_domain::review::ReviewError;
+use tessera_domain::schedule::ScheduleError;
 use tessera_domain::slot::SlotError;
 use tessera_domain::user::UserError;
 
@@ -30,6 +31,8 @@ pub enum CommandError {
     User(#[from] UserError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
     #[error("{what} {id} does not exist")]
     NotFound { what: &'static str, id: String },
     #[error("this {what} belongs to someone else")]
@@ -71,6 +74,7 @@ impl CommandError {
                 | Self::Review(_)
                 | Self::User(_)
                 | Self::Provider(_)
+                | Self::Schedule(_)
                 | Self::PaymentRefused(_)
                 | Self::ReasonRequired
                 | Self::NotFound { .. }

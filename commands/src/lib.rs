@@ -19,6 +19,7 @@ pub mod onsale;
 pub mod payment;
 pub mod reactor;
 pub mod receipts;
+pub mod schedules;
 pub mod users;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod provider;
 pub mod receipt;
 pub mod review;
+pub mod schedule;
 pub mod slot;
 pub mod user;
 pub mod values;

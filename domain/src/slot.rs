@@ -113,6 +113,18 @@ pub enum SlotCommand {
     Cancel {
         reason: String,
     },
+    /// Cancel the slot only if no booking holds seats on it (a schedule's change withdrawing
+    /// its unbooked slots): decided on the slot's own state, so a booking that got there
+    /// first keeps it.
+    Withdraw {
+        reason: String,
+    },
+    /// A new capacity and price, only if no booking holds seats on it (a schedule's change to
+    /// its unbooked slots).
+    Revise {
+        capacity: u32,
+        price_per_seat: Money,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +189,8 @@ pub enum SlotError {
     InvalidCapacity,
     #[error("capacity cannot drop below the {taken} seats already taken")]
     CapacityBelowTaken { taken: u32 },
+    #[error("bookings hold seats on the slot")]
+    HasBookings,
     #[error("a slot is priced in its listing's currency, {expected}")]
     WrongCurrency { expected: String },
     #[error("sold out: {requested} seats requested, {remaining} remaining")]
@@ -243,8 +257,50 @@ impl Aggregate for SlotAggregate {
         if slot.cancelled && !matches!(command, SlotCommand::ReleaseSeats { .. }) {
             return Err(SlotError::Cancelled);
         }
+        if let SlotCommand::Revise {
+            capacity,
+            price_per_seat,
+        } = command
+        {
+            if !slot.holds.is_empty() {
+                return Err(SlotError::HasBookings);
+            }
+            if !(1..=MAX_CAPACITY).contains(capacity) {
+                return Err(SlotError::InvalidCapacity);
+            }
+            if price_per_seat.currency != slot.price_per_seat.currency {
+                return Err(SlotError::WrongCurrency {
+                    expected: slot.price_per_seat.currency.to_string(),
+                });
+            }
+            let mut events = Vec::new();
+            if *capacity != slot.capacity {
+                events.push(SlotEvent::SlotCapacityChanged {
+                    slot_id,
+                    capacity: *capacity,
+                });
+            }
+            if *price_per_seat != slot.price_per_seat {
+                events.push(SlotEvent::SlotRepriced {
+                    slot_id,
+                    price_per_seat: *price_per_seat,
+                });
+            }
+            return Ok(events);
+        }
         Ok(vec![match command {
             SlotCommand::Schedule { .. } => return Err(SlotError::AlreadyScheduled),
+            SlotCommand::Revise { .. } => return Ok(vec![]),
+            SlotCommand::Withdraw { reason } => {
+                if !slot.holds.is_empty() {
+                    return Err(SlotError::HasBookings);
+                }
+                SlotEvent::SlotCancelled {
+                    slot_id,
+                    reason: reason.clone(),
+                    affected_bookings: vec![],
+                }
+            }
             SlotCommand::ChangeCapacity { capacity } => {
                 if !(1..=MAX_CAPACITY).contains(capacity) {
                     return Err(SlotError::InvalidCapacity);

@@ -55,6 +55,10 @@ id_type!(
     SlotId
 );
 id_type!(
+    /// A recurring schedule that generates a listing's slots.
+    ScheduleId
+);
+id_type!(
     /// One booking of seats on a slot.
     BookingId
 );

@@ -111,6 +111,7 @@ codes! {
     SLOT_INVALID_TIMES = "slot.invalid_times", UNPROCESSABLE_ENTITY, "A slot must end after it starts.";
     SLOT_INVALID_CAPACITY = "slot.invalid_capacity", UNPROCESSABLE_ENTITY, "Capacity must be between 1 and 10,000.";
     SLOT_CAPACITY_BELOW_TAKEN = "slot.capacity_below_taken", CONFLICT, "Capacity cannot drop below the seats already taken.";
+    SLOT_HAS_BOOKINGS = "slot.has_bookings", CONFLICT, "Bookings hold seats on the slot.";
     SLOT_WRONG_CURRENCY = "slot.wrong_currency", UNPROCESSABLE_ENTITY, "A slot is priced in its listing's currency.";
     SLOT_SOLD_OUT = "slot.sold_out", CONFLICT, "Fewer seats remain than were requested.";
     SLOT_ALREADY_HOLDING = "slot.already_holding", CONFLICT, "The booking already holds seats on this slot.";
@@ -192,6 +193,16 @@ codes! {
     // Webhooks.
     WEBHOOK_NOT_FOUND = "webhook.not_found", NOT_FOUND, "No such webhook endpoint or delivery (or not the caller's).";
     WEBHOOK_NOT_DISABLED = "webhook.not_disabled", CONFLICT, "Only a disabled endpoint can be enabled.";
+    // Recurring schedules.
+    SCHEDULE_NOT_FOUND = "schedule.not_found", NOT_FOUND, "No such schedule.";
+    SCHEDULE_NOT_YOURS = "schedule.not_yours", FORBIDDEN, "The schedule belongs to another provider.";
+    SCHEDULE_ALREADY_DEFINED = "schedule.already_defined", CONFLICT, "A schedule with this id already exists.";
+    SCHEDULE_ENDED = "schedule.ended", CONFLICT, "The schedule has ended.";
+    SCHEDULE_INVALID_RULE = "schedule.invalid_rule", UNPROCESSABLE_ENTITY, "The recurrence rule, its start or its time zone is not valid.";
+    SCHEDULE_INVALID = "schedule.invalid", UNPROCESSABLE_ENTITY, "The schedule's slot length, capacity, price or horizon is out of range.";
+    SCHEDULE_ALREADY_EXCEPTION = "schedule.already_exception", CONFLICT, "The date is already taken out of the schedule.";
+    SCHEDULE_NOT_EXCEPTION = "schedule.not_exception", CONFLICT, "The date is not taken out of the schedule.";
+    SCHEDULE_OCCURRENCE_BOOKED = "schedule.occurrence_booked", CONFLICT, "The slot on that date has bookings: cancel it explicitly, which refunds them.";
 }
 
 /// The code of something that does not exist, by what the error names.
@@ -200,6 +211,7 @@ pub fn not_found(what: &str) -> &'static Code {
         "booking" => &BOOKING_NOT_FOUND,
         "listing" => &LISTING_NOT_FOUND,
         "slot" => &SLOT_NOT_FOUND,
+        "schedule" => &SCHEDULE_NOT_FOUND,
         "payment" => &PAYMENT_NOT_FOUND,
         "user" => &USER_NOT_FOUND,
         "referring user" => &REFERRING_USER_NOT_FOUND,
@@ -217,6 +229,7 @@ pub fn not_yours(what: &str) -> &'static Code {
     match what {
         "listing" => &LISTING_NOT_YOURS,
         "slot" => &SLOT_NOT_YOURS,
+        "schedule" => &SCHEDULE_NOT_YOURS,
         _ => &RESOURCE_NOT_YOURS,
     }
 }

@@ -15,6 +15,7 @@ use tessera_domain::loyalty::LoyaltyError;
 use tessera_domain::payment::PaymentError;
 use tessera_domain::provider::ProviderError;
 use tessera_domain::review::ReviewError;
+use tessera_domain::schedule::ScheduleError;
 use tessera_domain::slot::SlotError;
 use tessera_domain::user::UserError;
 use tessera_projections::ProjectionError;
@@ -272,6 +273,7 @@ fn slot(e: &SlotError) -> &'static Code {
         E::CapacityBelowTaken { .. } => &codes::SLOT_CAPACITY_BELOW_TAKEN,
         E::SoldOut { .. } => &codes::SLOT_SOLD_OUT,
         E::WrongCurrency { .. } => &codes::SLOT_WRONG_CURRENCY,
+        E::HasBookings => &codes::SLOT_HAS_BOOKINGS,
         E::AlreadyHolding(_) => &codes::SLOT_ALREADY_HOLDING,
         E::NotHolding(_) => &codes::SLOT_NOT_HOLDING,
         E::AlreadyConfirmed(_) => &codes::SLOT_ALREADY_CONFIRMED,
@@ -376,6 +378,20 @@ fn user(e: &UserError) -> Mapped {
     }
 }
 
+fn schedule(e: &ScheduleError) -> Mapped {
+    use ScheduleError as E;
+    match e {
+        E::AlreadyDefined => mapped(&codes::SCHEDULE_ALREADY_DEFINED),
+        E::NotDefined => mapped(&codes::SCHEDULE_NOT_FOUND),
+        E::Ended => mapped(&codes::SCHEDULE_ENDED),
+        E::InvalidRule(why) => with_field(&codes::SCHEDULE_INVALID_RULE, "rrule", why.clone()),
+        E::Invalid(why) => with_field(&codes::SCHEDULE_INVALID, "", (*why).to_owned()),
+        E::AlreadyException(_) => mapped(&codes::SCHEDULE_ALREADY_EXCEPTION),
+        E::NotException(_) => mapped(&codes::SCHEDULE_NOT_EXCEPTION),
+        E::OccurrenceBooked(_) => mapped(&codes::SCHEDULE_OCCURRENCE_BOOKED),
+    }
+}
+
 fn command(e: &CommandError) -> Mapped {
     match e {
         CommandError::Booking(b) => mapped(booking(b)),
@@ -385,6 +401,7 @@ fn command(e: &CommandError) -> Mapped {
         CommandError::Provider(p) => provider(p),
         CommandError::Loyalty(l) => loyalty(l),
         CommandError::Review(r) => mapped(review(r)),
+        CommandError::Schedule(s) => schedule(s),
         CommandError::User(u) => user(u),
         CommandError::NotFound { what, .. } => mapped(codes::not_found(what)),
         CommandError::NotYours { what } => mapped(codes::not_yours(what)),

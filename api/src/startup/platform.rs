@@ -507,6 +507,54 @@ async fn daily_summaries(
 
 /// Lowers the calling thread's priority to `nice` (Linux keeps a nice value per thread). A
 /// failure leaves it as it was: the read side is then only less polite.
+/// Runs `run` now and then every hour until `stopped` changes.
+fn every_hour<F, Fut>(mut stopped: watch::Receiver<bool>, mut run: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = hourly.tick() => {}
+            }
+            run().await;
+        }
+    })
+}
+
+/// Extends every running schedule's slots to its horizon (creating nothing twice).
+async fn generate_schedules(
+    store: &dyn tessera_log::store::EventStore,
+    pool: &sqlx::PgPool,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let ids = match tessera_projections::models::catalog::active_schedules(pool).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "no schedule generation this hour");
+            return;
+        }
+    };
+    for id in ids {
+        let ctx = tessera_commands::handler::CommandContext::new(
+            tessera_log::clock::new_command_id(),
+            "system:schedules",
+            now,
+        );
+        let id = tessera_domain::values::ScheduleId(id);
+        match tessera_commands::schedules::generate(store, id, &ctx).await {
+            Ok(g) if !g.created.is_empty() => {
+                tracing::info!(schedule = %id, created = g.created.len(), "slots generated");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, schedule = %id, "generation failed; next hour"),
+        }
+    }
+}
+
 pub fn lower_priority(nice: u8) {
     if nice == 0 {
         return;
@@ -665,6 +713,14 @@ async fn run_read_side(
             tasks.push(tokio::spawn(
                 async move { runner.run(reactor, stopped).await },
             ));
+        }
+        // Recurring schedules: each hour, every running schedule's slots up to its horizon.
+        {
+            let (store, pool, clock) = (store.clone(), pool.clone(), clock.clone());
+            tasks.push(every_hour(stopped.clone(), move || {
+                let (store, pool, now) = (store.clone(), pool.clone(), clock.now());
+                async move { generate_schedules(&*store, &pool, now).await }
+            }));
         }
         // Commission invoices: each hour, every provider with commission in the last two
         // months gets its past months invoiced (its stream decides; a month is invoiced once).

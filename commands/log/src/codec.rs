@@ -86,6 +86,13 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("NotificationPreferencesSet", "user", 1),
     ("EmailReserved", "email", 1),
     ("EmailReleased", "email", 1),
+    // schedule
+    ("ScheduleDefined", "schedule", 1),
+    ("ScheduleChanged", "schedule", 1),
+    ("ScheduleSlotsGenerated", "schedule", 1),
+    ("ScheduleExceptionAdded", "schedule", 1),
+    ("ScheduleExceptionRemoved", "schedule", 1),
+    ("ScheduleEnded", "schedule", 1),
 ];
 
 /// One step up: turns data stored at `from` into data of version `from + 1`.
@@ -204,6 +211,7 @@ pub enum AnyEvent {
     Email(tessera_domain::user::EmailReservationEvent),
     Provider(tessera_domain::provider::ProviderEvent),
     Series(tessera_domain::receipt::SeriesEvent),
+    Schedule(tessera_domain::schedule::ScheduleEvent),
 }
 
 /// Decodes any stored event by its type.
@@ -219,6 +227,7 @@ pub fn decode_any(event_type: &str, version: u32, data: &str) -> Result<AnyEvent
         Some("email") => decode(event_type, version, data).map(AnyEvent::Email),
         Some("provider") => decode(event_type, version, data).map(AnyEvent::Provider),
         Some("series") => decode(event_type, version, data).map(AnyEvent::Series),
+        Some("schedule") => decode(event_type, version, data).map(AnyEvent::Schedule),
         _ => Err(CodecError::UnknownType(event_type.to_owned())),
     }
 }

@@ -5,4 +5,5 @@ mod fixtures;
 mod ledger;
 mod others;
 mod properties;
+mod schedule;
 mod slot;

@@ -211,3 +211,58 @@ fn cancelling_a_slot_names_its_bookings_and_stops_new_holds() {
         }],
     );
 }
+
+#[test]
+fn a_schedule_withdraws_or_revises_a_slot_only_while_nobody_holds_seats() {
+    let empty = [scheduled()];
+    let price = tessera_domain::values::Money::new(7_000, tessera_domain::values::Currency::EUR)
+        .expect("money");
+    given::<A>(&empty).when_then(
+        C::Withdraw {
+            reason: "its schedule changed".into(),
+        },
+        &[Ev::SlotCancelled {
+            slot_id: SLOT,
+            reason: "its schedule changed".into(),
+            affected_bookings: vec![],
+        }],
+    );
+    given::<A>(&empty).when_then(
+        C::Revise {
+            capacity: 12,
+            price_per_seat: price,
+        },
+        &[
+            Ev::SlotCapacityChanged {
+                slot_id: SLOT,
+                capacity: 12,
+            },
+            Ev::SlotRepriced {
+                slot_id: SLOT,
+                price_per_seat: price,
+            },
+        ],
+    );
+    let booked = [scheduled(), held(1, 1)];
+    given::<A>(&booked).when_err(C::Withdraw { reason: "x".into() }, E::HasBookings);
+    given::<A>(&booked).when_err(
+        C::Revise {
+            capacity: 12,
+            price_per_seat: price,
+        },
+        E::HasBookings,
+    );
+    // A plain reprice keeps the currency.
+    given::<A>(&booked).when_err(
+        C::Reprice {
+            price_per_seat: tessera_domain::values::Money::new(
+                7_000,
+                tessera_domain::values::Currency::new("USD").expect("usd"),
+            )
+            .expect("money"),
+        },
+        E::WrongCurrency {
+            expected: "EUR".into(),
+        },
+    );
+}

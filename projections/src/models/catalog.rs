@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tessera_domain::booking::BookingEvent;
 use tessera_domain::listing::{ListingDetails, ListingEvent};
+use tessera_domain::schedule::ScheduleEvent;
 use tessera_domain::slot::SlotEvent;
 use tessera_log::codec::AnyEvent;
 use uuid::Uuid;
@@ -134,7 +135,8 @@ impl SqlProjection for Catalog {
 
     fn version(&self) -> u32 {
         // 2: the holds moved from a jsonb column of `slots` to `slot_holds`.
-        2
+        // 3: recurring schedules (`schedules`).
+        3
     }
 
     fn ddl(&self) -> String {
@@ -161,6 +163,16 @@ CREATE TABLE slot_holds (
     booking_id uuid NOT NULL, slot_id uuid NOT NULL, seats bigint NOT NULL,
     confirmed boolean NOT NULL, PRIMARY KEY (booking_id, slot_id)
 );
+CREATE TABLE schedules (
+    schedule_id uuid PRIMARY KEY, listing_id uuid NOT NULL, provider_id uuid NOT NULL,
+    rrule text NOT NULL, starts_local timestamp NOT NULL, timezone text NOT NULL,
+    duration_minutes bigint NOT NULL, capacity bigint NOT NULL, price_minor bigint NOT NULL,
+    currency text NOT NULL, horizon_days bigint NOT NULL, revision bigint NOT NULL,
+    exceptions jsonb NOT NULL, slots_generated bigint NOT NULL,
+    generated_until timestamptz, ended boolean NOT NULL, end_reason text,
+    defined_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
+);
+CREATE INDEX schedules_provider ON schedules (provider_id, defined_at);
 CREATE VIEW listing_overview AS
     SELECT l.*, n.next_available_at, n.lowest_price_minor, n.free_seats
     FROM listings l LEFT JOIN LATERAL (
@@ -195,6 +207,11 @@ CREATE VIEW listing_overview AS
                     hold_touches.push((booking_id.0, true));
                 }
                 _ => {}
+            }
+        }
+        for e in batch {
+            if let AnyEvent::Schedule(ev) = &e.event {
+                apply_schedule(conn, e, ev).await?;
             }
         }
         if listing_ids.is_empty() && slot_ids.is_empty() {
@@ -235,6 +252,145 @@ CREATE VIEW listing_overview AS
         rows::delete(conn, "slot_holds", HOLD_KEY, holds.removed()).await?;
         Ok(())
     }
+}
+
+/// A schedule's row follows its events one statement at a time (schedules change rarely).
+async fn apply_schedule(
+    conn: &mut PgConnection,
+    e: &Envelope,
+    ev: &ScheduleEvent,
+) -> Result<(), ProjectionError> {
+    let at = e.effective_at;
+    let pos = e.pos();
+    let done = match ev {
+        ScheduleEvent::ScheduleDefined {
+            schedule_id,
+            listing_id,
+            provider_id,
+            recurrence,
+            template,
+            horizon_days,
+        } => {
+            sqlx::query(
+                "INSERT INTO schedules (schedule_id, listing_id, provider_id, rrule, starts_local,
+                    timezone, duration_minutes, capacity, price_minor, currency, horizon_days,
+                    revision, exceptions, slots_generated, generated_until, ended, end_reason,
+                    defined_at, updated_at, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, '[]', 0, NULL, false,
+                    NULL, $12, $12, $13)
+                 ON CONFLICT (schedule_id) DO NOTHING",
+            )
+            .bind(schedule_id.0)
+            .bind(listing_id.0)
+            .bind(provider_id.0)
+            .bind(&recurrence.rrule)
+            .bind(recurrence.starts)
+            .bind(&recurrence.timezone)
+            .bind(i64::from(template.duration_minutes))
+            .bind(i64::from(template.capacity))
+            .bind(template.price_per_seat.minor)
+            .bind(template.price_per_seat.currency.to_string())
+            .bind(i64::from(*horizon_days))
+            .bind(at)
+            .bind(pos)
+            .execute(&mut *conn)
+            .await
+        }
+        ScheduleEvent::ScheduleChanged {
+            schedule_id,
+            recurrence,
+            template,
+            horizon_days,
+            revision,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE schedules SET rrule = $2, starts_local = $3, timezone = $4,
+                    duration_minutes = $5, capacity = $6, price_minor = $7, horizon_days = $8,
+                    revision = $9, updated_at = $10, version = $11
+                 WHERE schedule_id = $1",
+            )
+            .bind(schedule_id.0)
+            .bind(&recurrence.rrule)
+            .bind(recurrence.starts)
+            .bind(&recurrence.timezone)
+            .bind(i64::from(template.duration_minutes))
+            .bind(i64::from(template.capacity))
+            .bind(template.price_per_seat.minor)
+            .bind(i64::from(*horizon_days))
+            .bind(i64::from(*revision))
+            .bind(at)
+            .bind(pos)
+            .execute(&mut *conn)
+            .await
+        }
+        ScheduleEvent::ScheduleSlotsGenerated {
+            schedule_id, slots, ..
+        } => {
+            let until = slots.iter().map(|g| g.starts_at).max();
+            sqlx::query(
+                "UPDATE schedules SET slots_generated = slots_generated + $2,
+                    generated_until = GREATEST(generated_until, $3), updated_at = $4, version = $5
+                 WHERE schedule_id = $1",
+            )
+            .bind(schedule_id.0)
+            .bind(slots.len() as i64)
+            .bind(until)
+            .bind(at)
+            .bind(pos)
+            .execute(&mut *conn)
+            .await
+        }
+        ScheduleEvent::ScheduleExceptionAdded { schedule_id, date } => {
+            sqlx::query(
+                "UPDATE schedules SET exceptions = (SELECT jsonb_agg(d ORDER BY d)
+                    FROM (SELECT DISTINCT d FROM jsonb_array_elements_text(exceptions || to_jsonb($2::text)) d) x),
+                    updated_at = $3, version = $4
+                 WHERE schedule_id = $1",
+            )
+            .bind(schedule_id.0)
+            .bind(date.to_string())
+            .bind(at)
+            .bind(pos)
+            .execute(&mut *conn)
+            .await
+        }
+        ScheduleEvent::ScheduleExceptionRemoved {
+            schedule_id,
+            date,
+            revision,
+        } => {
+            sqlx::query(
+                "UPDATE schedules SET exceptions = exceptions - $2::text, revision = $3,
+                    updated_at = $4, version = $5
+                 WHERE schedule_id = $1",
+            )
+            .bind(schedule_id.0)
+            .bind(date.to_string())
+            .bind(i64::from(*revision))
+            .bind(at)
+            .bind(pos)
+            .execute(&mut *conn)
+            .await
+        }
+        ScheduleEvent::ScheduleEnded {
+            schedule_id,
+            reason,
+        } => {
+            sqlx::query(
+                "UPDATE schedules SET ended = true, end_reason = $2, updated_at = $3, version = $4
+                 WHERE schedule_id = $1",
+            )
+            .bind(schedule_id.0)
+            .bind(reason)
+            .bind(at)
+            .bind(pos)
+            .execute(&mut *conn)
+            .await
+        }
+    };
+    done.map(|_| ())
+        .map_err(|err| inconsistent(NAME, e, format!("schedule: {err}")))
 }
 
 fn listing_of(e: &ListingEvent) -> Uuid {
@@ -672,6 +828,76 @@ pub async fn slots_starting_between(
     )
     .bind(from)
     .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// A recurring schedule as providers see it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleView {
+    pub schedule_id: Uuid,
+    pub listing_id: Uuid,
+    pub provider_id: Uuid,
+    pub rrule: String,
+    /// The first start, in local time (`timezone`).
+    pub starts_local: chrono::NaiveDateTime,
+    pub timezone: String,
+    pub duration_minutes: i64,
+    pub capacity: i64,
+    pub price_minor: i64,
+    pub currency: String,
+    pub horizon_days: i64,
+    pub revision: i64,
+    /// Local dates taken out.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub exceptions: serde_json::Value,
+    /// Slots generated so far.
+    pub slots_generated: i64,
+    /// The latest start generated.
+    pub generated_until: Option<DateTime<Utc>>,
+    pub ended: bool,
+    pub end_reason: Option<String>,
+    pub defined_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SCHEDULE_COLUMNS: &str = "schedule_id, listing_id, provider_id, rrule, starts_local, \
+    timezone, duration_minutes, capacity, price_minor, currency, horizon_days, revision, \
+    exceptions, slots_generated, generated_until, ended, end_reason, defined_at, updated_at";
+
+/// A provider's schedules (every provider's with `None`), oldest first.
+pub async fn schedules(
+    pool: &sqlx::PgPool,
+    provider: Option<Uuid>,
+    listing: Option<Uuid>,
+) -> Result<Vec<ScheduleView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM read.schedules
+          WHERE ($1::uuid IS NULL OR provider_id = $1) AND ($2::uuid IS NULL OR listing_id = $2)
+          ORDER BY defined_at, schedule_id"
+    )))
+    .bind(provider)
+    .bind(listing)
+    .fetch_all(pool)
+    .await
+}
+
+/// One schedule.
+pub async fn schedule(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<ScheduleView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM read.schedules WHERE schedule_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Schedules still generating (not ended), for the periodic generation.
+pub async fn active_schedules(pool: &sqlx::PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT schedule_id FROM read.schedules WHERE NOT ended ORDER BY schedule_id",
+    )
     .fetch_all(pool)
     .await
 }

@@ -323,3 +323,358 @@ async fn a_provider_resizes_and_reprices_a_slot_and_sees_who_is_coming() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
+
+fn created(outcome: &Value) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    outcome["created"]
+        .as_array()
+        .expect("created")
+        .iter()
+        .map(|g| {
+            (
+                g["slot_id"].as_str().expect("slot").to_owned(),
+                g["starts_at"]
+                    .as_str()
+                    .expect("start")
+                    .parse()
+                    .expect("time"),
+            )
+        })
+        .collect()
+}
+
+async fn slot_view(s: &Server, listing: &str, slot: &str, at: i64) -> Value {
+    let (status, _, slots) = s
+        .call(
+            Method::GET,
+            &format!("/listings/{listing}/slots?all=true"),
+            None,
+            None,
+            &[("tessera-min-position", at.to_string())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{slots}");
+    slots
+        .as_array()
+        .expect("slots")
+        .iter()
+        .find(|v| v["slot_id"] == slot)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recurring_schedule_generates_slots_once_and_changes_only_unbooked_ones() {
+    use chrono::Datelike;
+    let s = Server::start(Options::default()).await;
+    let provider = s.token("provider@tessera.test").await;
+    let other = s.token("provider1@tessera.test").await;
+    let customer = s.token("customer@tessera.test").await;
+    let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
+    let listing = mine[0]["listing_id"].as_str().expect("listing").to_owned();
+
+    let first = (chrono::Utc::now() + chrono::TimeDelta::days(2)).date_naive();
+    let body = |rrule: &str, capacity: u32| {
+        json!({
+            "rrule": rrule,
+            "starts": format!("{first}T09:00:00"),
+            "timezone": "Europe/Lisbon",
+            "duration_minutes": 120,
+            "capacity": capacity,
+            "horizon_days": 30,
+        })
+    };
+    // Refusals first: bad rule, frequency, zone; someone else's listing.
+    for (bad, code) in [
+        (
+            json!({ "rrule": "FREQ=SOMETIMES" }),
+            "schedule.invalid_rule",
+        ),
+        (json!({ "rrule": "FREQ=SECONDLY" }), "schedule.invalid_rule"),
+        (
+            json!({ "timezone": "Mars/Olympus" }),
+            "schedule.invalid_rule",
+        ),
+        (json!({ "horizon_days": 0 }), "schedule.invalid"),
+        (json!({ "duration_minutes": 0 }), "schedule.invalid"),
+    ] {
+        let mut b = body("FREQ=WEEKLY;BYDAY=TU,SA", 10);
+        for (k, v) in bad.as_object().expect("object") {
+            b[k] = v.clone();
+        }
+        let (status, headers, answer) = s
+            .call(
+                Method::POST,
+                &format!("/provider/listings/{listing}/schedules"),
+                Some(&provider),
+                Some(b),
+                &[],
+            )
+            .await;
+        assert_problem(
+            status,
+            &headers,
+            &answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+        );
+    }
+    let (status, answer) = s
+        .post(
+            &format!("/provider/listings/{listing}/schedules"),
+            Some(&other),
+            body("FREQ=WEEKLY;BYDAY=TU,SA", 10),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+
+    // Every Tuesday and Saturday at 09:00 Lisbon time for 30 days.
+    let (status, _, defined) = s
+        .call(
+            Method::POST,
+            &format!("/provider/listings/{listing}/schedules"),
+            Some(&provider),
+            Some(body("FREQ=WEEKLY;BYDAY=TU,SA", 10)),
+            &[("idempotency-key", "schedule-1".into())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{defined}");
+    let schedule = defined["schedule_id"]
+        .as_str()
+        .expect("schedule")
+        .to_owned();
+    let slots = created(&defined);
+    assert!((8..=10).contains(&slots.len()), "{defined}");
+    for (_, at) in &slots {
+        assert!(
+            matches!(at.weekday(), chrono::Weekday::Tue | chrono::Weekday::Sat),
+            "{at}"
+        );
+        assert!(*at > chrono::Utc::now() && *at < chrono::Utc::now() + chrono::TimeDelta::days(30));
+        // 09:00 in Lisbon is 08:00 or 09:00 UTC (summer or winter time).
+        assert!([8, 9].contains(&chrono::Timelike::hour(at)), "{at}");
+    }
+    // A retry answers the same; generating again creates nothing.
+    let (_, headers, again) = s
+        .call(
+            Method::POST,
+            &format!("/provider/listings/{listing}/schedules"),
+            Some(&provider),
+            Some(body("FREQ=WEEKLY;BYDAY=TU,SA", 10)),
+            &[("idempotency-key", "schedule-1".into())],
+        )
+        .await;
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again["schedule_id"], schedule.as_str());
+    for _ in 0..2 {
+        let (status, generated) = s
+            .post(
+                &format!("/provider/schedules/{schedule}/generate"),
+                Some(&provider),
+                json!(null),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{generated}");
+        assert_eq!(created(&generated).len(), 0, "nothing twice: {generated}");
+    }
+    let at = defined["position"].as_i64().expect("position");
+    for (slot, _) in &slots {
+        let v = slot_view(&s, &listing, slot, at).await;
+        assert_eq!(v["capacity"], 10, "{v}");
+    }
+
+    // A customer books the first Saturday; the schedule becomes Tuesdays only, 12 seats.
+    let (saturday, saturday_at) = slots
+        .iter()
+        .find(|(_, at)| at.weekday() == chrono::Weekday::Sat)
+        .cloned()
+        .expect("a Saturday");
+    book(&s, &customer, &saturday, 1, "schedule-booking").await;
+    let (status, _, changed) = s
+        .call(
+            Method::PUT,
+            &format!("/provider/schedules/{schedule}"),
+            Some(&provider),
+            Some(body("FREQ=WEEKLY;BYDAY=TU", 12)),
+            &[("idempotency-key", "schedule-change".into())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let ids = |k: &str| -> Vec<String> {
+        changed[k]
+            .as_array()
+            .expect(k)
+            .iter()
+            .map(|v| v.as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(ids("kept_booked"), vec![saturday.clone()], "{changed}");
+    let tuesdays: Vec<_> = slots
+        .iter()
+        .filter(|(_, at)| at.weekday() == chrono::Weekday::Tue)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let saturdays = slots.len() - tuesdays.len();
+    assert_eq!(ids("revised").len(), tuesdays.len(), "{changed}");
+    assert_eq!(ids("withdrawn").len(), saturdays - 1, "{changed}");
+    assert!(
+        created(&changed).is_empty(),
+        "every Tuesday exists: {changed}"
+    );
+    let at = changed["position"].as_i64().expect("position");
+    let booked = slot_view(&s, &listing, &saturday, at).await;
+    assert_eq!(
+        booked["capacity"], 10,
+        "a booked slot stays as it was: {booked}"
+    );
+    assert_eq!(booked["cancelled"], false, "{booked}");
+    let tuesday = slot_view(&s, &listing, &tuesdays[0], at).await;
+    assert_eq!(tuesday["capacity"], 12, "{tuesday}");
+    for (slot, when) in &slots {
+        if when.weekday() == chrono::Weekday::Sat && *slot != saturday {
+            let v = slot_view(&s, &listing, slot, at).await;
+            assert_eq!(v["cancelled"], true, "withdrawn: {v}");
+        }
+    }
+
+    // One Tuesday out, then back (a new slot); a booked date cannot be taken out.
+    let tuesday_at = slots
+        .iter()
+        .find(|(id, _)| *id == tuesdays[0])
+        .map(|(_, at)| *at)
+        .expect("tuesday");
+    let (status, out) = s
+        .post(
+            &format!("/provider/schedules/{schedule}/exceptions"),
+            Some(&provider),
+            json!({ "date": tuesday_at.date_naive() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let v = slot_view(
+        &s,
+        &listing,
+        &tuesdays[0],
+        out["position"].as_i64().expect("p"),
+    )
+    .await;
+    assert_eq!(v["cancelled"], true, "{v}");
+    let (status, headers, refused) = s
+        .call(
+            Method::POST,
+            &format!("/provider/schedules/{schedule}/exceptions"),
+            Some(&provider),
+            Some(json!({ "date": saturday_at.date_naive() })),
+            &[],
+        )
+        .await;
+    // The booked Saturday is no longer a rule date, but it is still the schedule's slot.
+    assert_problem(
+        status,
+        &headers,
+        &refused,
+        StatusCode::CONFLICT,
+        "schedule.occurrence_booked",
+    );
+    let (status, _, back) = s
+        .call(
+            Method::DELETE,
+            &format!(
+                "/provider/schedules/{schedule}/exceptions/{}",
+                tuesday_at.date_naive()
+            ),
+            Some(&provider),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{back}");
+    let again = created(&back);
+    assert_eq!(again.len(), 1, "{back}");
+    assert_eq!(again[0].1, tuesday_at);
+    assert_ne!(again[0].0, tuesdays[0], "a new slot");
+
+    // The schedule as the provider sees it; others do not see it.
+    let (status, _, view) = s
+        .call(
+            Method::GET,
+            &format!("/provider/schedules/{schedule}"),
+            Some(&provider),
+            None,
+            &[("tessera-min-position", back["position"].to_string())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["rrule"], "FREQ=WEEKLY;BYDAY=TU");
+    assert_eq!(view["capacity"], 12);
+    assert_eq!(view["exceptions"], json!([]));
+    let (status, _) = s
+        .get(&format!("/provider/schedules/{schedule}"), Some(&other))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = s
+        .get(
+            &format!("/provider/schedules?listing_id={listing}"),
+            Some(&provider),
+        )
+        .await;
+    assert!(
+        list.as_array()
+            .expect("list")
+            .iter()
+            .any(|v| v["schedule_id"] == schedule.as_str())
+    );
+    let (status, _, refused) = s
+        .call(
+            Method::PUT,
+            &format!("/provider/schedules/{schedule}"),
+            Some(&other),
+            Some(body("FREQ=WEEKLY;BYDAY=TU", 12)),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+
+    // Ended: future unbooked slots withdrawn, the booked one stays; nothing more changes.
+    let (status, ended) = s
+        .post(
+            &format!("/provider/schedules/{schedule}/end"),
+            Some(&provider),
+            json!({ "reason": "season over" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    assert_eq!(ended["kept_booked"], json!([saturday.clone()]), "{ended}");
+    assert!(!ended["withdrawn"].as_array().expect("withdrawn").is_empty());
+    let (status, headers, refused) = s
+        .call(
+            Method::POST,
+            &format!("/provider/schedules/{schedule}/generate"),
+            Some(&provider),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an ended schedule generates nothing: {refused}"
+    );
+    assert!(created(&refused).is_empty());
+    let _ = headers;
+    let (status, headers, refused) = s
+        .call(
+            Method::PUT,
+            &format!("/provider/schedules/{schedule}"),
+            Some(&provider),
+            Some(body("FREQ=WEEKLY;BYDAY=TU", 12)),
+            &[],
+        )
+        .await;
+    assert_problem(
+        status,
+        &headers,
+        &refused,
+        StatusCode::CONFLICT,
+        "schedule.ended",
+    );
+}

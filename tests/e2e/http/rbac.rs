@@ -180,6 +180,23 @@ async fn every_route_times_every_role() {
         tessera_domain::values::UserId(user.parse().expect("uuid")),
     );
     let message = uuid::Uuid::new_v4();
+    let schedule_body = json!({
+        "rrule": "FREQ=MONTHLY;COUNT=2", "timezone": "Europe/Lisbon",
+        "starts": format!("{}T10:00:00", (chrono::Utc::now() + chrono::TimeDelta::days(40)).date_naive()),
+        "duration_minutes": 60, "capacity": 5, "horizon_days": 30,
+    });
+    let (st, schedule) = s
+        .post(
+            &format!("/provider/listings/{listing}/schedules"),
+            Some(&token("provider")),
+            schedule_body.clone(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{schedule}");
+    let schedule = schedule["schedule_id"]
+        .as_str()
+        .expect("schedule")
+        .to_owned();
 
     let listing_body = json!({
         "kind": "experience", "title": "Sunset kayak", "description": "Paddle at dusk.",
@@ -435,6 +452,59 @@ async fn every_route_times_every_role() {
             "/provider/bookings?status=held".into(),
             None,
             Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::POST,
+            format!("/provider/listings/{listing}/schedules"),
+            Some(schedule_body.clone()),
+            listing_own,
+        ),
+        (
+            Method::GET,
+            "/provider/schedules".into(),
+            None,
+            Rule::Roles(&["provider", "admin"]),
+        ),
+        (
+            Method::GET,
+            format!("/provider/schedules/{schedule}"),
+            None,
+            Rule::Own {
+                roles: &["provider", "admin"],
+                owned: Owned::Listing,
+                privileged: ADMIN,
+                other: StatusCode::NOT_FOUND,
+            },
+        ),
+        (
+            Method::PUT,
+            format!("/provider/schedules/{schedule}"),
+            Some(schedule_body.clone()),
+            listing_own,
+        ),
+        (
+            Method::POST,
+            format!("/provider/schedules/{schedule}/generate"),
+            None,
+            listing_own,
+        ),
+        (
+            Method::POST,
+            format!("/provider/schedules/{schedule}/exceptions"),
+            Some(json!({ "date": "2030-01-01" })),
+            listing_own,
+        ),
+        (
+            Method::DELETE,
+            format!("/provider/schedules/{schedule}/exceptions/2030-01-01"),
+            None,
+            listing_own,
+        ),
+        (
+            Method::POST,
+            format!("/provider/schedules/{schedule}/end"),
+            Some(json!({ "reason": "season over" })),
+            listing_own,
         ),
         (Method::GET, "/bookings".into(), None, Rule::Roles(CUSTOMER)),
         (
@@ -831,7 +901,9 @@ fn normalise(path: &str) -> String {
                     && b.len() == 32
                     && (a.chars().chain(b.chars())).all(|c| c.is_ascii_hexdigit())
             });
+            let date = seg.parse::<chrono::NaiveDate>().is_ok();
             if seg.starts_with('{')
+                || date
                 || uuid::Uuid::parse_str(seg).is_ok()
                 || ends_in_uuid
                 || document

@@ -1,5 +1,6 @@
 //! Providers' everyday tools: change a slot's capacity or price, see who is coming to a slot
-//! (its manifest, as JSON or CSV) and list the bookings of their listings.
+//! (its manifest, as JSON or CSV), list the bookings of their listings, and run recurring
+//! schedules that generate slots.
 
 use std::collections::HashMap;
 
@@ -7,13 +8,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tessera_commands::catalog::{self as commands, Acting, SlotChange};
+use tessera_commands::schedules::{self, ScheduleSpec};
 use tessera_commands::users;
+use tessera_domain::schedule::Recurrence;
 use tessera_domain::user::Role;
-use tessera_domain::values::{Money, SlotId, UserId, derived_id};
+use tessera_domain::values::{Currency, ListingId, Money, ScheduleId, SlotId, UserId, derived_id};
 use tessera_projections::models::bookings::{self, BookingFilter, BookingView};
+use tessera_projections::models::catalog::{self, ScheduleView};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +36,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(change_slot))
         .routes(routes!(manifest))
         .routes(routes!(provider_bookings))
+        .routes(routes!(define_schedule))
+        .routes(routes!(list_schedules))
+        .routes(routes!(get_schedule, change_schedule))
+        .routes(routes!(generate_schedule))
+        .routes(routes!(add_exception))
+        .routes(routes!(remove_exception))
+        .routes(routes!(end_schedule))
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -406,4 +417,424 @@ async fn provider_bookings(
     Ok(Json(
         booking_page(&state, filter, q.status.as_deref(), q.limit, q.offset).await?,
     ))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInput {
+    /// An iCalendar RRULE value (RFC 5545) without `DTSTART`, e.g.
+    /// `FREQ=WEEKLY;BYDAY=TU,SA;UNTIL=20261031T235959Z`; FREQ is DAILY, WEEKLY, MONTHLY or
+    /// YEARLY.
+    pub rrule: String,
+    /// The first start in local time, e.g. `2026-03-03T09:00:00`.
+    #[schema(value_type = String, example = "2026-03-03T09:00:00")]
+    pub starts: chrono::NaiveDateTime,
+    /// IANA time zone of the local times, e.g. `Europe/Lisbon` (daylight saving applies).
+    pub timezone: String,
+    /// Length of each slot, 1 minute to 30 days.
+    pub duration_minutes: u32,
+    /// Seats per slot, 1 to 10,000.
+    pub capacity: u32,
+    /// Price per seat in the listing's currency (minor units); default: the listing's base
+    /// price (when defining) or the schedule's current price (when changing).
+    #[serde(default)]
+    pub price_minor: Option<i64>,
+    /// How far ahead slots exist, 1 to 400 days (default 90); generation extends it daily.
+    #[serde(default)]
+    pub horizon_days: Option<u32>,
+}
+
+/// One slot a schedule generated.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GeneratedSlotView {
+    pub slot_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+}
+
+/// What a schedule command did to the schedule's slots.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleOutcome {
+    pub schedule_id: Uuid,
+    /// Slots created now.
+    pub created: Vec<GeneratedSlotView>,
+    /// Future unbooked slots cancelled (not in the new rule, or of another length).
+    pub withdrawn: Vec<Uuid>,
+    /// Future unbooked slots given the new capacity and price.
+    pub revised: Vec<Uuid>,
+    /// Future booked slots left as they were.
+    pub kept_booked: Vec<Uuid>,
+    #[serde(flatten)]
+    pub result: super::CommandResult,
+}
+
+fn outcome(id: ScheduleId, c: &schedules::Changed, replayed: bool) -> ScheduleOutcome {
+    ScheduleOutcome {
+        schedule_id: id.0,
+        created: c
+            .generated
+            .created
+            .iter()
+            .map(|g| GeneratedSlotView {
+                slot_id: g.slot_id.0,
+                starts_at: g.starts_at,
+            })
+            .collect(),
+        withdrawn: c.withdrawn.iter().map(|s| s.0).collect(),
+        revised: c.revised.iter().map(|s| s.0).collect(),
+        kept_booked: c.kept_booked.iter().map(|s| s.0).collect(),
+        result: super::CommandResult {
+            position: c.position.0 as i64,
+            replayed,
+        },
+    }
+}
+
+const DEFAULT_HORIZON_DAYS: u32 = 90;
+
+fn spec(input: &ScheduleInput, currency: Option<Currency>) -> Result<ScheduleSpec, ApiError> {
+    for (field, text) in [("rrule", &input.rrule), ("timezone", &input.timezone)] {
+        crate::http::error::storable(field, text)?;
+    }
+    let price = match (input.price_minor, currency) {
+        (Some(minor), Some(c)) => {
+            Some(Money::price(minor, c).map_err(|e| invalid("price_minor", e.to_string()))?)
+        }
+        (Some(minor), None) if minor < 0 => {
+            return Err(invalid("price_minor", "must not be negative"));
+        }
+        _ => None,
+    };
+    Ok(ScheduleSpec {
+        recurrence: Recurrence {
+            rrule: input.rrule.trim().to_owned(),
+            starts: input.starts,
+            timezone: input.timezone.trim().to_owned(),
+        },
+        duration_minutes: input.duration_minutes,
+        capacity: input.capacity,
+        price_per_seat: price,
+        horizon_days: input.horizon_days.unwrap_or(DEFAULT_HORIZON_DAYS),
+    })
+}
+
+async fn listing_currency(state: &AppState, listing: Uuid) -> Result<Option<Currency>, ApiError> {
+    let Some(code) = catalog::listing_currency(&state.pool, listing).await? else {
+        return Ok(None);
+    };
+    Ok(Currency::new(&code).ok())
+}
+
+/// Define a recurring schedule on a listing; its slots up to the horizon are generated at once
+/// (and every hour after, as the horizon moves).
+#[utoipa::path(post, path = "/provider/listings/{listing_id}/schedules", tag = "provider", security(("bearer" = [])),
+    request_body = ScheduleInput,
+    params(("listing_id" = Uuid, Path, description = "The listing"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key define once")),
+    responses(
+        (status = 201, description = "Defined, with the slots generated", body = ScheduleOutcome),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn define_schedule(
+    State(state): State<AppState>,
+    caller: Require<ProviderOrAdmin>,
+    key: IdempotencyKey,
+    ApiPath(listing_id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<ScheduleInput>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller);
+    let request = (listing_id, &input);
+    once(
+        &state,
+        &caller,
+        "schedule.define",
+        key,
+        &request,
+        async |ctx| {
+            let currency = listing_currency(&state, listing_id).await?;
+            let spec = spec(&input, currency)?;
+            let (id, changed) =
+                schedules::define(&*state.store, acting, ListingId(listing_id), spec, &ctx).await?;
+            Ok((
+                StatusCode::CREATED,
+                changed.position.0 as i64,
+                outcome(id, &changed, false),
+            ))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulesQuery {
+    pub listing_id: Option<Uuid>,
+}
+
+/// My schedules (providers; an admin sees every provider's).
+#[utoipa::path(get, path = "/provider/schedules", tag = "provider", security(("bearer" = [])),
+    params(MinPositionHeader, SchedulesQuery),
+    responses(
+        (status = 200, description = "Schedules", body = Vec<ScheduleView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_schedules(
+    State(state): State<AppState>,
+    caller: Require<ProviderOrAdmin>,
+    min: MinPosition,
+    ApiQuery(q): ApiQuery<SchedulesQuery>,
+) -> Result<Json<Vec<ScheduleView>>, ApiError> {
+    state.read_after(reads::CATALOG, min).await?;
+    let provider = match acting(&caller) {
+        Acting::Admin => None,
+        Acting::Provider(p) => Some(p.0),
+    };
+    Ok(Json(
+        catalog::schedules(&state.pool, provider, q.listing_id)
+            .await
+            .map_err(tessera_projections::ProjectionError::from)?,
+    ))
+}
+
+/// One of my schedules (its provider, or an admin).
+#[utoipa::path(get, path = "/provider/schedules/{schedule_id}", tag = "provider", security(("bearer" = [])),
+    params(("schedule_id" = Uuid, Path, description = "The schedule"), MinPositionHeader),
+    responses(
+        (status = 200, description = "The schedule", body = ScheduleView),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_schedule(
+    State(state): State<AppState>,
+    caller: Require<ProviderOrAdmin>,
+    min: MinPosition,
+    ApiPath(schedule_id): ApiPath<Uuid>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    state.read_after(reads::CATALOG, min).await?;
+    match catalog::schedule(&state.pool, schedule_id)
+        .await
+        .map_err(tessera_projections::ProjectionError::from)?
+    {
+        Some(s)
+            if commands::may_act_on(acting(&caller), UserId(s.provider_id), "schedule").is_ok() =>
+        {
+            Ok(Json(s))
+        }
+        _ => Err(ApiError::NotFound {
+            what: "schedule",
+            id: schedule_id.to_string(),
+        }),
+    }
+}
+
+/// Change a schedule's rule, slots or horizon: future slots nobody booked follow (revised, or
+/// withdrawn when the new rule has no such start); booked slots stay as they are.
+#[utoipa::path(put, path = "/provider/schedules/{schedule_id}", tag = "provider", security(("bearer" = [])),
+    request_body = ScheduleInput,
+    params(("schedule_id" = Uuid, Path, description = "The schedule"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key change once")),
+    responses(
+        (status = 200, description = "Changed", body = ScheduleOutcome),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn change_schedule(
+    State(state): State<AppState>,
+    caller: Require<ProviderOrAdmin>,
+    key: IdempotencyKey,
+    ApiPath(schedule_id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<ScheduleInput>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller);
+    let request = (schedule_id, &input);
+    once(
+        &state,
+        &caller,
+        "schedule.change",
+        key,
+        &request,
+        async |ctx| {
+            let id = ScheduleId(schedule_id);
+            let current = schedules::current_schedule(&*state.store, id).await?;
+            let spec = spec(&input, Some(current.template.price_per_seat.currency))?;
+            let changed = schedules::change(&*state.store, acting, id, spec, &ctx).await?;
+            Ok((
+                StatusCode::OK,
+                changed.position.0 as i64,
+                outcome(id, &changed, false),
+            ))
+        },
+    )
+    .await
+}
+
+/// Generate the schedule's missing slots up to its horizon now (it also happens every hour);
+/// running it again creates nothing twice.
+#[utoipa::path(post, path = "/provider/schedules/{schedule_id}/generate", tag = "provider", security(("bearer" = [])),
+    params(("schedule_id" = Uuid, Path, description = "The schedule")),
+    responses(
+        (status = 200, description = "Generated", body = ScheduleOutcome),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn generate_schedule(
+    State(state): State<AppState>,
+    caller: Require<ProviderOrAdmin>,
+    key: IdempotencyKey,
+    ApiPath(schedule_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller);
+    once(
+        &state,
+        &caller,
+        "schedule.generate",
+        key,
+        &schedule_id,
+        async |ctx| {
+            let id = ScheduleId(schedule_id);
+            let s = schedules::current_schedule(&*state.store, id).await?;
+            commands::may_act_on(acting, s.provider_id, "schedule")?;
+            let generated = schedules::generate(&*state.store, id, &ctx).await?;
+            let changed = schedules::Changed {
+                position: generated.position,
+                generated,
+                ..Default::default()
+            };
+            Ok((
+                StatusCode::OK,
+                changed.position.0 as i64,
+                outcome(id, &changed, false),
+            ))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionInput {
+    /// A local date (in the schedule's time zone) without a slot.
+    #[schema(value_type = String, example = "2026-08-15")]
+    pub date: NaiveDate,
+}
+
+/// Take one date out of a schedule: its slot, if unbooked, is withdrawn; a booked one refuses
+/// (cancel it explicitly, which refunds its bookings).
+#[utoipa::path(post, path = "/provider/schedules/{schedule_id}/exceptions", tag = "provider", security(("bearer" = [])),
+    request_body = ExceptionInput,
+    params(("schedule_id" = Uuid, Path, description = "The schedule")),
+    responses(
+        (status = 200, description = "Taken out", body = super::CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn add_exception(
+    State(state): State<AppState>,
+    caller: Require<ProviderOrAdmin>,
+    key: IdempotencyKey,
+    ApiPath(schedule_id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<ExceptionInput>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller);
+    let request = (schedule_id, &input);
+    once(
+        &state,
+        &caller,
+        "schedule.except",
+        key,
+        &request,
+        async |ctx| {
+            let executed = schedules::add_exception(
+                &*state.store,
+                acting,
+                ScheduleId(schedule_id),
+                input.date,
+                &ctx,
+            )
+            .await?;
+            Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+/// Put an excepted date back: its slot is generated again.
+#[utoipa::path(delete, path = "/provider/schedules/{schedule_id}/exceptions/{date}", tag = "provider", security(("bearer" = [])),
+    params(("schedule_id" = Uuid, Path, description = "The schedule"),
+           ("date" = String, Path, description = "The local date, e.g. 2026-08-15")),
+    responses(
+        (status = 200, description = "Put back, with the slots generated", body = ScheduleOutcome),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn remove_exception(
+    State(state): State<AppState>,
+    caller: Require<ProviderOrAdmin>,
+    key: IdempotencyKey,
+    ApiPath((schedule_id, date)): ApiPath<(Uuid, NaiveDate)>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller);
+    let request = (schedule_id, date);
+    once(
+        &state,
+        &caller,
+        "schedule.unexcept",
+        key,
+        &request,
+        async |ctx| {
+            let id = ScheduleId(schedule_id);
+            let (done, generated) =
+                schedules::remove_exception(&*state.store, acting, id, date, &ctx).await?;
+            let position = if generated.position.0 > done.position.0 {
+                generated.position
+            } else {
+                done.position
+            };
+            let changed = schedules::Changed {
+                generated,
+                position,
+                ..Default::default()
+            };
+            Ok((
+                StatusCode::OK,
+                position.0 as i64,
+                outcome(id, &changed, done.replayed),
+            ))
+        },
+    )
+    .await
+}
+
+/// End a schedule: nothing more is generated; its future unbooked slots are withdrawn and
+/// booked ones stay.
+#[utoipa::path(post, path = "/provider/schedules/{schedule_id}/end", tag = "provider", security(("bearer" = [])),
+    request_body = super::catalog::Reason,
+    params(("schedule_id" = Uuid, Path, description = "The schedule")),
+    responses(
+        (status = 200, description = "Ended", body = ScheduleOutcome),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn end_schedule(
+    State(state): State<AppState>,
+    caller: Require<ProviderOrAdmin>,
+    key: IdempotencyKey,
+    ApiPath(schedule_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<super::catalog::Reason>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&caller);
+    let reason = super::required_reason(&body.reason)?;
+    let request = (schedule_id, &body);
+    once(
+        &state,
+        &caller,
+        "schedule.end",
+        key,
+        &request,
+        async |ctx| {
+            let id = ScheduleId(schedule_id);
+            let ctx = ctx.with_reason(reason.clone());
+            let changed = schedules::end(&*state.store, acting, id, &reason, &ctx).await?;
+            Ok((
+                StatusCode::OK,
+                changed.position.0 as i64,
+                outcome(id, &changed, false),
+            ))
+        },
+    )
+    .await
 }

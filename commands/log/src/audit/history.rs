@@ -351,6 +351,7 @@ pub async fn state_as_of(
         "review" => fold::<ReviewAggregate>(&events)?,
         "user" => fold::<UserAggregate>(&events)?,
         "email" => fold::<EmailReservationAggregate>(&events)?,
+        "schedule" => fold::<tessera_domain::schedule::ScheduleAggregate>(&events)?,
         other => {
             return Err(AuditError::Invalid(format!(
                 "no aggregate has the stream category {other:?}"

@@ -19,9 +19,12 @@ use tessera_domain::policy::CancellationPolicy;
 use tessera_domain::provider::ProviderEvent;
 use tessera_domain::receipt::SeriesEvent;
 use tessera_domain::review::ReviewEvent;
+use tessera_domain::schedule::{GeneratedSlot, Recurrence, ScheduleEvent, SlotTemplate};
 use tessera_domain::slot::SlotEvent;
 use tessera_domain::user::{Email, EmailReservationEvent, Locale, Role, UserEvent};
-use tessera_domain::values::{BookingId, Currency, ListingId, Money, PaymentId, SlotId, UserId};
+use tessera_domain::values::{
+    BookingId, Currency, ListingId, Money, PaymentId, ScheduleId, SlotId, UserId,
+};
 use tessera_log::codec::{self, AnyEvent, SCHEMA};
 use uuid::Uuid;
 
@@ -38,6 +41,7 @@ fn samples() -> Vec<AnyEvent> {
     let eur = |m| Money::new(m, Currency::EUR).expect("money");
     let listing_id = ListingId(Uuid::from_u128(0x11));
     let slot_id = SlotId(Uuid::from_u128(0x22));
+    let schedule_id = ScheduleId(Uuid::from_u128(0x23));
     let booking_id = BookingId(Uuid::from_u128(0x33));
     let user = UserId(Uuid::from_u128(0x44));
     let payment_id = PaymentId(Uuid::from_u128(0x55));
@@ -400,7 +404,68 @@ fn samples() -> Vec<AnyEvent> {
             locale: Locale::De,
             marketing: false,
         }),
+        AnyEvent::Schedule(ScheduleEvent::ScheduleDefined {
+            schedule_id,
+            listing_id,
+            provider_id: provider,
+            recurrence: recurrence(),
+            template: template(),
+            horizon_days: 90,
+        }),
+        AnyEvent::Schedule(ScheduleEvent::ScheduleChanged {
+            schedule_id,
+            recurrence: recurrence(),
+            template: SlotTemplate {
+                capacity: 12,
+                ..template()
+            },
+            horizon_days: 120,
+            revision: 1,
+            kept: vec![GeneratedSlot {
+                slot_id,
+                starts_at: at(20),
+            }],
+        }),
+        AnyEvent::Schedule(ScheduleEvent::ScheduleSlotsGenerated {
+            schedule_id,
+            revision: 1,
+            slots: vec![GeneratedSlot {
+                slot_id,
+                starts_at: at(20),
+            }],
+        }),
+        AnyEvent::Schedule(ScheduleEvent::ScheduleExceptionAdded {
+            schedule_id,
+            date: chrono::NaiveDate::from_ymd_opt(2026, 8, 15).expect("date"),
+        }),
+        AnyEvent::Schedule(ScheduleEvent::ScheduleExceptionRemoved {
+            schedule_id,
+            date: chrono::NaiveDate::from_ymd_opt(2026, 8, 15).expect("date"),
+            revision: 2,
+        }),
+        AnyEvent::Schedule(ScheduleEvent::ScheduleEnded {
+            schedule_id,
+            reason: "season over".into(),
+        }),
     ]
+}
+
+fn recurrence() -> Recurrence {
+    Recurrence {
+        rrule: "FREQ=WEEKLY;BYDAY=TU,SA;UNTIL=20261031T235959Z".into(),
+        starts: chrono::NaiveDate::from_ymd_opt(2026, 3, 3)
+            .and_then(|d| d.and_hms_opt(9, 0, 0))
+            .expect("start"),
+        timezone: "Europe/Lisbon".into(),
+    }
+}
+
+fn template() -> SlotTemplate {
+    SlotTemplate {
+        duration_minutes: 180,
+        capacity: 10,
+        price_per_seat: Money::new(4_500, Currency::EUR).expect("money"),
+    }
 }
 
 fn stored(event: &AnyEvent) -> (String, u32, String) {
@@ -415,6 +480,7 @@ fn stored(event: &AnyEvent) -> (String, u32, String) {
         AnyEvent::Email(e) => codec::encode(e),
         AnyEvent::Provider(e) => codec::encode(e),
         AnyEvent::Series(e) => codec::encode(e),
+        AnyEvent::Schedule(e) => codec::encode(e),
     }
     .expect("encode");
     (encoded.event_type, encoded.schema_version, encoded.data)
