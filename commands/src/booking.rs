@@ -491,10 +491,28 @@ pub async fn complete_booking(
     booking_id: BookingId,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
+    // Where tickets are scanned, a confirmed booking none of whose tickets was checked in is
+    // a no-show: no completion points, no review invitation.
+    let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
+    let listing = load::<ListingAggregate>(
+        store,
+        stream_of::<ListingAggregate>(b.listing_id),
+        uuid::Uuid::nil(),
+    )
+    .await?;
+    let scans = match &listing.state {
+        ListingState::Published(l) => l.scans_tickets,
+        ListingState::New => false,
+    };
+    let command = if scans && b.status == BookingStatus::Confirmed && b.checked_in.is_empty() {
+        BookingCommand::MarkNoShow { now: ctx.now }
+    } else {
+        BookingCommand::Complete { now: ctx.now }
+    };
     crate::handler::execute::<BookingAggregate>(
         store,
         stream_of::<BookingAggregate>(booking_id),
-        &BookingCommand::Complete { now: ctx.now },
+        &command,
         ctx,
     )
     .await

@@ -40,6 +40,8 @@ pub enum ListingChange {
     Reprice(Money),
     ChangePolicy(CancellationPolicy),
     Retire(String),
+    /// Whether tickets are scanned at the door (no-shows).
+    TicketScanning(bool),
 }
 
 /// Publishes a new listing owned by `provider`. The listing id derives from the command id, so
@@ -100,6 +102,9 @@ pub async fn change_listing(
         ListingChange::Reprice(base_price) => ListingCommand::Reprice { base_price },
         ListingChange::ChangePolicy(policy) => ListingCommand::ChangePolicy { policy },
         ListingChange::Retire(reason) => ListingCommand::Retire { reason },
+        ListingChange::TicketScanning(scans_tickets) => {
+            ListingCommand::SetTicketScanning { scans_tickets }
+        }
     };
     execute::<ListingAggregate>(store, stream_of::<ListingAggregate>(listing), &command, ctx).await
 }

@@ -20,6 +20,7 @@ pub mod payment;
 pub mod reactor;
 pub mod receipts;
 pub mod schedules;
+pub mod tickets;
 pub mod users;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -8,6 +8,9 @@
 //!            Expired ◀─────────────────────┘                           Cancelled ──RecordRefund──▶ Refunded
 //!   Held / PaymentPending ──Cancel (unpaid)──▶ Cancelled
 //! ```
+//! At the door, each seat's ticket is checked in once (`CheckIn`: Confirmed stays Confirmed).
+//! After the slot ends, a booking of a listing that scans tickets with no seat checked in is
+//! a no-show (`MarkNoShow`: Confirmed → NoShow) instead of completed.
 //! A payment that succeeds after the hold expired confirms the booking if the slot can still
 //! take its seats (`AcceptLatePayment`: Expired → Confirmed); otherwise the payment is refunded.
 //! Every other transition is a typed [`BookingError::InvalidTransition`]. The cancellation policy
@@ -27,6 +30,8 @@ pub enum BookingStatus {
     PaymentPending,
     Confirmed,
     Completed,
+    /// The slot ended and none of the booking's tickets was checked in (listings that scan).
+    NoShow,
     Expired,
     Cancelled,
     Refunded,
@@ -67,7 +72,20 @@ pub struct Booking {
     pub paid: Money,
     pub refund_due: Money,
     pub refunded: Money,
+    /// Seats (1-based) whose ticket was checked in, with when and by whom.
+    #[serde(default)]
+    pub checked_in: std::collections::BTreeMap<u32, CheckedIn>,
 }
+
+/// When and by whom a ticket was checked in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedIn {
+    pub at: DateTime<Utc>,
+    pub by: UserId,
+}
+
+/// Check-in opens this long before the slot starts (and closes when it ends).
+pub const CHECK_IN_OPENS_BEFORE: TimeDelta = TimeDelta::hours(24);
 
 impl Booking {
     /// Hours from `now` to the start of the slot (negative once it started), rounded down.
@@ -176,6 +194,17 @@ pub enum BookingCommand {
         hold_ttl: TimeDelta,
         allow_overbook: bool,
     },
+    /// The ticket of `seat`, scanned at the door of `slot_id` by `by`.
+    CheckIn {
+        seat: u32,
+        slot_id: SlotId,
+        by: UserId,
+        now: DateTime<Utc>,
+    },
+    /// The slot ended and no ticket was checked in (listings that scan tickets).
+    MarkNoShow {
+        now: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +268,15 @@ pub enum BookingEvent {
         hold_expires_at: DateTime<Utc>,
         allow_overbook: bool,
     },
+    TicketCheckedIn {
+        booking_id: BookingId,
+        seat: u32,
+        by: UserId,
+        at: DateTime<Utc>,
+    },
+    BookingNoShow {
+        booking_id: BookingId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -276,6 +314,22 @@ pub enum BookingError {
     },
     #[error("refund amount must be positive")]
     EmptyRefund,
+    #[error("seat {seat} was checked in at {at} by {by}")]
+    AlreadyCheckedIn {
+        seat: u32,
+        at: DateTime<Utc>,
+        by: UserId,
+    },
+    #[error("the ticket is for slot {ticket}, not this one")]
+    WrongSlot { ticket: SlotId },
+    #[error("the booking has no seat {0}")]
+    NoSuchSeat(u32),
+    #[error("check-in opens at {0}")]
+    CheckInNotOpen(DateTime<Utc>),
+    #[error("the slot ended at {0}")]
+    SlotEnded(DateTime<Utc>),
+    #[error("a ticket was checked in: the booking is not a no-show")]
+    Attended,
     #[error(transparent)]
     Value(#[from] ValueError),
 }
@@ -451,7 +505,7 @@ impl Aggregate for BookingAggregate {
             BookingCommand::RecordRefund { amount } => {
                 if !matches!(
                     b.status,
-                    S::Confirmed | S::Completed | S::Cancelled | S::Refunded
+                    S::Confirmed | S::Completed | S::NoShow | S::Cancelled | S::Refunded
                 ) || b.paid.minor == 0
                 {
                     return Err(invalid(b.status, "be refunded"));
@@ -492,6 +546,55 @@ impl Aggregate for BookingAggregate {
                     hold_expires_at: (*now + *hold_ttl).min(b.slot_starts_at),
                     allow_overbook: *allow_overbook,
                 }
+            }
+            BookingCommand::CheckIn {
+                seat,
+                slot_id,
+                by,
+                now,
+            } => {
+                if *slot_id != b.slot_id {
+                    return Err(BookingError::WrongSlot { ticket: b.slot_id });
+                }
+                if !(1..=b.seats).contains(seat) {
+                    return Err(BookingError::NoSuchSeat(*seat));
+                }
+                if let Some(c) = b.checked_in.get(seat) {
+                    return Err(BookingError::AlreadyCheckedIn {
+                        seat: *seat,
+                        at: c.at,
+                        by: c.by,
+                    });
+                }
+                if b.status != S::Confirmed {
+                    return Err(invalid(b.status, "check in"));
+                }
+                if *now < b.slot_starts_at - CHECK_IN_OPENS_BEFORE {
+                    return Err(BookingError::CheckInNotOpen(
+                        b.slot_starts_at - CHECK_IN_OPENS_BEFORE,
+                    ));
+                }
+                if *now >= b.slot_ends_at {
+                    return Err(BookingError::SlotEnded(b.slot_ends_at));
+                }
+                BookingEvent::TicketCheckedIn {
+                    booking_id,
+                    seat: *seat,
+                    by: *by,
+                    at: *now,
+                }
+            }
+            BookingCommand::MarkNoShow { now } => {
+                if b.status != S::Confirmed {
+                    return Err(invalid(b.status, "be a no-show"));
+                }
+                if *now < b.slot_ends_at {
+                    return Err(BookingError::SlotNotEnded(b.slot_ends_at));
+                }
+                if !b.checked_in.is_empty() {
+                    return Err(BookingError::Attended);
+                }
+                BookingEvent::BookingNoShow { booking_id }
             }
         };
         Ok(vec![event])
@@ -536,6 +639,7 @@ impl Aggregate for BookingAggregate {
                 paid: Money::zero(total.currency),
                 refund_due: Money::zero(total.currency),
                 refunded: Money::zero(total.currency),
+                checked_in: Default::default(),
             }),
             (BookingState::Placed(mut b), e) => {
                 match e {
@@ -572,6 +676,10 @@ impl Aggregate for BookingAggregate {
                         b.hold_expires_at = *hold_expires_at;
                         b.payment_id = None;
                     }
+                    BookingEvent::TicketCheckedIn { seat, by, at, .. } => {
+                        b.checked_in.insert(*seat, CheckedIn { at: *at, by: *by });
+                    }
+                    BookingEvent::BookingNoShow { .. } => b.status = S::NoShow,
                 }
                 BookingState::Placed(b)
             }

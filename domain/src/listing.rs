@@ -70,6 +70,10 @@ pub struct Listing {
     pub base_price: Money,
     pub policy: CancellationPolicy,
     pub retired: bool,
+    /// Tickets are scanned at the door: after the slot ends, a booking none of whose tickets
+    /// was checked in is a no-show instead of completed.
+    #[serde(default)]
+    pub scans_tickets: bool,
 }
 
 /// One value per aggregate instance, so the size gap between variants costs nothing worth a box.
@@ -102,6 +106,10 @@ pub enum ListingCommand {
     Retire {
         reason: String,
     },
+    /// Whether tickets are scanned at the door (see [`Listing::scans_tickets`]).
+    SetTicketScanning {
+        scans_tickets: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +137,10 @@ pub enum ListingEvent {
     ListingRetired {
         listing_id: ListingId,
         reason: String,
+    },
+    TicketScanningSet {
+        listing_id: ListingId,
+        scans_tickets: bool,
     },
 }
 
@@ -244,6 +256,12 @@ impl Aggregate for ListingAggregate {
                 listing_id,
                 reason: reason.clone(),
             },
+            ListingCommand::SetTicketScanning { scans_tickets } => {
+                ListingEvent::TicketScanningSet {
+                    listing_id,
+                    scans_tickets: *scans_tickets,
+                }
+            }
         }])
     }
 
@@ -265,6 +283,7 @@ impl Aggregate for ListingAggregate {
                 base_price: *base_price,
                 policy: policy.clone(),
                 retired: false,
+                scans_tickets: false,
             }),
             (ListingState::Published(mut l), e) => {
                 match e {
@@ -275,6 +294,9 @@ impl Aggregate for ListingAggregate {
                         l.policy = policy.clone()
                     }
                     ListingEvent::ListingRetired { .. } => l.retired = true,
+                    ListingEvent::TicketScanningSet { scans_tickets, .. } => {
+                        l.scans_tickets = *scans_tickets
+                    }
                 }
                 ListingState::Published(l)
             }

@@ -101,6 +101,16 @@ codes! {
     BOOKING_AMOUNT_MISMATCH = "booking.amount_mismatch", CONFLICT, "The amount paid is not the booking's total.";
     BOOKING_REFUND_EXCEEDS_PAID = "booking.refund_exceeds_paid", CONFLICT, "The refund would exceed what was paid.";
     BOOKING_EMPTY_REFUND = "booking.empty_refund", UNPROCESSABLE_ENTITY, "A refund amount must be positive.";
+    BOOKING_SLOT_ENDED = "booking.slot_ended", CONFLICT, "The booking's slot has ended.";
+    BOOKING_ATTENDED = "booking.attended", CONFLICT, "A ticket of the booking was checked in: it is not a no-show.";
+    // Tickets and check-in at the door.
+    TICKET_FORGED = "ticket.forged", UNPROCESSABLE_ENTITY, "The ticket's token is malformed or its signature does not hold: not a ticket this platform issued.";
+    TICKET_ALREADY_CHECKED_IN = "ticket.already_checked_in", CONFLICT, "The ticket was already checked in (the detail says when and by whom).";
+    TICKET_WRONG_SLOT = "ticket.wrong_slot", CONFLICT, "The ticket is for another slot.";
+    TICKET_NOT_VALID = "ticket.not_valid", CONFLICT, "The ticket's booking is not confirmed (cancelled, refunded, expired, completed or a no-show).";
+    TICKET_NO_SUCH_SEAT = "ticket.no_such_seat", CONFLICT, "The booking has no such seat.";
+    TICKET_CHECK_IN_NOT_OPEN = "ticket.check_in_not_open", CONFLICT, "Check-in opens 24 hours before the slot starts.";
+    TICKET_NOT_CONFIRMED = "ticket.not_confirmed", CONFLICT, "Only a confirmed (or completed) booking has tickets.";
     BOOKING_VALUE = "booking.value", UNPROCESSABLE_ENTITY, "An amount, currency or seat count is not valid.";
 
     // Slots.

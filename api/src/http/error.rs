@@ -258,6 +258,12 @@ fn booking(e: &BookingError) -> &'static Code {
         E::RefundExceedsPaid { .. } => &codes::BOOKING_REFUND_EXCEEDS_PAID,
         E::EmptyRefund => &codes::BOOKING_EMPTY_REFUND,
         E::Value(_) => &codes::BOOKING_VALUE,
+        E::AlreadyCheckedIn { .. } => &codes::TICKET_ALREADY_CHECKED_IN,
+        E::WrongSlot { .. } => &codes::TICKET_WRONG_SLOT,
+        E::NoSuchSeat(_) => &codes::TICKET_NO_SUCH_SEAT,
+        E::CheckInNotOpen(_) => &codes::TICKET_CHECK_IN_NOT_OPEN,
+        E::SlotEnded(_) => &codes::BOOKING_SLOT_ENDED,
+        E::Attended => &codes::BOOKING_ATTENDED,
     }
 }
 

@@ -118,6 +118,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The Ed25519 public key seals are verified with.
     pub seal_public_key: [u8; 32],
+    /// The Ed25519 key tickets are signed with.
+    pub tickets: Arc<tessera_commands::tickets::TicketKey>,
     /// Personal-data keys (erasure destroys them).
     pub vault: Arc<tessera_log::pii::Vault>,
     /// Users' current roles, checked on every authenticated request.
@@ -146,6 +148,7 @@ pub struct StateParts {
     pub metrics: Option<PrometheusHandle>,
     pub config: ApiConfig,
     pub seal_public_key: [u8; 32],
+    pub tickets: tessera_commands::tickets::TicketKey,
     pub vault: Arc<tessera_log::pii::Vault>,
     /// The process's aggregate cache (shared with its reactors), when turned on.
     pub aggregates: Option<AggregateCache>,
@@ -192,6 +195,7 @@ impl AppState {
             index_root: parts.index_root,
             metrics: parts.metrics,
             seal_public_key: parts.seal_public_key,
+            tickets: Arc::new(parts.tickets),
             vault: parts.vault,
             principals: principals::Principals::new(),
             webhook_urls: c.webhook_urls,

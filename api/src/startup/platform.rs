@@ -305,6 +305,9 @@ impl Platform {
             None
         };
 
+        let tickets = tessera_commands::tickets::TicketKey::load(&pool)
+            .await
+            .context("cannot load the ticket key")?;
         let state = AppState::new(StateParts {
             pool,
             store,
@@ -317,6 +320,7 @@ impl Platform {
             metrics: Some(prometheus()),
             config: options.config,
             seal_public_key,
+            tickets,
             vault,
             aggregates,
         });

@@ -18,6 +18,7 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("ListingRepriced", "listing", 1),
     ("CancellationPolicyChanged", "listing", 1),
     ("ListingRetired", "listing", 1),
+    ("TicketScanningSet", "listing", 1),
     // slot
     ("SlotScheduled", "slot", 1),
     ("SlotCapacityChanged", "slot", 1),
@@ -40,6 +41,8 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("BookingRefunded", "booking", 1),
     ("BookingReinstated", "booking", 1),
     ("LatePaymentAccepted", "booking", 1),
+    ("TicketCheckedIn", "booking", 1),
+    ("BookingNoShow", "booking", 1),
     // payment
     ("PaymentIntentCreated", "payment", 1),
     ("PaymentSucceeded", "payment", 1),

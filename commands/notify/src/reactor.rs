@@ -554,6 +554,8 @@ fn booking_id_of(e: &BookingEvent) -> BookingId {
         | BookingEvent::BookingCompleted { booking_id }
         | BookingEvent::BookingRefunded { booking_id, .. }
         | BookingEvent::BookingReinstated { booking_id, .. }
+        | BookingEvent::TicketCheckedIn { booking_id, .. }
+        | BookingEvent::BookingNoShow { booking_id }
         | BookingEvent::LatePaymentAccepted { booking_id, .. } => *booking_id,
     }
 }

@@ -40,6 +40,7 @@ pub struct BookingRow {
     pub payment_id: Option<Uuid>,
     pub cancelled_by: Option<String>,
     pub cancel_reason: Option<String>,
+    pub checked_in_seats: i64,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -77,7 +78,9 @@ fn booking_of(e: &Envelope) -> Option<Uuid> {
             | BookingEvent::BookingCompleted { booking_id }
             | BookingEvent::LatePaymentAccepted { booking_id, .. }
             | BookingEvent::BookingRefunded { booking_id, .. }
-            | BookingEvent::BookingReinstated { booking_id, .. } => booking_id.0,
+            | BookingEvent::BookingReinstated { booking_id, .. }
+            | BookingEvent::TicketCheckedIn { booking_id, .. }
+            | BookingEvent::BookingNoShow { booking_id } => booking_id.0,
         }),
         AnyEvent::Payment(p) => Some(p.ids().1.0),
         _ => None,
@@ -107,7 +110,7 @@ CREATE TABLE bookings (
     refund_due_minor bigint NOT NULL, refunded_minor bigint NOT NULL, policy jsonb NOT NULL,
     slot_starts_at timestamptz NOT NULL, slot_ends_at timestamptz NOT NULL,
     hold_expires_at timestamptz NOT NULL, payment_id uuid, cancelled_by text, cancel_reason text,
-    placed_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
+    checked_in_seats bigint NOT NULL, placed_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
 );
 CREATE INDEX bookings_customer ON bookings (customer_id, placed_at DESC, booking_id);
 CREATE INDEX bookings_slot ON bookings (slot_id, placed_at);
@@ -176,6 +179,7 @@ CREATE TABLE booking_timeline (
                         payment_id: None,
                         cancelled_by: None,
                         cancel_reason: None,
+                        checked_in_seats: 0,
                         placed_at: e.effective_at,
                         updated_at: e.effective_at,
                         version: e.pos(),
@@ -270,6 +274,8 @@ fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
             row.hold_expires_at = *hold_expires_at;
             row.payment_id = None;
         }
+        BookingEvent::TicketCheckedIn { .. } => row.checked_in_seats += 1,
+        BookingEvent::BookingNoShow { .. } => row.status = status(BookingStatus::NoShow),
     }
 }
 
@@ -306,13 +312,16 @@ pub struct BookingView {
     pub payment_id: Option<Uuid>,
     pub cancelled_by: Option<String>,
     pub cancel_reason: Option<String>,
+    /// Seats whose ticket was checked in at the door.
+    pub checked_in_seats: i64,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const BOOKING_COLUMNS: &str = "booking_id, customer_id, listing_id, slot_id, seats, status, \
     total_minor, currency, paid_minor, refund_due_minor, refunded_minor, policy, slot_starts_at, \
-    slot_ends_at, hold_expires_at, payment_id, cancelled_by, cancel_reason, placed_at, updated_at";
+    slot_ends_at, hold_expires_at, payment_id, cancelled_by, cancel_reason, checked_in_seats, \
+    placed_at, updated_at";
 
 /// One state change of a booking, as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]

@@ -47,6 +47,7 @@ pub struct ListingRow {
     pub currency: String,
     pub policy: serde_json::Value,
     pub retired: bool,
+    pub scans_tickets: bool,
     pub published_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -121,6 +122,7 @@ fn details_row(
         currency: String::new(),
         policy: serde_json::Value::Null,
         retired: false,
+        scans_tickets: false,
         published_at: e.effective_at,
         updated_at: e.effective_at,
         version: e.pos(),
@@ -147,7 +149,7 @@ CREATE TABLE listings (
     destination text NOT NULL, country text NOT NULL, lat float8 NOT NULL, lon float8 NOT NULL,
     duration_minutes bigint NOT NULL, includes jsonb NOT NULL, itinerary jsonb NOT NULL,
     price_minor bigint NOT NULL, currency text NOT NULL, policy jsonb NOT NULL,
-    retired boolean NOT NULL, published_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+    retired boolean NOT NULL, scans_tickets boolean NOT NULL, published_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
     version bigint NOT NULL
 );
 CREATE INDEX listings_provider ON listings (provider_id);
@@ -399,7 +401,8 @@ fn listing_of(e: &ListingEvent) -> Uuid {
         | ListingEvent::ListingUpdated { listing_id, .. }
         | ListingEvent::ListingRepriced { listing_id, .. }
         | ListingEvent::CancellationPolicyChanged { listing_id, .. }
-        | ListingEvent::ListingRetired { listing_id, .. } => listing_id.0,
+        | ListingEvent::ListingRetired { listing_id, .. }
+        | ListingEvent::TicketScanningSet { listing_id, .. } => listing_id.0,
     }
 }
 
@@ -477,6 +480,7 @@ fn apply_listing(
                 currency: std::mem::take(&mut row.currency),
                 policy: std::mem::take(&mut row.policy),
                 retired: row.retired,
+                scans_tickets: row.scans_tickets,
                 published_at: row.published_at,
                 ..fresh
             };
@@ -489,6 +493,7 @@ fn apply_listing(
             row.policy = json(NAME, e, policy)?;
         }
         ListingEvent::ListingRetired { .. } => row.retired = true,
+        ListingEvent::TicketScanningSet { scans_tickets, .. } => row.scans_tickets = *scans_tickets,
     }
     row.updated_at = e.effective_at;
     row.version = e.pos();
@@ -614,6 +619,8 @@ pub struct ListingView {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub policy: serde_json::Value,
     pub retired: bool,
+    /// Tickets are scanned at the door; a booking with none checked in is a no-show.
+    pub scans_tickets: bool,
     pub published_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The next slot start with free seats.
@@ -629,7 +636,8 @@ pub struct ListingView {
 
 const LISTING_COLUMNS: &str = "l.listing_id, l.provider_id, l.kind, l.title, l.description, \
     l.category, l.destination, l.country, l.lat, l.lon, l.duration_minutes, l.includes, \
-    l.itinerary, l.price_minor, l.currency, l.policy, l.retired, l.published_at, l.updated_at, \
+    l.itinerary, l.price_minor, l.currency, l.policy, l.retired, l.scans_tickets, l.published_at, \
+    l.updated_at, \
     l.next_available_at, l.lowest_price_minor, l.free_seats::int8 AS free_seats";
 
 /// A slot with live availability, as the API shows it.

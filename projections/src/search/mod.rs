@@ -515,7 +515,8 @@ impl SearchWriter {
                     ListingEvent::ListingUpdated { listing_id, .. }
                     | ListingEvent::ListingRepriced { listing_id, .. }
                     | ListingEvent::CancellationPolicyChanged { listing_id, .. }
-                    | ListingEvent::ListingRetired { listing_id, .. } => listing_id.0,
+                    | ListingEvent::ListingRetired { listing_id, .. }
+                    | ListingEvent::TicketScanningSet { listing_id, .. } => listing_id.0,
                 };
                 let doc = self.doc_mut(e, id)?;
                 match ev {
@@ -525,7 +526,8 @@ impl SearchWriter {
                         doc.currency = base_price.currency.to_string();
                     }
                     ListingEvent::ListingRetired { .. } => doc.retired = true,
-                    ListingEvent::CancellationPolicyChanged { .. } => return Ok(None),
+                    ListingEvent::CancellationPolicyChanged { .. }
+                    | ListingEvent::TicketScanningSet { .. } => return Ok(None),
                     ListingEvent::ListingPublished { .. } => {}
                 }
                 Ok(Some(id))

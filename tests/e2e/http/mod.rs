@@ -14,6 +14,7 @@ mod openapi;
 mod provider;
 mod rbac;
 mod relevance;
+mod tickets;
 mod webhooks;
 
 use std::time::{Duration, Instant};

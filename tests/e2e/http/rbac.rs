@@ -465,6 +465,46 @@ async fn every_route_times_every_role() {
             None,
             Rule::Roles(&["provider", "admin"]),
         ),
+        (Method::GET, "/tickets/key".into(), None, Rule::Public),
+        (
+            Method::GET,
+            format!("/bookings/{booking}/tickets"),
+            None,
+            Rule::Own {
+                roles: &[],
+                owned: Owned::Booking,
+                privileged: ADMIN,
+                other: StatusCode::NOT_FOUND,
+            },
+        ),
+        (
+            Method::GET,
+            format!("/bookings/{booking}/tickets/1/qr?format=svg"),
+            None,
+            Rule::Own {
+                roles: &[],
+                owned: Owned::Booking,
+                privileged: ADMIN,
+                other: StatusCode::NOT_FOUND,
+            },
+        ),
+        (
+            Method::POST,
+            format!("/provider/slots/{slot}/check-in"),
+            Some(json!({ "token": "TK1.x.y" })),
+            Rule::Own {
+                roles: &["provider", "admin"],
+                owned: Owned::Listing,
+                privileged: ADMIN,
+                other: StatusCode::NOT_FOUND,
+            },
+        ),
+        (
+            Method::PUT,
+            format!("/provider/listings/{listing}/ticket-scanning"),
+            Some(json!({ "scans_tickets": false })),
+            listing_own,
+        ),
         (
             Method::GET,
             format!("/provider/schedules/{schedule}"),
@@ -902,8 +942,10 @@ fn normalise(path: &str) -> String {
                     && (a.chars().chain(b.chars())).all(|c| c.is_ascii_hexdigit())
             });
             let date = seg.parse::<chrono::NaiveDate>().is_ok();
+            let number = !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit());
             if seg.starts_with('{')
                 || date
+                || number
                 || uuid::Uuid::parse_str(seg).is_ok()
                 || ends_in_uuid
                 || document

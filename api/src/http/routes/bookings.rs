@@ -122,7 +122,7 @@ async fn place(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BookingsQuery {
-    /// held | payment_pending | confirmed | completed | expired | cancelled | refunded
+    /// held | payment_pending | confirmed | completed | no_show | expired | cancelled | refunded
     pub status: Option<String>,
     /// 1 to 100 (default 20).
     pub limit: Option<i64>,
@@ -260,7 +260,7 @@ pub struct PaymentStarted {
     pub result: CommandResult,
 }
 
-fn status_name(s: BookingStatus) -> String {
+pub(crate) fn status_name(s: BookingStatus) -> String {
     let debug = format!("{s:?}");
     let mut out = String::new();
     for (i, c) in debug.chars().enumerate() {

@@ -10,6 +10,7 @@ pub mod money;
 pub mod notifications;
 pub mod ops;
 pub mod provider;
+pub mod tickets;
 pub mod webhooks;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -85,6 +86,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(notifications::router())
         .merge(webhooks::router())
         .merge(provider::router())
+        .merge(tickets::router())
 }
 
 /// What a command answers with, besides its own fields.

@@ -146,6 +146,8 @@ pub struct ManifestEntry {
     pub contact_name: String,
     pub seats: i64,
     pub status: String,
+    /// Seats whose ticket was checked in at the door.
+    pub checked_in_seats: i64,
     pub total_minor: i64,
     pub currency: String,
     pub placed_at: DateTime<Utc>,
@@ -160,14 +162,16 @@ pub struct Manifest {
     pub ends_at: DateTime<Utc>,
     pub capacity: u32,
     pub cancelled: bool,
-    /// Seats of bookings that are confirmed (or completed).
+    /// Seats of bookings that are confirmed (or completed, or no-shows).
     pub confirmed_seats: i64,
     /// Seats of bookings held or awaiting payment.
     pub held_seats: i64,
+    /// Seats checked in at the door so far.
+    pub checked_in_seats: i64,
     pub bookings: Vec<ManifestEntry>,
 }
 
-const COMING: &[&str] = &["confirmed", "completed"];
+const COMING: &[&str] = &["confirmed", "completed", "no_show"];
 const HOLDING: &[&str] = &["held", "payment_pending"];
 
 /// The names of `customers`, read from their own streams (names are personal data, kept
@@ -239,6 +243,7 @@ async fn manifest(
         cancelled: slot.cancelled,
         confirmed_seats: seats_in(COMING),
         held_seats: seats_in(HOLDING),
+        checked_in_seats: rows.iter().map(|b| b.checked_in_seats).sum(),
         bookings: rows
             .iter()
             .map(|b| ManifestEntry {
@@ -247,6 +252,7 @@ async fn manifest(
                 contact_name: names.get(&b.customer_id).cloned().unwrap_or_default(),
                 seats: b.seats,
                 status: b.status.clone(),
+                checked_in_seats: b.checked_in_seats,
                 total_minor: b.total_minor,
                 currency: b.currency.clone(),
                 placed_at: b.placed_at,
@@ -287,6 +293,7 @@ fn manifest_csv(m: &Manifest) -> Result<String, ApiError> {
         "contact_name",
         "seats",
         "status",
+        "checked_in_seats",
         "total_minor",
         "currency",
         "placed_at",
@@ -298,6 +305,7 @@ fn manifest_csv(m: &Manifest) -> Result<String, ApiError> {
             &cell(&b.contact_name),
             &b.seats.to_string(),
             &b.status,
+            &b.checked_in_seats.to_string(),
             &b.total_minor.to_string(),
             &b.currency,
             &b.placed_at.to_rfc3339(),
@@ -315,6 +323,7 @@ const STATUSES: &[&str] = &[
     "payment_pending",
     "confirmed",
     "completed",
+    "no_show",
     "expired",
     "cancelled",
     "refunded",
@@ -326,7 +335,7 @@ const STATUSES: &[&str] = &[
 pub struct ProviderBookingsQuery {
     pub listing_id: Option<Uuid>,
     pub slot_id: Option<Uuid>,
-    /// held | payment_pending | confirmed | completed | expired | cancelled | refunded
+    /// held | payment_pending | confirmed | completed | no_show | expired | cancelled | refunded
     pub status: Option<String>,
     /// Slots starting at or after this time.
     pub from: Option<DateTime<Utc>>,

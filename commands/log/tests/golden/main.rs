@@ -90,6 +90,10 @@ fn samples() -> Vec<AnyEvent> {
             listing_id,
             reason: "season over".into(),
         }),
+        AnyEvent::Listing(ListingEvent::TicketScanningSet {
+            listing_id,
+            scans_tickets: true,
+        }),
         AnyEvent::Slot(SlotEvent::SlotScheduled {
             slot_id,
             listing_id,
@@ -404,6 +408,13 @@ fn samples() -> Vec<AnyEvent> {
             locale: Locale::De,
             marketing: false,
         }),
+        AnyEvent::Booking(BookingEvent::TicketCheckedIn {
+            booking_id,
+            seat: 2,
+            by: provider,
+            at: at(20),
+        }),
+        AnyEvent::Booking(BookingEvent::BookingNoShow { booking_id }),
         AnyEvent::Schedule(ScheduleEvent::ScheduleDefined {
             schedule_id,
             listing_id,
