@@ -414,7 +414,9 @@ impl Settings {
             seal_every: everything.then(|| Duration::from_millis(self.seal_every_ms)),
             read_side_nice: if everything { self.read_side_nice } else { 0 },
             master_key: self.master_key.as_ref().map(|s| s.expose().to_owned()),
-            notifications: everything.then(|| self.notifications()),
+            // `serve` delivers nothing (the read side does) but writes the messages the API
+            // itself causes (password resets) to the outbox, with the same sender and links.
+            notifications: Some(self.notifications()),
         }
     }
 

@@ -166,9 +166,27 @@ pub async fn authenticate(
     };
     let ok = verify_password(password.to_owned(), hash).await;
     match user {
+        // Only someone who knows the password learns that the account is suspended.
+        Some(u) if ok && u.suspended => Err(UserError::Suspended.into()),
         Some(u) if ok => Ok(u),
         _ => Err(UserError::BadCredentials.into()),
     }
+}
+
+/// The registered, not erased user of an e-mail address, if there is one.
+pub async fn find_by_email(
+    store: &dyn EventStore,
+    email: &str,
+) -> Result<Option<UserId>, CommandError> {
+    let Ok(email) = Email::parse(email) else {
+        return Ok(None);
+    };
+    let reservation =
+        load::<EmailReservationAggregate>(store, email_stream(&email), Uuid::nil()).await?;
+    let Some(user_id) = reservation.state else {
+        return Ok(None);
+    };
+    Ok(current_user(store, user_id).await.ok().map(|u| u.id))
 }
 
 /// A registered, not erased user (for token refreshes and role checks).
@@ -287,4 +305,75 @@ pub async fn set_notification_preferences(
         ctx,
     )
     .await
+}
+
+/// Changes what is given of `user_id`'s profile: display name, phone number (`Some(None)`
+/// removes it). One append; nothing when nothing changes.
+pub async fn edit_profile(
+    store: &dyn EventStore,
+    user_id: UserId,
+    display_name: Option<String>,
+    phone: Option<Option<String>>,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    execute::<UserAggregate>(
+        store,
+        stream_of::<UserAggregate>(user_id),
+        &UserCommand::EditProfile {
+            display_name,
+            phone,
+        },
+        ctx,
+    )
+    .await
+}
+
+/// Sets a new password (`password_hash`, from [`hash_password`]). With `current`, it must be
+/// the present one (a signed-in user changing it); without, the caller proved otherwise who
+/// they are (a reset link). Every session ends but `kept_session` (the one that changed it).
+pub async fn change_password(
+    store: &dyn EventStore,
+    user_id: UserId,
+    current: Option<String>,
+    password_hash: String,
+    kept_session: Option<Uuid>,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    if let Some(current) = current {
+        let user = current_user(store, user_id).await?;
+        if !verify_password(current, user.password_hash).await {
+            return Err(UserError::WrongPassword.into());
+        }
+    }
+    execute::<UserAggregate>(
+        store,
+        stream_of::<UserAggregate>(user_id),
+        &UserCommand::ChangePassword {
+            password_hash,
+            kept_session,
+            now: ctx.now,
+        },
+        ctx,
+    )
+    .await
+}
+
+/// Suspends (or, with `suspend == false`, reinstates) a user; an admin command with a reason.
+pub async fn set_suspended(
+    store: &dyn EventStore,
+    user_id: UserId,
+    suspend: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    let Some(reason) = ctx.reason.as_deref().filter(|r| !r.trim().is_empty()) else {
+        return Err(CommandError::ReasonRequired);
+    };
+    let command = if suspend {
+        UserCommand::Suspend {
+            reason: reason.to_owned(),
+        }
+    } else {
+        UserCommand::Unsuspend
+    };
+    execute::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), &command, ctx).await
 }

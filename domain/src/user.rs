@@ -70,6 +70,21 @@ pub struct User {
     pub roles: BTreeSet<Role>,
     pub erased: bool,
     pub preferences: Preferences,
+    /// A suspended user cannot log in and their tokens stop working.
+    pub suspended: bool,
+    /// A phone number to reach them (personal data, encrypted in the log).
+    pub phone: Option<String>,
+    /// The last password change: sessions started before it have ended, except the one that
+    /// changed it.
+    pub sessions_ended: Option<SessionsEnded>,
+}
+
+/// Sessions started before `at` have ended, except `kept` (the session that changed the
+/// password; none after a reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsEnded {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub kept: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -103,6 +118,22 @@ pub enum UserCommand {
         locale: Locale,
         marketing: bool,
     },
+    /// Changes what is given: the display name, the phone number (`Some(None)` removes it; a
+    /// number is `+`, then 6 to 15 digits). Unchanged values write nothing.
+    EditProfile {
+        display_name: Option<String>,
+        phone: Option<Option<String>>,
+    },
+    /// A new password (already hashed); every session but `kept` ends.
+    ChangePassword {
+        password_hash: String,
+        kept_session: Option<uuid::Uuid>,
+        now: chrono::DateTime<chrono::Utc>,
+    },
+    Suspend {
+        reason: String,
+    },
+    Unsuspend,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +170,26 @@ pub enum UserEvent {
         user_id: UserId,
         locale: Locale,
         marketing: bool,
+    },
+    /// The phone number (encrypted like every personal field); `None` removes it.
+    PhoneNumberSet {
+        user_id: UserId,
+        phone: Option<String>,
+    },
+    /// The password changed (the new hash is encrypted); sessions started before `at` end,
+    /// except `kept_session`.
+    PasswordChanged {
+        user_id: UserId,
+        password_hash: String,
+        kept_session: Option<uuid::Uuid>,
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    UserSuspended {
+        user_id: UserId,
+        reason: String,
+    },
+    UserUnsuspended {
+        user_id: UserId,
     },
 }
 
@@ -212,6 +263,57 @@ pub enum UserError {
     SelfRemoval,
     #[error("this would leave the platform without an admin")]
     LastAdmin,
+    #[error("a phone number is `+` and 6 to 15 digits")]
+    InvalidPhone,
+    #[error("the account is suspended")]
+    Suspended,
+    #[error("the user is already suspended")]
+    AlreadySuspended,
+    #[error("the user is not suspended")]
+    NotSuspended,
+    #[error("a suspension needs a reason")]
+    ReasonRequired,
+    #[error("the current password is wrong")]
+    WrongPassword,
+}
+
+fn valid_phone(phone: &str) -> Result<String, UserError> {
+    let p: String = phone
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+        .collect();
+    let digits = p.strip_prefix('+').ok_or(UserError::InvalidPhone)?;
+    if !(6..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UserError::InvalidPhone);
+    }
+    Ok(p)
+}
+
+/// The events of a profile edit: one per value that changes.
+fn edit_profile(
+    u: &User,
+    display_name: Option<&str>,
+    phone: Option<&Option<String>>,
+) -> Result<Vec<UserEvent>, UserError> {
+    let user_id = u.id;
+    let mut events = Vec::new();
+    if let Some(name) = display_name {
+        let name = valid_name(name)?;
+        if name != u.display_name {
+            events.push(UserEvent::UserProfileUpdated {
+                user_id,
+                display_name: name,
+            });
+        }
+    }
+    if let Some(phone) = phone {
+        let phone = phone.as_deref().map(valid_phone).transpose()?;
+        if phone != u.phone {
+            events.push(UserEvent::PhoneNumberSet { user_id, phone });
+        }
+    }
+    Ok(events)
 }
 
 fn valid_name(name: &str) -> Result<String, UserError> {
@@ -302,6 +404,38 @@ impl Aggregate for UserAggregate {
                     marketing: *marketing,
                 }
             }
+            UserCommand::EditProfile {
+                display_name,
+                phone,
+            } => return edit_profile(u, display_name.as_deref(), phone.as_ref()),
+            UserCommand::ChangePassword {
+                password_hash,
+                kept_session,
+                now,
+            } => UserEvent::PasswordChanged {
+                user_id,
+                password_hash: password_hash.clone(),
+                kept_session: *kept_session,
+                at: *now,
+            },
+            UserCommand::Suspend { reason } => {
+                if u.suspended {
+                    return Err(UserError::AlreadySuspended);
+                }
+                if reason.trim().is_empty() {
+                    return Err(UserError::ReasonRequired);
+                }
+                UserEvent::UserSuspended {
+                    user_id,
+                    reason: reason.trim().to_owned(),
+                }
+            }
+            UserCommand::Unsuspend => {
+                if !u.suspended {
+                    return Err(UserError::NotSuspended);
+                }
+                UserEvent::UserUnsuspended { user_id }
+            }
         }])
     }
 
@@ -324,6 +458,9 @@ impl Aggregate for UserAggregate {
                 roles: BTreeSet::new(),
                 erased: false,
                 preferences: Preferences::default(),
+                suspended: false,
+                phone: None,
+                sessions_ended: None,
             }),
             (UserState::Registered(mut u), e) => {
                 match e {
@@ -341,7 +478,23 @@ impl Aggregate for UserAggregate {
                         u.erased = true;
                         u.roles.clear();
                         u.password_hash.clear();
+                        u.phone = None;
                     }
+                    UserEvent::PhoneNumberSet { phone, .. } => u.phone.clone_from(phone),
+                    UserEvent::PasswordChanged {
+                        password_hash,
+                        kept_session,
+                        at,
+                        ..
+                    } => {
+                        u.password_hash.clone_from(password_hash);
+                        u.sessions_ended = Some(SessionsEnded {
+                            at: *at,
+                            kept: *kept_session,
+                        });
+                    }
+                    UserEvent::UserSuspended { .. } => u.suspended = true,
+                    UserEvent::UserUnsuspended { .. } => u.suspended = false,
                     UserEvent::NotificationPreferencesSet {
                         locale, marketing, ..
                     } => {

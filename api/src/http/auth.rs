@@ -42,6 +42,22 @@ pub struct Claims {
     pub nbf: Option<i64>,
     pub jti: String,
     pub roles: Vec<Role>,
+    /// The session (refresh-token family) the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
+    /// `iat` in milliseconds: tells a token issued just before a password change from one
+    /// issued just after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
+}
+
+impl Claims {
+    /// When the token was issued, in milliseconds since the epoch.
+    pub fn issued_ms(&self) -> i64 {
+        self.iat_ms
+            .filter(|ms| ms.div_euclid(1000) == self.iat)
+            .unwrap_or(self.iat.saturating_mul(1000))
+    }
 }
 
 /// Signing and verification keys.
@@ -127,8 +143,13 @@ impl TokenKeys {
         Ok(Self::from_secret(&secret, access_ttl, refresh_ttl))
     }
 
-    /// A signed access token for `user`.
-    pub fn issue(&self, user: &User, now: DateTime<Utc>) -> Result<String, ApiError> {
+    /// A signed access token for `user` in `session` (its refresh-token family).
+    pub fn issue(
+        &self,
+        user: &User,
+        session: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<String, ApiError> {
         let claims = Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -138,6 +159,8 @@ impl TokenKeys {
             nbf: None,
             jti: Uuid::new_v4().to_string(),
             roles: user.roles.iter().copied().collect(),
+            sid: Some(session),
+            iat_ms: Some(now.timestamp_millis()),
         };
         self.sign(&claims)
     }
@@ -181,6 +204,8 @@ impl TokenKeys {
 pub struct Caller {
     pub user_id: UserId,
     pub roles: BTreeSet<Role>,
+    /// The session (refresh-token family) of the caller's token.
+    pub session: Option<Uuid>,
 }
 
 impl Caller {
@@ -239,13 +264,27 @@ impl FromRequestParts<AppState> for Caller {
                 "the account of this access token no longer exists".into(),
             ));
         };
+        if held.suspended {
+            return Err(ApiError::Unauthenticated(
+                "the account of this access token is suspended".into(),
+            ));
+        }
+        if let Some(ended) = held.sessions_ended
+            && claims.issued_ms() < ended.at.timestamp_millis()
+            && (ended.kept.is_none() || claims.sid != ended.kept)
+        {
+            return Err(ApiError::Unauthenticated(
+                "this session ended when the account's password changed".into(),
+            ));
+        }
         Ok(Caller {
             user_id: UserId(user_id),
             roles: claims
                 .roles
                 .into_iter()
-                .filter(|r| held.contains(r))
+                .filter(|r| held.roles.contains(r))
                 .collect(),
+            session: claims.sid,
         })
     }
 }
@@ -363,21 +402,34 @@ pub async fn issue_refresh(
     Ok(token)
 }
 
+/// A refresh token that was just used.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotated {
+    pub user: UserId,
+    pub family: Uuid,
+    /// When the used token was issued.
+    pub issued_at: DateTime<Utc>,
+}
+
 /// Uses a refresh token: returns its user and family, having marked it rotated. A token that was
 /// already rotated revokes its family (reuse detection).
-pub async fn rotate_refresh(pool: &PgPool, token: &str) -> Result<(UserId, Uuid), ApiError> {
+pub async fn rotate_refresh(pool: &PgPool, token: &str) -> Result<Rotated, ApiError> {
     let invalid = || ApiError::Unauthenticated("the refresh token is not valid".into());
     let hash = token_hash(token);
-    let rotated: Option<(Uuid, Uuid)> = sqlx::query_as(
+    let rotated: Option<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE refresh_tokens SET rotated_at = now()
           WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > now()
-          RETURNING user_id, family_id",
+          RETURNING user_id, family_id, issued_at",
     )
     .bind(&hash)
     .fetch_optional(pool)
     .await?;
-    if let Some((user, family)) = rotated {
-        return Ok((UserId(user), family));
+    if let Some((user, family, issued_at)) = rotated {
+        return Ok(Rotated {
+            user: UserId(user),
+            family,
+            issued_at,
+        });
     }
     // Not usable: unknown, expired, revoked, or rotated already. The last is a reuse.
     let reused: Option<Uuid> = sqlx::query_scalar(
@@ -405,6 +457,86 @@ pub async fn revoke_family(pool: &PgPool, family: Uuid) -> Result<(), ApiError> 
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Revokes every session of `user` but `except` (a suspension, a password change).
+pub async fn revoke_sessions(
+    pool: &PgPool,
+    user: UserId,
+    except: Option<Uuid>,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now()
+          WHERE user_id = $1 AND revoked_at IS NULL AND family_id IS DISTINCT FROM $2",
+    )
+    .bind(user.0)
+    .bind(except)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// How long a password-reset link works.
+pub const RESET_TTL: Duration = Duration::from_secs(3600);
+/// At most this many reset links per user and hour; more requests send nothing.
+pub const RESETS_PER_HOUR: i64 = 3;
+
+/// A new password-reset token for `user` (only its hash is kept), or `None` when the user
+/// asked for [`RESETS_PER_HOUR`] links within the hour already.
+pub async fn issue_reset(
+    pool: &PgPool,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, ApiError> {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = format!("pr_{}", hex::encode(raw));
+    let expires = now + chrono::TimeDelta::from_std(RESET_TTL).unwrap_or_default();
+    // One statement: two requests at once cannot both slip under the limit unnoticed by
+    // more than the one row each inserts.
+    let inserted = sqlx::query(
+        "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at)
+         SELECT $1, $2, $3, $4
+          WHERE (SELECT count(*) FROM password_resets
+                  WHERE user_id = $2 AND created_at > $3 - interval '1 hour') < $5",
+    )
+    .bind(token_hash(&token))
+    .bind(user.0)
+    .bind(now)
+    .bind(expires)
+    .bind(RESETS_PER_HOUR)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok((inserted == 1).then_some(token))
+}
+
+/// Uses a password-reset token: its user, once, before it expires. Every other link of the
+/// user stops working too.
+pub async fn use_reset(
+    pool: &PgPool,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<UserId>, ApiError> {
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE password_resets SET used_at = $2
+          WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+          RETURNING user_id",
+    )
+    .bind(token_hash(token))
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(user) = user {
+        sqlx::query(
+            "UPDATE password_resets SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(user)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    }
+    Ok(user.map(UserId))
 }
 
 /// The family of a refresh token (for logout), if the token is known.

@@ -65,6 +65,7 @@ codes! {
     // Who is asking.
     AUTH_UNAUTHENTICATED = "auth.unauthenticated", UNAUTHORIZED, "No valid access token, or its account no longer exists.";
     AUTH_FORBIDDEN = "auth.forbidden", FORBIDDEN, "The caller lacks the role the operation needs.";
+    AUTH_RESET_LINK_INVALID = "auth.reset_link_invalid", BAD_REQUEST, "The password-reset link is unknown, was used already or has expired.";
 
     // The read side and the service.
     READ_NOT_YET_CONSISTENT = "read.not_yet_consistent", SERVICE_UNAVAILABLE, "The read models have not reached Tessera-Min-Position within the wait; retry after Retry-After.";
@@ -194,6 +195,12 @@ codes! {
     USER_LACKS_ROLE = "user.lacks_role", CONFLICT, "The user does not have the role.";
     USER_SELF_REMOVAL = "user.self_removal", CONFLICT, "An admin cannot erase themselves or give up their own admin role.";
     USER_LAST_ADMIN = "user.last_admin", CONFLICT, "This would leave the platform without an admin.";
+    USER_INVALID_PHONE = "user.invalid_phone", UNPROCESSABLE_ENTITY, "A phone number is `+` and 6 to 15 digits.";
+    USER_SUSPENDED = "user.suspended", FORBIDDEN, "The account is suspended.";
+    USER_ALREADY_SUSPENDED = "user.already_suspended", CONFLICT, "The user is already suspended.";
+    USER_NOT_SUSPENDED = "user.not_suspended", CONFLICT, "The user is not suspended.";
+    USER_WRONG_PASSWORD = "user.wrong_password", UNPROCESSABLE_ENTITY, "The current password is wrong.";
+    USER_REASON_REQUIRED = "user.reason_required", UNPROCESSABLE_ENTITY, "A suspension needs a reason.";
 
     // Messages.
     MESSAGE_NOT_FOUND = "message.not_found", NOT_FOUND, "No message with this id is in the outbox.";

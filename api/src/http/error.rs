@@ -381,6 +381,12 @@ fn user(e: &UserError) -> Mapped {
         E::LacksRole(_) => mapped(&codes::USER_LACKS_ROLE),
         E::SelfRemoval => mapped(&codes::USER_SELF_REMOVAL),
         E::LastAdmin => mapped(&codes::USER_LAST_ADMIN),
+        E::InvalidPhone => field(&codes::USER_INVALID_PHONE, "phone"),
+        E::Suspended => mapped(&codes::USER_SUSPENDED),
+        E::AlreadySuspended => mapped(&codes::USER_ALREADY_SUSPENDED),
+        E::NotSuspended => mapped(&codes::USER_NOT_SUSPENDED),
+        E::ReasonRequired => field(&codes::USER_REASON_REQUIRED, "reason"),
+        E::WrongPassword => field(&codes::USER_WRONG_PASSWORD, "current_password"),
     }
 }
 

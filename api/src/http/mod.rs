@@ -126,6 +126,9 @@ pub struct AppState {
     pub principals: principals::Principals,
     /// Where webhook endpoints may point.
     pub webhook_urls: tessera_notify::webhooks::UrlPolicy,
+    /// Sender and links of the messages the API itself writes (password resets); `None`
+    /// when the deployment sends no messages.
+    pub notify: Option<Arc<tessera_notify::NotifyConfig>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -152,6 +155,7 @@ pub struct StateParts {
     pub vault: Arc<tessera_log::pii::Vault>,
     /// The process's aggregate cache (shared with its reactors), when turned on.
     pub aggregates: Option<AggregateCache>,
+    pub notify: Option<tessera_notify::NotifyConfig>,
 }
 
 fn quota(per: u32, burst: u32, minute: bool) -> Quota {
@@ -199,6 +203,7 @@ impl AppState {
             vault: parts.vault,
             principals: principals::Principals::new(),
             webhook_urls: c.webhook_urls,
+            notify: parts.notify.map(Arc::new),
         }
     }
 

@@ -3,7 +3,8 @@
 //! checks the subject against the log: an erased (or unknown) user's token is refused at once
 //! (401), and a role revoked since the token was issued no longer counts (the caller's roles are
 //! those of the token that the user still holds; a role granted later counts from the next
-//! login or refresh, as documented).
+//! login or refresh, as documented). A suspended user's tokens are refused at once too, and so
+//! are the tokens of sessions a password change ended.
 //!
 //! The state of each user is cached. The cache is invalidated from the log: one task per process
 //! looks every [`FOLLOW_EVERY`] for the user streams that moved and forgets those users; a
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use tessera_commands::error::CommandError;
-use tessera_domain::user::Role;
+use tessera_domain::user::{Role, SessionsEnded};
 use tessera_log::store::EventStore;
 use uuid::Uuid;
 
@@ -30,7 +31,16 @@ pub const TTL: Duration = Duration::from_secs(300);
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 /// What the platform knows of a user now; `None` when the user is erased or unknown.
-type Known = Option<Arc<BTreeSet<Role>>>;
+pub type Known = Option<Arc<Standing>>;
+
+/// What a request's authentication depends on of a user's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub roles: BTreeSet<Role>,
+    pub suspended: bool,
+    /// Sessions started before the last password change have ended (but the one that made it).
+    pub sessions_ended: Option<SessionsEnded>,
+}
 
 /// The cache of users' current roles.
 #[derive(Clone)]
@@ -64,7 +74,7 @@ impl Principals {
         }
     }
 
-    /// The roles `user` holds now, or `None` when they are erased or unknown.
+    /// The standing of `user` now, or `None` when they are erased or unknown.
     pub async fn current(&self, store: &dyn EventStore, user: Uuid) -> Result<Known, ApiError> {
         if let Some(known) = self.cache.get(&user).await {
             return Ok(known);
@@ -76,7 +86,11 @@ impl Principals {
         )
         .await
         {
-            Ok(u) => Some(Arc::new(u.roles)),
+            Ok(u) => Some(Arc::new(Standing {
+                roles: u.roles,
+                suspended: u.suspended,
+                sessions_ended: u.sessions_ended,
+            })),
             Err(CommandError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };

@@ -254,6 +254,15 @@ impl Platform {
             Positions::start(pool.clone(), options.config.read_wait, stopped.clone()).await?;
         tasks.push(follower);
 
+        let notify = options
+            .notifications
+            .as_ref()
+            .map(|n| tessera_notify::NotifyConfig {
+                from: n.from.clone(),
+                reminder_before: chrono::TimeDelta::from_std(n.reminder_before)
+                    .unwrap_or(chrono::TimeDelta::hours(24)),
+                ..tessera_notify::NotifyConfig::new(&n.public_url, keys.unsubscribe_key().to_vec())
+            });
         let read_side = if options.projectors || options.reactors {
             Some(
                 ReadSide::start(
@@ -271,15 +280,9 @@ impl Platform {
                         notifications: match &options.notifications {
                             Some(n) => Some(NotifyParts {
                                 transport: n.transport()?,
-                                config: tessera_notify::NotifyConfig {
-                                    from: n.from.clone(),
-                                    reminder_before: chrono::TimeDelta::from_std(n.reminder_before)
-                                        .unwrap_or(chrono::TimeDelta::hours(24)),
-                                    ..tessera_notify::NotifyConfig::new(
-                                        &n.public_url,
-                                        keys.unsubscribe_key().to_vec(),
-                                    )
-                                },
+                                config: notify.clone().ok_or_else(|| {
+                                    anyhow::anyhow!("notifications without their configuration")
+                                })?,
                                 policy: tessera_notify::RetryPolicy {
                                     max_attempts: n.max_attempts as i32,
                                     ..tessera_notify::RetryPolicy::default()
@@ -323,6 +326,7 @@ impl Platform {
             tickets,
             vault,
             aggregates,
+            notify,
         });
         // Tokens of erased users and revoked roles stop working as soon as the log says so.
         tasks.push(state.principals.follow(state.pool.clone(), stopped.clone()));

@@ -87,6 +87,10 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("RoleRevoked", "user", 1),
     ("UserErased", "user", 1),
     ("NotificationPreferencesSet", "user", 1),
+    ("PhoneNumberSet", "user", 1),
+    ("PasswordChanged", "user", 1),
+    ("UserSuspended", "user", 1),
+    ("UserUnsuspended", "user", 1),
     ("EmailReserved", "email", 1),
     ("EmailReleased", "email", 1),
     // schedule

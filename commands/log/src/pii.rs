@@ -37,6 +37,8 @@ pub const PII_FIELDS: &[(&str, &str, &[&str])] = &[
         &["email", "display_name", "password_hash"],
     ),
     ("UserProfileUpdated", "user_id", &["display_name"]),
+    ("PhoneNumberSet", "user_id", &["phone"]),
+    ("PasswordChanged", "user_id", &["password_hash"]),
     ("ReviewWritten", "author_id", &["text"]),
 ];
 

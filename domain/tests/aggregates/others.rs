@@ -703,3 +703,129 @@ fn nobody_refers_themselves() {
         UE::SelfReferral,
     );
 }
+
+#[test]
+fn profiles_change_only_what_differs_and_suspensions_need_a_reason() {
+    let id = UserId(Uuid::from_u128(79));
+    let history = [
+        UEv::UserRegistered {
+            user_id: id,
+            email: Email::parse("p@example.org").expect("email"),
+            display_name: "Pat".into(),
+            password_hash: "h0".into(),
+            referred_by: None,
+        },
+        UEv::RoleGranted {
+            user_id: id,
+            role: Role::Customer,
+        },
+    ];
+    // The same name writes nothing; a phone is normalised; a bad one is refused.
+    given::<U>(&history).when_then(
+        UC::EditProfile {
+            display_name: Some(" Pat ".into()),
+            phone: Some(Some("+351 912-345 678".into())),
+        },
+        &[UEv::PhoneNumberSet {
+            user_id: id,
+            phone: Some("+351912345678".into()),
+        }],
+    );
+    for bad in ["912345678", "+12", "+3519123456789012", "+351 91x"] {
+        given::<U>(&history).when_err(
+            UC::EditProfile {
+                display_name: None,
+                phone: Some(Some(bad.into())),
+            },
+            UE::InvalidPhone,
+        );
+    }
+    let with_phone = [
+        history.to_vec(),
+        vec![UEv::PhoneNumberSet {
+            user_id: id,
+            phone: Some("+351912345678".into()),
+        }],
+    ]
+    .concat();
+    given::<U>(&with_phone).when_then(
+        UC::EditProfile {
+            display_name: Some("Patricia".into()),
+            phone: Some(None),
+        },
+        &[
+            UEv::UserProfileUpdated {
+                user_id: id,
+                display_name: "Patricia".into(),
+            },
+            UEv::PhoneNumberSet {
+                user_id: id,
+                phone: None,
+            },
+        ],
+    );
+
+    // A password change ends the other sessions.
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("at");
+    let kept = Uuid::from_u128(5);
+    let changed = given::<U>(&history).when_then(
+        UC::ChangePassword {
+            password_hash: "h1".into(),
+            kept_session: Some(kept),
+            now: at,
+        },
+        &[UEv::PasswordChanged {
+            user_id: id,
+            password_hash: "h1".into(),
+            kept_session: Some(kept),
+            at,
+        }],
+    );
+    let UserState::Registered(u) = &changed else {
+        panic!("registered")
+    };
+    assert_eq!(u.password_hash, "h1");
+    assert_eq!(
+        u.sessions_ended,
+        Some(tessera_domain::user::SessionsEnded {
+            at,
+            kept: Some(kept)
+        })
+    );
+
+    // Suspensions need a reason, happen once, and are lifted once.
+    given::<U>(&history).when_err(
+        UC::Suspend {
+            reason: "  ".into(),
+        },
+        UE::ReasonRequired,
+    );
+    given::<U>(&history).when_err(UC::Unsuspend, UE::NotSuspended);
+    let suspended = given::<U>(&history).when_then(
+        UC::Suspend {
+            reason: " fraud ".into(),
+        },
+        &[UEv::UserSuspended {
+            user_id: id,
+            reason: "fraud".into(),
+        }],
+    );
+    assert!(matches!(&suspended, UserState::Registered(u) if u.suspended));
+    let twice = [
+        history.to_vec(),
+        vec![UEv::UserSuspended {
+            user_id: id,
+            reason: "fraud".into(),
+        }],
+    ]
+    .concat();
+    given::<U>(&twice).when_err(
+        UC::Suspend {
+            reason: "again".into(),
+        },
+        UE::AlreadySuspended,
+    );
+    let lifted =
+        given::<U>(&twice).when_then(UC::Unsuspend, &[UEv::UserUnsuspended { user_id: id }]);
+    assert!(matches!(&lifted, UserState::Registered(u) if !u.suspended));
+}

@@ -18,6 +18,8 @@ fn claims(sub: &str) -> Claims {
         nbf: None,
         jti: "t".into(),
         roles: vec![tessera_domain::user::Role::Admin],
+        sid: None,
+        iat_ms: None,
     }
 }
 

@@ -482,6 +482,8 @@ async fn tokens_follow_the_log_and_admins_never_run_out() {
         nbf,
         jti: uuid::Uuid::new_v4().to_string(),
         roles: vec![tessera_domain::user::Role::Admin],
+        sid: None,
+        iat_ms: None,
     };
     for (what, c) in [
         (

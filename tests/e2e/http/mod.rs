@@ -7,6 +7,7 @@ mod gdpr;
 mod hardening;
 mod input;
 mod journey;
+mod lifecycle;
 mod money;
 mod notifications;
 mod onsale;

@@ -241,6 +241,27 @@ async fn every_route_times_every_role() {
             Rule::Public,
         ),
         (Method::GET, "/me".into(), None, Rule::SignedIn),
+        (Method::PATCH, "/me".into(), Some(json!({})), Rule::SignedIn),
+        (
+            Method::POST,
+            "/me/password".into(),
+            Some(
+                json!({ "current_password": "not the password", "new_password": "not applied anyway" }),
+            ),
+            Rule::SignedIn,
+        ),
+        (
+            Method::POST,
+            "/auth/password-reset".into(),
+            Some(json!({ "email": "nobody@example.com" })),
+            Rule::Public,
+        ),
+        (
+            Method::POST,
+            "/auth/password-reset/confirm".into(),
+            Some(json!({ "token": "pr_x", "new_password": "whatever whatever" })),
+            Rule::Public,
+        ),
         (Method::GET, "/me/preferences".into(), None, Rule::SignedIn),
         (
             Method::PUT,
@@ -645,6 +666,18 @@ async fn every_route_times_every_role() {
             Method::POST,
             format!("/admin/users/{}/erase", uuid::Uuid::new_v4()),
             Some(json!({ "reason": "GDPR request" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
+            format!("/admin/users/{}/suspend", uuid::Uuid::new_v4()),
+            Some(json!({ "reason": "fraud" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
+            format!("/admin/users/{}/unsuspend", uuid::Uuid::new_v4()),
+            Some(json!({ "reason": "cleared" })),
             Rule::Roles(ADMIN),
         ),
         (

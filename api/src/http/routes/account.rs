@@ -31,7 +31,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
-        .routes(routes!(me))
+        .routes(routes!(me, edit_me))
+        .routes(routes!(change_my_password))
+        .routes(routes!(request_password_reset))
+        .routes(routes!(confirm_password_reset))
         .routes(routes!(my_loyalty))
         .routes(routes!(my_points_history))
         .routes(routes!(leaderboard))
@@ -120,7 +123,7 @@ fn role_names(user: &User) -> Vec<String> {
 }
 
 async fn tokens(state: &AppState, user: &User, family: Uuid) -> Result<Tokens, ApiError> {
-    let access_token = state.keys.issue(user, state.clock.now())?;
+    let access_token = state.keys.issue(user, family, state.clock.now())?;
     let refresh_token =
         auth::issue_refresh(&state.pool, user.id, family, state.keys.refresh_ttl).await?;
     Ok(Tokens {
@@ -166,17 +169,32 @@ async fn refresh(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<axum::Json<Tokens>, ApiError> {
-    let (user_id, family) = auth::rotate_refresh(&state.pool, &req.refresh_token).await?;
+    let auth::Rotated {
+        user: user_id,
+        family,
+        issued_at,
+    } = auth::rotate_refresh(&state.pool, &req.refresh_token).await?;
+    let pool = &state.pool;
+    let ended = async |why: &'static str| -> Result<axum::Json<Tokens>, ApiError> {
+        auth::revoke_family(pool, family).await?;
+        Err(ApiError::Unauthenticated(why.to_owned()))
+    };
     let user = match users::current_user(&*state.store, user_id).await {
         Ok(u) => u,
-        Err(e) if e.is_refusal() => {
-            auth::revoke_family(&state.pool, family).await?;
-            return Err(ApiError::Unauthenticated(
-                "the account no longer exists".into(),
-            ));
-        }
+        Err(e) if e.is_refusal() => return ended("the account no longer exists").await,
         Err(e) => return Err(e.into()),
     };
+    // The log decides, even if revoking the sessions after a suspension or a password change
+    // did not happen (a crash between the two).
+    if user.suspended {
+        return ended("the account is suspended").await;
+    }
+    if let Some(change) = user.sessions_ended
+        && issued_at < change.at
+        && change.kept != Some(family)
+    {
+        return ended("this session ended when the account's password changed").await;
+    }
     Ok(axum::Json(tokens(&state, &user, family).await?))
 }
 
@@ -202,6 +220,23 @@ pub struct Me {
     pub email: String,
     pub display_name: String,
     pub roles: Vec<String>,
+    /// `+` and digits, when given.
+    pub phone: Option<String>,
+    /// The language of messages (`en`, `de`).
+    pub locale: String,
+}
+
+impl Me {
+    fn of(user: &User) -> Self {
+        Self {
+            user_id: user.id.0,
+            email: user.email.as_str().to_owned(),
+            display_name: user.display_name.clone(),
+            roles: role_names(user),
+            phone: user.phone.clone(),
+            locale: user.preferences.locale.as_str().to_owned(),
+        }
+    }
 }
 
 /// The calling user.
@@ -212,12 +247,264 @@ pub struct Me {
     ))]
 async fn me(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Me>, ApiError> {
     let user = users::current_user(&*state.store, caller.user_id).await?;
-    Ok(axum::Json(Me {
-        user_id: user.id.0,
-        email: user.email.as_str().to_owned(),
-        display_name: user.display_name.clone(),
-        roles: role_names(&user),
-    }))
+    Ok(axum::Json(Me::of(&user)))
+}
+
+/// Present and `null` are different: `null` removes the value, absent leaves it.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditMe {
+    /// 1 to 100 characters.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// `+` and 6 to 15 digits (spaces, dashes, dots and brackets are dropped); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<String>>,
+    /// The language of messages (`en`, `de`).
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// Change my profile: what is given of display name, phone and language (personal data stays
+/// encrypted under the person's own key). Answers the profile as it is now.
+#[utoipa::path(patch, path = "/me", tag = "auth", security(("bearer" = [])),
+    request_body = EditMe,
+    responses(
+        (status = 200, description = "The caller, changed", body = Me),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn edit_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<EditMe>,
+) -> Result<axum::Json<Me>, ApiError> {
+    state.limit_commands(caller.user_id.0)?;
+    let locale = req
+        .locale
+        .as_deref()
+        .map(|l| {
+            tessera_domain::user::Locale::parse(l).ok_or_else(|| {
+                ApiError::Invalid(vec![crate::http::error::FieldError {
+                    field: "locale".into(),
+                    message: "one of: en, de".into(),
+                }])
+            })
+        })
+        .transpose()?;
+    let ctx = tessera_commands::handler::CommandContext::new(
+        new_command_id(),
+        caller.actor(),
+        state.clock.now(),
+    );
+    users::edit_profile(
+        &*state.store,
+        caller.user_id,
+        req.display_name,
+        req.phone,
+        &ctx,
+    )
+    .await?;
+    if let Some(locale) = locale {
+        let user = users::current_user(&*state.store, caller.user_id).await?;
+        if user.preferences.locale != locale {
+            let ctx = tessera_commands::handler::CommandContext::new(
+                new_command_id(),
+                caller.actor(),
+                state.clock.now(),
+            );
+            users::set_notification_preferences(
+                &*state.store,
+                caller.user_id,
+                locale,
+                user.preferences.marketing,
+                &ctx,
+            )
+            .await?;
+        }
+    }
+    let user = users::current_user(&*state.store, caller.user_id).await?;
+    Ok(axum::Json(Me::of(&user)))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    /// 10 to 256 characters.
+    pub new_password: String,
+}
+
+/// Change my password. Every other session ends at once (their access tokens are refused and
+/// their refresh tokens revoked); the calling session goes on.
+#[utoipa::path(post, path = "/me/password", tag = "auth", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "Changed", body = CommandResult),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn change_my_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientAddr(client): ClientAddr,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> Result<Accepted<CommandResult>, ApiError> {
+    // Guessing the current password here is guessing it at login: the same limit.
+    let user = users::current_user(&*state.store, caller.user_id).await?;
+    state.limit_login(user.email.as_str(), client)?;
+    let ctx = tessera_commands::handler::CommandContext::new(
+        new_command_id(),
+        caller.actor(),
+        state.clock.now(),
+    );
+    let hash = users::hash_password(req.new_password).await?;
+    let executed = users::change_password(
+        &*state.store,
+        caller.user_id,
+        Some(req.current_password),
+        hash,
+        caller.session,
+        &ctx,
+    )
+    .await?;
+    auth::revoke_sessions(&state.pool, caller.user_id, caller.session).await?;
+    state.principals.forget(caller.user_id.0).await;
+    Ok(Accepted {
+        status: StatusCode::OK,
+        position: executed.position.0 as i64,
+        body: CommandResult::from(&executed),
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    pub email: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResetRequested {
+    /// Always the same words, whether or not the address has an account.
+    pub message: String,
+}
+
+/// Ask for a password-reset link by e-mail. The answer is the same whether or not the address
+/// has an account; the link works once, for an hour; at most three links per account and
+/// hour, and requests are rate-limited like logins.
+#[utoipa::path(post, path = "/auth/password-reset", tag = "auth", request_body = ResetRequest,
+    responses(
+        (status = 202, description = "If the address has an account, a link is on its way", body = ResetRequested),
+        (status = 429, description = "Too many attempts (see Retry-After)", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn request_password_reset(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<(StatusCode, axum::Json<ResetRequested>), ApiError> {
+    state.limit_login(&req.email, client)?;
+    // The work happens after the answer, so its time does not tell whether an account exists.
+    let email = req.email.clone();
+    let worker = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&worker, &email).await {
+            tracing::warn!(error = %e, "a password-reset link was not written");
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(ResetRequested {
+            message: "if the address has an account, a link to reset its password is on its way"
+                .into(),
+        }),
+    ))
+}
+
+/// Writes a reset link to the account of `email`, if there is one (not erased).
+async fn send_reset(state: &AppState, email: &str) -> Result<(), ApiError> {
+    let Some(config) = state.notify.as_deref() else {
+        tracing::warn!("a password reset was asked for, but this deployment sends no messages");
+        return Ok(());
+    };
+    let Some(user) = users::find_by_email(&*state.store, email).await? else {
+        return Ok(());
+    };
+    let now = state.clock.now();
+    let Some(token) = auth::issue_reset(&state.pool, user, now).await? else {
+        tracing::info!(user = %user.0, "password-reset links are over their hourly limit");
+        return Ok(());
+    };
+    let link = format!("{}/reset-password?token={token}", config.base_url);
+    let expires = now + chrono::TimeDelta::from_std(auth::RESET_TTL).unwrap_or_default();
+    let context = move |locale| {
+        serde_json::json!({
+            "link": link,
+            "expires": tessera_notify::format::when(expires, locale),
+        })
+    };
+    tessera_notify::direct::tell_user(
+        &*state.store,
+        &state.pool,
+        &state.vault,
+        config,
+        user,
+        tessera_notify::Template::PasswordReset,
+        &context,
+        Uuid::new_v4(),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirm {
+    /// The token of the link.
+    pub token: String,
+    /// 10 to 256 characters.
+    pub new_password: String,
+}
+
+/// Set a new password with a reset link's token. The token works once and for an hour; every
+/// session of the account ends.
+#[utoipa::path(post, path = "/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
+    responses(
+        (status = 200, description = "The password is changed", body = CommandResult),
+        (status = 400, description = "The link is unknown, used or expired", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn confirm_password_reset(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ResetConfirm>,
+) -> Result<Accepted<CommandResult>, ApiError> {
+    // A weak password is refused before the link is spent.
+    let hash = users::hash_password(req.new_password).await?;
+    let now = state.clock.now();
+    let Some(user) = auth::use_reset(&state.pool, &req.token, now).await? else {
+        return Err(ApiError::BadRequest {
+            code: &crate::http::codes::AUTH_RESET_LINK_INVALID,
+            detail: "this password-reset link is unknown, was used already or has expired".into(),
+        });
+    };
+    let ctx = tessera_commands::handler::CommandContext::new(new_command_id(), "anonymous", now)
+        .with_reason("password reset by e-mail link");
+    let executed = users::change_password(&*state.store, user, None, hash, None, &ctx).await?;
+    auth::revoke_sessions(&state.pool, user, None).await?;
+    state.principals.forget(user.0).await;
+    Ok(Accepted {
+        status: StatusCode::OK,
+        position: executed.position.0 as i64,
+        body: CommandResult::from(&executed),
+    })
 }
 
 /// My points balance and badges.

@@ -30,6 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reinstate))
         .routes(routes!(adjust_points))
         .routes(routes!(erase_user))
+        .routes(routes!(suspend_user))
+        .routes(routes!(unsuspend_user))
         .routes(routes!(grant_role))
         .routes(routes!(revoke_role))
         .routes(routes!(daily_stats))
@@ -253,6 +255,81 @@ async fn erase_user(
         },
     )
     .await
+}
+
+async fn set_suspended(
+    state: &AppState,
+    caller: &Caller,
+    key: IdempotencyKey,
+    user_id: Uuid,
+    req: &EraseRequest,
+    suspend: bool,
+) -> Result<Response, ApiError> {
+    let request = (user_id, req, suspend);
+    let why = Some(req.reason.as_str());
+    run_once(
+        state,
+        caller,
+        "admin.suspend",
+        key,
+        &request,
+        why,
+        async |ctx| {
+            let user = UserId(user_id);
+            let executed =
+                tessera_commands::users::set_suspended(&*state.store, user, suspend, &ctx).await;
+            state.principals.forget(user_id).await;
+            let executed = executed?;
+            if suspend {
+                crate::http::auth::revoke_sessions(&state.pool, user, None).await?;
+            }
+            Ok(executed)
+        },
+    )
+    .await
+}
+
+/// Suspend a user (admins, with a reason): they cannot log in, their sessions are revoked and
+/// their access tokens are refused at once. Their bookings stay as they are.
+#[utoipa::path(post, path = "/admin/users/{user_id}/suspend", tag = "admin", security(("bearer" = [])),
+    request_body = EraseRequest,
+    params(("user_id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "Suspended", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn suspend_user(
+    State(state): State<AppState>,
+    caller: Require<Admin>,
+    key: IdempotencyKey,
+    ApiPath(user_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<EraseRequest>,
+) -> Result<Response, ApiError> {
+    if user_id == caller.user_id.0 {
+        let refused = tessera_commands::error::CommandError::from(
+            tessera_domain::user::UserError::SelfRemoval,
+        );
+        return Err(refused.into());
+    }
+    set_suspended(&state, &caller, key, user_id, &req, true).await
+}
+
+/// Reinstate a suspended user (admins, with a reason); they log in again.
+#[utoipa::path(post, path = "/admin/users/{user_id}/unsuspend", tag = "admin", security(("bearer" = [])),
+    request_body = EraseRequest,
+    params(("user_id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "Reinstated", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn unsuspend_user(
+    State(state): State<AppState>,
+    caller: Require<Admin>,
+    key: IdempotencyKey,
+    ApiPath(user_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<EraseRequest>,
+) -> Result<Response, ApiError> {
+    set_suspended(&state, &caller, key, user_id, &req, false).await
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

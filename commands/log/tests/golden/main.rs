@@ -408,6 +408,21 @@ fn samples() -> Vec<AnyEvent> {
             locale: Locale::De,
             marketing: false,
         }),
+        AnyEvent::User(UserEvent::PhoneNumberSet {
+            user_id: user,
+            phone: Some("+351912345678".into()),
+        }),
+        AnyEvent::User(UserEvent::PasswordChanged {
+            user_id: user,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA".into(),
+            kept_session: Some(Uuid::from_u128(0x77)),
+            at: at(3),
+        }),
+        AnyEvent::User(UserEvent::UserSuspended {
+            user_id: user,
+            reason: "chargeback fraud".into(),
+        }),
+        AnyEvent::User(UserEvent::UserUnsuspended { user_id: user }),
         AnyEvent::Booking(BookingEvent::TicketCheckedIn {
             booking_id,
             seat: 2,

@@ -1,0 +1,431 @@
+//! Accounts over their lifetime: profile changes, password changes that end the other
+//! sessions, reset links that work once and expire, and suspensions that take effect at once.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Options, Server, assert_problem, eventually};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Registers `email`; returns its user id.
+async fn register(s: &Server, email: &str) -> String {
+    let (status, body) = s
+        .post(
+            "/auth/register",
+            None,
+            json!({ "email": email, "display_name": "Lee", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["user_id"].as_str().expect("user").to_owned()
+}
+
+async fn login(s: &Server, email: &str, password: &str) -> (StatusCode, Value) {
+    s.post(
+        "/auth/login",
+        None,
+        json!({ "email": email, "password": password }),
+    )
+    .await
+}
+
+fn access(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().expect("access token")
+}
+
+async fn refresh(s: &Server, tokens: &Value) -> (StatusCode, Value) {
+    s.post(
+        "/auth/refresh",
+        None,
+        json!({ "refresh_token": tokens["refresh_token"] }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_changes_what_is_given_and_refuses_what_is_malformed() {
+    let s = Server::start(Options::default()).await;
+    register(&s, "profile@example.org").await;
+    let (_, tokens) = login(&s, "profile@example.org", PASSWORD).await;
+    let token = access(&tokens);
+    let patch = async |body: Value| {
+        s.call(Method::PATCH, "/me", Some(token), Some(body), &[])
+            .await
+    };
+
+    let (status, _, me) = patch(json!({
+        "display_name": " Lee Chan ",
+        "phone": "+44 (20) 7946-0958",
+        "locale": "de",
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["display_name"], "Lee Chan");
+    assert_eq!(me["phone"], "+442079460958");
+    assert_eq!(me["locale"], "de");
+
+    // Absent leaves a value, null removes it; nothing changed writes nothing.
+    let head = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("count")
+    };
+    let before = head().await;
+    let (status, _, me) = patch(json!({ "display_name": "Lee Chan" })).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["phone"], "+442079460958");
+    assert_eq!(head().await, before, "an unchanged profile appends nothing");
+    let (status, _, me) = patch(json!({ "phone": null })).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["phone"], Value::Null);
+    let (_, me) = s.get("/me", Some(token)).await;
+    assert_eq!(me["display_name"], "Lee Chan");
+
+    // The phone number is personal data: the log holds it sealed, never in plain text.
+    let plain: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE data::text LIKE '%442079460958%'")
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("count");
+    assert_eq!(plain, 0, "the phone number is encrypted in the log");
+
+    for (body, code, field) in [
+        (json!({ "phone": "12345" }), "user.invalid_phone", "phone"),
+        (
+            json!({ "display_name": "" }),
+            "user.invalid_display_name",
+            "display_name",
+        ),
+        (json!({ "locale": "xx" }), "request.invalid", "locale"),
+    ] {
+        let (status, headers, problem) = patch(body.clone()).await;
+        assert_problem(
+            status,
+            &headers,
+            &problem,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+    }
+    let (status, _, problem) = patch(json!({ "email": "x@example.org" })).await;
+    assert!(status.is_client_error(), "{problem}");
+    let (status, _, _) = s
+        .call(Method::PATCH, "/me", None, Some(json!({})), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_password_ends_every_other_session_at_once() {
+    let s = Server::start(Options::default()).await;
+    let email = "sessions@example.org";
+    register(&s, email).await;
+    let (_, here) = login(&s, email, PASSWORD).await;
+    let (_, elsewhere) = login(&s, email, PASSWORD).await;
+
+    let change = async |current: &str, new: &str| {
+        s.call(
+            Method::POST,
+            "/me/password",
+            Some(access(&here)),
+            Some(json!({ "current_password": current, "new_password": new })),
+            &[],
+        )
+        .await
+    };
+    let (status, headers, problem) = change("not my password", "a brand new secret").await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "user.wrong_password",
+    );
+    let (status, headers, problem) = change(PASSWORD, "short").await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "user.weak_password",
+    );
+    let (status, _, changed) = change(PASSWORD, "a brand new secret").await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+
+    // The session that changed it goes on; the other one ended, access and refresh alike.
+    let (status, _) = s.get("/me", Some(access(&here))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, problem) = s.get("/me", Some(access(&elsewhere))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    let (status, _) = refresh(&s, &elsewhere).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, renewed) = refresh(&s, &here).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    let (status, _) = s.get("/me", Some(access(&renewed))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = login(&s, email, PASSWORD).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, fresh) = login(&s, email, "a brand new secret").await;
+    assert_eq!(status, StatusCode::OK, "{fresh}");
+    let (status, _) = s.get("/me", Some(access(&fresh))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The hash is personal data: sealed in the log like the first one.
+    let stored: String =
+        sqlx::query_scalar("SELECT data::text FROM events WHERE event_type = 'PasswordChanged'")
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("event");
+    assert!(!stored.contains("$argon2"), "{stored}");
+    s.shutdown().await;
+}
+
+/// The reset token of the newest reset message to `to`.
+async fn reset_token(s: &Server, admin: &str, to: &str, after: usize) -> String {
+    let message = eventually("the reset link is written", || async {
+        let (_, list) = s
+            .get(
+                &format!("/admin/outbox?template=password_reset&recipient={to}"),
+                Some(admin),
+            )
+            .await;
+        let list = list.as_array().cloned().unwrap_or_default();
+        (list.len() > after).then(|| list[0].clone())
+    })
+    .await;
+    let id = message["id"].as_str().expect("id").to_owned();
+    let path = s.mail_dir().join(format!("{id}.eml"));
+    let eml = eventually("the reset link is delivered", || async {
+        std::fs::read_to_string(&path).ok()
+    })
+    .await
+    .replace("=\r\n", "");
+    let start = eml.find("token=pr_").expect("a token in the message") + "token=".len();
+    eml[start..start + 3 + 64].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_link_works_once_expires_and_tells_nobody_which_accounts_exist() {
+    let s = Server::start(Options::default()).await;
+    let admin = s.token("admin@tessera.test").await;
+    let email = "forgetful@example.org";
+    let user = register(&s, email).await;
+    let (_, before) = login(&s, email, PASSWORD).await;
+
+    // The same answer for an account and for no account; a message only for the account.
+    let (status, known) = s
+        .post("/auth/password-reset", None, json!({ "email": email }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{known}");
+    let (status, unknown) = s
+        .post(
+            "/auth/password-reset",
+            None,
+            json!({ "email": "nobody@example.org" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(known, unknown);
+    let token = reset_token(&s, &admin, &user, 0).await;
+    // Only hashes are kept.
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM password_resets")
+        .fetch_one(&s.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(kept, 1, "one link, for the one account");
+
+    let confirm = async |token: &str, password: &str| {
+        s.call(
+            Method::POST,
+            "/auth/password-reset/confirm",
+            None,
+            Some(json!({ "token": token, "new_password": password })),
+            &[],
+        )
+        .await
+    };
+    // A weak password does not spend the link.
+    let (status, headers, problem) = confirm(&token, "short").await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "user.weak_password",
+    );
+    let (status, _, done) = confirm(&token, "reset and remembered").await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    // Used once: never again. Every earlier session ended.
+    let (status, headers, problem) = confirm(&token, "another new password").await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::BAD_REQUEST,
+        "auth.reset_link_invalid",
+    );
+    let (status, _) = s.get("/me", Some(access(&before))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = refresh(&s, &before).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = login(&s, email, PASSWORD).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, after) = login(&s, email, "reset and remembered").await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    let (status, _) = s.get("/me", Some(access(&after))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A link an hour old no longer works (aged in storage: the clock is the database's).
+    let (status, _) = s
+        .post("/auth/password-reset", None, json!({ "email": email }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let late = reset_token(&s, &admin, &user, 1).await;
+    sqlx::query(
+        "UPDATE password_resets SET expires_at = now() - interval '1 second' WHERE used_at IS NULL",
+    )
+    .execute(&s.db.pool)
+    .await
+    .expect("age the link");
+    let (status, headers, problem) = confirm(&late, "too late for this").await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::BAD_REQUEST,
+        "auth.reset_link_invalid",
+    );
+    let (status, headers, problem) = confirm("pr_forged", "whatever it takes").await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::BAD_REQUEST,
+        "auth.reset_link_invalid",
+    );
+
+    // At most three links an hour per account, however often it is asked.
+    for _ in 0..3 {
+        let (status, _) = s
+            .post("/auth/password-reset", None, json!({ "email": email }))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let links = eventually("the requests are handled", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM password_resets WHERE created_at > now() - interval '1 hour'",
+        )
+        .fetch_one(&s.db.pool)
+        .await
+        .expect("count");
+        (n >= 3).then_some(n)
+    })
+    .await;
+    assert_eq!(links, 3, "the hourly limit holds");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_user_is_refused_at_once_until_reinstated() {
+    let s = Server::start(Options::default()).await;
+    let admin = s.login("admin@tessera.test").await;
+    let admin_token = access(&admin).to_owned();
+    let customer = s.login("customer@tessera.test").await;
+    let (_, me) = s.get("/me", Some(access(&customer))).await;
+    let user = me["user_id"].as_str().expect("user").to_owned();
+
+    let act = async |what: &str, user: &str, body: Value| {
+        s.call(
+            Method::POST,
+            &format!("/admin/users/{user}/{what}"),
+            Some(&admin_token),
+            Some(body),
+            &[],
+        )
+        .await
+    };
+    let (status, headers, problem) = act("suspend", &user, json!({ "reason": " " })).await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "request.invalid",
+    );
+    let admin_id = admin["user_id"].as_str().expect("admin").to_owned();
+    let (status, headers, problem) = act("suspend", &admin_id, json!({ "reason": "oops" })).await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::CONFLICT,
+        "user.self_removal",
+    );
+    let (status, _, done) = act("suspend", &user, json!({ "reason": "chargeback fraud" })).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+
+    // At once: the token in hand, the refresh token, a new login.
+    let (status, problem) = s.get("/me", Some(access(&customer))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    let (status, _) = refresh(&s, &customer).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, headers, problem) = s
+        .call(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({ "email": "customer@tessera.test", "password": tessera_fixtures::DEMO_PASSWORD })),
+            &[],
+        )
+        .await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::FORBIDDEN,
+        "user.suspended",
+    );
+    // A wrong password does not learn of the suspension.
+    let (status, _) = login(&s, "customer@tessera.test", "a wrong password").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, headers, problem) = act("suspend", &user, json!({ "reason": "again" })).await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::CONFLICT,
+        "user.already_suspended",
+    );
+    // The log records who and why.
+    let (actor, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT actor, reason FROM events WHERE event_type = 'UserSuspended'")
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("event");
+    assert_eq!(actor, format!("user:{admin_id}"));
+    assert_eq!(reason.as_deref(), Some("chargeback fraud"));
+
+    let (status, _, done) = act("unsuspend", &user, json!({ "reason": "cleared" })).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let (status, headers, problem) = act("unsuspend", &user, json!({ "reason": "twice" })).await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::CONFLICT,
+        "user.not_suspended",
+    );
+    // Reinstated: a new login works; the sessions revoked at the suspension stay revoked.
+    let again = s.login("customer@tessera.test").await;
+    let (status, _) = s.get("/me", Some(access(&again))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = refresh(&s, &customer).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    s.shutdown().await;
+}
