@@ -204,7 +204,9 @@ async fn reset_token(s: &Server, admin: &str, to: &str, after: usize) -> String 
         std::fs::read_to_string(&path).ok()
     })
     .await
-    .replace("=\r\n", "");
+    // Quoted-printable: soft line breaks undone, `=` decoded.
+    .replace("=\r\n", "")
+    .replace("=3D", "=");
     let start = eml.find("token=pr_").expect("a token in the message") + "token=".len();
     eml[start..start + 3 + 64].to_owned()
 }
