@@ -431,3 +431,97 @@ async fn a_suspended_user_is_refused_at_once_until_reinstated() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_finds_a_customers_bookings_by_e_mail_address() {
+    let s = Server::start(Options::default()).await;
+    let admin = s.token("admin@tessera.test").await;
+    let customer = s.login("customer@tessera.test").await;
+    let id = customer["user_id"].as_str().expect("user").to_owned();
+    let (_, slot) = s.free_slot(1, 3).await;
+    let (status, _, placed) = s
+        .call(
+            Method::POST,
+            "/bookings",
+            Some(access(&customer)),
+            Some(json!({ "slot_id": slot["slot_id"], "seats": 1 })),
+            &[("idempotency-key", "found-by-address".into())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    s.caught_up().await;
+
+    // Any spelling of the address finds the same customer, and only them.
+    let (status, page) = s
+        .get(
+            "/admin/bookings?email=%20Customer@Tessera.TEST&limit=200",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let total = page["total"].as_i64().expect("total");
+    assert!(total > 0, "the demo customer has bookings: {page}");
+    let bookings = page["bookings"].as_array().expect("bookings");
+    assert!(
+        bookings.iter().all(|b| b["customer_id"] == id.as_str()),
+        "{page}"
+    );
+    let (_, by_id) = s
+        .get(
+            &format!("/admin/bookings?customer_id={id}&limit=200"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(by_id["total"], total);
+
+    // Filters narrow; an address without an account matches nothing.
+    let (_, confirmed) = s
+        .get(
+            "/admin/bookings?email=customer@tessera.test&status=confirmed",
+            Some(&admin),
+        )
+        .await;
+    let confirmed = confirmed["bookings"].as_array().expect("bookings");
+    assert!(confirmed.iter().all(|b| b["status"] == "confirmed"));
+    let (status, none) = s
+        .get("/admin/bookings?email=nobody@example.org", Some(&admin))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(none["total"], 0, "{none}");
+
+    for (query, field) in [
+        ("email=not-an-address", "email"),
+        (
+            &*format!("email=customer@tessera.test&customer_id={id}"),
+            "customer_id",
+        ),
+        ("status=lost", "status"),
+        ("limit=0", "limit"),
+    ] {
+        let (status, headers, problem) = s
+            .call(
+                Method::GET,
+                &format!("/admin/bookings?{query}"),
+                Some(&admin),
+                None,
+                &[],
+            )
+            .await;
+        assert_problem(
+            status,
+            &headers,
+            &problem,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.invalid",
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
+    let (status, _) = s
+        .get(
+            "/admin/bookings?email=customer@tessera.test",
+            Some(access(&customer)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    s.shutdown().await;
+}

@@ -669,6 +669,12 @@ async fn every_route_times_every_role() {
             Rule::Roles(ADMIN),
         ),
         (
+            Method::GET,
+            "/admin/bookings?status=confirmed".into(),
+            None,
+            Rule::Roles(ADMIN),
+        ),
+        (
             Method::POST,
             format!("/admin/users/{}/suspend", uuid::Uuid::new_v4()),
             Some(json!({ "reason": "fraud" })),

@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reinstate))
         .routes(routes!(adjust_points))
         .routes(routes!(erase_user))
+        .routes(routes!(search_bookings))
         .routes(routes!(suspend_user))
         .routes(routes!(unsuspend_user))
         .routes(routes!(grant_role))
@@ -255,6 +256,78 @@ async fn erase_user(
         },
     )
     .await
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AdminBookingsQuery {
+    /// The customer's e-mail address: resolved through the address's reservation in the log
+    /// (a hash of the address), so no read model holds addresses in plain text.
+    pub email: Option<String>,
+    pub customer_id: Option<Uuid>,
+    pub provider_id: Option<Uuid>,
+    pub listing_id: Option<Uuid>,
+    pub slot_id: Option<Uuid>,
+    /// held | payment_pending | confirmed | completed | no_show | expired | cancelled | refunded
+    pub status: Option<String>,
+    /// Slots starting at or after this time.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Slots starting before this time.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// 0 to 1,000,000 (default 0).
+    pub offset: Option<i64>,
+}
+
+/// Every booking, filtered by customer (id or e-mail address), provider, listing, slot, status
+/// and period, a page at a time (admins). An address without an account matches nothing.
+#[utoipa::path(get, path = "/admin/bookings", tag = "admin", security(("bearer" = [])),
+    params(MinPositionHeader, AdminBookingsQuery),
+    responses(
+        (status = 200, description = "Bookings", body = super::provider::BookingPage),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn search_bookings(
+    State(state): State<AppState>,
+    _caller: Require<Admin>,
+    min: MinPosition,
+    ApiQuery(q): ApiQuery<AdminBookingsQuery>,
+) -> Result<axum::Json<super::provider::BookingPage>, ApiError> {
+    state.read_after(&["bookings", "catalog"], min).await?;
+    if q.email.is_some() && q.customer_id.is_some() {
+        return Err(invalid(
+            "customer_id",
+            "give email or customer_id, not both",
+        ));
+    }
+    let by_email = match q.email.as_deref() {
+        Some(email) => {
+            tessera_domain::user::Email::parse(email)
+                .map_err(|_| invalid("email", "not an e-mail address"))?;
+            // An address without an account matches nobody (the nil id).
+            Some(
+                tessera_commands::users::find_by_email(&*state.store, email)
+                    .await?
+                    .map_or(Uuid::nil(), |u| u.0),
+            )
+        }
+        None => None,
+    };
+    let filter = tessera_projections::models::bookings::BookingFilter {
+        provider: q.provider_id,
+        customer: by_email.or(q.customer_id),
+        listing: q.listing_id,
+        slot: q.slot_id,
+        from: q.from,
+        to: q.to,
+        ..Default::default()
+    };
+    Ok(axum::Json(
+        super::provider::booking_page(&state, filter, q.status.as_deref(), q.limit, q.offset)
+            .await?,
+    ))
 }
 
 async fn set_suspended(
