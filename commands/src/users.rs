@@ -377,3 +377,35 @@ pub async fn set_suspended(
     };
     execute::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), &command, ctx).await
 }
+
+/// Saves a published listing on `user_id`'s wishlist (or, with `save == false`, takes it off;
+/// a listing no longer published can always be taken off). Saving twice writes nothing.
+pub async fn wish(
+    store: &dyn EventStore,
+    user_id: UserId,
+    listing_id: tessera_domain::values::ListingId,
+    save: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    use tessera_domain::listing::{ListingAggregate, ListingState};
+    if save {
+        let listing = load::<ListingAggregate>(
+            store,
+            stream_of::<ListingAggregate>(listing_id),
+            Uuid::nil(),
+        )
+        .await?;
+        if !matches!(listing.state, ListingState::Published(l) if !l.retired) {
+            return Err(CommandError::NotFound {
+                what: "listing",
+                id: listing_id.to_string(),
+            });
+        }
+    }
+    let command = if save {
+        UserCommand::SaveListing { listing_id }
+    } else {
+        UserCommand::UnsaveListing { listing_id }
+    };
+    execute::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), &command, ctx).await
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
-use crate::values::UserId;
+use crate::values::{ListingId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,7 +77,13 @@ pub struct User {
     /// The last password change: sessions started before it have ended, except the one that
     /// changed it.
     pub sessions_ended: Option<SessionsEnded>,
+    /// Listings the user saved, in the order saved.
+    #[serde(default)]
+    pub wishlist: Vec<ListingId>,
 }
+
+/// At most this many listings on a wishlist.
+pub const WISHLIST_MAX: usize = 500;
 
 /// Sessions started before `at` have ended, except `kept` (the session that changed the
 /// password; none after a reset).
@@ -134,6 +140,14 @@ pub enum UserCommand {
         reason: String,
     },
     Unsuspend,
+    /// Saves a listing on the wishlist (saving it again changes nothing).
+    SaveListing {
+        listing_id: ListingId,
+    },
+    /// Takes a listing off the wishlist (if it is there).
+    UnsaveListing {
+        listing_id: ListingId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +204,14 @@ pub enum UserEvent {
     },
     UserUnsuspended {
         user_id: UserId,
+    },
+    ListingSaved {
+        user_id: UserId,
+        listing_id: ListingId,
+    },
+    ListingUnsaved {
+        user_id: UserId,
+        listing_id: ListingId,
     },
 }
 
@@ -275,6 +297,8 @@ pub enum UserError {
     ReasonRequired,
     #[error("the current password is wrong")]
     WrongPassword,
+    #[error("a wishlist holds at most {WISHLIST_MAX} listings")]
+    WishlistFull,
 }
 
 fn valid_phone(phone: &str) -> Result<String, UserError> {
@@ -430,6 +454,27 @@ impl Aggregate for UserAggregate {
                     reason: reason.trim().to_owned(),
                 }
             }
+            UserCommand::SaveListing { listing_id } => {
+                if u.wishlist.contains(listing_id) {
+                    return Ok(Vec::new());
+                }
+                if u.wishlist.len() >= WISHLIST_MAX {
+                    return Err(UserError::WishlistFull);
+                }
+                UserEvent::ListingSaved {
+                    user_id,
+                    listing_id: *listing_id,
+                }
+            }
+            UserCommand::UnsaveListing { listing_id } => {
+                if !u.wishlist.contains(listing_id) {
+                    return Ok(Vec::new());
+                }
+                UserEvent::ListingUnsaved {
+                    user_id,
+                    listing_id: *listing_id,
+                }
+            }
             UserCommand::Unsuspend => {
                 if !u.suspended {
                     return Err(UserError::NotSuspended);
@@ -461,6 +506,7 @@ impl Aggregate for UserAggregate {
                 suspended: false,
                 phone: None,
                 sessions_ended: None,
+                wishlist: Vec::new(),
             }),
             (UserState::Registered(mut u), e) => {
                 match e {
@@ -479,6 +525,7 @@ impl Aggregate for UserAggregate {
                         u.roles.clear();
                         u.password_hash.clear();
                         u.phone = None;
+                        u.wishlist.clear();
                     }
                     UserEvent::PhoneNumberSet { phone, .. } => u.phone.clone_from(phone),
                     UserEvent::PasswordChanged {
@@ -494,6 +541,10 @@ impl Aggregate for UserAggregate {
                         });
                     }
                     UserEvent::UserSuspended { .. } => u.suspended = true,
+                    UserEvent::ListingSaved { listing_id, .. } => u.wishlist.push(*listing_id),
+                    UserEvent::ListingUnsaved { listing_id, .. } => {
+                        u.wishlist.retain(|l| l != listing_id);
+                    }
                     UserEvent::UserUnsuspended { .. } => u.suspended = false,
                     UserEvent::NotificationPreferencesSet {
                         locale, marketing, ..

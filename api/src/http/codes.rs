@@ -200,6 +200,7 @@ codes! {
     USER_ALREADY_SUSPENDED = "user.already_suspended", CONFLICT, "The user is already suspended.";
     USER_NOT_SUSPENDED = "user.not_suspended", CONFLICT, "The user is not suspended.";
     USER_WRONG_PASSWORD = "user.wrong_password", UNPROCESSABLE_ENTITY, "The current password is wrong.";
+    USER_WISHLIST_FULL = "user.wishlist_full", CONFLICT, "A wishlist holds at most 500 listings.";
     USER_REASON_REQUIRED = "user.reason_required", UNPROCESSABLE_ENTITY, "A suspension needs a reason.";
 
     // Messages.

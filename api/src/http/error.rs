@@ -387,6 +387,7 @@ fn user(e: &UserError) -> Mapped {
         E::NotSuspended => mapped(&codes::USER_NOT_SUSPENDED),
         E::ReasonRequired => field(&codes::USER_REASON_REQUIRED, "reason"),
         E::WrongPassword => field(&codes::USER_WRONG_PASSWORD, "current_password"),
+        E::WishlistFull => mapped(&codes::USER_WISHLIST_FULL),
     }
 }
 

@@ -525,3 +525,82 @@ async fn an_admin_finds_a_customers_bookings_by_e_mail_address() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wishlist_saves_listings_once_in_order() {
+    let s = Server::start(Options::default()).await;
+    let token = s.token("customer@tessera.test").await;
+    let (_, page) = s.get("/listings?limit=3", None).await;
+    let ids: Vec<String> = page["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|l| l["listing_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(ids.len() >= 2, "{page}");
+    let put = async |id: &str| {
+        s.call(
+            Method::PUT,
+            &format!("/me/wishlist/{id}"),
+            Some(&token),
+            None,
+            &[],
+        )
+        .await
+    };
+    for id in [&ids[1], &ids[0], &ids[1]] {
+        let (status, _, body) = put(id).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, list) = s.get("/me/wishlist", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let saved: Vec<&str> = list
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["listing_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        saved,
+        [ids[1].as_str(), ids[0].as_str()],
+        "saved once, in order"
+    );
+    assert_eq!(list[0]["listing"]["listing_id"], ids[1].as_str(), "{list}");
+    let saves: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ListingSaved'")
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("count");
+    assert_eq!(saves, 2, "saving again writes nothing");
+
+    let (status, _, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/me/wishlist/{}", ids[1]),
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = s.get("/me/wishlist", Some(&token)).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    let (status, headers, problem) = put(&uuid::Uuid::new_v4().to_string()).await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::NOT_FOUND,
+        "listing.not_found",
+    );
+    let (status, headers, problem) = put("not-a-uuid").await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::BAD_REQUEST,
+        "request.invalid_path",
+    );
+    s.shutdown().await;
+}

@@ -242,6 +242,19 @@ async fn every_route_times_every_role() {
         ),
         (Method::GET, "/me".into(), None, Rule::SignedIn),
         (Method::PATCH, "/me".into(), Some(json!({})), Rule::SignedIn),
+        (Method::GET, "/me/wishlist".into(), None, Rule::SignedIn),
+        (
+            Method::PUT,
+            format!("/me/wishlist/{listing}"),
+            None,
+            Rule::SignedIn,
+        ),
+        (
+            Method::DELETE,
+            format!("/me/wishlist/{listing}"),
+            None,
+            Rule::SignedIn,
+        ),
         (
             Method::POST,
             "/me/password".into(),

@@ -23,7 +23,7 @@ use crate::http::auth::roles::Customer;
 use crate::http::auth::{self, Caller};
 use crate::http::error::ApiError;
 use crate::http::positions::{MinPosition, MinPositionHeader, reads};
-use crate::http::{Accepted, ApiJson, ApiQuery, AppState, ClientAddr};
+use crate::http::{Accepted, ApiJson, ApiPath, ApiQuery, AppState, ClientAddr};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,6 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(me, edit_me))
         .routes(routes!(change_my_password))
+        .routes(routes!(my_wishlist))
+        .routes(routes!(save_listing, unsave_listing))
         .routes(routes!(request_password_reset))
         .routes(routes!(confirm_password_reset))
         .routes(routes!(my_loyalty))
@@ -582,4 +584,93 @@ async fn leaderboard(
     state.read_after(reads::LOYALTY, min).await?;
     let rows = loyalty::leaderboard(&state.pool).await?;
     Ok(axum::Json(rows))
+}
+
+/// A saved listing: the catalog's view of it, or `null` while the catalog has not caught up with
+/// it (or no longer shows it).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WishlistEntry {
+    pub listing_id: Uuid,
+    pub listing: Option<super::catalog::ListingView>,
+}
+
+/// My wishlist, in the order saved (from my stream: a listing saved a moment ago is on it).
+#[utoipa::path(get, path = "/me/wishlist", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Saved listings", body = Vec<WishlistEntry>),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_wishlist(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Vec<WishlistEntry>>, ApiError> {
+    let user = users::current_user(&*state.store, caller.user_id).await?;
+    let mut entries = Vec::with_capacity(user.wishlist.len());
+    for id in &user.wishlist {
+        let listing = super::catalog::catalog::listing(&state.pool, id.0)
+            .await
+            .map_err(tessera_projections::ProjectionError::from)?;
+        entries.push(WishlistEntry {
+            listing_id: id.0,
+            listing,
+        });
+    }
+    Ok(axum::Json(entries))
+}
+
+async fn wish(
+    state: &AppState,
+    caller: &Caller,
+    listing_id: Uuid,
+    save: bool,
+) -> Result<Accepted<CommandResult>, ApiError> {
+    state.limit_commands(caller.user_id.0)?;
+    let ctx = tessera_commands::handler::CommandContext::new(
+        new_command_id(),
+        caller.actor(),
+        state.clock.now(),
+    );
+    let executed = users::wish(
+        &*state.store,
+        caller.user_id,
+        tessera_domain::values::ListingId(listing_id),
+        save,
+        &ctx,
+    )
+    .await?;
+    Ok(Accepted {
+        status: StatusCode::OK,
+        position: executed.position.0 as i64,
+        body: CommandResult::from(&executed),
+    })
+}
+
+/// Save a published listing on my wishlist (saving it again changes nothing; at most 500).
+#[utoipa::path(put, path = "/me/wishlist/{listing_id}", tag = "auth", security(("bearer" = [])),
+    params(("listing_id" = Uuid, Path, description = "The listing")),
+    responses(
+        (status = 200, description = "Saved", body = CommandResult),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn save_listing(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(listing_id): ApiPath<Uuid>,
+) -> Result<Accepted<CommandResult>, ApiError> {
+    wish(&state, &caller, listing_id, true).await
+}
+
+/// Take a listing off my wishlist (if it is there).
+#[utoipa::path(delete, path = "/me/wishlist/{listing_id}", tag = "auth", security(("bearer" = [])),
+    params(("listing_id" = Uuid, Path, description = "The listing")),
+    responses(
+        (status = 200, description = "Taken off", body = CommandResult),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn unsave_listing(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(listing_id): ApiPath<Uuid>,
+) -> Result<Accepted<CommandResult>, ApiError> {
+    wish(&state, &caller, listing_id, false).await
 }

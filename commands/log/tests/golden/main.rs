@@ -423,6 +423,14 @@ fn samples() -> Vec<AnyEvent> {
             reason: "chargeback fraud".into(),
         }),
         AnyEvent::User(UserEvent::UserUnsuspended { user_id: user }),
+        AnyEvent::User(UserEvent::ListingSaved {
+            user_id: user,
+            listing_id,
+        }),
+        AnyEvent::User(UserEvent::ListingUnsaved {
+            user_id: user,
+            listing_id,
+        }),
         AnyEvent::Booking(BookingEvent::TicketCheckedIn {
             booking_id,
             seat: 2,
