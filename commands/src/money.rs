@@ -184,7 +184,8 @@ pub async fn set_commission(
 }
 
 /// Releases the provider's share of a delivered booking's payment (the slot ended and the
-/// dispute window passed): completed bookings, and cancelled ones that kept a fee.
+/// dispute window passed): completed bookings (no-shows included: the seats were kept for
+/// them), and cancelled ones that kept a fee.
 pub async fn release_funds(
     store: &dyn EventStore,
     booking_id: BookingId,
@@ -193,7 +194,10 @@ pub async fn release_funds(
     let (_, b) = crate::booking::load_booking(store, booking_id, ctx.command_id).await?;
     if !matches!(
         b.status,
-        BookingStatus::Completed | BookingStatus::Cancelled | BookingStatus::Refunded
+        BookingStatus::Completed
+            | BookingStatus::NoShow
+            | BookingStatus::Cancelled
+            | BookingStatus::Refunded
     ) {
         return Err(tessera_domain::booking::BookingError::InvalidTransition {
             from: b.status,

@@ -524,7 +524,8 @@ impl Reactor for DeadlineReactor {
                 self.pending().clear(None, *booking_id);
                 Ok(())
             }
-            BookingEvent::BookingCompleted { booking_id } => {
+            BookingEvent::BookingCompleted { booking_id }
+            | BookingEvent::BookingNoShow { booking_id } => {
                 let mut pending = self.pending();
                 pending.clear(Some("expire-hold"), *booking_id);
                 pending.clear(Some("complete"), *booking_id);

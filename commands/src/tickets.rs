@@ -245,3 +245,81 @@ pub enum CheckInError {
     #[error(transparent)]
     Command(#[from] CommandError),
 }
+
+/// The people `provider` lets check tickets in at their doors.
+pub async fn door_staff(
+    store: &dyn EventStore,
+    provider: UserId,
+) -> Result<std::collections::BTreeSet<UserId>, CommandError> {
+    use tessera_domain::provider::ProviderAggregate;
+    let p = load::<ProviderAggregate>(store, stream_of::<ProviderAggregate>(provider), Uuid::nil())
+        .await?;
+    Ok(p.state
+        .provider()
+        .map(|p| p.door_staff.clone())
+        .unwrap_or_default())
+}
+
+/// Lets `user` check tickets in at `provider`'s doors (or, with `add == false`, no longer).
+/// Adding someone twice, or removing someone who is not staff, writes nothing.
+pub async fn set_door_staff(
+    store: &dyn EventStore,
+    provider: UserId,
+    user: UserId,
+    add: bool,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    use tessera_domain::provider::{ProviderAggregate, ProviderCommand};
+    if add {
+        // Only someone with an account can be let in.
+        crate::users::current_user(store, user).await?;
+    }
+    let command = if add {
+        ProviderCommand::AddDoorStaff {
+            provider_id: provider,
+            user_id: user,
+        }
+    } else {
+        ProviderCommand::RemoveDoorStaff {
+            provider_id: provider,
+            user_id: user,
+        }
+    };
+    execute::<ProviderAggregate>(
+        store,
+        stream_of::<ProviderAggregate>(provider),
+        &command,
+        ctx,
+    )
+    .await
+}
+
+/// On whose behalf `caller` may check tickets in at `slot`'s door: admins on anyone's, the
+/// slot's provider on their own, and the provider's door staff on the provider's. `None` when
+/// the caller is none of these (a provider at another's door is told the slot is not found,
+/// by [`check_in`]).
+pub async fn door_keeper(
+    store: &dyn EventStore,
+    slot: SlotId,
+    caller: UserId,
+    admin: bool,
+    provider: bool,
+) -> Result<Option<Acting>, CommandError> {
+    if admin {
+        return Ok(Some(Acting::Admin));
+    }
+    let owner = match current_slot(store, slot).await {
+        Ok(s) => s.provider_id,
+        Err(CommandError::NotFound { .. }) => {
+            return Ok(provider.then_some(Acting::Provider(caller)));
+        }
+        Err(e) => return Err(e),
+    };
+    if provider && owner == caller {
+        return Ok(Some(Acting::Provider(caller)));
+    }
+    if door_staff(store, owner).await?.contains(&caller) {
+        return Ok(Some(Acting::Provider(owner)));
+    }
+    Ok(provider.then_some(Acting::Provider(caller)))
+}

@@ -58,7 +58,13 @@ pub struct Provider {
     pub accrued: BTreeMap<String, BTreeMap<Currency, Accrual>>,
     /// The months invoiced, with their invoice's number.
     pub invoiced: BTreeMap<String, DocumentNumber>,
+    /// People the provider lets check tickets in at the doors of their slots.
+    #[serde(default)]
+    pub door_staff: BTreeSet<UserId>,
 }
+
+/// At most this many door staff per provider.
+pub const DOOR_STAFF_MAX: usize = 200;
 
 /// The commission of one month in one currency: kept at releases, less what refunds after the
 /// release gave back.
@@ -188,6 +194,16 @@ pub enum ProviderCommand {
         currency: Currency,
         commission_minor: i64,
     },
+    /// Lets `user_id` check tickets in at the provider's doors (adding twice changes nothing).
+    AddDoorStaff {
+        provider_id: UserId,
+        user_id: UserId,
+    },
+    /// No longer (removing someone who is not staff changes nothing).
+    RemoveDoorStaff {
+        provider_id: UserId,
+        user_id: UserId,
+    },
     /// Invoices a past month's commission under `number`.
     Invoice {
         month: String,
@@ -198,6 +214,14 @@ pub enum ProviderCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum ProviderEvent {
+    DoorStaffAdded {
+        provider_id: UserId,
+        user_id: UserId,
+    },
+    DoorStaffRemoved {
+        provider_id: UserId,
+        user_id: UserId,
+    },
     PayoutAccountOpened {
         provider_id: UserId,
         gateway: String,
@@ -270,6 +294,10 @@ pub enum ProviderError {
     AlreadyInvoiced(DocumentNumber),
     #[error("{0:?} is not a month (YYYY-MM)")]
     NotAMonth(String),
+    #[error("a provider has at most {DOOR_STAFF_MAX} door staff")]
+    TooManyStaff,
+    #[error("a provider is their own door staff already")]
+    StaffIsProvider,
 }
 
 /// The provider aggregate (stream `provider-<user id>`).
@@ -427,6 +455,37 @@ impl Aggregate for ProviderAggregate {
                     lines,
                 }
             }
+            ProviderCommand::AddDoorStaff {
+                provider_id,
+                user_id,
+            } => {
+                if provider_id == user_id {
+                    return Err(ProviderError::StaffIsProvider);
+                }
+                let staff = known.map(|p| &p.door_staff);
+                if staff.is_some_and(|s| s.contains(user_id)) {
+                    return Ok(Vec::new());
+                }
+                if staff.is_some_and(|s| s.len() >= DOOR_STAFF_MAX) {
+                    return Err(ProviderError::TooManyStaff);
+                }
+                ProviderEvent::DoorStaffAdded {
+                    provider_id: *provider_id,
+                    user_id: *user_id,
+                }
+            }
+            ProviderCommand::RemoveDoorStaff {
+                provider_id,
+                user_id,
+            } => {
+                if !known.is_some_and(|p| p.door_staff.contains(user_id)) {
+                    return Ok(Vec::new());
+                }
+                ProviderEvent::DoorStaffRemoved {
+                    provider_id: *provider_id,
+                    user_id: *user_id,
+                }
+            }
             ProviderCommand::AwaitAccount {
                 provider_id,
                 payment_id,
@@ -444,7 +503,9 @@ impl Aggregate for ProviderAggregate {
 
     fn evolve(state: ProviderState, event: &ProviderEvent) -> ProviderState {
         let id = match event {
-            ProviderEvent::PayoutAccountOpened { provider_id, .. }
+            ProviderEvent::DoorStaffAdded { provider_id, .. }
+            | ProviderEvent::DoorStaffRemoved { provider_id, .. }
+            | ProviderEvent::PayoutAccountOpened { provider_id, .. }
             | ProviderEvent::PayoutAccountActivated { provider_id, .. }
             | ProviderEvent::PayoutAccountRestricted { provider_id, .. }
             | ProviderEvent::CommissionRateSet { provider_id, .. }
@@ -463,6 +524,7 @@ impl Aggregate for ProviderAggregate {
                 payouts: BTreeMap::new(),
                 accrued: BTreeMap::new(),
                 invoiced: BTreeMap::new(),
+                door_staff: BTreeSet::new(),
             },
             ProviderState::Known(p) => p,
         };
@@ -521,6 +583,12 @@ impl Aggregate for ProviderAggregate {
             ProviderEvent::CommissionInvoiced { number, month, .. } => {
                 p.accrued.remove(month);
                 p.invoiced.insert(month.clone(), *number);
+            }
+            ProviderEvent::DoorStaffAdded { user_id, .. } => {
+                p.door_staff.insert(*user_id);
+            }
+            ProviderEvent::DoorStaffRemoved { user_id, .. } => {
+                p.door_staff.remove(user_id);
             }
         }
         ProviderState::Known(p)

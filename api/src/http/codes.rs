@@ -163,6 +163,8 @@ codes! {
     PROVIDER_NOTHING_TO_INVOICE = "provider.nothing_to_invoice", CONFLICT, "No commission accrued in that month.";
     PROVIDER_ALREADY_INVOICED = "provider.already_invoiced", CONFLICT, "That month is already invoiced.";
     PROVIDER_NOT_A_MONTH = "provider.not_a_month", UNPROCESSABLE_ENTITY, "A month is written YYYY-MM.";
+    PROVIDER_TOO_MANY_STAFF = "provider.too_many_staff", CONFLICT, "A provider has at most 200 door staff.";
+    PROVIDER_STAFF_IS_PROVIDER = "provider.staff_is_provider", CONFLICT, "A provider checks tickets in at their own doors without being their own staff.";
     PAYMENT_REFUSED = "payment.refused", PAYMENT_REQUIRED, "The payment provider refused the payment (for example, the card was declined).";
     PAYMENT_GATEWAY_UNAVAILABLE = "payment.gateway_unavailable", SERVICE_UNAVAILABLE, "The payment provider could not be reached; retrying is safe.";
     PAYMENT_SIGNATURE_MISSING = "payment.signature_missing", BAD_REQUEST, "A webhook without its Stripe-Signature header.";

@@ -336,6 +336,8 @@ fn provider(e: &ProviderError) -> Mapped {
         E::NothingToInvoice(_) => mapped(&codes::PROVIDER_NOTHING_TO_INVOICE),
         E::AlreadyInvoiced(_) => mapped(&codes::PROVIDER_ALREADY_INVOICED),
         E::NotAMonth(_) => mapped(&codes::PROVIDER_NOT_A_MONTH),
+        E::TooManyStaff => mapped(&codes::PROVIDER_TOO_MANY_STAFF),
+        E::StaffIsProvider => mapped(&codes::PROVIDER_STAFF_IS_PROVIDER),
     }
 }
 

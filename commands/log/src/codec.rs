@@ -62,6 +62,8 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("CreditNoteIssued", "payment", 1),
     // provider
     ("PayoutAccountOpened", "provider", 1),
+    ("DoorStaffAdded", "provider", 1),
+    ("DoorStaffRemoved", "provider", 1),
     ("PayoutAccountActivated", "provider", 1),
     ("PayoutAccountRestricted", "provider", 1),
     ("CommissionRateSet", "provider", 1),

@@ -495,6 +495,24 @@ async fn every_route_times_every_role() {
         ),
         (
             Method::GET,
+            "/provider/staff".into(),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::PUT,
+            format!("/provider/staff/{user}"),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::DELETE,
+            format!("/provider/staff/{user}"),
+            None,
+            Rule::Roles(&["provider"]),
+        ),
+        (
+            Method::GET,
             "/provider/schedules".into(),
             None,
             Rule::Roles(&["provider", "admin"]),

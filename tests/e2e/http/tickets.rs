@@ -321,3 +321,89 @@ async fn tickets_admit_once_at_the_right_door_and_no_shows_follow_the_slot() {
         .await;
     assert_eq!(page["total"], 1, "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn door_staff_check_in_for_their_provider_only_while_they_are_staff() {
+    let s = Server::start(Options::default()).await;
+    let provider = s.token("provider@tessera.test").await;
+    let other_provider = s.token("provider1@tessera.test").await;
+    let customer = s.token("customer@tessera.test").await;
+    let helper = s.login("customer1@tessera.test").await;
+    let helper_id = helper["user_id"].as_str().expect("user").to_owned();
+    let helper = helper["access_token"].as_str().expect("token").to_owned();
+    let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
+    let listing = mine[0]["listing_id"].as_str().expect("listing").to_owned();
+    let slot = slot_in(&s, &provider, &listing, 10, 6).await;
+    let booking = paid(&s, &customer, &slot, 2, "staff-1").await;
+    let issued = tickets(&s, &customer, &booking).await;
+    let first = issued[0]["token"].as_str().expect("token").to_owned();
+    let second = issued[1]["token"].as_str().expect("token").to_owned();
+
+    // Not staff yet: refused before the body is looked at.
+    let (status, headers, problem) = scan(&s, &helper, &slot, &first).await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::FORBIDDEN,
+        "auth.forbidden",
+    );
+
+    let staff = async |method: Method, token: &str, user: &str| {
+        s.call(
+            method,
+            &format!("/provider/staff/{user}"),
+            Some(token),
+            None,
+            &[],
+        )
+        .await
+    };
+    for _ in 0..2 {
+        let (status, _, body) = staff(Method::PUT, &provider, &helper_id).await;
+        assert_eq!(status, StatusCode::OK, "adding twice is fine: {body}");
+    }
+    let (_, list) = s.get("/provider/staff", Some(&provider)).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["user_id"], helper_id.as_str());
+    let (status, headers, problem) =
+        staff(Method::PUT, &provider, &uuid::Uuid::new_v4().to_string()).await;
+    assert_problem(
+        status,
+        &headers,
+        &problem,
+        StatusCode::NOT_FOUND,
+        "user.not_found",
+    );
+
+    // Staff check in at their provider's door, recorded as themselves.
+    let (status, _, done) = scan(&s, &helper, &slot, &first).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let by: String = sqlx::query_scalar(
+        "SELECT data->>'by' FROM events WHERE event_type = 'TicketCheckedIn' AND stream_id = $1",
+    )
+    .bind(format!("booking-{booking}"))
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("event");
+    assert_eq!(by, helper_id, "the scan names who scanned");
+
+    // Not at another provider's door: that provider's slot is theirs alone.
+    let (_, theirs) = s.get("/provider/listings", Some(&other_provider)).await;
+    let their_listing = theirs[0]["listing_id"]
+        .as_str()
+        .expect("listing")
+        .to_owned();
+    let their_slot = slot_in(&s, &other_provider, &their_listing, 10, 6).await;
+    let (status, _, _) = scan(&s, &helper, &their_slot, &second).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Removed: refused at once.
+    let (status, _, _) = staff(Method::DELETE, &provider, &helper_id).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = scan(&s, &helper, &slot, &second).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = staff(Method::PUT, &customer, &helper_id).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only providers name staff");
+    s.shutdown().await;
+}

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::provider::acting;
 use super::{CommandResult, IdempotencyKey, answered, once};
-use crate::http::auth::roles::ProviderOrAdmin;
+use crate::http::auth::roles::{Provider, ProviderOrAdmin};
 use crate::http::auth::{Caller, Require};
 use crate::http::codes;
 use crate::http::error::{ApiError, Problem};
@@ -34,6 +34,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(booking_tickets))
         .routes(routes!(ticket_qr))
         .routes(routes!(check_in))
+        .routes(routes!(list_door_staff))
+        .routes(routes!(add_door_staff, remove_door_staff))
         .routes(routes!(ticket_scanning))
 }
 
@@ -266,7 +268,41 @@ pub struct CheckedIn {
     pub result: CommandResult,
 }
 
-/// Check a ticket in at a slot's door (its provider, or an admin). Exactly one of two scanners
+/// Who checks a ticket in, and for whom: an admin, the slot's provider, or someone the provider
+/// made door staff. Decided from the path's slot before the body is read.
+#[derive(Debug)]
+pub struct DoorKeeper {
+    caller: Caller,
+    acting: tessera_commands::catalog::Acting,
+}
+
+impl axum::extract::FromRequestParts<AppState> for DoorKeeper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let ApiPath(slot_id) = ApiPath::<Uuid>::from_request_parts(parts, state).await?;
+        let acting = tickets::door_keeper(
+            &*state.store,
+            SlotId(slot_id),
+            caller.user_id,
+            caller.has(Role::Admin),
+            caller.has(Role::Provider),
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::Forbidden(
+                "this needs the slot's provider, an admin, or the provider's door staff".into(),
+            )
+        })?;
+        Ok(Self { caller, acting })
+    }
+}
+
+/// Check a ticket in at a slot's door (its provider, their door staff, or an admin). Exactly one of two scanners
 /// checking in the same ticket succeeds; the other learns when and by whom. Refusals:
 /// `ticket.forged` (422), `ticket.already_checked_in`, `ticket.wrong_slot`, `ticket.not_valid`
 /// (cancelled, refunded…), `ticket.check_in_not_open`, `booking.slot_ended` (409).
@@ -280,12 +316,11 @@ pub struct CheckedIn {
     ))]
 async fn check_in(
     State(state): State<AppState>,
-    caller: Require<ProviderOrAdmin>,
+    DoorKeeper { caller, acting }: DoorKeeper,
     key: IdempotencyKey,
     ApiPath(slot_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CheckInRequest>,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&caller);
     let request = (slot_id, &body);
     once(
         &state,
@@ -402,4 +437,97 @@ async fn ticket_scanning(
         },
     )
     .await
+}
+
+/// Someone a provider lets check tickets in at their doors.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DoorStaff {
+    pub user_id: Uuid,
+    /// `[erased]` once the person was erased.
+    pub display_name: String,
+}
+
+/// My door staff (providers): who may check tickets in at my slots' doors.
+#[utoipa::path(get, path = "/provider/staff", tag = "provider", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Door staff", body = Vec<DoorStaff>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_door_staff(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+) -> Result<Json<Vec<DoorStaff>>, ApiError> {
+    let staff = tickets::door_staff(&*state.store, caller.user_id).await?;
+    let mut out = Vec::with_capacity(staff.len());
+    for user in staff {
+        let display_name = match tessera_commands::users::current_user(&*state.store, user).await {
+            Ok(u) => u.display_name,
+            Err(e) if e.is_refusal() => "[erased]".into(),
+            Err(e) => return Err(e.into()),
+        };
+        out.push(DoorStaff {
+            user_id: user.0,
+            display_name,
+        });
+    }
+    Ok(Json(out))
+}
+
+async fn door_staff_change(
+    state: &AppState,
+    caller: &Caller,
+    user: Uuid,
+    add: bool,
+) -> Result<Response, ApiError> {
+    state.limit_commands(caller.user_id.0)?;
+    let ctx = tessera_commands::handler::CommandContext::new(
+        tessera_log::clock::new_command_id(),
+        caller.actor(),
+        state.clock.now(),
+    );
+    let executed = tickets::set_door_staff(
+        &*state.store,
+        caller.user_id,
+        tessera_domain::values::UserId(user),
+        add,
+        &ctx,
+    )
+    .await?;
+    Ok(crate::http::Accepted {
+        status: StatusCode::OK,
+        position: executed.position.0 as i64,
+        body: CommandResult::from(&executed),
+    }
+    .into_response())
+}
+
+/// Let someone check tickets in at my doors (providers; any account; adding twice changes
+/// nothing). They scan with their own login at `POST /provider/slots/{slot_id}/check-in`.
+#[utoipa::path(put, path = "/provider/staff/{user_id}", tag = "provider", security(("bearer" = [])),
+    params(("user_id" = Uuid, Path, description = "The person")),
+    responses(
+        (status = 200, description = "Door staff", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn add_door_staff(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+    ApiPath(user): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    door_staff_change(&state, &caller, user, true).await
+}
+
+/// No longer let someone check tickets in at my doors (providers).
+#[utoipa::path(delete, path = "/provider/staff/{user_id}", tag = "provider", security(("bearer" = [])),
+    params(("user_id" = Uuid, Path, description = "The person")),
+    responses(
+        (status = 200, description = "Not door staff", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn remove_door_staff(
+    State(state): State<AppState>,
+    caller: Require<Provider>,
+    ApiPath(user): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    door_staff_change(&state, &caller, user, false).await
 }

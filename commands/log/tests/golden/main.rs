@@ -282,6 +282,14 @@ fn samples() -> Vec<AnyEvent> {
             reversal_id: Uuid::from_u128(0x88),
             reason: "insufficient funds".into(),
         }),
+        AnyEvent::Provider(ProviderEvent::DoorStaffAdded {
+            provider_id: provider,
+            user_id: user,
+        }),
+        AnyEvent::Provider(ProviderEvent::DoorStaffRemoved {
+            provider_id: provider,
+            user_id: user,
+        }),
         AnyEvent::Provider(ProviderEvent::PayoutAccountOpened {
             provider_id: provider,
             gateway: "stripe".into(),
