@@ -45,6 +45,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "booking.cancelled",
     "booking.expired",
     "booking.refunded",
+    "booking.checked_in",
+    "booking.no_show",
     "slot.cancelled",
     "payout.paid",
     "payout.failed",
@@ -588,6 +590,19 @@ impl WebhookReactor {
                     BookingEvent::BookingExpired { booking_id } => {
                         ("booking.expired", *booking_id, json!({}))
                     }
+                    BookingEvent::TicketCheckedIn {
+                        booking_id,
+                        seat,
+                        by,
+                        at,
+                    } => (
+                        "booking.checked_in",
+                        *booking_id,
+                        json!({ "seat": seat, "checked_in_by": by.0, "checked_in_at": at }),
+                    ),
+                    BookingEvent::BookingNoShow { booking_id } => {
+                        ("booking.no_show", *booking_id, json!({}))
+                    }
                     BookingEvent::BookingRefunded {
                         booking_id,
                         amount,
@@ -751,6 +766,8 @@ fn kind_of(decoded: &AnyEvent) -> Option<&'static str> {
         AnyEvent::Booking(BookingEvent::BookingCancelled { .. }) => "booking.cancelled",
         AnyEvent::Booking(BookingEvent::BookingExpired { .. }) => "booking.expired",
         AnyEvent::Booking(BookingEvent::BookingRefunded { .. }) => "booking.refunded",
+        AnyEvent::Booking(BookingEvent::TicketCheckedIn { .. }) => "booking.checked_in",
+        AnyEvent::Booking(BookingEvent::BookingNoShow { .. }) => "booking.no_show",
         AnyEvent::Slot(SlotEvent::SlotCancelled { .. }) => "slot.cancelled",
         AnyEvent::Provider(ProviderEvent::PayoutPaid { .. }) => "payout.paid",
         AnyEvent::Provider(ProviderEvent::PayoutFailed { .. }) => "payout.failed",

@@ -123,7 +123,8 @@ pub struct NewEndpoint {
     /// Where to POST events: `https://` and a public address.
     pub url: String,
     /// Any of `booking.placed`, `booking.confirmed`, `booking.cancelled`, `booking.expired`,
-    /// `booking.refunded`, `slot.cancelled`, `payout.paid`, `payout.failed`.
+    /// `booking.refunded`, `booking.checked_in`, `booking.no_show`, `slot.cancelled`,
+    /// `payout.paid`, `payout.failed`.
     pub event_types: Vec<String>,
     #[serde(default)]
     pub description: String,
@@ -472,6 +473,10 @@ pub struct BookingEventData {
     pub amount: Option<PayloadMoney>,
     pub total_refunded: Option<PayloadMoney>,
     pub reason: Option<String>,
+    /// `booking.checked_in`: the seat whose ticket was scanned, who scanned it and when.
+    pub seat: Option<u32>,
+    pub checked_in_by: Option<Uuid>,
+    pub checked_in_at: Option<DateTime<Utc>>,
 }
 
 /// `data` of `slot.cancelled`.
