@@ -126,6 +126,8 @@ impl Provider {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+// One state per loaded stream, short-lived: boxing would buy nothing but an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ProviderState {
     /// No event yet: default terms, no account.
     #[default]
