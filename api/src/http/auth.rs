@@ -492,8 +492,13 @@ pub async fn issue_reset(
     rand::rng().fill_bytes(&mut raw);
     let token = format!("pr_{}", hex::encode(raw));
     let expires = now + chrono::TimeDelta::from_std(RESET_TTL).unwrap_or_default();
-    // One statement: two requests at once cannot both slip under the limit unnoticed by
-    // more than the one row each inserts.
+    // Requests for one account take turns (a transaction-scoped advisory lock on the user), so
+    // two at once cannot both slip under the limit.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
     let inserted = sqlx::query(
         "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at)
          SELECT $1, $2, $3, $4
@@ -505,9 +510,10 @@ pub async fn issue_reset(
     .bind(now)
     .bind(expires)
     .bind(RESETS_PER_HOUR)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
+    tx.commit().await?;
     Ok((inserted == 1).then_some(token))
 }
 
