@@ -419,11 +419,14 @@ async fn an_altered_seal_is_named() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_booking_history_spans_its_streams_and_time_travels() {
     let (db, dir) = sealed().await;
-    // A booking that was paid, then refunded: its history crosses booking, slot, payment and
+    // A booking that was paid, cancelled, then refunded (so it ends Refunded; a completed one
+    // refunded in part stays Completed): its history crosses booking, slot, payment and
     // loyalty streams.
     let booking: uuid::Uuid = sqlx::query_scalar(
-        "SELECT (data->>'booking_id')::uuid FROM events WHERE event_type = 'BookingRefunded' \
-         ORDER BY position LIMIT 1",
+        "SELECT (r.data->>'booking_id')::uuid FROM events r WHERE r.event_type = 'BookingRefunded' \
+           AND EXISTS (SELECT 1 FROM events c WHERE c.stream_id = r.stream_id \
+                                                AND c.event_type = 'BookingCancelled') \
+         ORDER BY r.position LIMIT 1",
     )
     .fetch_one(&db.pool)
     .await
