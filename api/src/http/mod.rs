@@ -422,6 +422,17 @@ pub struct Accepted<T> {
     pub body: T,
 }
 
+impl Accepted<routes::CommandResult> {
+    /// 200 with a command's plain result.
+    pub fn ok(executed: &tessera_commands::handler::Executed) -> Self {
+        Self {
+            status: StatusCode::OK,
+            position: executed.position.0 as i64,
+            body: routes::CommandResult::from(executed),
+        }
+    }
+}
+
 impl<T: Serialize> IntoResponse for Accepted<T> {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body)).into_response();

@@ -379,11 +379,7 @@ async fn change_my_password(
     .await?;
     auth::revoke_sessions(&state.pool, caller.user_id, caller.session).await?;
     state.principals.forget(caller.user_id.0).await;
-    Ok(Accepted {
-        status: StatusCode::OK,
-        position: executed.position.0 as i64,
-        body: CommandResult::from(&executed),
-    })
+    Ok(Accepted::ok(&executed))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -502,11 +498,7 @@ async fn confirm_password_reset(
     let executed = users::change_password(&*state.store, user, None, hash, None, &ctx).await?;
     auth::revoke_sessions(&state.pool, user, None).await?;
     state.principals.forget(user.0).await;
-    Ok(Accepted {
-        status: StatusCode::OK,
-        position: executed.position.0 as i64,
-        body: CommandResult::from(&executed),
-    })
+    Ok(Accepted::ok(&executed))
 }
 
 /// My points balance and badges.
@@ -638,11 +630,7 @@ async fn wish(
         &ctx,
     )
     .await?;
-    Ok(Accepted {
-        status: StatusCode::OK,
-        position: executed.position.0 as i64,
-        body: CommandResult::from(&executed),
-    })
+    Ok(Accepted::ok(&executed))
 }
 
 /// Save a published listing on my wishlist (saving it again changes nothing; at most 500).

@@ -493,12 +493,7 @@ async fn door_staff_change(
         &ctx,
     )
     .await?;
-    Ok(crate::http::Accepted {
-        status: StatusCode::OK,
-        position: executed.position.0 as i64,
-        body: CommandResult::from(&executed),
-    }
-    .into_response())
+    Ok(crate::http::Accepted::ok(&executed).into_response())
 }
 
 /// Let someone check tickets in at my doors (providers; any account; adding twice changes
