@@ -554,3 +554,84 @@ pub async fn write_review(
     )
     .await
 }
+
+/// Moves a confirmed booking to another slot of its listing in **one atomic append**: the
+/// booking's `BookingRescheduled`, the old slot's `SeatsReleased` and the new slot's
+/// `SeatsHeld` and `SeatsConfirmed`, each guarded by its stream's version (and the listing's),
+/// so a move racing a placement for the new slot's last seat is decided once, on the slot.
+/// A cheaper slot owes the difference back: the payments reactor refunds it.
+pub async fn reschedule_booking(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    to_slot: SlotId,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    decide_and_append(store, || async move {
+        let (booking, b) = load_booking(store, booking_id, ctx.command_id).await?;
+        if let Some(done) = replayed(&[&booking.caused_by_command]) {
+            return Ok(Attempt::Replayed(done));
+        }
+        let old =
+            load::<SlotAggregate>(store, stream_of::<SlotAggregate>(b.slot_id), ctx.command_id)
+                .await?;
+        let new = load::<SlotAggregate>(store, stream_of::<SlotAggregate>(to_slot), ctx.command_id)
+            .await?;
+        let SlotState::Scheduled(s) = &new.state else {
+            return Err(CommandError::NotFound {
+                what: "slot",
+                id: to_slot.to_string(),
+            });
+        };
+        let events = BookingAggregate::decide(
+            &booking.state,
+            &BookingCommand::Reschedule {
+                to_slot,
+                to_listing: s.listing_id,
+                slot_starts_at: s.starts_at,
+                slot_ends_at: s.ends_at,
+                price_per_seat: s.price_per_seat,
+                now: ctx.now,
+            },
+        )?;
+        let listing = load::<ListingAggregate>(
+            store,
+            stream_of::<ListingAggregate>(b.listing_id),
+            ctx.command_id,
+        )
+        .await?;
+        if let ListingState::Published(l) = &listing.state
+            && l.retired
+        {
+            return Err(ListingError::Retired.into());
+        }
+        let seats = Seats::new(b.seats).map_err(tessera_domain::booking::BookingError::from)?;
+        let held = SlotAggregate::decide(
+            &new.state,
+            &SlotCommand::HoldSeats {
+                booking_id,
+                seats,
+                now: ctx.now,
+                allow_overbook: false,
+            },
+        )?;
+        let holding = held.iter().fold(new.state.clone(), SlotAggregate::evolve);
+        let mut new_events = held;
+        new_events.extend(SlotAggregate::decide(
+            &holding,
+            &SlotCommand::ConfirmSeats { booking_id },
+        )?);
+        let mut writes = vec![
+            write_for(&booking, &events, ctx)?,
+            write_for(&new, &new_events, ctx)?,
+            listing.guard(),
+        ];
+        // A slot cancelled since released its seats already: nothing to give back there.
+        match SlotAggregate::decide(&old.state, &SlotCommand::ReleaseSeats { booking_id }) {
+            Ok(released) => writes.push(write_for(&old, &released, ctx)?),
+            Err(SlotError::NotHolding(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Attempt::Append(writes))
+    })
+    .await
+}

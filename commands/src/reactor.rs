@@ -495,11 +495,7 @@ impl Reactor for DeadlineReactor {
                 }
                 Ok(())
             }
-            BookingEvent::BookingCancelled {
-                booking_id,
-                refund_due,
-                ..
-            } => {
+            BookingEvent::BookingCancelled { booking_id, .. } => {
                 let booking = load::<BookingAggregate>(
                     &*self.store,
                     stream_of::<BookingAggregate>(*booking_id),
@@ -509,8 +505,9 @@ impl Reactor for DeadlineReactor {
                 let mut pending = self.pending();
                 pending.clear(None, *booking_id);
                 // A fee the customer paid is the provider's (less commission) as if delivered.
+                // (`refund_due` is all that is owed back, a move's differences included.)
                 if let Some(b) = booking.state.booking()
-                    && b.paid.minor > refund_due.minor
+                    && b.paid.minor > b.refund_due.minor
                 {
                     pending.set(
                         "release-funds",
@@ -522,6 +519,22 @@ impl Reactor for DeadlineReactor {
             }
             BookingEvent::BookingExpired { booking_id } => {
                 self.pending().clear(None, *booking_id);
+                Ok(())
+            }
+            BookingEvent::BookingRescheduled {
+                booking_id,
+                slot_ends_at,
+                ..
+            } => {
+                // The booking's deadlines move with it (a later move or the state decides
+                // again when they fire).
+                let mut pending = self.pending();
+                pending.set("complete", *booking_id, *slot_ends_at);
+                pending.set(
+                    "release-funds",
+                    *booking_id,
+                    *slot_ends_at + self.dispute_window,
+                );
                 Ok(())
             }
             BookingEvent::BookingCompleted { booking_id }
@@ -634,6 +647,13 @@ impl Reactor for PaymentsReactor {
                     &ctx("refund"),
                 )
                 .await?;
+            }
+            AnyEvent::Booking(BookingEvent::BookingRescheduled {
+                booking_id, refund, ..
+            }) if refund.minor > 0 => {
+                // A move to a cheaper slot: the difference goes back.
+                crate::payment::request_refund(&*self.store, *booking_id, *refund, &ctx("refund"))
+                    .await?;
             }
             AnyEvent::Payment(PaymentEvent::RefundRequested {
                 payment_id,

@@ -212,6 +212,15 @@ pub async fn check_in(
         .into());
     }
     let ticket = verify(&key.public_key(), token).map_err(CheckInError::Forged)?;
+    // A ticket names its slot: one issued before the booking moved opens no door.
+    if ticket.slot_id != slot {
+        return Err(
+            CommandError::from(tessera_domain::booking::BookingError::WrongSlot {
+                ticket: ticket.slot_id,
+            })
+            .into(),
+        );
+    }
     let stream = stream_of::<BookingAggregate>(ticket.booking_id);
     let executed = execute::<BookingAggregate>(
         store,

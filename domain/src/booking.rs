@@ -13,6 +13,10 @@
 //! a no-show (`MarkNoShow`: Confirmed → NoShow) instead of completed.
 //! A payment that succeeds after the hold expired confirms the booking if the slot can still
 //! take its seats (`AcceptLatePayment`: Expired → Confirmed); otherwise the payment is refunded.
+//! A confirmed booking moves to another slot of its listing (`Reschedule`: Confirmed stays
+//! Confirmed) while its policy still refunds something; a cheaper slot refunds the difference,
+//! a dearer one is refused (see ADR 0018). The handler releases the old slot's seats and holds
+//! and confirms the new slot's in the same append.
 //! Every other transition is a typed [`BookingError::InvalidTransition`]. The cancellation policy
 //! is snapshotted when the booking is placed.
 
@@ -70,6 +74,8 @@ pub struct Booking {
     pub status: BookingStatus,
     pub payment_id: Option<PaymentId>,
     pub paid: Money,
+    /// Everything the customer is owed back: the differences of moves to cheaper slots, plus
+    /// a cancellation's refund once cancelled.
     pub refund_due: Money,
     pub refunded: Money,
     /// Seats (1-based) whose ticket was checked in, with when and by whom.
@@ -104,13 +110,21 @@ impl Booking {
             BookingStatus::Held | BookingStatus::PaymentPending => {
                 Ok(Money::zero(self.total.currency))
             }
-            BookingStatus::Confirmed => Ok(match by {
-                Canceller::Provider(_) => self.paid,
-                Canceller::Admin(_) if waive_fee => self.paid,
-                Canceller::Customer(_) | Canceller::Admin(_) => self
-                    .policy
-                    .refund_for(self.paid, self.hours_before_start(now)),
-            }),
+            BookingStatus::Confirmed => {
+                // What the booking is worth now: a move to a cheaper slot already owes back
+                // the difference.
+                let paid = Money {
+                    minor: self.paid.minor - self.refund_due.minor,
+                    ..self.paid
+                };
+                Ok(match by {
+                    Canceller::Provider(_) => paid,
+                    Canceller::Admin(_) if waive_fee => paid,
+                    Canceller::Customer(_) | Canceller::Admin(_) => {
+                        self.policy.refund_for(paid, self.hours_before_start(now))
+                    }
+                })
+            }
             from => Err(BookingError::InvalidTransition {
                 from,
                 action: "cancel",
@@ -205,6 +219,17 @@ pub enum BookingCommand {
     MarkNoShow {
         now: DateTime<Utc>,
     },
+    /// Move a confirmed booking to `to_slot` (of the same listing; the handler checks that and
+    /// the new slot's seats), whose seats cost `price_per_seat`.
+    Reschedule {
+        to_slot: SlotId,
+        /// The new slot's listing, which must be the booking's.
+        to_listing: ListingId,
+        slot_starts_at: DateTime<Utc>,
+        slot_ends_at: DateTime<Utc>,
+        price_per_seat: Money,
+        now: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,6 +302,18 @@ pub enum BookingEvent {
     BookingNoShow {
         booking_id: BookingId,
     },
+    /// The booking moved from `from_slot` to `to_slot`; `total` is its new price and `refund`
+    /// the difference owed back (zero when both cost the same).
+    BookingRescheduled {
+        booking_id: BookingId,
+        from_slot: SlotId,
+        to_slot: SlotId,
+        slot_starts_at: DateTime<Utc>,
+        slot_ends_at: DateTime<Utc>,
+        total: Money,
+        refund: Money,
+        hours_before_start: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -330,6 +367,16 @@ pub enum BookingError {
     SlotEnded(DateTime<Utc>),
     #[error("a ticket was checked in: the booking is not a no-show")]
     Attended,
+    #[error("the booking is already on this slot")]
+    SameSlot,
+    #[error("a booking moves only to another slot of its own listing")]
+    OtherListing,
+    #[error("the booking's policy refunds nothing, so it cannot be moved")]
+    NotMovable,
+    #[error("the booking could be moved until {0}, when its policy stopped refunding")]
+    RescheduleClosed(DateTime<Utc>),
+    #[error("the new slot costs {difference} more; cancel and book it instead")]
+    RescheduleCostsMore { difference: Money },
     #[error(transparent)]
     Value(#[from] ValueError),
 }
@@ -596,6 +643,68 @@ impl Aggregate for BookingAggregate {
                 }
                 BookingEvent::BookingNoShow { booking_id }
             }
+            BookingCommand::Reschedule {
+                to_slot,
+                to_listing,
+                slot_starts_at,
+                slot_ends_at,
+                price_per_seat,
+                now,
+            } => {
+                if b.status != S::Confirmed {
+                    return Err(invalid(b.status, "be rescheduled"));
+                }
+                if *to_slot == b.slot_id {
+                    return Err(BookingError::SameSlot);
+                }
+                if *to_listing != b.listing_id {
+                    return Err(BookingError::OtherListing);
+                }
+                if *now >= b.slot_starts_at || *now >= *slot_starts_at {
+                    return Err(BookingError::SlotStarted);
+                }
+                if !b.checked_in.is_empty() {
+                    return Err(BookingError::Attended);
+                }
+                // Movable while a cancellation would still refund something.
+                let notice = b
+                    .policy
+                    .last_refundable_notice()
+                    .ok_or(BookingError::NotMovable)?;
+                let closes_at = b.slot_starts_at - TimeDelta::hours(i64::from(notice));
+                if *now >= closes_at {
+                    return Err(BookingError::RescheduleClosed(closes_at));
+                }
+                let total = price_per_seat.times(b.seats)?;
+                if total.currency != b.total.currency {
+                    return Err(ValueError::CurrencyMismatch {
+                        left: b.total.currency,
+                        right: total.currency,
+                    }
+                    .into());
+                }
+                if total.minor > b.total.minor {
+                    return Err(BookingError::RescheduleCostsMore {
+                        difference: Money {
+                            minor: total.minor - b.total.minor,
+                            ..total
+                        },
+                    });
+                }
+                BookingEvent::BookingRescheduled {
+                    booking_id,
+                    from_slot: b.slot_id,
+                    to_slot: *to_slot,
+                    slot_starts_at: *slot_starts_at,
+                    slot_ends_at: *slot_ends_at,
+                    total,
+                    refund: Money {
+                        minor: b.total.minor - total.minor,
+                        ..total
+                    },
+                    hours_before_start: b.hours_before_start(*now),
+                }
+            }
         };
         Ok(vec![event])
     }
@@ -656,7 +765,7 @@ impl Aggregate for BookingAggregate {
                     BookingEvent::BookingExpired { .. } => b.status = S::Expired,
                     BookingEvent::BookingCancelled { refund_due, .. } => {
                         b.status = S::Cancelled;
-                        b.refund_due = *refund_due;
+                        b.refund_due.minor += refund_due.minor;
                     }
                     BookingEvent::BookingCompleted { .. } => b.status = S::Completed,
                     BookingEvent::LatePaymentAccepted { amount_paid, .. } => {
@@ -680,6 +789,20 @@ impl Aggregate for BookingAggregate {
                         b.checked_in.insert(*seat, CheckedIn { at: *at, by: *by });
                     }
                     BookingEvent::BookingNoShow { .. } => b.status = S::NoShow,
+                    BookingEvent::BookingRescheduled {
+                        to_slot,
+                        slot_starts_at,
+                        slot_ends_at,
+                        total,
+                        refund,
+                        ..
+                    } => {
+                        b.slot_id = *to_slot;
+                        b.slot_starts_at = *slot_starts_at;
+                        b.slot_ends_at = *slot_ends_at;
+                        b.total = *total;
+                        b.refund_due.minor += refund.minor;
+                    }
                 }
                 BookingState::Placed(b)
             }

@@ -79,6 +79,17 @@ impl CancellationPolicy {
             .map_or(0, |t| t.refund_percent)
     }
 
+    /// The latest notice (hours before the start) at which a cancellation still refunds
+    /// something; `None` when nothing is ever refunded. A booking can be moved to another date
+    /// up to this point: once it is not refundable, it is not movable either.
+    pub fn last_refundable_notice(&self) -> Option<u32> {
+        self.0
+            .iter()
+            .rev()
+            .find(|t| t.refund_percent > 0)
+            .map(|t| t.min_hours_before)
+    }
+
     /// What comes back of `paid` when cancelling `hours_before` the start.
     pub fn refund_for(&self, paid: Money, hours_before: i64) -> Money {
         paid.percent(self.refund_percent(hours_before))

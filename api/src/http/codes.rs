@@ -103,7 +103,12 @@ codes! {
     BOOKING_REFUND_EXCEEDS_PAID = "booking.refund_exceeds_paid", CONFLICT, "The refund would exceed what was paid.";
     BOOKING_EMPTY_REFUND = "booking.empty_refund", UNPROCESSABLE_ENTITY, "A refund amount must be positive.";
     BOOKING_SLOT_ENDED = "booking.slot_ended", CONFLICT, "The booking's slot has ended.";
-    BOOKING_ATTENDED = "booking.attended", CONFLICT, "A ticket of the booking was checked in: it is not a no-show.";
+    BOOKING_ATTENDED = "booking.attended", CONFLICT, "A ticket of the booking was checked in: it is not a no-show, and it cannot move to another slot.";
+    BOOKING_SAME_SLOT = "booking.same_slot", UNPROCESSABLE_ENTITY, "The booking is already on that slot.";
+    BOOKING_OTHER_LISTING = "booking.other_listing", UNPROCESSABLE_ENTITY, "A booking moves only to another slot of its own listing.";
+    BOOKING_NOT_MOVABLE = "booking.not_movable", CONFLICT, "The booking's cancellation policy refunds nothing, so it cannot be moved to another slot.";
+    BOOKING_RESCHEDULE_CLOSED = "booking.reschedule_closed", CONFLICT, "A booking can be moved only while its cancellation policy still refunds something (the detail says until when).";
+    BOOKING_RESCHEDULE_COSTS_MORE = "booking.reschedule_costs_more", CONFLICT, "The new slot costs more than the booking: cancel it and book the new slot instead (the detail says how much more).";
     // Tickets and check-in at the door.
     TICKET_FORGED = "ticket.forged", UNPROCESSABLE_ENTITY, "The ticket's token is malformed or its signature does not hold: not a ticket this platform issued.";
     TICKET_ALREADY_CHECKED_IN = "ticket.already_checked_in", CONFLICT, "The ticket was already checked in (the detail says when and by whom).";

@@ -264,6 +264,11 @@ fn booking(e: &BookingError) -> &'static Code {
         E::CheckInNotOpen(_) => &codes::TICKET_CHECK_IN_NOT_OPEN,
         E::SlotEnded(_) => &codes::BOOKING_SLOT_ENDED,
         E::Attended => &codes::BOOKING_ATTENDED,
+        E::SameSlot => &codes::BOOKING_SAME_SLOT,
+        E::OtherListing => &codes::BOOKING_OTHER_LISTING,
+        E::NotMovable => &codes::BOOKING_NOT_MOVABLE,
+        E::RescheduleClosed(_) => &codes::BOOKING_RESCHEDULE_CLOSED,
+        E::RescheduleCostsMore { .. } => &codes::BOOKING_RESCHEDULE_COSTS_MORE,
     }
 }
 

@@ -43,6 +43,7 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("LatePaymentAccepted", "booking", 1),
     ("TicketCheckedIn", "booking", 1),
     ("BookingNoShow", "booking", 1),
+    ("BookingRescheduled", "booking", 1),
     // payment
     ("PaymentIntentCreated", "payment", 1),
     ("PaymentSucceeded", "payment", 1),

@@ -70,14 +70,27 @@ pub async fn discard_pending(
     templates: &[&str],
     note: &str,
 ) -> Result<u64> {
+    discard_pending_but(pool, booking, templates, Uuid::nil(), note).await
+}
+
+/// [`discard_pending`], keeping the message `keep` (one that replaces those discarded and may
+/// already be written when the event that writes it is delivered again).
+pub async fn discard_pending_but(
+    pool: &PgPool,
+    booking: Uuid,
+    templates: &[&str],
+    keep: Uuid,
+    note: &str,
+) -> Result<u64> {
     let templates: Vec<String> = templates.iter().map(|t| (*t).to_owned()).collect();
     Ok(sqlx::query(
         "UPDATE outbox SET status = 'discarded', note = $3
-         WHERE booking_id = $1 AND template = ANY($2) AND status = 'pending'",
+         WHERE booking_id = $1 AND template = ANY($2) AND status = 'pending' AND id <> $4",
     )
     .bind(booking)
     .bind(&templates)
     .bind(note)
+    .bind(keep)
     .execute(pool)
     .await?
     .rows_affected())

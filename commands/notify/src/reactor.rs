@@ -21,8 +21,9 @@ use tessera_domain::booking::{Booking, BookingAggregate, BookingEvent, Canceller
 use tessera_domain::listing::{Listing, ListingAggregate, ListingState};
 use tessera_domain::loyalty::{AwardReason, Badge, LoyaltyEvent};
 use tessera_domain::payment::PaymentEvent;
+use tessera_domain::slot::{SlotAggregate, SlotState};
 use tessera_domain::user::{Locale, User, UserAggregate, UserEvent, UserState};
-use tessera_domain::values::{BookingId, Money, UserId};
+use tessera_domain::values::{BookingId, Money, SlotId, UserId};
 use tessera_log::codec::AnyEvent;
 use tessera_log::pii::Vault;
 use tessera_log::store::{EventStore, RecordedEvent, StoreError};
@@ -170,6 +171,19 @@ impl NotificationReactor {
         )
     }
 
+    /// When a slot starts (`None` if it is unknown).
+    async fn slot_start(&self, id: SlotId) -> Result<Option<DateTime<Utc>>, CommandError> {
+        Ok(
+            match load::<SlotAggregate>(&*self.store, stream_of::<SlotAggregate>(id), Uuid::nil())
+                .await?
+                .state
+            {
+                SlotState::Scheduled(s) => Some(s.starts_at),
+                SlotState::New => None,
+            },
+        )
+    }
+
     fn money(&self, m: &Money, locale: Locale) -> String {
         format::money(m.minor, m.currency.as_str(), locale)
     }
@@ -207,10 +221,7 @@ impl NotificationReactor {
         if marketing && !d.to.preferences.marketing {
             return Ok(());
         }
-        let id = Uuid::new_v5(
-            &event.event_id,
-            format!("notify:{}:{}", d.template.name(), d.to.id.0).as_bytes(),
-        );
+        let id = message_id(event, d.template, d.to.id);
         let mut context = d.context;
         let unsubscribe = marketing.then(|| {
             format!(
@@ -436,6 +447,69 @@ impl NotificationReactor {
                 self.write(event, draft(Template::ReviewInvitation, ctx, at))
                     .await?;
             }
+            BookingEvent::BookingRescheduled {
+                from_slot,
+                slot_starts_at,
+                slot_ends_at,
+                refund,
+                ..
+            } => {
+                // The reminder moves with the booking: the old one goes, unless this event
+                // already wrote the new one (a redelivery).
+                let remind_at = *slot_starts_at - self.config.reminder_before;
+                let reminder = message_id(event, Template::Reminder, customer.id);
+                if let Err(e) = outbox::discard_pending_but(
+                    &self.pool,
+                    id.0,
+                    &[Template::Reminder.name()],
+                    reminder,
+                    "booking moved",
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, booking = %id, "the old reminder was not discarded");
+                }
+                let locale = customer.preferences.locale;
+                let mut mctx = ctx.clone();
+                mctx["starts"] = format::when(*slot_starts_at, locale).into();
+                mctx["ends"] = format::when(*slot_ends_at, locale).into();
+                mctx["previous_starts"] = match self.slot_start(*from_slot).await? {
+                    Some(start) => format::when(start, locale).into(),
+                    None => Value::Null,
+                };
+                mctx["refund"] = if refund.minor > 0 {
+                    self.money(refund, locale).into()
+                } else {
+                    Value::Null
+                };
+                let description = format!(
+                    "Booking {} · {} seat(s) · {}/bookings/{}",
+                    booking_ref(id),
+                    b.seats,
+                    self.config.base_url,
+                    id
+                );
+                // The same calendar UID as the confirmation's: calendars move the event.
+                let ics = message::calendar(
+                    &format!("{id}@tessera"),
+                    &l.details.title,
+                    &format!(
+                        "{}, {}",
+                        l.details.destination.name, l.details.destination.country
+                    ),
+                    &description,
+                    *slot_starts_at,
+                    *slot_ends_at,
+                    at,
+                );
+                let mut moved = draft(Template::BookingRescheduled, mctx.clone(), at);
+                moved.calendar = Some(("booking.ics", ics));
+                self.write(event, moved).await?;
+                if remind_at > at && remind_at > now - self.config.max_age {
+                    self.write(event, draft(Template::Reminder, mctx, remind_at))
+                        .await?;
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -543,6 +617,14 @@ impl NotificationReactor {
     }
 }
 
+/// The id of the message `template` to `to` that `event` writes: the same on every delivery.
+fn message_id(event: &RecordedEvent, template: Template, to: UserId) -> Uuid {
+    Uuid::new_v5(
+        &event.event_id,
+        format!("notify:{}:{}", template.name(), to.0).as_bytes(),
+    )
+}
+
 fn booking_id_of(e: &BookingEvent) -> BookingId {
     match e {
         BookingEvent::BookingPlaced { booking_id, .. }
@@ -556,6 +638,7 @@ fn booking_id_of(e: &BookingEvent) -> BookingId {
         | BookingEvent::BookingReinstated { booking_id, .. }
         | BookingEvent::TicketCheckedIn { booking_id, .. }
         | BookingEvent::BookingNoShow { booking_id }
+        | BookingEvent::BookingRescheduled { booking_id, .. }
         | BookingEvent::LatePaymentAccepted { booking_id, .. } => *booking_id,
     }
 }

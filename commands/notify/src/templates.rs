@@ -22,6 +22,7 @@ pub enum Template {
     Reminder,
     Receipt,
     BookingCancelled,
+    BookingRescheduled,
     CancelledByProvider,
     BookingRefunded,
     ReviewInvitation,
@@ -36,7 +37,7 @@ pub enum Template {
 }
 
 impl Template {
-    pub const ALL: [Template; 18] = [
+    pub const ALL: [Template; 19] = [
         Self::BookingPlaced,
         Self::HoldLapsing,
         Self::BookingExpired,
@@ -44,6 +45,7 @@ impl Template {
         Self::Reminder,
         Self::Receipt,
         Self::BookingCancelled,
+        Self::BookingRescheduled,
         Self::CancelledByProvider,
         Self::BookingRefunded,
         Self::ReviewInvitation,
@@ -66,6 +68,7 @@ impl Template {
             Self::Reminder => "reminder",
             Self::Receipt => "receipt",
             Self::BookingCancelled => "booking_cancelled",
+            Self::BookingRescheduled => "booking_rescheduled",
             Self::CancelledByProvider => "cancelled_by_provider",
             Self::BookingRefunded => "booking_refunded",
             Self::ReviewInvitation => "review_invitation",
@@ -126,6 +129,14 @@ const FILES: &[(&str, &str)] = &[
     (
         "en/booking_cancelled.txt",
         include_str!("../templates/en/booking_cancelled.txt"),
+    ),
+    (
+        "en/booking_rescheduled.html",
+        include_str!("../templates/en/booking_rescheduled.html"),
+    ),
+    (
+        "en/booking_rescheduled.txt",
+        include_str!("../templates/en/booking_rescheduled.txt"),
     ),
     (
         "en/booking_confirmed.html",
@@ -275,6 +286,14 @@ const FILES: &[(&str, &str)] = &[
     (
         "de/booking_cancelled.txt",
         include_str!("../templates/de/booking_cancelled.txt"),
+    ),
+    (
+        "de/booking_rescheduled.html",
+        include_str!("../templates/de/booking_rescheduled.html"),
+    ),
+    (
+        "de/booking_rescheduled.txt",
+        include_str!("../templates/de/booking_rescheduled.txt"),
     ),
     (
         "de/booking_confirmed.html",

@@ -47,6 +47,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "booking.refunded",
     "booking.checked_in",
     "booking.no_show",
+    "booking.rescheduled",
     "slot.cancelled",
     "payout.paid",
     "payout.failed",
@@ -603,6 +604,23 @@ impl WebhookReactor {
                     BookingEvent::BookingNoShow { booking_id } => {
                         ("booking.no_show", *booking_id, json!({}))
                     }
+                    BookingEvent::BookingRescheduled {
+                        booking_id,
+                        from_slot,
+                        to_slot,
+                        total,
+                        refund,
+                        ..
+                    } => (
+                        "booking.rescheduled",
+                        *booking_id,
+                        json!({
+                            "from_slot_id": from_slot.0,
+                            "to_slot_id": to_slot.0,
+                            "new_total": money(total),
+                            "refund": money(refund),
+                        }),
+                    ),
                     BookingEvent::BookingRefunded {
                         booking_id,
                         amount,
@@ -768,6 +786,7 @@ fn kind_of(decoded: &AnyEvent) -> Option<&'static str> {
         AnyEvent::Booking(BookingEvent::BookingRefunded { .. }) => "booking.refunded",
         AnyEvent::Booking(BookingEvent::TicketCheckedIn { .. }) => "booking.checked_in",
         AnyEvent::Booking(BookingEvent::BookingNoShow { .. }) => "booking.no_show",
+        AnyEvent::Booking(BookingEvent::BookingRescheduled { .. }) => "booking.rescheduled",
         AnyEvent::Slot(SlotEvent::SlotCancelled { .. }) => "slot.cancelled",
         AnyEvent::Provider(ProviderEvent::PayoutPaid { .. }) => "payout.paid",
         AnyEvent::Provider(ProviderEvent::PayoutFailed { .. }) => "payout.failed",

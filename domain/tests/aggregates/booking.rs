@@ -411,3 +411,71 @@ fn illegal_transitions_are_typed_errors() {
     }
     assert_eq!(checked, 64);
 }
+
+#[test]
+fn a_confirmed_booking_moves_within_its_listing_while_its_policy_refunds() {
+    use tessera_domain::values::{ListingId, SlotId};
+    let other = SlotId(Uuid::from_u128(0x60));
+    let move_to = |slot, listing, price, now| C::Reschedule {
+        to_slot: slot,
+        to_listing: listing,
+        slot_starts_at: t(27, 10),
+        slot_ends_at: t(27, 14),
+        price_per_seat: eur(price),
+        now,
+    };
+    let moved = |total: i64, refund: i64, hours| Ev::BookingRescheduled {
+        booking_id: BOOKING,
+        from_slot: SLOT,
+        to_slot: other,
+        slot_starts_at: t(27, 10),
+        slot_ends_at: t(27, 14),
+        total: eur(total),
+        refund: eur(refund),
+        hours_before_start: hours,
+    };
+    // Same price: nothing owed; the booking is on the new slot, still confirmed.
+    let state = given::<B>(&confirmed_h()).when_then(
+        move_to(other, LISTING, 5_000, t(10, 10)),
+        &[moved(10_000, 0, 240)],
+    );
+    let b = state.booking().expect("booking");
+    assert_eq!(
+        (b.slot_id, b.slot_starts_at, b.status),
+        (other, t(27, 10), S::Confirmed)
+    );
+    // Cheaper: the difference is owed back, and a later cancellation refunds from what is left.
+    let mut h = confirmed_h();
+    h.push(moved(8_000, 2_000, 240));
+    let b = B::replay(&h).booking().cloned().expect("booking");
+    assert_eq!((b.total, b.refund_due), (eur(8_000), eur(2_000)));
+    assert_eq!(
+        b.cancellation_quote(Canceller::Customer(CUSTOMER), t(10, 10), false),
+        Ok(eur(8_000))
+    );
+    // Refused: dearer, same slot, another listing, past the last refunding tier (48 h before
+    // the start under the standard policy), started, or not confirmed.
+    given::<B>(&confirmed_h()).when_err(
+        move_to(other, LISTING, 6_000, t(10, 10)),
+        E::RescheduleCostsMore {
+            difference: eur(2_000),
+        },
+    );
+    given::<B>(&confirmed_h()).when_err(move_to(SLOT, LISTING, 5_000, t(10, 10)), E::SameSlot);
+    given::<B>(&confirmed_h()).when_err(
+        move_to(other, ListingId(Uuid::from_u128(0x61)), 5_000, t(10, 10)),
+        E::OtherListing,
+    );
+    given::<B>(&confirmed_h()).when_err(
+        move_to(other, LISTING, 5_000, t(18, 10)),
+        E::RescheduleClosed(t(18, 10)),
+    );
+    given::<B>(&confirmed_h()).when_err(move_to(other, LISTING, 5_000, t(21, 10)), E::SlotStarted);
+    given::<B>(&held()).when_err(
+        move_to(other, LISTING, 5_000, t(10, 10)),
+        E::InvalidTransition {
+            from: S::Held,
+            action: "be rescheduled",
+        },
+    );
+}

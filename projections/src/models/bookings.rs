@@ -80,7 +80,8 @@ fn booking_of(e: &Envelope) -> Option<Uuid> {
             | BookingEvent::BookingRefunded { booking_id, .. }
             | BookingEvent::BookingReinstated { booking_id, .. }
             | BookingEvent::TicketCheckedIn { booking_id, .. }
-            | BookingEvent::BookingNoShow { booking_id } => booking_id.0,
+            | BookingEvent::BookingNoShow { booking_id }
+            | BookingEvent::BookingRescheduled { booking_id, .. } => booking_id.0,
         }),
         AnyEvent::Payment(p) => Some(p.ids().1.0),
         _ => None,
@@ -246,7 +247,8 @@ fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
             ..
         } => {
             row.status = status(BookingStatus::Cancelled);
-            row.refund_due_minor = refund_due.minor;
+            // What is owed back in all: a move to a cheaper slot may have owed some already.
+            row.refund_due_minor += refund_due.minor;
             row.cancelled_by = Some(
                 match by {
                     Canceller::Customer(_) => "customer",
@@ -276,6 +278,20 @@ fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
         }
         BookingEvent::TicketCheckedIn { .. } => row.checked_in_seats += 1,
         BookingEvent::BookingNoShow { .. } => row.status = status(BookingStatus::NoShow),
+        BookingEvent::BookingRescheduled {
+            to_slot,
+            slot_starts_at,
+            slot_ends_at,
+            total,
+            refund,
+            ..
+        } => {
+            row.slot_id = to_slot.0;
+            row.slot_starts_at = *slot_starts_at;
+            row.slot_ends_at = *slot_ends_at;
+            row.total_minor = total.minor;
+            row.refund_due_minor += refund.minor;
+        }
     }
 }
 

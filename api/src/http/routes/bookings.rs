@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(pay))
         .routes(routes!(quote))
         .routes(routes!(cancel))
+        .routes(routes!(reschedule))
         .routes(routes!(review))
         .routes(routes!(stripe_webhook))
 }
@@ -421,6 +422,85 @@ async fn cancel(
             )
             .await?;
             Ok(answered(StatusCode::OK, &executed))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleRequest {
+    /// Another slot of the booking's listing.
+    pub slot_id: Uuid,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Rescheduled {
+    pub booking_id: Uuid,
+    pub slot_id: Uuid,
+    pub slot_starts_at: DateTime<Utc>,
+    pub slot_ends_at: DateTime<Utc>,
+    /// The booking's price on the new slot.
+    pub total_minor: i64,
+    /// What the move refunds (the new slot costs less); the refund follows through the gateway.
+    pub refund_minor: i64,
+    pub currency: String,
+    #[serde(flatten)]
+    pub result: CommandResult,
+}
+
+/// Move my confirmed booking to another slot of the same listing, in one atomic step (the old
+/// seats go back, the new ones are taken, or nothing happens). Allowed while the booking's
+/// policy still refunds something; a cheaper slot refunds the difference, a dearer one is
+/// refused (`booking.reschedule_costs_more`). Old tickets stop working; the booking's tickets
+/// are for the new slot.
+#[utoipa::path(post, path = "/bookings/{booking_id}/reschedule", tag = "bookings", security(("bearer" = [])),
+    request_body = RescheduleRequest,
+    params(("booking_id" = Uuid, Path, description = "The booking"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key moves nothing twice")),
+    responses(
+        (status = 200, description = "Moved", body = Rescheduled),
+        (status = 409, description = "The new slot is full, started or cancelled; the booking is not confirmed, attended, or past its policy's window; or the new slot costs more", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn reschedule(
+    State(state): State<AppState>,
+    caller: Require<Customer>,
+    key: IdempotencyKey,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RescheduleRequest>,
+) -> Result<Response, ApiError> {
+    let request = (booking_id, &req);
+    once(
+        &state,
+        &caller,
+        "booking.reschedule",
+        key,
+        &request,
+        async |ctx| {
+            let (before, _) = own_booking(&state, &caller, booking_id).await?;
+            let executed = commands::reschedule_booking(
+                &*state.store,
+                BookingId(booking_id),
+                SlotId(req.slot_id),
+                &ctx,
+            )
+            .await?;
+            let (b, _) = commands::current_booking(&*state.store, BookingId(booking_id)).await?;
+            Ok((
+                StatusCode::OK,
+                executed.position.0 as i64,
+                Rescheduled {
+                    booking_id,
+                    slot_id: b.slot_id.0,
+                    slot_starts_at: b.slot_starts_at,
+                    slot_ends_at: b.slot_ends_at,
+                    total_minor: b.total.minor,
+                    refund_minor: (before.total.minor - b.total.minor).max(0),
+                    currency: b.total.currency.to_string(),
+                    result: CommandResult::from(&executed),
+                },
+            ))
         },
     )
     .await

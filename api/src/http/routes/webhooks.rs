@@ -123,8 +123,8 @@ pub struct NewEndpoint {
     /// Where to POST events: `https://` and a public address.
     pub url: String,
     /// Any of `booking.placed`, `booking.confirmed`, `booking.cancelled`, `booking.expired`,
-    /// `booking.refunded`, `booking.checked_in`, `booking.no_show`, `slot.cancelled`,
-    /// `payout.paid`, `payout.failed`.
+    /// `booking.refunded`, `booking.checked_in`, `booking.no_show`, `booking.rescheduled`,
+    /// `slot.cancelled`, `payout.paid`, `payout.failed`.
     pub event_types: Vec<String>,
     #[serde(default)]
     pub description: String,
@@ -477,6 +477,12 @@ pub struct BookingEventData {
     pub seat: Option<u32>,
     pub checked_in_by: Option<Uuid>,
     pub checked_in_at: Option<DateTime<Utc>>,
+    /// `booking.rescheduled`: the slots it moved from and to, its new price, and what the
+    /// move refunds (a cheaper slot).
+    pub from_slot_id: Option<Uuid>,
+    pub to_slot_id: Option<Uuid>,
+    pub new_total: Option<PayloadMoney>,
+    pub refund: Option<PayloadMoney>,
 }
 
 /// `data` of `slot.cancelled`.

@@ -446,6 +446,16 @@ fn samples() -> Vec<AnyEvent> {
             at: at(20),
         }),
         AnyEvent::Booking(BookingEvent::BookingNoShow { booking_id }),
+        AnyEvent::Booking(BookingEvent::BookingRescheduled {
+            booking_id,
+            from_slot: slot_id,
+            to_slot: SlotId(Uuid::from_u128(0x23)),
+            slot_starts_at: at(30),
+            slot_ends_at: at(31),
+            total: eur(36_000),
+            refund: eur(4_000),
+            hours_before_start: 240,
+        }),
         AnyEvent::Schedule(ScheduleEvent::ScheduleDefined {
             schedule_id,
             listing_id,

@@ -33,6 +33,7 @@ fn sample(template: Template, locale: Locale) -> serde_json::Value {
         "listing": "Sunrise kayak tour & breakfast",
         "place": "Lisbon, PT",
         "starts": at(20, 10, 0),
+        "previous_starts": at(13, 10, 0),
         "ends": at(20, 14, 0),
         "hold_expires": at(1, 9, 15),
         "seats": 2,
