@@ -15,6 +15,7 @@ mod openapi;
 mod provider;
 mod rbac;
 mod relevance;
+mod reschedule;
 mod tickets;
 mod webhooks;
 

@@ -653,6 +653,12 @@ async fn every_route_times_every_role() {
         ),
         (
             Method::POST,
+            format!("/bookings/{booking}/reschedule"),
+            Some(json!({ "slot_id": uuid::Uuid::new_v4() })),
+            booking_own(&[]),
+        ),
+        (
+            Method::POST,
             "/payments/stripe/webhook".into(),
             Some(json!({})),
             Rule::Public,

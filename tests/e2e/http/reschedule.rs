@@ -1,0 +1,342 @@
+//! Moving a booking to another date over HTTP: one atomic step (the old slot's seats come
+//! back, the new slot's are taken), refused when the new slot is full, dearer, of another
+//! listing or the same; a cheaper slot refunds the difference through the gateway and the
+//! books stay balanced; the old tickets stop opening doors; the customer is told; and a move
+//! racing a placement for the last seat of the new slot is decided once.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Options, Server, assert_problem, eventually};
+
+async fn slot_in(
+    s: &Server,
+    provider: &str,
+    listing: &str,
+    days: i64,
+    capacity: u32,
+    price: i64,
+) -> String {
+    let starts = chrono::Utc::now() + chrono::TimeDelta::days(days);
+    let (status, slot) = s
+        .post(
+            &format!("/provider/listings/{listing}/slots"),
+            Some(provider),
+            json!({
+                "starts_at": starts.to_rfc3339(),
+                "ends_at": (starts + chrono::TimeDelta::hours(2)).to_rfc3339(),
+                "capacity": capacity,
+                "price_minor": price,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{slot}");
+    slot["slot_id"].as_str().expect("slot").to_owned()
+}
+
+async fn place(s: &Server, customer: &str, slot: &str, seats: u32) -> (StatusCode, Value) {
+    let (status, _, body) = s
+        .call(
+            Method::POST,
+            "/bookings",
+            Some(customer),
+            Some(json!({ "slot_id": slot, "seats": seats })),
+            &[("idempotency-key", uuid::Uuid::new_v4().to_string())],
+        )
+        .await;
+    (status, body)
+}
+
+/// Places and pays a booking; returns its id.
+async fn paid(s: &Server, customer: &str, slot: &str, seats: u32) -> String {
+    let (status, placed) = place(s, customer, slot, seats).await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let id = placed["booking_id"].as_str().expect("booking").to_owned();
+    let (status, body) = s
+        .post(&format!("/bookings/{id}/pay"), Some(customer), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["booking_status"], "confirmed", "{body}");
+    id
+}
+
+async fn reschedule(
+    s: &Server,
+    token: &str,
+    booking: &str,
+    slot: &str,
+    key: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    s.call(
+        Method::POST,
+        &format!("/bookings/{booking}/reschedule"),
+        Some(token),
+        Some(json!({ "slot_id": slot })),
+        &[("idempotency-key", key.into())],
+    )
+    .await
+}
+
+/// The remaining seats of `slot` of `listing`, once the read side shows `want`.
+async fn remaining_becomes(s: &Server, listing: &str, slot: &str, want: i64) {
+    eventually(&format!("slot {slot} shows {want} seats left"), || async {
+        let (_, slots) = s
+            .get(&format!("/listings/{listing}/slots?all=true"), None)
+            .await;
+        slots
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["slot_id"] == slot)
+            .filter(|x| x["remaining"] == want)
+            .map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_moves_in_one_step_and_a_cheaper_date_refunds_the_difference() {
+    let s = Server::start(Options::default()).await;
+    let provider = s.token("provider@tessera.test").await;
+    let elsewhere_provider = s.token("provider1@tessera.test").await;
+    let customer = s.token("customer@tessera.test").await;
+    let stranger = s.token("customer1@tessera.test").await;
+    let admin = s.token("admin@tessera.test").await;
+    let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
+    let listing = mine[0]["listing_id"].as_str().expect("listing").to_owned();
+    let (_, theirs) = s.get("/provider/listings", Some(&elsewhere_provider)).await;
+    let other_listing = theirs[0]["listing_id"]
+        .as_str()
+        .expect("listing")
+        .to_owned();
+
+    let first = slot_in(&s, &provider, &listing, 20, 4, 5_000).await;
+    let same_price = slot_in(&s, &provider, &listing, 21, 4, 5_000).await;
+    let cheaper = slot_in(&s, &provider, &listing, 22, 4, 3_000).await;
+    let dearer = slot_in(&s, &provider, &listing, 23, 4, 9_000).await;
+    let full = slot_in(&s, &provider, &listing, 24, 1, 5_000).await;
+    let foreign = slot_in(&s, &elsewhere_provider, &other_listing, 25, 4, 5_000).await;
+    paid(&s, &stranger, &full, 1).await;
+    let booking = paid(&s, &customer, &first, 2).await;
+    let (_, old_tickets) = s
+        .get(&format!("/bookings/{booking}/tickets"), Some(&customer))
+        .await;
+    let old_ticket = old_tickets[0]["token"].as_str().expect("ticket").to_owned();
+
+    // Same price: moved, nothing refunded; a retry with the same key answers the same.
+    let (status, _, moved) = reschedule(&s, &customer, &booking, &same_price, "move-1").await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["slot_id"], same_price.as_str());
+    assert_eq!(
+        (
+            moved["total_minor"].as_i64(),
+            moved["refund_minor"].as_i64()
+        ),
+        (Some(10_000), Some(0))
+    );
+    let (status, _, again) = reschedule(&s, &customer, &booking, &same_price, "move-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["replayed"], true, "{again}");
+    let strip = |mut v: Value| {
+        v.as_object_mut().expect("object").remove("replayed");
+        v
+    };
+    assert_eq!(
+        strip(again),
+        strip(moved),
+        "the first answer, nothing moved twice"
+    );
+    remaining_becomes(&s, &listing, &first, 4).await;
+    remaining_becomes(&s, &listing, &same_price, 2).await;
+
+    // Refusals: someone else's booking, the slot it is on, a dearer slot, a full one, another
+    // listing's, a slot that does not exist. Nothing moves.
+    let (status, headers, body) = reschedule(&s, &stranger, &booking, &cheaper, "x-1").await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::NOT_FOUND,
+        "booking.not_found",
+    );
+    let (status, headers, body) = reschedule(&s, &customer, &booking, &same_price, "x-2").await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "booking.same_slot",
+    );
+    let (status, headers, body) = reschedule(&s, &customer, &booking, &dearer, "x-3").await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::CONFLICT,
+        "booking.reschedule_costs_more",
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("80.00")),
+        "{body}"
+    );
+    let (status, headers, body) = reschedule(&s, &customer, &booking, &full, "x-4").await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::CONFLICT,
+        "slot.sold_out",
+    );
+    let (status, headers, body) = reschedule(&s, &customer, &booking, &foreign, "x-5").await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "booking.other_listing",
+    );
+    let nowhere = uuid::Uuid::new_v4().to_string();
+    let (status, headers, body) = reschedule(&s, &customer, &booking, &nowhere, "x-6").await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::NOT_FOUND,
+        "slot.not_found",
+    );
+
+    // Cheaper: 2 seats × 20.00 come back through the gateway; the books stay balanced.
+    let (status, _, moved) = reschedule(&s, &customer, &booking, &cheaper, "move-2").await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(
+        (
+            moved["total_minor"].as_i64(),
+            moved["refund_minor"].as_i64()
+        ),
+        (Some(6_000), Some(4_000))
+    );
+    let detail = eventually("the difference refunded", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        (d["booking"]["refunded_minor"] == 4_000).then_some(d)
+    })
+    .await;
+    let b = &detail["booking"];
+    assert_eq!(b["status"], "confirmed", "{detail}");
+    assert_eq!(b["slot_id"], cheaper.as_str());
+    assert_eq!(
+        (b["paid_minor"].as_i64(), b["total_minor"].as_i64()),
+        (Some(10_000), Some(6_000))
+    );
+    let moves = detail["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|e| e["event_type"] == "BookingRescheduled")
+        .count();
+    assert_eq!(moves, 2, "history shows both moves: {detail}");
+    remaining_becomes(&s, &listing, &same_price, 4).await;
+    remaining_becomes(&s, &listing, &cheaper, 2).await;
+    let ledger = eventually("the ledger clean", || async {
+        let (_, r) = s.get("/admin/ledger/check", Some(&admin)).await;
+        (r["clean"] == true).then_some(r)
+    })
+    .await;
+    assert_eq!(ledger["violations"], json!([]), "{ledger:#}");
+
+    // A cancellation now refunds from what is left (6,000 at most), never the 10,000 paid.
+    let (_, quote) = s
+        .get(
+            &format!("/bookings/{booking}/cancellation-quote"),
+            Some(&customer),
+        )
+        .await;
+    assert!(
+        quote["refund_minor"].as_i64().is_some_and(|r| r <= 6_000),
+        "{quote}"
+    );
+
+    // The old ticket opens no door; the new ones name the new slot.
+    let (status, headers, body) = s
+        .call(
+            Method::POST,
+            &format!("/provider/slots/{cheaper}/check-in"),
+            Some(&provider),
+            Some(json!({ "token": old_ticket })),
+            &[],
+        )
+        .await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::CONFLICT,
+        "ticket.wrong_slot",
+    );
+    let (_, new_tickets) = s
+        .get(&format!("/bookings/{booking}/tickets"), Some(&customer))
+        .await;
+    assert_ne!(new_tickets[0]["token"], old_tickets[0]["token"]);
+
+    // The customer is told each move, with the new date.
+    let told = eventually("two move messages", || async {
+        let (_, list) = s
+            .get(
+                &format!("/admin/outbox?template=booking_rescheduled&booking_id={booking}"),
+                Some(&admin),
+            )
+            .await;
+        let list = list.as_array().cloned().unwrap_or_default();
+        (list.len() == 2).then_some(list)
+    })
+    .await;
+    assert!(
+        told.iter().all(|m| m["subject"]
+            .as_str()
+            .is_some_and(|x| x.starts_with("Moved:"))),
+        "{told:?}"
+    );
+    s.shutdown().await;
+}
+
+/// Each round: one seat left on the target slot; a customer moves a booking there while
+/// another places a booking for it. Exactly one gets it, and the slot is never oversold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_and_a_placement_racing_for_the_last_seat_are_decided_once() {
+    let s = Server::start(Options::default()).await;
+    let provider = s.token("provider@tessera.test").await;
+    let mover = s.token("customer@tessera.test").await;
+    let rival = s.token("customer1@tessera.test").await;
+    let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
+    let listing = mine[0]["listing_id"].as_str().expect("listing").to_owned();
+    let (mut moves, mut places) = (0, 0);
+    for round in 0..4 {
+        let from = slot_in(&s, &provider, &listing, 30 + round, 2, 5_000).await;
+        let target = slot_in(&s, &provider, &listing, 40 + round, 1, 5_000).await;
+        let booking = paid(&s, &mover, &from, 1).await;
+        let key = format!("race-{round}");
+        let ((moved, _, body), (placed, placement)) = tokio::join!(
+            reschedule(&s, &mover, &booking, &target, &key),
+            place(&s, &rival, &target, 1),
+        );
+        match (moved, placed) {
+            (StatusCode::OK, StatusCode::CONFLICT) => {
+                assert_eq!(placement["code"], "slot.sold_out", "{placement}");
+                moves += 1;
+                remaining_becomes(&s, &listing, &from, 2).await;
+            }
+            (StatusCode::CONFLICT, StatusCode::CREATED) => {
+                assert_eq!(body["code"], "slot.sold_out", "{body}");
+                places += 1;
+                remaining_becomes(&s, &listing, &from, 1).await;
+            }
+            other => {
+                panic!("round {round}: exactly one must win, got {other:?}: {body} {placement}")
+            }
+        }
+        remaining_becomes(&s, &listing, &target, 0).await;
+    }
+    assert_eq!(moves + places, 4);
+    s.shutdown().await;
+}
