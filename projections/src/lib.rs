@@ -83,6 +83,7 @@ pub fn all(index_root: &std::path::Path) -> Vec<Projection> {
         Projection::Sql(Arc::new(models::loyalty::Loyalty)),
         Projection::Sql(Arc::new(models::reviews::Reviews)),
         Projection::Sql(Arc::new(models::stats::Stats::default())),
+        Projection::Sql(Arc::new(models::users::Users)),
         Projection::Search(Arc::new(search::SearchProjection::new(index_root))),
     ]
 }

@@ -7,6 +7,7 @@ pub mod loyalty;
 pub mod payments;
 pub mod reviews;
 pub mod stats;
+pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
 

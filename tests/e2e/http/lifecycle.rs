@@ -527,6 +527,122 @@ async fn an_admin_finds_a_customers_bookings_by_e_mail_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_lists_and_finds_users_without_the_read_model_holding_addresses() {
+    let s = Server::start(Options::default()).await;
+    let admin = s.token("admin@tessera.test").await;
+    let customer = s.login("customer@tessera.test").await;
+    let id = customer["user_id"].as_str().expect("user").to_owned();
+    s.caught_up().await;
+    let users = |query: String| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            let (status, body) = s.get(&format!("/admin/users?{query}"), Some(&admin)).await;
+            assert_eq!(status, StatusCode::OK, "{query}: {body}");
+            body.as_array().expect("users").clone()
+        }
+    };
+
+    // By address (any spelling), through the blind index.
+    let found = users("email=%20Customer@Tessera.TEST".into()).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["user_id"], id.as_str());
+    assert!(users("email=nobody@example.org".into()).await.is_empty());
+    // By part of the name, by role; a page at a time, newest first.
+    let name = found[0]["display_name"].as_str().expect("name").to_owned();
+    let part: String = name
+        .chars()
+        .skip(1)
+        .take(4)
+        .collect::<String>()
+        .to_uppercase();
+    let by_name = users(format!("q={}", super::urlencode(&part))).await;
+    assert!(
+        by_name.iter().any(|u| u["user_id"] == id.as_str()),
+        "{by_name:?}"
+    );
+    assert!(by_name.iter().all(|u| {
+        u["display_name"]
+            .as_str()
+            .is_some_and(|n| n.to_uppercase().contains(&part))
+    }));
+    let providers = users("role=provider&limit=200".into()).await;
+    assert!(!providers.is_empty());
+    assert!(providers.iter().all(|u| {
+        u["roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("provider")))
+    }));
+    let first = users("limit=2".into()).await;
+    let second = users("limit=2&offset=2".into()).await;
+    assert_eq!(first.len(), 2);
+    assert!(
+        second.iter().all(|u| !first.contains(u)),
+        "pages do not overlap"
+    );
+
+    // Suspended users, with the reason.
+    let (status, _, body) = s
+        .call(
+            Method::POST,
+            &format!("/admin/users/{id}/suspend"),
+            Some(&admin),
+            Some(json!({ "reason": "chargeback under review" })),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let suspended = eventually("the suspension listed", || async {
+        let list = users("suspended=true".into()).await;
+        list.iter()
+            .any(|u| u["user_id"] == id.as_str())
+            .then_some(list)
+    })
+    .await;
+    let me = suspended
+        .iter()
+        .find(|u| u["user_id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(me["suspended_reason"], "chargeback under review");
+
+    // No column of the read model holds an address, whatever its spelling.
+    let rows: Vec<String> = sqlx::query_scalar("SELECT to_jsonb(u)::text FROM read.users u")
+        .fetch_all(&s.db.pool)
+        .await
+        .expect("rows");
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| !r.contains("tessera.test")), "{rows:?}");
+
+    for (query, field) in [
+        ("email=not-an-address", "email"),
+        ("role=pilot", "role"),
+        ("q=", "q"),
+        ("limit=201", "limit"),
+    ] {
+        let (status, headers, problem) = s
+            .call(
+                Method::GET,
+                &format!("/admin/users?{query}"),
+                Some(&admin),
+                None,
+                &[],
+            )
+            .await;
+        assert_problem(
+            status,
+            &headers,
+            &problem,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.invalid",
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
+    let (status, _) = s.get("/admin/users", Some(access(&customer))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wishlist_saves_listings_once_in_order() {
     let s = Server::start(Options::default()).await;
     let token = s.token("customer@tessera.test").await;

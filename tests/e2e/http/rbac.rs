@@ -712,6 +712,12 @@ async fn every_route_times_every_role() {
             Rule::Roles(ADMIN),
         ),
         (
+            Method::GET,
+            "/admin/users?role=provider".into(),
+            None,
+            Rule::Roles(ADMIN),
+        ),
+        (
             Method::POST,
             format!("/admin/users/{}/suspend", uuid::Uuid::new_v4()),
             Some(json!({ "reason": "fraud" })),

@@ -10,6 +10,7 @@ use tessera_commands::admin;
 use tessera_domain::user::Role;
 use tessera_domain::values::{BookingId, UserId};
 pub use tessera_projections::models::stats::{self, DayStats, ListingStats};
+use tessera_projections::models::users;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(adjust_points))
         .routes(routes!(erase_user))
         .routes(routes!(search_bookings))
+        .routes(routes!(search_users))
         .routes(routes!(suspend_user))
         .routes(routes!(unsuspend_user))
         .routes(routes!(grant_role))
@@ -262,8 +264,8 @@ async fn erase_user(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AdminBookingsQuery {
-    /// The customer's e-mail address: resolved through the address's reservation in the log
-    /// (a hash of the address), so no read model holds addresses in plain text.
+    /// The customer's e-mail address: matched through the users read model's blind index (a
+    /// keyed hash of the address), so no read model holds addresses in plain text.
     pub email: Option<String>,
     pub customer_id: Option<Uuid>,
     pub provider_id: Option<Uuid>,
@@ -295,7 +297,9 @@ async fn search_bookings(
     min: MinPosition,
     ApiQuery(q): ApiQuery<AdminBookingsQuery>,
 ) -> Result<axum::Json<super::provider::BookingPage>, ApiError> {
-    state.read_after(&["bookings", "catalog"], min).await?;
+    state
+        .read_after(&["bookings", "catalog", "users"], min)
+        .await?;
     if q.email.is_some() && q.customer_id.is_some() {
         return Err(invalid(
             "customer_id",
@@ -308,9 +312,9 @@ async fn search_bookings(
                 .map_err(|_| invalid("email", "not an e-mail address"))?;
             // An address without an account matches nobody (the nil id).
             Some(
-                tessera_commands::users::find_by_email(&*state.store, email)
+                users::find_by_email(&state.pool, email)
                     .await?
-                    .map_or(Uuid::nil(), |u| u.0),
+                    .unwrap_or(Uuid::nil()),
             )
         }
         None => None,
@@ -328,6 +332,79 @@ async fn search_bookings(
         super::provider::booking_page(&state, filter, q.status.as_deref(), q.limit, q.offset)
             .await?,
     ))
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUsersQuery {
+    /// An exact e-mail address, matched through its blind index (a keyed hash: the read model
+    /// holds no addresses).
+    pub email: Option<String>,
+    /// Part of the display name, any case (1 to 100 characters).
+    pub q: Option<String>,
+    /// customer | provider | admin | auditor | analyst
+    pub role: Option<String>,
+    pub suspended: Option<bool>,
+    /// Include erased accounts (their names are masked).
+    #[serde(default)]
+    pub include_erased: bool,
+    /// 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// 0 to 1,000,000 (default 0).
+    pub offset: Option<i64>,
+}
+
+/// Users, newest first, by e-mail address, part of the name, role and suspension (admins).
+#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])),
+    params(MinPositionHeader, AdminUsersQuery),
+    responses(
+        (status = 200, description = "Users", body = Vec<users::UserView>),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn search_users(
+    State(state): State<AppState>,
+    _caller: Require<Admin>,
+    min: MinPosition,
+    ApiQuery(q): ApiQuery<AdminUsersQuery>,
+) -> Result<axum::Json<Vec<users::UserView>>, ApiError> {
+    state.read_after(&["users"], min).await?;
+    if let Some(email) = q.email.as_deref() {
+        tessera_domain::user::Email::parse(email)
+            .map_err(|_| invalid("email", "not an e-mail address"))?;
+    }
+    if q.q
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 100)
+    {
+        return Err(invalid("q", "1 to 100 characters"));
+    }
+    if let Some(role) = q.role.as_deref()
+        && serde_json::from_value::<tessera_domain::user::Role>(role.into()).is_err()
+    {
+        return Err(invalid(
+            "role",
+            "customer, provider, admin, auditor or analyst",
+        ));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(invalid("limit", "1 to 200"));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if !(0..=1_000_000).contains(&offset) {
+        return Err(invalid("offset", "0 to 1,000,000"));
+    }
+    let filter = users::UserFilter {
+        email: q.email,
+        name: q.q.map(|n| n.trim().to_owned()),
+        role: q.role,
+        suspended: q.suspended,
+        include_erased: q.include_erased,
+        limit,
+        offset,
+    };
+    Ok(axum::Json(users::search(&state.pool, &filter).await?))
 }
 
 async fn set_suspended(
