@@ -147,6 +147,7 @@ async fn a_rebuild_equals_incremental_application() {
         "listing_ratings",
         "daily_stats",
         "provider_earnings",
+        "users",
     ] {
         assert!(
             incremental.get(table).is_some_and(|rows| !rows.is_empty()),
@@ -273,9 +274,9 @@ async fn a_failing_projection_stops_and_names_the_event() {
         let status = tessera_projections::status(&setup.db.pool)
             .await
             .expect("status");
-        // Bookings and stats both need the booking placed; the other five do not care.
+        // Bookings and stats both need the booking placed; the other six do not care.
         let failed = status.iter().filter(|s| s.state == "failed").count();
-        let others_done = status.len() == 7
+        let others_done = status.len() == 8
             && status
                 .iter()
                 .filter(|s| s.name != "bookings" && s.name != "stats")

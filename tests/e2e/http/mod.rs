@@ -137,7 +137,7 @@ impl Server {
                 .await
                 .expect("status");
             assert!(status.iter().all(|s| s.state != "failed"), "{status:?}");
-            (status.len() == 7 && status.iter().all(|s| s.position >= head)).then_some(())
+            (status.len() == 8 && status.iter().all(|s| s.position >= head)).then_some(())
         })
         .await;
     }

@@ -150,11 +150,16 @@ async fn my_bookings(
             message: "limit is 1 to 100".into(),
         }]));
     }
+    let status = q
+        .status
+        .as_deref()
+        .map(super::provider::known_status)
+        .transpose()?;
     state.read_after(reads::BOOKINGS, min).await?;
     let rows = bookings::customer_bookings(
         &state.pool,
         caller.user_id.0,
-        q.status.as_deref(),
+        status,
         limit,
         q.offset.unwrap_or(0).max(0),
     )

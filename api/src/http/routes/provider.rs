@@ -318,7 +318,7 @@ fn manifest_csv(m: &Manifest) -> Result<String, ApiError> {
     String::from_utf8(bytes).map_err(|e| ApiError::Internal(format!("manifest CSV: {e}")))
 }
 
-const STATUSES: &[&str] = &[
+pub(crate) const STATUSES: &[&str] = &[
     "held",
     "payment_pending",
     "confirmed",
@@ -357,6 +357,18 @@ pub struct BookingPage {
 }
 
 /// Checks a booking search's status, period and page, and runs it.
+/// `s` if it names a booking status (else a 422 naming the field).
+pub(crate) fn known_status(s: &str) -> Result<&str, ApiError> {
+    if STATUSES.contains(&s) {
+        Ok(s)
+    } else {
+        Err(invalid(
+            "status",
+            format!("unknown status; one of {}", STATUSES.join(", ")),
+        ))
+    }
+}
+
 pub(crate) async fn booking_page(
     state: &AppState,
     mut filter: BookingFilter,
@@ -365,13 +377,7 @@ pub(crate) async fn booking_page(
     offset: Option<i64>,
 ) -> Result<BookingPage, ApiError> {
     if let Some(s) = status {
-        if !STATUSES.contains(&s) {
-            return Err(invalid(
-                "status",
-                format!("unknown status; one of {}", STATUSES.join(", ")),
-            ));
-        }
-        filter.status = Some(s.to_owned());
+        filter.status = Some(known_status(s)?.to_owned());
     }
     if let (Some(from), Some(to)) = (filter.from, filter.to)
         && to <= from
