@@ -92,6 +92,18 @@ pub async fn start_payment(
             });
             return Ok(Attempt::Replayed(done));
         }
+        // Paying needs a confirmed address (accounts the platform trusts are born confirmed).
+        let customer = load::<tessera_domain::user::UserAggregate>(
+            store,
+            stream_of::<tessera_domain::user::UserAggregate>(b.customer_id),
+            Uuid::nil(),
+        )
+        .await?;
+        if let tessera_domain::user::UserState::Registered(u) = &customer.state
+            && !u.email_verified
+        {
+            return Err(tessera_domain::user::UserError::EmailUnverified.into());
+        }
         let booking_events = BookingAggregate::decide(
             &booking.state,
             &BookingCommand::StartPayment {

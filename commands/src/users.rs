@@ -60,10 +60,20 @@ pub async fn register_user(
     ctx: &CommandContext,
 ) -> Result<(UserId, Executed), CommandError> {
     let password_hash = hash_password(password.to_owned()).await?;
-    register_user_hashed(store, email, display_name, password_hash, referred_by, ctx).await
+    register(
+        store,
+        email,
+        display_name,
+        password_hash,
+        referred_by,
+        false,
+        ctx,
+    )
+    .await
 }
 
-/// Registers a user whose password is already hashed (argon2id PHC string): the fixture
+/// Registers a user whose password is already hashed (argon2id PHC string) and whose address
+/// the platform trusts already (seeded or imported accounts: no confirmation link): the fixture
 /// generator hashes its one demo password once, with a seeded salt, for thousands of users.
 pub async fn register_user_hashed(
     store: &dyn EventStore,
@@ -71,6 +81,27 @@ pub async fn register_user_hashed(
     display_name: &str,
     password_hash: String,
     referred_by: Option<UserId>,
+    ctx: &CommandContext,
+) -> Result<(UserId, Executed), CommandError> {
+    register(
+        store,
+        email,
+        display_name,
+        password_hash,
+        referred_by,
+        true,
+        ctx,
+    )
+    .await
+}
+
+async fn register(
+    store: &dyn EventStore,
+    email: &str,
+    display_name: &str,
+    password_hash: String,
+    referred_by: Option<UserId>,
+    email_verified: bool,
     ctx: &CommandContext,
 ) -> Result<(UserId, Executed), CommandError> {
     let email = Email::parse(email)?;
@@ -110,6 +141,7 @@ pub async fn register_user_hashed(
             display_name: display_name.to_owned(),
             password_hash,
             referred_by,
+            email_verified,
         },
     )?;
     // Both streams must be new: a concurrent registration of the same address conflicts here.
@@ -408,4 +440,80 @@ pub async fn wish(
         UserCommand::UnsaveListing { listing_id }
     };
     execute::<UserAggregate>(store, stream_of::<UserAggregate>(user_id), &command, ctx).await
+}
+
+/// Confirms `user`'s address `email` (its link was opened). Refused if the account has another
+/// address since; a second confirmation writes nothing.
+pub async fn verify_email(
+    store: &dyn EventStore,
+    user: UserId,
+    email: &Email,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    execute::<UserAggregate>(
+        store,
+        stream_of::<UserAggregate>(user),
+        &UserCommand::VerifyEmail {
+            email: email.clone(),
+        },
+        ctx,
+    )
+    .await
+}
+
+/// Gives `user` the address `email`, unconfirmed, in one append with the address reservations:
+/// the new address's (refused if it is taken) and the release of the old one.
+pub async fn change_email(
+    store: &dyn EventStore,
+    user: UserId,
+    email: &str,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    let email = Email::parse(email)?;
+    crate::handler::decide_and_append(store, || {
+        let email = email.clone();
+        async move {
+            let loaded =
+                load::<UserAggregate>(store, stream_of::<UserAggregate>(user), ctx.command_id)
+                    .await?;
+            if let Some(done) = crate::handler::replayed(&[&loaded.caused_by_command]) {
+                return Ok(crate::handler::Attempt::Replayed(done));
+            }
+            let UserState::Registered(u) = &loaded.state else {
+                return Err(UserError::NotRegistered.into());
+            };
+            let old = u.email.clone();
+            let events = UserAggregate::decide(
+                &loaded.state,
+                &UserCommand::ChangeEmail {
+                    email: email.clone(),
+                },
+            )?;
+            if events.is_empty() {
+                return Ok(crate::handler::Attempt::Replayed(Executed {
+                    position: loaded.last_position,
+                    replayed: true,
+                }));
+            }
+            let new =
+                load::<EmailReservationAggregate>(store, email_stream(&email), ctx.command_id)
+                    .await?;
+            let reserved = EmailReservationAggregate::decide(
+                &new.state,
+                &EmailReservationCommand::Reserve { user_id: user },
+            )?;
+            let old = load::<EmailReservationAggregate>(store, email_stream(&old), ctx.command_id)
+                .await?;
+            let released = EmailReservationAggregate::decide(
+                &old.state,
+                &EmailReservationCommand::Release { user_id: user },
+            )?;
+            Ok(crate::handler::Attempt::Append(vec![
+                write_for(&loaded, &events, ctx)?,
+                write_for(&new, &reserved, ctx)?,
+                write_for(&old, &released, ctx)?,
+            ]))
+        }
+    })
+    .await
 }

@@ -80,6 +80,9 @@ pub struct User {
     /// Listings the user saved, in the order saved.
     #[serde(default)]
     pub wishlist: Vec<ListingId>,
+    /// Whether the current address is confirmed (by its link, or trusted when the account was
+    /// made: seeded, imported, or registered before verification existed). Paying needs it.
+    pub email_verified: bool,
 }
 
 /// At most this many listings on a wishlist.
@@ -109,6 +112,9 @@ pub enum UserCommand {
         password_hash: String,
         /// The existing user who referred this one (earns the referral points).
         referred_by: Option<UserId>,
+        /// Whether the address is trusted already (seeded or imported accounts); a customer
+        /// registering themselves confirms it by the link sent to it.
+        email_verified: bool,
     },
     UpdateProfile {
         display_name: String,
@@ -148,6 +154,16 @@ pub enum UserCommand {
     UnsaveListing {
         listing_id: ListingId,
     },
+    /// The link sent to `email` was opened: confirms it if it is still the account's address
+    /// (confirming twice changes nothing).
+    VerifyEmail {
+        email: Email,
+    },
+    /// A new address (the handler swaps the address reservations in the same append); it is
+    /// unconfirmed until its link is opened.
+    ChangeEmail {
+        email: Email,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +178,11 @@ pub enum UserEvent {
         /// so events stored before it existed read and re-encode unchanged.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         referred_by: Option<UserId>,
+        /// Added without a version bump, like `referred_by`: absent means verified (accounts
+        /// registered before verification existed are grandfathered), and it is written only
+        /// when false, so events stored before it existed read and re-encode unchanged.
+        #[serde(default = "verified", skip_serializing_if = "is_verified")]
+        email_verified: bool,
     },
     UserProfileUpdated {
         user_id: UserId,
@@ -213,6 +234,24 @@ pub enum UserEvent {
         user_id: UserId,
         listing_id: ListingId,
     },
+    /// The account's current address is confirmed (its link was opened).
+    EmailVerified {
+        user_id: UserId,
+    },
+    /// The account has a new address (personal data, encrypted), not yet confirmed.
+    EmailChanged {
+        user_id: UserId,
+        email: Email,
+    },
+}
+
+fn verified() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference.
+fn is_verified(v: &bool) -> bool {
+    *v
 }
 
 /// The languages messages are written in.
@@ -299,6 +338,12 @@ pub enum UserError {
     WrongPassword,
     #[error("a wishlist holds at most {WISHLIST_MAX} listings")]
     WishlistFull,
+    #[error("confirm your e-mail address (open the link sent to it) before paying")]
+    EmailUnverified,
+    #[error("the e-mail address is already confirmed")]
+    AlreadyVerified,
+    #[error("the link is for an address that is no longer the account's")]
+    VerificationStale,
 }
 
 fn valid_phone(phone: &str) -> Result<String, UserError> {
@@ -369,6 +414,7 @@ impl Aggregate for UserAggregate {
                     display_name,
                     password_hash,
                     referred_by,
+                    email_verified,
                 },
             ) => {
                 if *referred_by == Some(*id) {
@@ -381,6 +427,7 @@ impl Aggregate for UserAggregate {
                         display_name: valid_name(display_name)?,
                         password_hash: password_hash.clone(),
                         referred_by: *referred_by,
+                        email_verified: *email_verified,
                     },
                     UserEvent::RoleGranted {
                         user_id: *id,
@@ -481,6 +528,24 @@ impl Aggregate for UserAggregate {
                 }
                 UserEvent::UserUnsuspended { user_id }
             }
+            UserCommand::VerifyEmail { email } => {
+                if *email != u.email {
+                    return Err(UserError::VerificationStale);
+                }
+                if u.email_verified {
+                    return Ok(Vec::new());
+                }
+                UserEvent::EmailVerified { user_id }
+            }
+            UserCommand::ChangeEmail { email } => {
+                if *email == u.email {
+                    return Ok(Vec::new());
+                }
+                UserEvent::EmailChanged {
+                    user_id,
+                    email: email.clone(),
+                }
+            }
         }])
     }
 
@@ -493,6 +558,7 @@ impl Aggregate for UserAggregate {
                     email,
                     display_name,
                     password_hash,
+                    email_verified,
                     ..
                 },
             ) => UserState::Registered(User {
@@ -507,6 +573,7 @@ impl Aggregate for UserAggregate {
                 phone: None,
                 sessions_ended: None,
                 wishlist: Vec::new(),
+                email_verified: *email_verified,
             }),
             (UserState::Registered(mut u), e) => {
                 match e {
@@ -546,6 +613,11 @@ impl Aggregate for UserAggregate {
                         u.wishlist.retain(|l| l != listing_id);
                     }
                     UserEvent::UserUnsuspended { .. } => u.suspended = false,
+                    UserEvent::EmailVerified { .. } => u.email_verified = true,
+                    UserEvent::EmailChanged { email, .. } => {
+                        u.email = email.clone();
+                        u.email_verified = false;
+                    }
                     UserEvent::NotificationPreferencesSet {
                         locale, marketing, ..
                     } => {

@@ -66,6 +66,7 @@ codes! {
     AUTH_UNAUTHENTICATED = "auth.unauthenticated", UNAUTHORIZED, "No valid access token, or its account no longer exists.";
     AUTH_FORBIDDEN = "auth.forbidden", FORBIDDEN, "The caller lacks the role the operation needs.";
     AUTH_RESET_LINK_INVALID = "auth.reset_link_invalid", BAD_REQUEST, "The password-reset link is unknown, was used already or has expired.";
+    AUTH_VERIFICATION_LINK_INVALID = "auth.verification_link_invalid", BAD_REQUEST, "The address-confirmation link is not one the platform made, has expired, or is for an address the account no longer has.";
 
     // The read side and the service.
     READ_NOT_YET_CONSISTENT = "read.not_yet_consistent", SERVICE_UNAVAILABLE, "The read models have not reached Tessera-Min-Position within the wait; retry after Retry-After.";
@@ -209,6 +210,8 @@ codes! {
     USER_WRONG_PASSWORD = "user.wrong_password", UNPROCESSABLE_ENTITY, "The current password is wrong.";
     USER_WISHLIST_FULL = "user.wishlist_full", CONFLICT, "A wishlist holds at most 500 listings.";
     USER_REASON_REQUIRED = "user.reason_required", UNPROCESSABLE_ENTITY, "A suspension needs a reason.";
+    USER_EMAIL_UNVERIFIED = "user.email_unverified", FORBIDDEN, "Paying needs a confirmed e-mail address: open the link sent to it (POST /me/email/verification sends a new one).";
+    USER_ALREADY_VERIFIED = "user.already_verified", CONFLICT, "The account's e-mail address is already confirmed.";
 
     // Messages.
     MESSAGE_NOT_FOUND = "message.not_found", NOT_FOUND, "No message with this id is in the outbox.";

@@ -395,6 +395,9 @@ fn user(e: &UserError) -> Mapped {
         E::ReasonRequired => field(&codes::USER_REASON_REQUIRED, "reason"),
         E::WrongPassword => field(&codes::USER_WRONG_PASSWORD, "current_password"),
         E::WishlistFull => mapped(&codes::USER_WISHLIST_FULL),
+        E::EmailUnverified => mapped(&codes::USER_EMAIL_UNVERIFIED),
+        E::AlreadyVerified => mapped(&codes::USER_ALREADY_VERIFIED),
+        E::VerificationStale => mapped(&codes::AUTH_VERIFICATION_LINK_INVALID),
     }
 }
 

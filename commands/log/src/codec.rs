@@ -94,6 +94,8 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("PasswordChanged", "user", 1),
     ("UserSuspended", "user", 1),
     ("UserUnsuspended", "user", 1),
+    ("EmailVerified", "user", 1),
+    ("EmailChanged", "user", 1),
     ("ListingSaved", "user", 1),
     ("ListingUnsaved", "user", 1),
     ("EmailReserved", "email", 1),

@@ -39,6 +39,7 @@ pub const PII_FIELDS: &[(&str, &str, &[&str])] = &[
     ("UserProfileUpdated", "user_id", &["display_name"]),
     ("PhoneNumberSet", "user_id", &["phone"]),
     ("PasswordChanged", "user_id", &["password_hash"]),
+    ("EmailChanged", "user_id", &["email"]),
     ("ReviewWritten", "author_id", &["text"]),
 ];
 

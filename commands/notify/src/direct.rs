@@ -194,3 +194,51 @@ pub async fn send_daily_summary(
     )
     .await
 }
+
+/// Writes `user` the link confirming their current address (message `id`: the same id writes
+/// nothing twice). Accounts already confirmed, or erased, get nothing.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_verification(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    vault: &Vault,
+    config: &NotifyConfig,
+    user: UserId,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, CommandError> {
+    let UserState::Registered(u) =
+        load::<UserAggregate>(store, stream_of::<UserAggregate>(user), Uuid::nil())
+            .await?
+            .state
+    else {
+        return Ok(false);
+    };
+    if u.email_verified || u.erased {
+        return Ok(false);
+    }
+    let expires = now + crate::verify::TTL;
+    let link = format!(
+        "{}/verify-email?token={}",
+        config.base_url,
+        crate::verify::token(&config.unsubscribe_key, user, u.email.as_str(), expires)
+    );
+    let context = move |locale| {
+        serde_json::json!({
+            "link": link,
+            "expires": crate::format::when(expires, locale),
+        })
+    };
+    tell_user(
+        store,
+        pool,
+        vault,
+        config,
+        user,
+        Template::EmailVerification,
+        &context,
+        id,
+        now,
+    )
+    .await
+}

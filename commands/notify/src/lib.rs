@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod reactor;
 pub mod templates;
 pub mod unsubscribe;
+pub mod verify;
 pub mod webhooks;
 
 pub use delivery::{Deliverer, MailDir, RetryPolicy, Smtp, Transport};

@@ -671,6 +671,28 @@ impl Reactor for NotificationReactor {
             return Ok(());
         }
         match decoded {
+            // A customer who registered themselves, or anyone with a new address, confirms it.
+            AnyEvent::User(
+                UserEvent::UserRegistered {
+                    user_id,
+                    email_verified: false,
+                    ..
+                }
+                | UserEvent::EmailChanged { user_id, .. },
+            ) => {
+                let id = message_id(event, Template::EmailVerification, *user_id);
+                crate::direct::send_verification(
+                    &*self.store,
+                    &self.pool,
+                    &self.vault,
+                    &self.config,
+                    *user_id,
+                    id,
+                    event.recorded_at,
+                )
+                .await?;
+                Ok(())
+            }
             AnyEvent::Booking(e) => self.on_booking(event, e, now).await,
             AnyEvent::Payment(e @ PaymentEvent::ReceiptIssued { .. }) => {
                 self.on_receipt(event, e).await

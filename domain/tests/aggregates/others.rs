@@ -348,6 +348,7 @@ fn users_register_as_customers_and_can_be_erased() {
         display_name: "Ada".into(),
         password_hash: "$argon2id$…".into(),
         referred_by: None,
+        email_verified: false,
     };
     given::<U>(&[]).when_then(
         UC::Register {
@@ -356,6 +357,7 @@ fn users_register_as_customers_and_can_be_erased() {
             display_name: " Ada ".into(),
             password_hash: "$argon2id$…".into(),
             referred_by: None,
+            email_verified: false,
         },
         &[
             registered.clone(),
@@ -699,6 +701,7 @@ fn nobody_refers_themselves() {
             display_name: "X".into(),
             password_hash: "h".into(),
             referred_by: Some(id),
+            email_verified: false,
         },
         UE::SelfReferral,
     );
@@ -714,6 +717,7 @@ fn profiles_change_only_what_differs_and_suspensions_need_a_reason() {
             display_name: "Pat".into(),
             password_hash: "h0".into(),
             referred_by: None,
+            email_verified: true,
         },
         UEv::RoleGranted {
             user_id: id,

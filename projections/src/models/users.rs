@@ -1,9 +1,11 @@
-//! Users for admins: who is registered, their roles, whether they are suspended or erased, and
-//! their display name. No address is kept: an e-mail is found through its **blind index**, the
-//! keyed hash of the address ([`tessera_log::pii::blind_index`], key in `api_secrets`), so a
-//! copy of this table cannot be matched against a list of addresses. An erased person's row
-//! keeps only their id and roles (name masked, index dropped), as a rebuild reproduces it: the
-//! events' personal fields read as placeholders once the person's key is shredded.
+//! Users for admins: who is registered, their roles, whether their address is confirmed, and
+//! whether they are suspended or erased. No personal data is kept in plain text: an address is
+//! found through its **blind index**, the keyed hash of the address
+//! ([`tessera_log::pii::blind_index`], key in `api_secrets`), and a name through the blind
+//! indexes of its words, so a copy of this table cannot be matched against a list of addresses
+//! or names without the key. Names are shown by the API from the log (decrypted per person).
+//! An erased person's row keeps only their id and roles (indexes dropped), as a rebuild
+//! reproduces it: the events' personal fields read as placeholders once the key is shredded.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -29,7 +31,9 @@ pub struct UserRow {
     pub user_id: Uuid,
     /// Hex of the address's keyed hash; `None` once erased.
     pub email_index: Option<String>,
-    pub display_name: String,
+    pub email_verified: bool,
+    /// Hex of the keyed hash of each word of the display name (lower case).
+    pub name_index: Vec<String>,
     pub roles: Vec<String>,
     pub suspended: bool,
     pub suspended_reason: Option<String>,
@@ -50,7 +54,9 @@ fn user_of(e: &Envelope) -> Option<Uuid> {
         | UserEvent::RoleRevoked { user_id, .. }
         | UserEvent::UserErased { user_id }
         | UserEvent::UserSuspended { user_id, .. }
-        | UserEvent::UserUnsuspended { user_id } => user_id.0,
+        | UserEvent::UserUnsuspended { user_id }
+        | UserEvent::EmailVerified { user_id }
+        | UserEvent::EmailChanged { user_id, .. } => user_id.0,
         _ => return None,
     })
 }
@@ -75,12 +81,14 @@ impl SqlProjection for Users {
     fn ddl(&self) -> String {
         r#"
 CREATE TABLE users (
-    user_id uuid PRIMARY KEY, email_index text, display_name text NOT NULL, roles jsonb NOT NULL,
+    user_id uuid PRIMARY KEY, email_index text, email_verified boolean NOT NULL,
+    name_index text[] NOT NULL, roles jsonb NOT NULL,
     suspended boolean NOT NULL, suspended_reason text, erased boolean NOT NULL,
     registered_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
 );
 CREATE UNIQUE INDEX users_email_index ON users (email_index);
 CREATE INDEX users_registered ON users (registered_at DESC, user_id);
+CREATE INDEX users_name_index ON users USING gin (name_index);
 "#
         .to_owned()
     }
@@ -107,6 +115,7 @@ CREATE INDEX users_registered ON users (registered_at DESC, user_id);
             if let UserEvent::UserRegistered {
                 email,
                 display_name,
+                email_verified,
                 ..
             } = u
             {
@@ -118,7 +127,12 @@ CREATE INDEX users_registered ON users (registered_at DESC, user_id);
                         user_id: id,
                         email_index: (!erased)
                             .then(|| hex(&tessera_log::pii::blind_index(&key, email.as_str()))),
-                        display_name: display_name.clone(),
+                        email_verified: *email_verified,
+                        name_index: if erased {
+                            Vec::new()
+                        } else {
+                            name_index(&key, display_name)
+                        },
                         roles: Vec::new(),
                         suspended: false,
                         suspended_reason: None,
@@ -137,8 +151,8 @@ CREATE INDEX users_registered ON users (registered_at DESC, user_id);
                 ));
             };
             match u {
-                UserEvent::UserProfileUpdated { display_name, .. } => {
-                    row.display_name.clone_from(display_name);
+                UserEvent::UserProfileUpdated { display_name, .. } if !row.erased => {
+                    row.name_index = name_index(&key, display_name);
                 }
                 UserEvent::RoleGranted { role, .. } => {
                     let role = role_name(role);
@@ -159,10 +173,18 @@ CREATE INDEX users_registered ON users (registered_at DESC, user_id);
                     row.suspended = false;
                     row.suspended_reason = None;
                 }
+                UserEvent::EmailVerified { .. } => row.email_verified = true,
+                UserEvent::EmailChanged { email, .. } => {
+                    row.email_verified = false;
+                    if !row.erased {
+                        row.email_index =
+                            Some(hex(&tessera_log::pii::blind_index(&key, email.as_str())));
+                    }
+                }
                 UserEvent::UserErased { .. } => {
                     row.erased = true;
                     row.email_index = None;
-                    row.display_name = tessera_log::pii::ERASED.to_owned();
+                    row.name_index.clear();
                 }
                 _ => {}
             }
@@ -178,6 +200,31 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The words of a name, lower case, without punctuation around them.
+fn words(name: &str) -> impl Iterator<Item = String> + '_ {
+    name.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+}
+
+/// The blind indexes of a name's words (under their own purpose, apart from addresses').
+fn name_index(key: &[u8], name: &str) -> Vec<String> {
+    let mut index: Vec<String> = words(name)
+        .map(|w| {
+            hex(&tessera_log::pii::blind_index(
+                key,
+                &format!("name-word:{w}"),
+            ))
+        })
+        .collect();
+    index.sort();
+    index.dedup();
+    index
+}
+
 // ---------------------------------------------------------------------------------------------
 // Queries: what the API reads from this read model, with the views it answers with.
 
@@ -186,7 +233,8 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserView {
     pub user_id: Uuid,
-    pub display_name: String,
+    /// Whether the account's address is confirmed.
+    pub email_verified: bool,
     pub roles: serde_json::Value,
     pub suspended: bool,
     pub suspended_reason: Option<String>,
@@ -200,7 +248,7 @@ pub struct UserView {
 pub struct UserFilter {
     /// An exact e-mail address (matched through its blind index).
     pub email: Option<String>,
-    /// Part of the display name, any case.
+    /// Whole words of the display name, any case (all of them must be in it).
     pub name: Option<String>,
     pub role: Option<String>,
     pub suspended: Option<bool>,
@@ -214,23 +262,25 @@ pub async fn search(
     pool: &sqlx::PgPool,
     filter: &UserFilter,
 ) -> Result<Vec<UserView>, sqlx::Error> {
-    let index = match &filter.email {
-        Some(email) => Some(email_index(pool, email).await?),
-        None => None,
-    };
+    let key = index_key(pool).await?;
+    let index = filter
+        .email
+        .as_ref()
+        .map(|email| hex(&tessera_log::pii::blind_index(&key, email)));
+    let names = filter.name.as_ref().map(|n| name_index(&key, n));
     sqlx::query_as(
-        "SELECT user_id, display_name, roles, suspended, suspended_reason, erased, registered_at,
+        "SELECT user_id, email_verified, roles, suspended, suspended_reason, erased, registered_at,
                 updated_at
            FROM read.users
           WHERE ($1::text IS NULL OR email_index = $1)
-            AND ($2::text IS NULL OR strpos(lower(display_name), lower($2)) > 0)
+            AND ($2::text[] IS NULL OR name_index @> $2)
             AND ($3::text IS NULL OR roles ? $3)
             AND ($4::boolean IS NULL OR suspended = $4)
             AND ($5 OR NOT erased)
           ORDER BY registered_at DESC, user_id LIMIT $6 OFFSET $7",
     )
     .bind(index)
-    .bind(&filter.name)
+    .bind(names)
     .bind(&filter.role)
     .bind(filter.suspended)
     .bind(filter.include_erased)
@@ -242,17 +292,19 @@ pub async fn search(
 
 /// The user registered with `email`, if any (not erased), through the blind index.
 pub async fn find_by_email(pool: &sqlx::PgPool, email: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    let index = email_index(pool, email).await?;
+    let index = hex(&tessera_log::pii::blind_index(
+        &index_key(pool).await?,
+        email,
+    ));
     sqlx::query_scalar("SELECT user_id FROM read.users WHERE email_index = $1")
         .bind(index)
         .fetch_optional(pool)
         .await
 }
 
-async fn email_index(pool: &sqlx::PgPool, email: &str) -> Result<String, sqlx::Error> {
+async fn index_key(pool: &sqlx::PgPool) -> Result<Vec<u8>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let key = tessera_log::pii::blind_index_key(&mut conn)
+    tessera_log::pii::blind_index_key(&mut conn)
         .await
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    Ok(hex(&tessera_log::pii::blind_index(&key, email)))
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))
 }

@@ -151,6 +151,56 @@ async fn a_customer_books_pays_cancels_and_is_refunded() {
         .expect("the slot");
     assert_eq!(seen["remaining"].as_i64(), Some(remaining - 2), "{seen}");
 
+    // Paying needs a confirmed address: the link sent at registration confirms it (once is
+    // enough; again answers the same), and a forged one confirms nothing.
+    let (status, headers, refused) = s
+        .call(
+            Method::POST,
+            &format!("/bookings/{booking}/pay"),
+            Some(&token),
+            Some(json!({ "card": "4242 4242 4242 4242" })),
+            &[],
+        )
+        .await;
+    super::assert_problem(
+        status,
+        &headers,
+        &refused,
+        StatusCode::FORBIDDEN,
+        "user.email_unverified",
+    );
+    let (_, me) = s.get("/me", Some(&token)).await;
+    assert_eq!(me["email_verified"], false, "{me}");
+    let admin = s.token("admin@tessera.test").await;
+    let user = me["user_id"].as_str().expect("id");
+    let link = super::verification_token(&s, &admin, user, 0).await;
+    let last = if link.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &link[..link.len() - 1]);
+    let (status, headers, body) = s
+        .call(
+            Method::POST,
+            "/auth/verify-email",
+            None,
+            Some(json!({ "token": forged })),
+            &[],
+        )
+        .await;
+    super::assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "auth.verification_link_invalid",
+    );
+    for _ in 0..2 {
+        let (status, body) = s
+            .post("/auth/verify-email", None, json!({ "token": link }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, me) = s.get("/me", Some(&token)).await;
+    assert_eq!(me["email_verified"], true, "{me}");
+
     // Pay with the simulated gateway's good card: confirmed.
     let (status, headers, paid) = s
         .call(

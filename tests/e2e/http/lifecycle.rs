@@ -548,23 +548,22 @@ async fn an_admin_lists_and_finds_users_without_the_read_model_holding_addresses
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["user_id"], id.as_str());
     assert!(users("email=nobody@example.org".into()).await.is_empty());
-    // By part of the name, by role; a page at a time, newest first.
+    // By whole words of the name, any case; by role; a page at a time, newest first.
     let name = found[0]["display_name"].as_str().expect("name").to_owned();
-    let part: String = name
-        .chars()
-        .skip(1)
-        .take(4)
-        .collect::<String>()
+    let word = name
+        .split_whitespace()
+        .last()
+        .expect("a word")
         .to_uppercase();
-    let by_name = users(format!("q={}", super::urlencode(&part))).await;
+    let by_name = users(format!("q={}", super::urlencode(&word))).await;
     assert!(
         by_name.iter().any(|u| u["user_id"] == id.as_str()),
-        "{by_name:?}"
+        "{word}: {by_name:?}"
     );
     assert!(by_name.iter().all(|u| {
         u["display_name"]
             .as_str()
-            .is_some_and(|n| n.to_uppercase().contains(&part))
+            .is_some_and(|n| n.to_uppercase().split_whitespace().any(|w| w == word))
     }));
     let providers = users("role=provider&limit=200".into()).await;
     assert!(!providers.is_empty());
@@ -605,18 +604,23 @@ async fn an_admin_lists_and_finds_users_without_the_read_model_holding_addresses
         .expect("listed");
     assert_eq!(me["suspended_reason"], "chargeback under review");
 
-    // No column of the read model holds an address, whatever its spelling.
+    // No column of the read model holds an address or a name, whatever their spelling.
     let rows: Vec<String> = sqlx::query_scalar("SELECT to_jsonb(u)::text FROM read.users u")
         .fetch_all(&s.db.pool)
         .await
         .expect("rows");
     assert!(!rows.is_empty());
-    assert!(rows.iter().all(|r| !r.contains("tessera.test")), "{rows:?}");
+    let lower = name.to_lowercase();
+    assert!(
+        rows.iter()
+            .all(|r| !r.contains("tessera.test") && !r.to_lowercase().contains(&lower)),
+        "{rows:?}"
+    );
 
     for (query, field) in [
         ("email=not-an-address", "email"),
         ("role=pilot", "role"),
-        ("q=", "q"),
+        ("q=%20-%20", "q"),
         ("limit=201", "limit"),
     ] {
         let (status, headers, problem) = s
@@ -628,6 +632,7 @@ async fn an_admin_lists_and_finds_users_without_the_read_model_holding_addresses
                 &[],
             )
             .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
         assert_problem(
             status,
             &headers,
@@ -719,5 +724,130 @@ async fn a_wishlist_saves_listings_once_in_order() {
         StatusCode::BAD_REQUEST,
         "request.invalid_path",
     );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_address_is_confirmed_by_its_own_link_and_frees_the_old_one() {
+    let s = Server::start(Options::default()).await;
+    let admin = s.token("admin@tessera.test").await;
+    let id = register(&s, "lee@example.org").await;
+    let (_, tokens) = login(&s, "lee@example.org", PASSWORD).await;
+    let token = access(&tokens).to_owned();
+    let first_link = super::verification_token(&s, &admin, &id, 0).await;
+
+    // A second link on request; both work until they expire.
+    let (status, body) = s
+        .post("/me/email/verification", Some(&token), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    super::verification_token(&s, &admin, &id, 1).await;
+
+    // Changing the address needs the password and a free address.
+    let change =
+        |password: &str, email: &str| json!({ "current_password": password, "email": email });
+    let (status, headers, body) = s
+        .call(
+            Method::POST,
+            "/me/email",
+            Some(&token),
+            Some(change("wrong password!", "lee.new@example.org")),
+            &[],
+        )
+        .await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "user.wrong_password",
+    );
+    let (status, headers, body) = s
+        .call(
+            Method::POST,
+            "/me/email",
+            Some(&token),
+            Some(change(PASSWORD, "Customer@Tessera.test")),
+            &[],
+        )
+        .await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::CONFLICT,
+        "user.email_taken",
+    );
+    let (status, body) = s
+        .post(
+            "/me/email",
+            Some(&token),
+            change(PASSWORD, " Lee.New@Example.org "),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, me) = s.get("/me", Some(&token)).await;
+    assert_eq!(me["email"], "lee.new@example.org");
+    assert_eq!(me["email_verified"], false);
+
+    // The link sent to the old address confirms nothing now; the new address's own link does.
+    let (status, headers, body) = s
+        .call(
+            Method::POST,
+            "/auth/verify-email",
+            None,
+            Some(json!({ "token": first_link })),
+            &[],
+        )
+        .await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "auth.verification_link_invalid",
+    );
+    let new_link = super::verification_token(&s, &admin, &id, 2).await;
+    let (status, body) = s
+        .post("/auth/verify-email", None, json!({ "token": new_link }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, me) = s.get("/me", Some(&token)).await;
+    assert_eq!(me["email_verified"], true, "{me}");
+    let (status, headers, body) = s
+        .call(
+            Method::POST,
+            "/me/email/verification",
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::CONFLICT,
+        "user.already_verified",
+    );
+
+    // Login follows the address; the old one is free for someone else.
+    let (status, _) = login(&s, "lee@example.org", PASSWORD).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = login(&s, "lee.new@example.org", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    let other = register(&s, "lee@example.org").await;
+    assert_ne!(other, id);
+    let found = eventually("both addresses indexed", || async {
+        let (_, new) = s
+            .get("/admin/users?email=lee.new@example.org", Some(&admin))
+            .await;
+        let (_, old) = s
+            .get("/admin/users?email=lee@example.org", Some(&admin))
+            .await;
+        (new[0]["user_id"] == id.as_str() && old[0]["user_id"] == other.as_str()).then_some(new)
+    })
+    .await;
+    assert_eq!(found[0]["email_verified"], true, "{found}");
     s.shutdown().await;
 }

@@ -333,3 +333,36 @@ pub fn assert_problem(
         "{body}"
     );
 }
+
+/// The token of the newest address-confirmation link sent to user `to` (read from the message
+/// as delivered to the mail folder).
+pub async fn verification_token(s: &Server, admin: &str, to: &str, after: usize) -> String {
+    let message = eventually("the confirmation link is written", || async {
+        let (_, list) = s
+            .get(
+                &format!("/admin/outbox?template=email_verification&recipient={to}"),
+                Some(admin),
+            )
+            .await;
+        let list = list.as_array().cloned().unwrap_or_default();
+        (list.len() > after).then(|| list[0].clone())
+    })
+    .await;
+    let id = message["id"].as_str().expect("id").to_owned();
+    let path = s.mail_dir().join(format!("{id}.eml"));
+    let eml = eventually("the confirmation link is delivered", || async {
+        std::fs::read_to_string(&path).ok()
+    })
+    .await
+    // Quoted-printable: soft line breaks undone, `=` decoded.
+    .replace("=\r\n", "")
+    .replace("=3D", "=");
+    let start = eml
+        .find("verify-email?token=")
+        .expect("a link in the message")
+        + "verify-email?token=".len();
+    eml[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '.')
+        .collect()
+}

@@ -275,6 +275,24 @@ async fn every_route_times_every_role() {
             Some(json!({ "token": "pr_x", "new_password": "whatever whatever" })),
             Rule::Public,
         ),
+        (
+            Method::POST,
+            "/auth/verify-email".into(),
+            Some(json!({ "token": "forged" })),
+            Rule::Public,
+        ),
+        (
+            Method::POST,
+            "/me/email".into(),
+            Some(json!({ "current_password": "not the password", "email": "x@example.org" })),
+            Rule::SignedIn,
+        ),
+        (
+            Method::POST,
+            "/me/email/verification".into(),
+            None,
+            Rule::SignedIn,
+        ),
         (Method::GET, "/me/preferences".into(), None, Rule::SignedIn),
         (
             Method::PUT,

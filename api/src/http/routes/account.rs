@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use serde::{Deserialize, Serialize};
+use tessera_commands::error::CommandError;
 use tessera_commands::users;
 use tessera_domain::user::User;
 use tessera_domain::values::UserId;
@@ -33,6 +34,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(me, edit_me))
         .routes(routes!(change_my_password))
+        .routes(routes!(change_my_email))
+        .routes(routes!(resend_verification))
+        .routes(routes!(verify_email))
         .routes(routes!(my_wishlist))
         .routes(routes!(save_listing, unsave_listing))
         .routes(routes!(request_password_reset))
@@ -226,6 +230,8 @@ pub struct Me {
     pub phone: Option<String>,
     /// The language of messages (`en`, `de`).
     pub locale: String,
+    /// Whether the address is confirmed (its link was opened); paying needs it.
+    pub email_verified: bool,
 }
 
 impl Me {
@@ -237,6 +243,7 @@ impl Me {
             roles: role_names(user),
             phone: user.phone.clone(),
             locale: user.preferences.locale.as_str().to_owned(),
+            email_verified: user.email_verified,
         }
     }
 }
@@ -379,6 +386,137 @@ async fn change_my_password(
     .await?;
     auth::revoke_sessions(&state.pool, caller.user_id, caller.session).await?;
     state.principals.forget(caller.user_id.0).await;
+    Ok(Accepted::ok(&executed))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChange {
+    pub current_password: String,
+    /// The new address; it is unconfirmed until the link sent to it is opened.
+    pub email: String,
+}
+
+/// Change my e-mail address (with my password). The new address must be free; the old one is
+/// free for others at once. The new address is unconfirmed until the link sent to it is
+/// opened (paying waits for that); login uses the new address from now on.
+#[utoipa::path(post, path = "/me/email", tag = "auth", security(("bearer" = [])),
+    request_body = EmailChange,
+    responses(
+        (status = 200, description = "Changed; a confirmation link is on its way to the new address", body = CommandResult),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn change_my_email(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientAddr(client): ClientAddr,
+    ApiJson(req): ApiJson<EmailChange>,
+) -> Result<Accepted<CommandResult>, ApiError> {
+    let user = users::current_user(&*state.store, caller.user_id).await?;
+    // Guessing the current password here is guessing it at login: the same limit.
+    state.limit_login(user.email.as_str(), client)?;
+    if !users::verify_password(req.current_password, user.password_hash.clone()).await {
+        return Err(CommandError::from(tessera_domain::user::UserError::WrongPassword).into());
+    }
+    let ctx = tessera_commands::handler::CommandContext::new(
+        new_command_id(),
+        caller.actor(),
+        state.clock.now(),
+    );
+    let executed = users::change_email(&*state.store, caller.user_id, &req.email, &ctx).await?;
+    state.principals.forget(caller.user_id.0).await;
+    Ok(Accepted::ok(&executed))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerificationSent {
+    pub message: String,
+}
+
+/// Send me a new link confirming my address (it works for 7 days; earlier links keep working
+/// until they expire). Rate-limited like logins.
+#[utoipa::path(post, path = "/me/email/verification", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A link is on its way", body = VerificationSent),
+        (status = 409, description = "`user.already_verified`", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn resend_verification(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientAddr(client): ClientAddr,
+) -> Result<(StatusCode, axum::Json<VerificationSent>), ApiError> {
+    let user = users::current_user(&*state.store, caller.user_id).await?;
+    if user.email_verified {
+        return Err(CommandError::from(tessera_domain::user::UserError::AlreadyVerified).into());
+    }
+    state.limit_login(user.email.as_str(), client)?;
+    let Some(config) = state.notify.as_deref() else {
+        return Err(ApiError::Unavailable(
+            "this deployment sends no messages".into(),
+        ));
+    };
+    tessera_notify::direct::send_verification(
+        &*state.store,
+        &state.pool,
+        &state.vault,
+        config,
+        caller.user_id,
+        Uuid::new_v4(),
+        state.clock.now(),
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(VerificationSent {
+            message: "a link confirming your address is on its way".into(),
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmail {
+    /// The token of the link.
+    pub token: String,
+}
+
+/// Confirm an address with the token of the link sent to it (no login needed: the link is the
+/// proof). Confirming again answers the same.
+#[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = VerifyEmail,
+    responses(
+        (status = 200, description = "Confirmed", body = CommandResult),
+        (status = 400, description = "`auth.verification_link_invalid`: forged, expired, or for an address the account no longer has", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = crate::http::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn verify_email(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<VerifyEmail>,
+) -> Result<Accepted<CommandResult>, ApiError> {
+    let invalid = || {
+        ApiError::BadRequest {
+        code: &crate::http::codes::AUTH_VERIFICATION_LINK_INVALID,
+        detail: "this link is not one the platform made, has expired, or is for an address the account no longer has".into(),
+    }
+    };
+    let now = state.clock.now();
+    let user = tessera_notify::verify::user_of(&req.token).ok_or_else(invalid)?;
+    let Ok(u) = users::current_user(&*state.store, user).await else {
+        return Err(invalid());
+    };
+    if !tessera_notify::verify::verify(
+        state.keys.unsubscribe_key(),
+        &req.token,
+        user,
+        u.email.as_str(),
+        now,
+    ) {
+        return Err(invalid());
+    }
+    let ctx = tessera_commands::handler::CommandContext::new(new_command_id(), "anonymous", now)
+        .with_reason("address confirmed by its link");
+    let executed = users::verify_email(&*state.store, user, &u.email, &ctx).await?;
+    state.principals.forget(user.0).await;
     Ok(Accepted::ok(&executed))
 }
 

@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use tessera_commands::admin;
 use tessera_domain::user::Role;
+use tessera_domain::user::{UserAggregate, UserState};
 use tessera_domain::values::{BookingId, UserId};
 pub use tessera_projections::models::stats::{self, DayStats, ListingStats};
 use tessera_projections::models::users;
@@ -341,7 +342,8 @@ pub struct AdminUsersQuery {
     /// An exact e-mail address, matched through its blind index (a keyed hash: the read model
     /// holds no addresses).
     pub email: Option<String>,
-    /// Part of the display name, any case (1 to 100 characters).
+    /// Whole words of the display name, any case, all of which must be in it (1 to 100
+    /// characters); names are matched through blind indexes of their words.
     pub q: Option<String>,
     /// customer | provider | admin | auditor | analyst
     pub role: Option<String>,
@@ -359,7 +361,7 @@ pub struct AdminUsersQuery {
 #[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])),
     params(MinPositionHeader, AdminUsersQuery),
     responses(
-        (status = 200, description = "Users", body = Vec<users::UserView>),
+        (status = 200, description = "Users", body = Vec<AdminUser>),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn search_users(
@@ -367,7 +369,7 @@ async fn search_users(
     _caller: Require<Admin>,
     min: MinPosition,
     ApiQuery(q): ApiQuery<AdminUsersQuery>,
-) -> Result<axum::Json<Vec<users::UserView>>, ApiError> {
+) -> Result<axum::Json<Vec<AdminUser>>, ApiError> {
     state.read_after(&["users"], min).await?;
     if let Some(email) = q.email.as_deref() {
         tessera_domain::user::Email::parse(email)
@@ -375,9 +377,9 @@ async fn search_users(
     }
     if q.q
         .as_deref()
-        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 100)
+        .is_some_and(|n| !n.chars().any(char::is_alphanumeric) || n.chars().count() > 100)
     {
-        return Err(invalid("q", "1 to 100 characters"));
+        return Err(invalid("q", "1 to 100 characters, with at least one word"));
     }
     if let Some(role) = q.role.as_deref()
         && serde_json::from_value::<tessera_domain::user::Role>(role.into()).is_err()
@@ -404,7 +406,49 @@ async fn search_users(
         limit,
         offset,
     };
-    Ok(axum::Json(users::search(&state.pool, &filter).await?))
+    let mut page = Vec::new();
+    for u in users::search(&state.pool, &filter).await? {
+        // The name from the log, decrypted for this answer (a placeholder once erased).
+        let display_name = match tessera_commands::handler::load::<UserAggregate>(
+            &*state.store,
+            tessera_commands::handler::stream_of::<UserAggregate>(UserId(u.user_id)),
+            Uuid::nil(),
+        )
+        .await?
+        .state
+        {
+            UserState::Registered(user) => user.display_name,
+            UserState::New => String::new(),
+        };
+        page.push(AdminUser {
+            user_id: u.user_id,
+            display_name,
+            email_verified: u.email_verified,
+            roles: serde_json::from_value(u.roles).unwrap_or_default(),
+            suspended: u.suspended,
+            suspended_reason: u.suspended_reason,
+            erased: u.erased,
+            registered_at: u.registered_at,
+            updated_at: u.updated_at,
+        });
+    }
+    Ok(axum::Json(page))
+}
+
+/// A user as admins see them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AdminUser {
+    pub user_id: Uuid,
+    /// From the log, decrypted for this answer (`[erased]` once erased).
+    pub display_name: String,
+    /// Whether the account's address is confirmed.
+    pub email_verified: bool,
+    pub roles: Vec<String>,
+    pub suspended: bool,
+    pub suspended_reason: Option<String>,
+    pub erased: bool,
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 async fn set_suspended(

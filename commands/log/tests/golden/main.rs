@@ -397,6 +397,7 @@ fn samples() -> Vec<AnyEvent> {
             display_name: "Ada".into(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
             referred_by: None,
+            email_verified: true,
         }),
         AnyEvent::User(UserEvent::UserProfileUpdated {
             user_id: user,
@@ -431,6 +432,11 @@ fn samples() -> Vec<AnyEvent> {
             reason: "chargeback fraud".into(),
         }),
         AnyEvent::User(UserEvent::UserUnsuspended { user_id: user }),
+        AnyEvent::User(UserEvent::EmailVerified { user_id: user }),
+        AnyEvent::User(UserEvent::EmailChanged {
+            user_id: user,
+            email: Email::parse("ada@lovelace.example").expect("email"),
+        }),
         AnyEvent::User(UserEvent::ListingSaved {
             user_id: user,
             listing_id,
