@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const DEADLINE: Duration = Duration::from_secs(180);
-const PROJECTIONS: usize = 7;
+const PROJECTIONS: usize = 8;
 
 fn tessera(db: &TestDatabase, data_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));

@@ -593,6 +593,40 @@ fn opened(store: PiiStore, events: EventSubscription) -> EventSubscription {
         .boxed()
 }
 
+/// The name of the blind-index key in `api_secrets`.
+const BLIND_INDEX_KEY: &str = "email_blind_index";
+
+/// The key of the e-mail blind index (generated on first use, like the JWT secret): read
+/// models find a person by address through [`blind_index`] without holding the address.
+pub async fn blind_index_key(conn: &mut sqlx::PgConnection) -> Result<Vec<u8>, StoreError> {
+    let mut fresh = [0u8; 32];
+    rand::rng().fill_bytes(&mut fresh);
+    sqlx::query(
+        "INSERT INTO api_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(BLIND_INDEX_KEY)
+    .bind(fresh.as_slice())
+    .execute(&mut *conn)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT secret FROM api_secrets WHERE name = $1")
+            .bind(BLIND_INDEX_KEY)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+/// The keyed hash (HMAC-SHA-256) of an e-mail address, trimmed and lower-cased: equal for
+/// equal addresses, and without the key no dictionary of addresses can be matched against it.
+pub fn blind_index(key: &[u8], email: &str) -> Vec<u8> {
+    hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, key),
+        email.trim().to_lowercase().as_bytes(),
+    )
+    .as_ref()
+    .to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,38 +661,4 @@ mod tests {
         assert_eq!(decrypt(&key, subject, "display_name", &sealed), None);
         assert_eq!(decrypt(&[8u8; 32], subject, "email", &sealed), None);
     }
-}
-
-/// The name of the blind-index key in `api_secrets`.
-const BLIND_INDEX_KEY: &str = "email_blind_index";
-
-/// The key of the e-mail blind index (generated on first use, like the JWT secret): read
-/// models find a person by address through [`blind_index`] without holding the address.
-pub async fn blind_index_key(conn: &mut sqlx::PgConnection) -> Result<Vec<u8>, StoreError> {
-    let mut fresh = [0u8; 32];
-    rand::rng().fill_bytes(&mut fresh);
-    sqlx::query(
-        "INSERT INTO api_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(BLIND_INDEX_KEY)
-    .bind(fresh.as_slice())
-    .execute(&mut *conn)
-    .await?;
-    Ok(
-        sqlx::query_scalar("SELECT secret FROM api_secrets WHERE name = $1")
-            .bind(BLIND_INDEX_KEY)
-            .fetch_one(&mut *conn)
-            .await?,
-    )
-}
-
-/// The keyed hash (HMAC-SHA-256) of an e-mail address, trimmed and lower-cased: equal for
-/// equal addresses, and without the key no dictionary of addresses can be matched against it.
-pub fn blind_index(key: &[u8], email: &str) -> Vec<u8> {
-    hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, key),
-        email.trim().to_lowercase().as_bytes(),
-    )
-    .as_ref()
-    .to_vec()
 }

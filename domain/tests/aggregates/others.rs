@@ -833,3 +833,74 @@ fn profiles_change_only_what_differs_and_suspensions_need_a_reason() {
         given::<U>(&twice).when_then(UC::Unsuspend, &[UEv::UserUnsuspended { user_id: id }]);
     assert!(matches!(&lifted, UserState::Registered(u) if !u.suspended));
 }
+
+#[test]
+fn an_address_is_confirmed_once_and_a_new_one_needs_its_own_confirmation() {
+    let id = UserId(Uuid::from_u128(80));
+    let old = Email::parse("pat@example.org").expect("email");
+    let new = Email::parse("pat@example.com").expect("email");
+    let registered = UEv::UserRegistered {
+        user_id: id,
+        email: old.clone(),
+        display_name: "Pat".into(),
+        password_hash: "h".into(),
+        referred_by: None,
+        email_verified: false,
+    };
+    let verified = given::<U>(std::slice::from_ref(&registered)).when_then(
+        UC::VerifyEmail { email: old.clone() },
+        &[UEv::EmailVerified { user_id: id }],
+    );
+    let tessera_domain::user::UserState::Registered(u) = &verified else {
+        panic!("registered");
+    };
+    assert!(u.email_verified);
+    let history = [registered.clone(), UEv::EmailVerified { user_id: id }];
+    // Confirming again writes nothing; the same address is no change.
+    given::<U>(&history).when_then(UC::VerifyEmail { email: old.clone() }, &[]);
+    given::<U>(&history).when_then(UC::ChangeEmail { email: old.clone() }, &[]);
+    // A new address is unconfirmed; a link for the old one no longer confirms anything.
+    let changed = given::<U>(&history).when_then(
+        UC::ChangeEmail { email: new.clone() },
+        &[UEv::EmailChanged {
+            user_id: id,
+            email: new.clone(),
+        }],
+    );
+    let tessera_domain::user::UserState::Registered(u) = &changed else {
+        panic!("registered");
+    };
+    assert_eq!(
+        (u.email.as_str(), u.email_verified),
+        ("pat@example.com", false)
+    );
+    let mut moved = history.to_vec();
+    moved.push(UEv::EmailChanged {
+        user_id: id,
+        email: new.clone(),
+    });
+    given::<U>(&moved).when_err(UC::VerifyEmail { email: old }, UE::VerificationStale);
+    given::<U>(&moved).when_then(
+        UC::VerifyEmail { email: new },
+        &[UEv::EmailVerified { user_id: id }],
+    );
+    // Registered before confirmation existed (no field): confirmed.
+    let old_shape: UEv = serde_json::from_value(serde_json::json!({
+        "type": "UserRegistered",
+        "data": { "user_id": id, "email": "x@example.org", "display_name": "X", "password_hash": "h" }
+    }))
+    .expect("decodes");
+    assert!(matches!(
+        old_shape,
+        UEv::UserRegistered {
+            email_verified: true,
+            ..
+        }
+    ));
+    assert!(
+        !serde_json::to_string(&old_shape)
+            .expect("json")
+            .contains("email_verified"),
+        "re-encodes unchanged"
+    );
+}

@@ -682,6 +682,21 @@ pub async fn listing(
     .await
 }
 
+/// Listings by id with their ratings, in one query (those that do not exist are left out).
+pub async fn listings(
+    pool: &sqlx::PgPool,
+    listing_ids: &[Uuid],
+) -> Result<Vec<ListingView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LISTING_COLUMNS}, r.review_count, r.rating_avg::float8 AS rating_avg
+           FROM read.listing_overview l LEFT JOIN read.listing_ratings r USING (listing_id)
+          WHERE l.listing_id = ANY($1)"
+    )))
+    .bind(listing_ids)
+    .fetch_all(pool)
+    .await
+}
+
 /// A provider's listings, newest first.
 pub async fn provider_listings(
     pool: &sqlx::PgPool,

@@ -735,17 +735,23 @@ async fn my_wishlist(
     caller: Caller,
 ) -> Result<axum::Json<Vec<WishlistEntry>>, ApiError> {
     let user = users::current_user(&*state.store, caller.user_id).await?;
-    let mut entries = Vec::with_capacity(user.wishlist.len());
-    for id in &user.wishlist {
-        let listing = super::catalog::catalog::listing(&state.pool, id.0)
+    // One query for the whole list (up to 500 entries), then in the order saved.
+    let ids: Vec<Uuid> = user.wishlist.iter().map(|l| l.0).collect();
+    let mut found: std::collections::HashMap<Uuid, _> =
+        super::catalog::catalog::listings(&state.pool, &ids)
             .await
-            .map_err(tessera_projections::ProjectionError::from)?;
-        entries.push(WishlistEntry {
-            listing_id: id.0,
-            listing,
-        });
-    }
-    Ok(axum::Json(entries))
+            .map_err(tessera_projections::ProjectionError::from)?
+            .into_iter()
+            .map(|l| (l.listing_id, l))
+            .collect();
+    Ok(axum::Json(
+        ids.into_iter()
+            .map(|listing_id| WishlistEntry {
+                listing_id,
+                listing: found.remove(&listing_id),
+            })
+            .collect(),
+    ))
 }
 
 async fn wish(
