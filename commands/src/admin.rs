@@ -47,6 +47,18 @@ pub async fn force_cancel(
     cancel_booking(store, booking_id, Canceller::Admin(admin), waive_fee, ctx).await
 }
 
+/// Moves a booking to another slot of its listing on the customer's behalf, under the same
+/// rules as the customer's own move (see [`crate::booking::reschedule_booking`]).
+pub async fn reschedule(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    to: tessera_domain::values::SlotId,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    require_reason(ctx)?;
+    crate::booking::reschedule_booking(store, booking_id, to, ctx).await
+}
+
 /// Adds or removes points (never below zero).
 pub async fn adjust_points(
     store: &dyn EventStore,

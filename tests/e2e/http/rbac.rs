@@ -701,6 +701,12 @@ async fn every_route_times_every_role() {
         ),
         (
             Method::POST,
+            format!("/admin/bookings/{booking}/reschedule"),
+            Some(json!({ "slot_id": uuid::Uuid::new_v4(), "reason": "weather" })),
+            Rule::Roles(ADMIN),
+        ),
+        (
+            Method::POST,
             format!("/admin/users/{user}/points"),
             Some(json!({ "delta": 10, "reason": "goodwill" })),
             Rule::Roles(ADMIN),

@@ -279,8 +279,60 @@ async fn a_booking_moves_in_one_step_and_a_cheaper_date_refunds_the_difference()
         .await;
     assert_ne!(new_tickets[0]["token"], old_tickets[0]["token"]);
 
+    // An admin moves it back on the customer's behalf, with a reason recorded on the event;
+    // without a reason, nothing moves.
+    let later = slot_in(&s, &provider, &listing, 26, 4, 3_000).await;
+    let (status, headers, body) = s
+        .call(
+            Method::POST,
+            &format!("/admin/bookings/{booking}/reschedule"),
+            Some(&admin),
+            Some(json!({ "slot_id": later, "reason": " " })),
+            &[],
+        )
+        .await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "request.invalid",
+    );
+    let (status, _, body) = s
+        .call(
+            Method::POST,
+            &format!("/admin/bookings/{booking}/reschedule"),
+            Some(&admin),
+            Some(json!({ "slot_id": later, "reason": "customer phoned: wrong date" })),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let detail = eventually("the admin's move in the history", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        (d["booking"]["slot_id"] == later.as_str()).then_some(d)
+    })
+    .await;
+    let last = detail["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .rev()
+        .find(|e| e["event_type"] == "BookingRescheduled")
+        .expect("moved")
+        .clone();
+    assert_eq!(last["reason"], "customer phoned: wrong date", "{last}");
+    assert!(
+        last["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("user:")),
+        "{last}"
+    );
+
     // The customer is told each move, with the new date.
-    let told = eventually("two move messages", || async {
+    let told = eventually("three move messages", || async {
         let (_, list) = s
             .get(
                 &format!("/admin/outbox?template=booking_rescheduled&booking_id={booking}"),
@@ -288,7 +340,7 @@ async fn a_booking_moves_in_one_step_and_a_cheaper_date_refunds_the_difference()
             )
             .await;
         let list = list.as_array().cloned().unwrap_or_default();
-        (list.len() == 2).then_some(list)
+        (list.len() == 3).then_some(list)
     })
     .await;
     assert!(

@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(refund))
         .routes(routes!(force_cancel))
         .routes(routes!(reinstate))
+        .routes(routes!(admin_reschedule))
         .routes(routes!(adjust_points))
         .routes(routes!(erase_user))
         .routes(routes!(search_bookings))
@@ -131,6 +132,53 @@ async fn force_cancel(
             let booking = BookingId(booking_id);
             let by = caller.user_id;
             Ok(admin::force_cancel(&*state.store, booking, by, req.waive_fee, &ctx).await?)
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRescheduleRequest {
+    /// Another slot of the booking's listing.
+    pub slot_id: Uuid,
+    pub reason: String,
+}
+
+/// Move a booking to another slot of its listing on the customer's behalf (admins, with a
+/// reason): the customer's rules apply (confirmed, within the policy's window, not dearer; a
+/// cheaper slot refunds the difference).
+#[utoipa::path(post, path = "/admin/bookings/{booking_id}/reschedule", tag = "admin", security(("bearer" = [])),
+    request_body = AdminRescheduleRequest,
+    params(("booking_id" = Uuid, Path, description = "The booking")),
+    responses(
+        (status = 200, description = "Moved", body = CommandResult),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn admin_reschedule(
+    State(state): State<AppState>,
+    caller: Require<Admin>,
+    key: IdempotencyKey,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<AdminRescheduleRequest>,
+) -> Result<Response, ApiError> {
+    let request = (booking_id, &req);
+    let why = Some(req.reason.as_str());
+    run_once(
+        &state,
+        &caller,
+        "admin.reschedule",
+        key,
+        &request,
+        why,
+        async |ctx| {
+            Ok(admin::reschedule(
+                &*state.store,
+                BookingId(booking_id),
+                tessera_domain::values::SlotId(req.slot_id),
+                &ctx,
+            )
+            .await?)
         },
     )
     .await
