@@ -365,6 +365,42 @@ pub async fn request_refund(
     .await
 }
 
+/// [`request_refund`] of what is owed back, up to what the payment still allows: refunds the
+/// platform owes (a cancellation's, a cheaper move's) never fail for an admin's goodwill refund
+/// still under way. Nothing is requested when nothing is left.
+pub async fn request_owed_refund(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    owed: tessera_domain::values::Money,
+    ctx: &CommandContext,
+) -> Result<Option<Executed>, CommandError> {
+    let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
+    let Some(payment_id) = b.payment_id.filter(|_| b.paid.minor > 0) else {
+        return Err(CommandError::Payment(PaymentError::NotSucceeded));
+    };
+    let payment = load::<PaymentAggregate>(
+        store,
+        stream_of::<PaymentAggregate>(payment_id),
+        ctx.command_id,
+    )
+    .await?;
+    // A retry of this reaction finds its own request, whatever is left now.
+    let left = match payment.state.payment() {
+        Some(p) if payment.caused_by_command.is_empty() => {
+            (p.amount.minor - p.committed_refunds()).max(0)
+        }
+        _ => owed.minor,
+    };
+    let amount = tessera_domain::values::Money {
+        minor: owed.minor.min(left),
+        ..owed
+    };
+    if amount.minor == 0 {
+        return Ok(None);
+    }
+    Ok(Some(request_refund(store, booking_id, amount, ctx).await?))
+}
+
 /// Sends a requested refund to the provider and records the outcome; a succeeded refund is also
 /// recorded on the booking (which becomes `Refunded` once a paid cancellation is refunded).
 pub async fn send_refund(

@@ -640,7 +640,7 @@ impl Reactor for PaymentsReactor {
                 refund_due,
                 ..
             }) if refund_due.minor > 0 => {
-                crate::payment::request_refund(
+                crate::payment::request_owed_refund(
                     &*self.store,
                     *booking_id,
                     *refund_due,
@@ -652,8 +652,13 @@ impl Reactor for PaymentsReactor {
                 booking_id, refund, ..
             }) if refund.minor > 0 => {
                 // A move to a cheaper slot: the difference goes back.
-                crate::payment::request_refund(&*self.store, *booking_id, *refund, &ctx("refund"))
-                    .await?;
+                crate::payment::request_owed_refund(
+                    &*self.store,
+                    *booking_id,
+                    *refund,
+                    &ctx("refund"),
+                )
+                .await?;
             }
             AnyEvent::Payment(PaymentEvent::RefundRequested {
                 payment_id,

@@ -774,8 +774,15 @@ impl Aggregate for BookingAggregate {
                     }
                     BookingEvent::BookingRefunded { total_refunded, .. } => {
                         b.refunded = *total_refunded;
-                        if b.status == S::Cancelled && b.refunded.minor >= b.refund_due.minor {
-                            b.status = S::Refunded;
+                        match b.status {
+                            S::Cancelled if b.refunded.minor >= b.refund_due.minor => {
+                                b.status = S::Refunded;
+                            }
+                            S::Cancelled | S::Refunded => {}
+                            // Before any cancellation, a refund beyond what moves owed is an
+                            // admin's goodwill: owed back and paid back, so a later
+                            // cancellation refunds from what is left.
+                            _ => b.refund_due.minor = b.refund_due.minor.max(b.refunded.minor),
                         }
                     }
                     BookingEvent::BookingReinstated {

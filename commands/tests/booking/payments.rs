@@ -340,3 +340,97 @@ async fn a_paid_cancellation_is_refunded_per_policy_then_marked_refunded() {
     assert_eq!(status(&w, req.booking_id).await, BookingStatus::Refunded);
     assert_eq!(slot(&w).await.taken(), 0, "seats released on cancellation");
 }
+
+/// A goodwill refund still under way when the customer cancels: the cancellation's refund is
+/// what the payment has left, not refused for exceeding it, and the booking ends refunded.
+#[tokio::test]
+async fn a_cancellation_refunds_what_a_goodwill_refund_under_way_left() {
+    let w = world(4).await;
+    let (gateway, mut outcomes) = SimulatedGateway::new();
+    let req = request(&w, 2);
+    place_booking(
+        &*w.store,
+        &BookingConfig::default(),
+        &req,
+        &ctx("user:c", t(1, 9)),
+    )
+    .await
+    .expect("place");
+    start_payment(
+        &*w.store,
+        &gateway,
+        req.booking_id,
+        None,
+        &ctx("user:c", t(1, 9)),
+    )
+    .await
+    .expect("start");
+    let outcome = next_outcome(&mut outcomes).await;
+    let GatewayEvent::PaymentSucceeded {
+        payment_id: Some(paid),
+        ..
+    } = &outcome
+    else {
+        panic!()
+    };
+    record_payment_succeeded(&*w.store, *paid, &ctx_for_webhook(&outcome, t(1, 9)))
+        .await
+        .expect("record");
+    let total = payment(&w, *paid).await.amount;
+    let goodwill = tessera_domain::values::Money {
+        minor: 2_500,
+        ..total
+    };
+    tessera_commands::admin::refund(
+        &*w.store,
+        req.booking_id,
+        goodwill,
+        &ctx("user:admin", t(1, 10)).with_reason("goodwill"),
+    )
+    .await
+    .expect("goodwill requested");
+    // Cancelled with everything refundable by the policy (≥ 7 days ahead).
+    cancel_booking(
+        &*w.store,
+        req.booking_id,
+        Canceller::Customer(req.customer_id),
+        false,
+        &ctx("user:c", t(1, 11)),
+    )
+    .await
+    .expect("cancel");
+    let owed = tessera_domain::values::Money {
+        minor: total.minor,
+        ..total
+    };
+    let cancel_ctx = ctx("system:payments", t(1, 11));
+    tessera_commands::payment::request_owed_refund(&*w.store, req.booking_id, owed, &cancel_ctx)
+        .await
+        .expect("requested")
+        .expect("something was left");
+    // A retry of the reaction requests nothing more.
+    let again = tessera_commands::payment::request_owed_refund(
+        &*w.store,
+        req.booking_id,
+        owed,
+        &cancel_ctx,
+    )
+    .await
+    .expect("retry");
+    assert!(again.is_some_and(|e| e.replayed));
+    let refunds = payment(&w, *paid).await.refunds;
+    let amounts: Vec<i64> = refunds.iter().map(|r| r.amount.minor).collect();
+    assert_eq!(amounts, vec![2_500, total.minor - 2_500]);
+    for r in &refunds {
+        send_refund(
+            &*w.store,
+            &gateway,
+            *paid,
+            r.refund_id,
+            &ctx("system:refunds", t(1, 12)),
+        )
+        .await
+        .expect("send");
+    }
+    assert_eq!(status(&w, req.booking_id).await, BookingStatus::Refunded);
+}

@@ -308,6 +308,38 @@ fn refunds_never_exceed_what_was_paid() {
         }],
     );
     assert_eq!(state.booking().map(|b| b.status), Some(S::Confirmed));
+    // A later cancellation refunds from what is left, and the booking ends refunded once that
+    // is paid back too.
+    let b = state.booking().expect("booking");
+    assert_eq!(b.refund_due, eur(2_500));
+    assert_eq!(
+        b.cancellation_quote(Canceller::Customer(CUSTOMER), t(1, 10), false),
+        Ok(eur(7_500))
+    );
+    let mut history = confirmed_h();
+    history.extend([
+        Ev::BookingRefunded {
+            booking_id: BOOKING,
+            amount: eur(2_500),
+            total_refunded: eur(2_500),
+        },
+        Ev::BookingCancelled {
+            booking_id: BOOKING,
+            by: Canceller::Customer(CUSTOMER),
+            reason: None,
+            hours_before_start: 456,
+            refund_due: eur(7_500),
+        },
+    ]);
+    let state = given::<B>(&history).when_then(
+        C::RecordRefund { amount: eur(7_500) },
+        &[Ev::BookingRefunded {
+            booking_id: BOOKING,
+            amount: eur(7_500),
+            total_refunded: eur(10_000),
+        }],
+    );
+    assert_eq!(state.booking().map(|b| b.status), Some(S::Refunded));
 }
 
 #[test]

@@ -99,7 +99,9 @@ impl SqlProjection for Bookings {
         // cost two random-key index insertions per booking written.
         // 3: indexes on `slot_id` (manifests) and `(listing_id, slot_starts_at)` (providers'
         // bookings lists), which now read bookings by them.
-        3
+        // 4: `refund_due_minor` is everything owed back: moves to cheaper slots, refunds made
+        // before a cancellation, and the cancellation's refund.
+        4
     }
 
     fn ddl(&self) -> String {
@@ -262,11 +264,15 @@ fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
         BookingEvent::BookingCompleted { .. } => row.status = status(BookingStatus::Completed),
         BookingEvent::BookingRefunded { total_refunded, .. } => {
             row.refunded_minor = total_refunded.minor;
-            // The domain's rule: a cancelled booking is refunded once what was due is paid back.
-            if row.status == status(BookingStatus::Cancelled)
-                && row.refunded_minor >= row.refund_due_minor
-            {
-                row.status = status(BookingStatus::Refunded);
+            // The domain's rules: a cancelled booking is refunded once what was due is paid
+            // back; before a cancellation, a refund beyond what moves owed is owed and paid.
+            let cancelled = status(BookingStatus::Cancelled);
+            if row.status == cancelled {
+                if row.refunded_minor >= row.refund_due_minor {
+                    row.status = status(BookingStatus::Refunded);
+                }
+            } else if row.status != status(BookingStatus::Refunded) {
+                row.refund_due_minor = row.refund_due_minor.max(row.refunded_minor);
             }
         }
         BookingEvent::BookingReinstated {
@@ -318,6 +324,8 @@ pub struct BookingView {
     pub total_minor: i64,
     pub currency: String,
     pub paid_minor: i64,
+    /// Everything owed back: moves to cheaper slots, refunds before a cancellation, and the
+    /// cancellation's refund.
     pub refund_due_minor: i64,
     pub refunded_minor: i64,
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
