@@ -187,26 +187,7 @@ async fn changing_the_password_ends_every_other_session_at_once() {
 
 /// The reset token of the newest reset message to `to`.
 async fn reset_token(s: &Server, admin: &str, to: &str, after: usize) -> String {
-    let message = eventually("the reset link is written", || async {
-        let (_, list) = s
-            .get(
-                &format!("/admin/outbox?template=password_reset&recipient={to}"),
-                Some(admin),
-            )
-            .await;
-        let list = list.as_array().cloned().unwrap_or_default();
-        (list.len() > after).then(|| list[0].clone())
-    })
-    .await;
-    let id = message["id"].as_str().expect("id").to_owned();
-    let path = s.mail_dir().join(format!("{id}.eml"));
-    let eml = eventually("the reset link is delivered", || async {
-        std::fs::read_to_string(&path).ok()
-    })
-    .await
-    // Quoted-printable: soft line breaks undone, `=` decoded.
-    .replace("=\r\n", "")
-    .replace("=3D", "=");
+    let eml = super::newest_message(s, admin, "password_reset", to, after).await;
     let start = eml.find("token=pr_").expect("a token in the message") + "token=".len();
     eml[start..start + 3 + 64].to_owned()
 }

@@ -334,13 +334,19 @@ pub fn assert_problem(
     );
 }
 
-/// The token of the newest address-confirmation link sent to user `to` (read from the message
-/// as delivered to the mail folder).
-pub async fn verification_token(s: &Server, admin: &str, to: &str, after: usize) -> String {
-    let message = eventually("the confirmation link is written", || async {
+/// The newest message with `template` to user `to` (once more than `after` were written), as
+/// delivered to the mail folder, quoted-printable decoded.
+pub async fn newest_message(
+    s: &Server,
+    admin: &str,
+    template: &str,
+    to: &str,
+    after: usize,
+) -> String {
+    let message = eventually(&format!("a {template} message is written"), || async {
         let (_, list) = s
             .get(
-                &format!("/admin/outbox?template=email_verification&recipient={to}"),
+                &format!("/admin/outbox?template={template}&recipient={to}"),
                 Some(admin),
             )
             .await;
@@ -350,13 +356,18 @@ pub async fn verification_token(s: &Server, admin: &str, to: &str, after: usize)
     .await;
     let id = message["id"].as_str().expect("id").to_owned();
     let path = s.mail_dir().join(format!("{id}.eml"));
-    let eml = eventually("the confirmation link is delivered", || async {
+    eventually(&format!("the {template} message is delivered"), || async {
         std::fs::read_to_string(&path).ok()
     })
     .await
     // Quoted-printable: soft line breaks undone, `=` decoded.
     .replace("=\r\n", "")
-    .replace("=3D", "=");
+    .replace("=3D", "=")
+}
+
+/// The token of the newest address-confirmation link sent to user `to`.
+pub async fn verification_token(s: &Server, admin: &str, to: &str, after: usize) -> String {
+    let eml = newest_message(s, admin, "email_verification", to, after).await;
     let start = eml
         .find("verify-email?token=")
         .expect("a link in the message")
@@ -365,4 +376,56 @@ pub async fn verification_token(s: &Server, admin: &str, to: &str, after: usize)
         .chars()
         .take_while(|c| c.is_ascii_hexdigit() || *c == '.')
         .collect()
+}
+
+/// A slot of `listing` starting `starts_in` from now, two hours long, scheduled by `provider`
+/// (at `price` per seat, or the listing's price).
+pub async fn new_slot(
+    s: &Server,
+    provider: &str,
+    listing: &str,
+    starts_in: chrono::TimeDelta,
+    capacity: u32,
+    price: Option<i64>,
+) -> String {
+    let starts = chrono::Utc::now() + starts_in;
+    let (status, slot) = s
+        .post(
+            &format!("/provider/listings/{listing}/slots"),
+            Some(provider),
+            serde_json::json!({
+                "starts_at": starts.to_rfc3339(),
+                "ends_at": (starts + chrono::TimeDelta::hours(2)).to_rfc3339(),
+                "capacity": capacity,
+                "price_minor": price,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{slot}");
+    slot["slot_id"].as_str().expect("slot").to_owned()
+}
+
+/// Places (under idempotency key `key`) and pays a booking; returns its id.
+pub async fn paid_booking(s: &Server, customer: &str, slot: &str, seats: u32, key: &str) -> String {
+    let (status, _, placed) = s
+        .call(
+            reqwest::Method::POST,
+            "/bookings",
+            Some(customer),
+            Some(serde_json::json!({ "slot_id": slot, "seats": seats })),
+            &[("idempotency-key", key.into())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let id = placed["booking_id"].as_str().expect("booking").to_owned();
+    let (status, body) = s
+        .post(
+            &format!("/bookings/{id}/pay"),
+            Some(customer),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["booking_status"], "confirmed", "{body}");
+    id
 }

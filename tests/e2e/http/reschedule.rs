@@ -17,21 +17,15 @@ async fn slot_in(
     capacity: u32,
     price: i64,
 ) -> String {
-    let starts = chrono::Utc::now() + chrono::TimeDelta::days(days);
-    let (status, slot) = s
-        .post(
-            &format!("/provider/listings/{listing}/slots"),
-            Some(provider),
-            json!({
-                "starts_at": starts.to_rfc3339(),
-                "ends_at": (starts + chrono::TimeDelta::hours(2)).to_rfc3339(),
-                "capacity": capacity,
-                "price_minor": price,
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{slot}");
-    slot["slot_id"].as_str().expect("slot").to_owned()
+    super::new_slot(
+        s,
+        provider,
+        listing,
+        chrono::TimeDelta::days(days),
+        capacity,
+        Some(price),
+    )
+    .await
 }
 
 async fn place(s: &Server, customer: &str, slot: &str, seats: u32) -> (StatusCode, Value) {
@@ -49,15 +43,7 @@ async fn place(s: &Server, customer: &str, slot: &str, seats: u32) -> (StatusCod
 
 /// Places and pays a booking; returns its id.
 async fn paid(s: &Server, customer: &str, slot: &str, seats: u32) -> String {
-    let (status, placed) = place(s, customer, slot, seats).await;
-    assert_eq!(status, StatusCode::CREATED, "{placed}");
-    let id = placed["booking_id"].as_str().expect("booking").to_owned();
-    let (status, body) = s
-        .post(&format!("/bookings/{id}/pay"), Some(customer), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["booking_status"], "confirmed", "{body}");
-    id
+    super::paid_booking(s, customer, slot, seats, &uuid::Uuid::new_v4().to_string()).await
 }
 
 async fn reschedule(

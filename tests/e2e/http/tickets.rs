@@ -9,41 +9,20 @@ use serde_json::{Value, json};
 use super::{Options, Server, assert_problem};
 
 async fn slot_in(s: &Server, provider: &str, listing: &str, hours: i64, capacity: u32) -> String {
-    let starts = chrono::Utc::now() + chrono::TimeDelta::hours(hours);
-    let (status, slot) = s
-        .post(
-            &format!("/provider/listings/{listing}/slots"),
-            Some(provider),
-            json!({
-                "starts_at": starts.to_rfc3339(),
-                "ends_at": (starts + chrono::TimeDelta::hours(2)).to_rfc3339(),
-                "capacity": capacity,
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{slot}");
-    slot["slot_id"].as_str().expect("slot").to_owned()
+    super::new_slot(
+        s,
+        provider,
+        listing,
+        chrono::TimeDelta::hours(hours),
+        capacity,
+        None,
+    )
+    .await
 }
 
 /// Places and pays a booking; returns its id.
 async fn paid(s: &Server, customer: &str, slot: &str, seats: u32, key: &str) -> String {
-    let (status, _, placed) = s
-        .call(
-            Method::POST,
-            "/bookings",
-            Some(customer),
-            Some(json!({ "slot_id": slot, "seats": seats })),
-            &[("idempotency-key", key.into())],
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{placed}");
-    let id = placed["booking_id"].as_str().expect("booking").to_owned();
-    let (status, body) = s
-        .post(&format!("/bookings/{id}/pay"), Some(customer), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["booking_status"], "confirmed", "{body}");
-    id
+    super::paid_booking(s, customer, slot, seats, key).await
 }
 
 async fn tickets(s: &Server, token: &str, booking: &str) -> Vec<Value> {
