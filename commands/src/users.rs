@@ -21,6 +21,16 @@ pub fn email_stream(email: &Email) -> StreamId {
     stream_of::<EmailReservationAggregate>(digest)
 }
 
+/// An address given for an account (registration, change): stricter than what decodes from
+/// the log, which must keep reading every address it ever stored. No control characters: an
+/// address is written into mail headers.
+fn new_address(raw: &str) -> Result<Email, UserError> {
+    if raw.chars().any(char::is_control) {
+        return Err(UserError::InvalidEmail);
+    }
+    Email::parse(raw)
+}
+
 /// Hashes a password with argon2id (random salt), off the async runtime.
 pub async fn hash_password(password: String) -> Result<String, CommandError> {
     let len = password.chars().count();
@@ -104,7 +114,7 @@ async fn register(
     email_verified: bool,
     ctx: &CommandContext,
 ) -> Result<(UserId, Executed), CommandError> {
-    let email = Email::parse(email)?;
+    let email = new_address(email)?;
     if let Some(referrer) = referred_by {
         let known =
             load::<UserAggregate>(store, stream_of::<UserAggregate>(referrer), Uuid::nil()).await?;
@@ -469,7 +479,7 @@ pub async fn change_email(
     email: &str,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
-    let email = Email::parse(email)?;
+    let email = new_address(email)?;
     crate::handler::decide_and_append(store, || {
         let email = email.clone();
         async move {

@@ -93,6 +93,20 @@ async fn registration_hashes_passwords_and_keeps_emails_unique() {
         bad,
         Err(CommandError::User(UserError::InvalidEmail))
     ));
+    // A control character would end up in mail headers: refused when given, not stored.
+    let nul = register_user(
+        &*store,
+        "bo\u{0}b@example.org",
+        "Bob",
+        "long enough pw",
+        None,
+        &ctx("anonymous", t(1, 9)),
+    )
+    .await;
+    assert!(matches!(
+        nul,
+        Err(CommandError::User(UserError::InvalidEmail))
+    ));
 
     // Two concurrent sign-ups with one address: exactly one account.
     let attempts: Vec<_> = (0..2)
