@@ -414,14 +414,16 @@ pub async fn status(pool: &PgPool) -> sqlx::Result<Vec<ProjectionStatus>> {
             // A generation left `building` by a process that is gone is not being built: it
             // resumes when a projector (first build) or a rebuild (later ones) starts again.
             let building_now = leased || r.get::<bool, _>(15);
+            // No active generation yet: its first one is being built, nothing is served.
+            let generation: Option<i64> = r.get(2);
             ProjectionStatus {
                 name: r.get(0),
-                state: match (rebuilding.is_some(), state.as_str()) {
+                state: match (rebuilding.is_some() || generation.is_none(), state.as_str()) {
                     (true, "failed") | (false, _) => state,
                     (true, _) if building_now => "rebuilding".into(),
                     (true, _) => "stopped".into(),
                 },
-                generation: r.get(2),
+                generation,
                 code_version: r.get(3),
                 position,
                 head,

@@ -464,6 +464,7 @@ impl Projector {
                 // The first generation: nothing is served yet, so it becomes active at once and
                 // catches up in place (queries wait on positions meanwhile).
                 drop(conn);
+                self.drop_abandoned_first_generation(p).await?;
                 let g = registry::create_generation(&self.pool, p).await?;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("SELECT 1 FROM projections WHERE name = $1 FOR UPDATE")
@@ -485,6 +486,38 @@ impl Projector {
                     .ok_or_else(|| ProjectionError::Task("activation vanished".into()))
             }
         }
+    }
+
+    /// A first start killed between creating its generation and activating it left that
+    /// generation `building`, and nobody will finish it: drops it, unless a rebuild (which
+    /// holds the rebuild lease while it builds) is working on it.
+    async fn drop_abandoned_first_generation(&self, p: &Projection) -> Result<(), ProjectionError> {
+        // Its own connection, closed afterwards: a session lock must not go back to the pool.
+        let mut lock = self.pool.acquire().await?.detach();
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('tessera.rebuild.' || $1))")
+                .bind(p.name())
+                .fetch_one(&mut lock)
+                .await?;
+        if !got {
+            return Ok(());
+        }
+        let abandoned: Vec<i64> = sqlx::query_scalar(
+            "SELECT generation FROM projection_generations WHERE name = $1 AND state = 'building'",
+        )
+        .bind(p.name())
+        .fetch_all(&mut lock)
+        .await?;
+        for g in abandoned {
+            tracing::info!(
+                projection = p.name(),
+                generation = g,
+                "dropping a first generation a killed start left unfinished"
+            );
+            registry::drop_generation(&self.pool, p, g).await?;
+        }
+        sqlx::Connection::close(lock).await?;
+        Ok(())
     }
 
     /// One batch under the registry row lock, with fencing; a failing batch is retried event

@@ -308,3 +308,51 @@ async fn a_failing_projection_stops_and_names_the_event() {
     let _ = stop.send(true);
     task.await.expect("projector stops");
 }
+
+/// A first start killed after creating its generation and before activating it leaves that
+/// generation `building`. The next start drops it and builds its own: the projection goes
+/// live and its status does not show a rebuild nobody is running. Until a generation is
+/// active, a projection being started shows `rebuilding`, never `live`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_generation_left_by_a_killed_start_is_dropped() {
+    let setup = history("tiny").await;
+    let all = projections(setup.index.path());
+    let p = all.iter().find(|p| p.name() == "bookings").expect("bookings");
+    let abandoned = tessera_projections::registry::create_generation(&setup.db.pool, p)
+        .await
+        .expect("generation");
+    // What a killed first start leaves: the lease row says live, no generation is active.
+    sqlx::query("UPDATE projections SET state = 'live' WHERE name = 'bookings'")
+        .execute(&setup.db.pool)
+        .await
+        .expect("state");
+    let status = tessera_projections::status(&setup.db.pool)
+        .await
+        .expect("status");
+    let bookings = status.iter().find(|s| s.name == "bookings").expect("row");
+    assert_eq!(bookings.state, "stopped", "{bookings:?}");
+    assert_eq!(bookings.generation, None);
+
+    let (stop, task) = start(&setup, 1_000);
+    caught_up(&setup.db.pool, all.len()).await;
+    let building: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT name, generation FROM projection_generations WHERE state <> 'active' ORDER BY 1",
+    )
+    .fetch_all(&setup.db.pool)
+    .await
+    .expect("generations");
+    assert_eq!(building, vec![], "only active generations remain");
+    // Its number is free again, so the new one took it; no other storage is left.
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'proj\\_bookings\\_g%'",
+    )
+    .fetch_all(&setup.db.pool)
+    .await
+    .expect("schemas");
+    assert_eq!(
+        schemas,
+        vec![tessera_projections::registry::schema_name("bookings", abandoned.generation)]
+    );
+    let _ = stop.send(true);
+    task.await.expect("projector stops");
+}
