@@ -77,6 +77,7 @@ pub async fn up(settings: &Settings, args: &UpArgs) -> anyhow::Result<()> {
             println!(
                 "API: {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json, metrics: {url}/metrics)"
             );
+            println!("Console: {url}/console (sign in with a demo account below)");
             println!("Messages: {messages}");
             if loaded || head > 0 {
                 print_demo(url, slot);
@@ -97,6 +98,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let options = settings.platform_options(false);
     let result = run_platform(&db, listener, options, &mut shutdown, |url| {
         println!("Tessera API listening on {url}/api/v1");
+        println!("Console: {url}/console");
     })
     .await;
     db.close().await?;

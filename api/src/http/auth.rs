@@ -258,7 +258,23 @@ impl FromRequestParts<AppState> for Caller {
         let user_id = Uuid::parse_str(&claims.sub).map_err(|_| {
             ApiError::Unauthenticated("the access token has no valid subject".into())
         })?;
-        // The token says who its holder was; the log says who they are now.
+        let issued_ms = claims.issued_ms();
+        Caller::standing(state, user_id, issued_ms, claims.sid, claims.roles).await
+    }
+}
+
+impl Caller {
+    /// The caller a credential (an access token, a console session) issued at `issued_ms` to
+    /// `user_id` stands for now: the credential says who its holder was; the log says who they
+    /// are now (existing, not suspended, session not ended by a password change), and the roles
+    /// are those `claimed` that the user still holds.
+    pub async fn standing(
+        state: &AppState,
+        user_id: Uuid,
+        issued_ms: i64,
+        session: Option<Uuid>,
+        claimed: impl IntoIterator<Item = Role>,
+    ) -> Result<Self, ApiError> {
         let Some(held) = state.principals.current(&*state.store, user_id).await? else {
             return Err(ApiError::Unauthenticated(
                 "the account of this access token no longer exists".into(),
@@ -270,8 +286,8 @@ impl FromRequestParts<AppState> for Caller {
             ));
         }
         if let Some(ended) = held.sessions_ended
-            && claims.issued_ms() < ended.at.timestamp_millis()
-            && (ended.kept.is_none() || claims.sid != ended.kept)
+            && issued_ms < ended.at.timestamp_millis()
+            && (ended.kept.is_none() || session != ended.kept)
         {
             return Err(ApiError::Unauthenticated(
                 "this session ended when the account's password changed".into(),
@@ -279,12 +295,11 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(Caller {
             user_id: UserId(user_id),
-            roles: claims
-                .roles
+            roles: claimed
                 .into_iter()
                 .filter(|r| held.roles.contains(r))
                 .collect(),
-            session: claims.sid,
+            session,
         })
     }
 }

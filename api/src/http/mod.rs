@@ -525,11 +525,15 @@ async fn problems_only(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_problem = response
+    // Problems are already problems; the console's error pages are pages for people.
+    let is_problem_or_page = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/problem+json")
+                || v.as_bytes().starts_with(b"text/html")
+        });
+    if is_problem_or_page {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -566,6 +570,7 @@ pub fn router(state: AppState) -> axum::Router {
             api.route("/openapi.json", axum::routing::get(doc)),
         )
         .merge(routes::ops::router())
+        .merge(crate::console::router())
         .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))

@@ -2,6 +2,7 @@
 //! runs in the test process on a free port, on a throwaway database holding `tiny` fixtures.
 
 mod auth;
+mod console;
 mod contract;
 mod gdpr;
 mod hardening;

@@ -75,6 +75,17 @@ async fn refund(
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RefundRequest>,
 ) -> Result<Response, ApiError> {
+    refund_command(&state, &caller, key, booking_id, req).await
+}
+
+/// `POST /admin/bookings/{id}/refund`'s command (the console's refund form runs it too).
+pub async fn refund_command(
+    state: &AppState,
+    caller: &Caller,
+    key: IdempotencyKey,
+    booking_id: Uuid,
+    req: RefundRequest,
+) -> Result<Response, ApiError> {
     let request = (booking_id, &req);
     let why = Some(req.reason.as_str());
     run_once(
@@ -118,6 +129,17 @@ async fn force_cancel(
     key: IdempotencyKey,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ForceCancelRequest>,
+) -> Result<Response, ApiError> {
+    force_cancel_command(&state, &caller, key, booking_id, req).await
+}
+
+/// `POST /admin/bookings/{id}/force-cancel`'s command (the console's cancel form runs it too).
+pub async fn force_cancel_command(
+    state: &AppState,
+    caller: &Caller,
+    key: IdempotencyKey,
+    booking_id: Uuid,
+    req: ForceCancelRequest,
 ) -> Result<Response, ApiError> {
     let request = (booking_id, &req);
     let why = Some(req.reason.as_str());
@@ -309,7 +331,7 @@ async fn erase_user(
     .await
 }
 
-#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AdminBookingsQuery {
@@ -349,6 +371,14 @@ async fn search_bookings(
     state
         .read_after(&["bookings", "catalog", "users"], min)
         .await?;
+    Ok(axum::Json(find_bookings(&state, &q).await?))
+}
+
+/// What `GET /admin/bookings` answers (the console's booking search asks the same).
+pub async fn find_bookings(
+    state: &AppState,
+    q: &AdminBookingsQuery,
+) -> Result<super::provider::BookingPage, ApiError> {
     if q.email.is_some() && q.customer_id.is_some() {
         return Err(invalid(
             "customer_id",
@@ -377,10 +407,7 @@ async fn search_bookings(
         to: q.to,
         ..Default::default()
     };
-    Ok(axum::Json(
-        super::provider::booking_page(&state, filter, q.status.as_deref(), q.limit, q.offset)
-            .await?,
-    ))
+    super::provider::booking_page(state, filter, q.status.as_deref(), q.limit, q.offset).await
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
@@ -776,8 +803,18 @@ async fn rebuild(
     if req.all != req.names.is_empty() {
         return Err(invalid("names", "name projections, or set `all`, not both"));
     }
+    let names = start_rebuild(&state, &req.names)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(RebuildStarted { projections: names }),
+    ))
+}
+
+/// Starts rebuilding the projections `names` (every one when empty) in the background;
+/// returns their names. Follow it with [`tessera_projections::status`].
+pub fn start_rebuild(state: &AppState, names: &[String]) -> Result<Vec<String>, ApiError> {
     let selected =
-        tessera_projections::select(tessera_projections::all(&state.index_root), &req.names)?;
+        tessera_projections::select(tessera_projections::all(&state.index_root), names)?;
     let names: Vec<String> = selected.iter().map(|p| p.name().to_owned()).collect();
     let (pool, store) = (state.pool.clone(), state.store.clone());
     tokio::spawn(async move {
@@ -791,8 +828,5 @@ async fn rebuild(
             Err(e) => tracing::error!(error = %e, "rebuild failed"),
         }
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(RebuildStarted { projections: names }),
-    ))
+    Ok(names)
 }

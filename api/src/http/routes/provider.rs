@@ -215,9 +215,34 @@ async fn manifest(
     min: MinPosition,
     ApiQuery(q): ApiQuery<ManifestQuery>,
 ) -> Result<Response, ApiError> {
+    let manifest = slot_manifest(&state, &caller, slot_id, min).await?;
+    if q.format != Some(StatementFormat::Csv) {
+        return Ok(Json(manifest).into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"manifest-{slot_id}.csv\""),
+            ),
+        ],
+        manifest_csv(&manifest)?,
+    )
+        .into_response())
+}
+
+/// A slot's manifest as `caller` (its provider, or an admin) may see it; someone else's slot is
+/// not found (the console's manifest page shows the same).
+pub async fn slot_manifest(
+    state: &AppState,
+    caller: &Caller,
+    slot_id: Uuid,
+    min: MinPosition,
+) -> Result<Manifest, ApiError> {
     let slot = commands::current_slot(&*state.store, SlotId(slot_id)).await?;
     // Someone else's slot is not found, as if it did not exist.
-    if commands::may_act_on(acting(&caller), slot.provider_id, "slot").is_err() {
+    if commands::may_act_on(acting(caller), slot.provider_id, "slot").is_err() {
         return Err(ApiError::NotFound {
             what: "slot",
             id: slot_id.to_string(),
@@ -227,7 +252,7 @@ async fn manifest(
     let rows = bookings::slot_bookings(&state.pool, slot_id)
         .await
         .map_err(tessera_projections::ProjectionError::from)?;
-    let names = names(&state, rows.iter().map(|b| b.customer_id)).await?;
+    let names = names(state, rows.iter().map(|b| b.customer_id)).await?;
     let seats_in = |statuses: &[&str]| {
         rows.iter()
             .filter(|b| statuses.contains(&b.status.as_str()))
@@ -259,20 +284,7 @@ async fn manifest(
             })
             .collect(),
     };
-    if q.format != Some(StatementFormat::Csv) {
-        return Ok(Json(manifest).into_response());
-    }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"manifest-{slot_id}.csv\""),
-            ),
-        ],
-        manifest_csv(&manifest)?,
-    )
-        .into_response())
+    Ok(manifest)
 }
 
 /// A cell a spreadsheet will not run: text starting with `=`, `+`, `-`, `@`, a tab or a

@@ -1,0 +1,12 @@
+-- Console sessions: the browser holds a random token in an HttpOnly, SameSite=Strict cookie;
+-- only its SHA-256 is kept, so a copy of this table opens no session. Each session has its own
+-- CSRF token, which every console form carries. Logging out deletes the row.
+CREATE TABLE console_sessions (
+    token_hash  bytea       PRIMARY KEY,
+    user_id     uuid        NOT NULL,
+    csrf        text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+
+CREATE INDEX console_sessions_user ON console_sessions (user_id);
