@@ -134,6 +134,7 @@ impl Browser {
         let xpath = format!(
             "//button[normalize-space(.)=\"{button}\" or @aria-label=\"{button}\"]"
         );
+        let before = self.client.find(Locator::Css("html")).await.expect("a page");
         self.client
             .find(Locator::XPath(&xpath))
             .await
@@ -141,6 +142,12 @@ impl Browser {
             .click()
             .await
             .expect("click");
+        // Every button here submits a form: wait until the page it leaves is gone.
+        eventually("the next page", || {
+            let before = before.clone();
+            async move { before.tag_name().await.is_err().then_some(()) }
+        })
+        .await;
     }
 
     async fn links(&self, within: &str) -> Vec<String> {
@@ -245,8 +252,9 @@ async fn each_role_sees_only_its_pages() {
 async fn an_admin_refund_shows_in_the_auditors_timeline() {
     let s = Server::start(Options::default()).await;
     let customer = s.token("customer@tessera.test").await;
-    let (slot, _) = s.free_slot(2, 10).await;
-    let booking = paid_booking(&s, &customer, &slot, 2, "console-refund").await;
+    let (_, slot) = s.free_slot(2, 10).await;
+    let slot = slot["slot_id"].as_str().expect("slot");
+    let booking = paid_booking(&s, &customer, slot, 2, "console-refund").await;
     let b = Browser::open(&s).await;
     b.sign_in("admin@tessera.test").await;
     b.go("/console/bookings?status=confirmed").await;
@@ -357,16 +365,19 @@ async fn an_analyst_rebuilds_a_projection_and_sees_it_finish() {
     let b = Browser::open(&s).await;
     b.sign_in("analyst@tessera.test").await;
     b.go("/console/projections").await;
-    let generation = async || {
-        b.client
-            .find(Locator::Css("tr[data-projection=catalog] td:nth-of-type(2)"))
-            .await
-            .expect("the catalog row")
-            .text()
-            .await
-            .expect("text")
+    // The table is replaced whenever the stream sends a new one: read the row afresh each time
+    // (an element found just before a swap is gone after it).
+    let cell = async |css: &str| -> Option<String> {
+        let found = b.client.find(Locator::Css(css)).await.ok()?;
+        found.text().await.ok()
     };
-    let before: i64 = generation().await.parse().expect("a generation");
+    let generation = async || -> Option<i64> {
+        cell("tr[data-projection=catalog] td:nth-of-type(2)")
+            .await?
+            .parse()
+            .ok()
+    };
+    let before = eventually("the catalog's generation is shown", generation).await;
     b.screenshot("analyst-projections").await;
     b.press("Rebuild catalog").await;
     assert_eq!(b.heading().await, "Projections");
@@ -376,15 +387,8 @@ async fn an_analyst_rebuilds_a_projection_and_sees_it_finish() {
         .await
         .expect("mark the page");
     let after = eventually("the rebuild's new generation is shown live", || async {
-        let shown: i64 = generation().await.parse().ok()?;
-        let state = b
-            .client
-            .find(Locator::Css("tr[data-projection=catalog] td.state"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let shown = generation().await?;
+        let state = cell("tr[data-projection=catalog] td.state").await?;
         (shown > before && state.starts_with("live")).then_some(shown)
     })
     .await;
