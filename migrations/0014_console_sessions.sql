@@ -10,3 +10,17 @@ CREATE TABLE console_sessions (
 );
 
 CREATE INDEX console_sessions_user ON console_sessions (user_id);
+
+-- Log verifications started from the console: who asked, how far it got, what it found. The
+-- integrity page shows the latest one, live while it runs.
+CREATE TABLE verify_runs (
+    id           bigserial   PRIMARY KEY,
+    started_by   text        NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    done         bigint      NOT NULL DEFAULT 0,
+    total        bigint      NOT NULL DEFAULT 0,
+    ok           boolean,
+    report       jsonb,
+    error        text
+);

@@ -8,6 +8,9 @@
 //! Every answer carries a strict Content-Security-Policy (no inline script or style, nothing
 //! from elsewhere, no framing); every form carries the session's CSRF token.
 
+mod admin;
+mod charts;
+mod integrity;
 mod pages;
 pub mod session;
 
@@ -20,7 +23,7 @@ use tessera_domain::user::Role;
 
 use crate::http::AppState;
 use crate::http::auth::RoleSet;
-use crate::http::auth::roles::{Admin, AnalystOrAdmin, AuditorOrAdmin, ProviderOrAdmin};
+use crate::http::auth::roles::{Admin, AnalystOrAdmin, AuditorOrAdmin, ProviderOrAdmin, Staff};
 use crate::http::error::ApiError;
 use session::Session;
 
@@ -37,6 +40,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/static/{file}", get(asset))
         .route("/console/audit", get(pages::audit))
         .route("/console/audit/bookings/{id}", get(pages::timeline))
+        .route("/console/audit/integrity", get(integrity::integrity))
+        .route("/console/audit/integrity/verify", post(integrity::start_verify))
+        .route("/console/audit/integrity/stream", get(integrity::stream))
+        .route("/console/charts", get(charts::charts))
         .route("/console/projections", get(pages::projections))
         .route("/console/projections/stream", get(pages::projections_stream))
         .route("/console/projections/rebuild", post(pages::rebuild))
@@ -44,8 +51,16 @@ pub fn router() -> Router<AppState> {
         .route("/console/bookings/{id}", get(pages::booking))
         .route("/console/bookings/{id}/refund", post(pages::refund))
         .route("/console/bookings/{id}/force-cancel", post(pages::force_cancel))
+        .route("/console/bookings/{id}/reinstate", post(admin::reinstate))
+        .route("/console/users", get(admin::users))
+        .route("/console/users/{id}/roles", post(admin::change_role))
+        .route("/console/users/{id}/points", post(admin::adjust_points))
+        .route("/console/outbox", get(admin::outbox))
+        .route("/console/outbox/{id}", post(admin::message_action))
+        .route("/console/money", get(admin::money_page))
         .route("/console/slots", get(pages::slots))
         .route("/console/slots/{id}", get(pages::manifest))
+        .route("/console/slots/{id}/check-in", post(pages::check_in))
         .layer(axum::middleware::map_response(secure))
 }
 
@@ -89,8 +104,13 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
 /// admits them (the navigation shows a user only the pages their roles open).
 const NAV: &[(&str, &str, &[Role])] = &[
     ("/console/audit", "Audit", AuditorOrAdmin::ROLES),
+    ("/console/audit/integrity", "Integrity", AuditorOrAdmin::ROLES),
     ("/console/projections", "Projections", AnalystOrAdmin::ROLES),
+    ("/console/charts", "Charts", Staff::ROLES),
     ("/console/bookings", "Bookings", Admin::ROLES),
+    ("/console/users", "Users", Admin::ROLES),
+    ("/console/outbox", "Outbox", AuditorOrAdmin::ROLES),
+    ("/console/money", "Money", AuditorOrAdmin::ROLES),
     ("/console/slots", "Slots", ProviderOrAdmin::ROLES),
 ];
 

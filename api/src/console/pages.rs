@@ -24,13 +24,13 @@ use super::{ConsoleError, page, pages_for};
 use crate::http::auth::roles::{Admin, AnalystOrAdmin, AuditorOrAdmin, ProviderOrAdmin};
 use crate::http::error::ApiError;
 use crate::http::positions::MinPosition;
-use crate::http::routes::{IdempotencyKey, admin as admin_routes, provider};
+use crate::http::routes::{IdempotencyKey, admin as admin_routes, provider, tickets};
 use crate::http::{AppState, ClientAddr};
 
 type Page = Result<Markup, ConsoleError>;
 
 /// A form's fields, or a 400 page naming what was wrong with them.
-fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, ConsoleError> {
+pub(super) fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, ConsoleError> {
     f.map(|Form(t)| t).map_err(|e| {
         ConsoleError::Api(ApiError::BadRequest {
             code: &crate::http::codes::REQUEST_BAD_REQUEST,
@@ -39,7 +39,7 @@ fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, ConsoleError> {
     })
 }
 
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ConsoleError> {
+pub(super) fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ConsoleError> {
     q.map(|Query(t)| t).map_err(|e| {
         ConsoleError::Api(ApiError::BadRequest {
             code: &crate::http::codes::REQUEST_BAD_REQUEST,
@@ -48,7 +48,7 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
     })
 }
 
-fn parse_uuid(what: &'static str, raw: &str) -> Result<Uuid, ConsoleError> {
+pub(super) fn parse_uuid(what: &'static str, raw: &str) -> Result<Uuid, ConsoleError> {
     Uuid::parse_str(raw.trim()).map_err(|_| {
         ConsoleError::Api(ApiError::NotFound {
             what,
@@ -57,11 +57,11 @@ fn parse_uuid(what: &'static str, raw: &str) -> Result<Uuid, ConsoleError> {
     })
 }
 
-fn money(minor: i64, currency: &str) -> String {
+pub(super) fn money(minor: i64, currency: &str) -> String {
     format!("{}.{:02} {currency}", minor / 100, (minor % 100).abs())
 }
 
-fn when(t: DateTime<Utc>) -> String {
+pub(super) fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
@@ -199,7 +199,7 @@ fn instant(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, Cons
         })
 }
 
-fn nonblank(s: &Option<String>) -> Option<String> {
+pub(super) fn nonblank(s: &Option<String>) -> Option<String> {
     s.as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -623,6 +623,19 @@ pub async fn booking(
                     button type="submit" { "Refund" }
                 }
             }
+            @if b.status == "expired" {
+                section aria-labelledby="reinstate" {
+                    h2 id="reinstate" { "Reinstate" }
+                    form.stack method="post" action=(format!("/console/bookings/{id}/reinstate")) {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        input type="hidden" name="key" value=(key);
+                        label for="reinstate-reason" { "Reason" }
+                        textarea id="reinstate-reason" name="reason" required maxlength="1000" {}
+                        label.check { input type="checkbox" name="allow_overbook" value="true"; " Hold the seats even if the slot is full" }
+                        button type="submit" { "Reinstate the booking" }
+                    }
+                }
+            }
             section aria-labelledby="cancel" {
                 h2 id="cancel" { "Cancel" }
                 form.stack method="post" action=(format!("/console/bookings/{id}/force-cancel")) {
@@ -671,14 +684,19 @@ pub struct RefundForm {
 }
 
 /// What a command run through the API's `run_once` answered: done, or refused with the problem's words.
-async fn outcome(response: Response) -> Result<(), ConsoleError> {
-    if response.status().is_success() {
-        return Ok(());
-    }
+pub(super) async fn outcome(response: Response) -> Result<(), ConsoleError> {
+    answered_json(response).await.map(|_| ())
+}
+
+/// A command's JSON answer, or its refusal with the problem's words.
+pub(super) async fn answered_json(response: Response) -> Result<serde_json::Value, ConsoleError> {
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
+    if status.is_success() {
+        return Ok(serde_json::from_slice(&body).unwrap_or_default());
+    }
     let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let field = |name: &str| problem[name].as_str().unwrap_or("refused").to_owned();
     let detail = match problem["errors"].as_array() {
@@ -697,7 +715,12 @@ async fn outcome(response: Response) -> Result<(), ConsoleError> {
 }
 
 fn done(id: Uuid, what: &str) -> Response {
-    Redirect::to(&format!("/console/bookings/{id}?done={}", percent(what))).into_response()
+    done_at(&format!("/console/bookings/{id}"), what)
+}
+
+/// Back to `path`, saying what was done.
+pub(super) fn done_at(path: &str, what: &str) -> Response {
+    Redirect::to(&format!("{path}?done={}", percent(what))).into_response()
 }
 
 /// Refund part of a booking: the same command, checks and idempotency as
@@ -765,46 +788,110 @@ pub async fn force_cancel(
 // ---------------------------------------------------------------------------------------------
 // Providers: their slots and who is coming.
 
-pub async fn slots(State(state): State<AppState>, c: Console<ProviderOrAdmin>) -> Page {
-    let now = state.clock.now();
-    let soon = tessera_projections::models::catalog::slots_starting_between(
+#[derive(Debug, Default, Deserialize)]
+pub struct MonthQuery {
+    /// `YYYY-MM`; this month by default.
+    month: Option<String>,
+}
+
+/// A provider's listings, and their slots as a month calendar (weeks by rows, Monday first);
+/// each slot links to its manifest and door. Admins see every provider's.
+pub async fn slots(
+    State(state): State<AppState>,
+    c: Console<ProviderOrAdmin>,
+    q: Result<Query<MonthQuery>, axum::extract::rejection::QueryRejection>,
+) -> Page {
+    use chrono::{Datelike, Months, NaiveDate};
+    let q = query(q)?;
+    let today = state.clock.now().date_naive();
+    let first = match nonblank(&q.month) {
+        Some(m) => NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").map_err(|_| {
+            ApiError::Invalid(vec![crate::http::error::FieldError {
+                field: "month".into(),
+                message: "a month such as 2026-12".into(),
+            }])
+        })?,
+        None => today.with_day(1).unwrap_or(today),
+    };
+    let next = first.checked_add_months(Months::new(1)).unwrap_or(first);
+    let prev = first.checked_sub_months(Months::new(1)).unwrap_or(first);
+    let admin = c.caller.has(tessera_domain::user::Role::Admin);
+    let in_month = tessera_projections::models::catalog::slots_starting_between(
         &state.pool,
-        now - chrono::Duration::days(1),
-        now + chrono::Duration::days(60),
+        first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
+        next.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
     )
     .await
     .map_err(tessera_projections::ProjectionError::from)?;
-    let admin = c.caller.has(tessera_domain::user::Role::Admin);
-    let mine: Vec<_> = soon
+    let mut mine: Vec<_> = in_month
         .into_iter()
         .filter(|s| admin || s.provider_id == c.caller.user_id.0)
-        .take(500)
         .collect();
-    let mut days: Vec<(chrono::NaiveDate, Vec<&tessera_projections::models::catalog::ProviderDaySlot>)> =
-        Vec::new();
-    for s in &mine {
-        let day = s.starts_at.date_naive();
-        match days.last_mut() {
-            Some((d, list)) if *d == day => list.push(s),
-            _ => days.push((day, vec![s])),
+    mine.sort_by_key(|s| (s.starts_at, s.slot_id));
+    let listings = if admin {
+        Vec::new()
+    } else {
+        tessera_projections::models::catalog::provider_listings(&state.pool, c.caller.user_id.0)
+            .await
+            .map_err(tessera_projections::ProjectionError::from)?
+    };
+    // The calendar's weeks: from the Monday on or before the 1st to the Sunday on or after the
+    // month's last day.
+    let start = first - chrono::Duration::days(i64::from(first.weekday().num_days_from_monday()));
+    let last = next - chrono::Duration::days(1);
+    let end = last + chrono::Duration::days(i64::from(6 - last.weekday().num_days_from_monday()));
+    let weeks: Vec<Vec<NaiveDate>> = {
+        let mut weeks = Vec::new();
+        let mut day = start;
+        while day <= end {
+            weeks.push((0..7).map(|i| day + chrono::Duration::days(i)).collect());
+            day += chrono::Duration::days(7);
         }
-    }
-    days.sort_by_key(|(d, _)| *d);
+        weeks
+    };
+    let month_name = first.format("%B %Y").to_string();
     Ok(page(
         Some(&c),
         "Slots",
         html! {
-            p role="status" { (mine.len()) " slots in the next 60 days" }
-            @for (day, list) in &days {
-                section.day aria-label=(day.format("%A %e %B %Y").to_string()) {
-                    h2 { (day.format("%A %e %B %Y").to_string()) }
+            @if !listings.is_empty() {
+                section aria-labelledby="listings" {
+                    h2 id="listings" { "Listings" }
                     ul {
-                        @for s in list {
-                            li {
-                                a href=(format!("/console/slots/{}", s.slot_id)) {
-                                    (s.starts_at.format("%H:%M").to_string()) " " (s.title)
+                        @for l in &listings {
+                            li { (l.title) " — " (l.destination) ", " (money(l.price_minor, &l.currency)) }
+                        }
+                    }
+                }
+            }
+            nav.month aria-label="Months" {
+                a rel="prev" href=(format!("/console/slots?month={}", prev.format("%Y-%m"))) { "← " (prev.format("%B").to_string()) }
+                " "
+                strong { (month_name) }
+                " "
+                a rel="next" href=(format!("/console/slots?month={}", next.format("%Y-%m"))) { (next.format("%B").to_string()) " →" }
+            }
+            p role="status" { (mine.len()) " slots in " (month_name) }
+            table.calendar {
+                caption { (month_name) }
+                thead { tr { @for d in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"] { th scope="col" { (d) } } } }
+                tbody {
+                    @for week in &weeks {
+                        tr {
+                            @for day in week {
+                                td.out[day.month() != first.month()] .today[*day == today] {
+                                    div.date { (day.day()) }
+                                    ul {
+                                        @for s in mine.iter().filter(|s| s.starts_at.date_naive() == *day) {
+                                            li {
+                                                a href=(format!("/console/slots/{}", s.slot_id)) {
+                                                    (s.starts_at.format("%H:%M").to_string()) " " (s.title)
+                                                }
+                                                " " small { (s.confirmed) "/" (s.capacity) }
+                                            }
+                                        }
+                                    }
                                 }
-                                " — " (s.confirmed) " confirmed, " (s.held) " held of " (s.capacity)
                             }
                         }
                     }
@@ -814,18 +901,37 @@ pub async fn slots(State(state): State<AppState>, c: Console<ProviderOrAdmin>) -
     ))
 }
 
-/// Who is coming to a slot: the API's manifest.
+#[derive(Debug, Default, Deserialize)]
+pub struct ManifestQuery {
+    done: Option<String>,
+}
+
+/// Who is coming to a slot (the API's manifest), and the door: a ticket's code, typed or read
+/// by a scanner that types, checks it in.
 pub async fn manifest(
     State(state): State<AppState>,
     c: Console<ProviderOrAdmin>,
     Path(id): Path<String>,
+    q: Result<Query<ManifestQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Page {
     let id = parse_uuid("slot", &id)?;
+    let done = query(q)?.done;
     let m = provider::slot_manifest(&state, &c.caller, id, MinPosition(None)).await?;
     Ok(page(
         Some(&c),
         &format!("Slot {}", when(m.starts_at)),
         html! {
+            @if let Some(d) = done { p.ok role="status" { (d) } }
+            section aria-labelledby="door" {
+                h2 id="door" { "Check-in" }
+                form.inline method="post" action=(format!("/console/slots/{id}/check-in")) {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    input type="hidden" name="key" value=(Uuid::new_v4());
+                    label for="ticket" { "Ticket code" }
+                    input id="ticket" name="token" required autocomplete="off" size="40" autofocus;
+                    button type="submit" { "Check in" }
+                }
+            }
             p role="status" {
                 (m.confirmed_seats) " seats confirmed, " (m.held_seats) " held, "
                 (m.checked_in_seats) " checked in, of " (m.capacity)
@@ -850,4 +956,44 @@ pub async fn manifest(
             }
         },
     ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CheckInForm {
+    csrf: String,
+    key: String,
+    token: String,
+}
+
+/// Checks a ticket in at the slot's door: `POST /provider/slots/{id}/check-in`'s command, with
+/// the same door-keeper rule (the slot's provider or an admin here).
+pub async fn check_in(
+    State(state): State<AppState>,
+    c: Console<ProviderOrAdmin>,
+    Path(id): Path<String>,
+    f: Result<Form<CheckInForm>, FormRejection>,
+) -> Result<Response, ConsoleError> {
+    let id = parse_uuid("slot", &id)?;
+    let f = form(f)?;
+    c.check_csrf(&f.csrf)?;
+    let door = tickets::DoorKeeper::at(&state, c.caller.clone(), id).await?;
+    let answer = tickets::check_in_command(
+        &state,
+        door,
+        IdempotencyKey(Some(format!("console:{}", f.key))),
+        id,
+        tickets::CheckInRequest {
+            token: f.token.trim().to_owned(),
+        },
+    )
+    .await?;
+    let body = answered_json(answer).await?;
+    let said = format!(
+        "Checked in: {}, seat {} ({} of {} in).",
+        body["contact_name"].as_str().unwrap_or(""),
+        body["seat"],
+        body["checked_in_seats"],
+        body["seats"]
+    );
+    Ok(done_at(&format!("/console/slots/{id}"), &said))
 }

@@ -655,3 +655,29 @@ pub async fn providers_with_commission(
     .fetch_all(pool)
     .await
 }
+
+/// One payout with its provider (the console's money page).
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ProviderPayout {
+    pub provider_id: Uuid,
+    pub payout_ref: String,
+    pub status: String,
+    pub failure: Option<String>,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The latest payouts of every provider, newest first.
+pub async fn recent_payouts(
+    pool: &sqlx::PgPool,
+    limit: i64,
+) -> Result<Vec<ProviderPayout>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider_id, payout_ref, status, failure, currency, amount_minor, updated_at
+           FROM read.payouts ORDER BY updated_at DESC, payout_ref LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -195,10 +195,24 @@ async fn each_role_sees_only_its_pages() {
     b.go("/console/projections").await;
     assert_eq!(b.heading().await, "Sign in", "no session: sent to sign in");
     b.screenshot("login").await;
+    let every = [
+        ("/console/audit", "Audit"),
+        ("/console/audit/integrity", "Integrity"),
+        ("/console/projections", "Projections"),
+        ("/console/charts", "Charts"),
+        ("/console/bookings", "Bookings"),
+        ("/console/users", "Users"),
+        ("/console/outbox", "Outbox"),
+        ("/console/money", "Money"),
+        ("/console/slots", "Slots"),
+    ];
     let cases: [(&str, &[&str]); 5] = [
-        ("admin@tessera.test", &["Audit", "Projections", "Bookings", "Slots"]),
-        ("auditor@tessera.test", &["Audit"]),
-        ("analyst@tessera.test", &["Projections"]),
+        (
+            "admin@tessera.test",
+            &["Audit", "Integrity", "Projections", "Charts", "Bookings", "Users", "Outbox", "Money", "Slots"],
+        ),
+        ("auditor@tessera.test", &["Audit", "Integrity", "Charts", "Outbox", "Money"]),
+        ("analyst@tessera.test", &["Projections", "Charts"]),
         ("provider@tessera.test", &["Slots"]),
         ("customer@tessera.test", &[]),
     ];
@@ -206,12 +220,7 @@ async fn each_role_sees_only_its_pages() {
         b.sign_in(email).await;
         let nav: Vec<String> = b.links("header nav ul").await;
         assert_eq!(nav, pages.to_vec(), "{email}'s pages");
-        for (path, label) in [
-            ("/console/audit", "Audit"),
-            ("/console/projections", "Projections"),
-            ("/console/bookings", "Bookings"),
-            ("/console/slots", "Slots"),
-        ] {
+        for (path, label) in every {
             b.go(path).await;
             let heading = b.heading().await;
             if pages.contains(&label) {
@@ -222,16 +231,17 @@ async fn each_role_sees_only_its_pages() {
         }
         if email.starts_with("provider@") {
             b.go("/console/slots").await;
-            b.screenshot("provider-slots").await;
-            let first = b
+            b.screenshot("provider-calendar").await;
+        }
+        if email.starts_with("analyst@") {
+            b.go("/console/charts").await;
+            let charts = b
                 .client
-                .find(Locator::Css("section.day a"))
+                .find_all(Locator::Css("figure svg[role=img]"))
                 .await
-                .expect("a slot in the next 60 days");
-            first.click().await.expect("open the manifest");
-            assert!(b.heading().await.starts_with("Slot "));
-            assert!(b.text().await.contains("seats confirmed"));
-            b.screenshot("provider-manifest").await;
+                .expect("charts");
+            assert_eq!(charts.len(), 3, "bookings, revenue, cancellations");
+            b.screenshot("analyst-charts").await;
         }
         if email.starts_with("customer@") {
             b.go("/console").await;
@@ -482,4 +492,109 @@ async fn the_session_is_strict_and_forms_need_their_token() {
         .await
         .expect("bearer");
     assert_eq!(with_bearer.status(), StatusCode::SEE_OTHER, "the console reads only its cookie");
+}
+
+/// A provider opens a slot from their calendar, sees who is coming, and checks a ticket in at
+/// the door by its code; the same code again is refused with when it was first used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_checks_a_ticket_in_from_the_calendar() {
+    let s = Server::start(Options::default()).await;
+    let provider = s.token("provider@tessera.test").await;
+    let customer = s.token("customer@tessera.test").await;
+    let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
+    let listing = mine[0]["listing_id"].as_str().expect("listing").to_owned();
+    // Check-in opens 24 hours before the start.
+    let slot = super::new_slot(&s, &provider, &listing, chrono::TimeDelta::hours(6), 4, None).await;
+    let booking = paid_booking(&s, &customer, &slot, 2, "console-door").await;
+    let (status, tickets) = s
+        .get(&format!("/bookings/{booking}/tickets"), Some(&customer))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tickets}");
+    let code = tickets[0]["token"].as_str().expect("token").to_owned();
+    let starts = (chrono::Utc::now() + chrono::TimeDelta::hours(6)).format("%Y-%m");
+    s.caught_up().await;
+
+    let b = Browser::open(&s).await;
+    b.sign_in("provider@tessera.test").await;
+    b.go(&format!("/console/slots?month={starts}")).await;
+    b.client
+        .find(Locator::Css(&format!("table.calendar a[href='/console/slots/{slot}']")))
+        .await
+        .expect("the new slot is on the calendar")
+        .click()
+        .await
+        .expect("open the slot");
+    assert!(b.heading().await.starts_with("Slot "), "{}", b.text().await);
+    assert!(b.text().await.contains("2 seats confirmed"), "{}", b.text().await);
+    b.fill("Ticket code", &code).await;
+    b.press("Check in").await;
+    let text = b.text().await;
+    assert!(text.contains("Checked in:") && text.contains("(1 of 2 in)"), "{text}");
+    b.screenshot("provider-door").await;
+    b.fill("Ticket code", &code).await;
+    b.press("Check in").await;
+    assert!(b.text().await.contains("ticket.already_checked_in"), "{}", b.text().await);
+    b.close().await;
+}
+
+/// An auditor verifies the log from the integrity page and watches the result arrive; an admin
+/// grants a role with a reason, looks at the outbox and runs the ledger check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrity_users_and_money_pages_work() {
+    let s = Server::start(Options::default()).await;
+    let b = Browser::open(&s).await;
+    b.sign_in("auditor@tessera.test").await;
+    b.go("/console/audit/integrity").await;
+    b.press("Verify the log").await;
+    eventually("the verification's result is shown", || async {
+        let found = b.client.find(Locator::Css("[data-verified]")).await.ok()?;
+        found.attr("data-verified").await.ok().flatten()
+    })
+    .await;
+    assert!(b.text().await.contains("the log is intact"), "{}", b.text().await);
+    b.screenshot("auditor-integrity").await;
+    b.sign_out().await;
+
+    b.sign_in("admin@tessera.test").await;
+    b.go("/console/users?email=customer1%40tessera.test").await;
+    let row = b
+        .client
+        .find(Locator::Css("tr[data-user]"))
+        .await
+        .expect("the customer's row");
+    let user = row.attr("data-user").await.expect("attr").expect("id");
+    b.client
+        .find(Locator::Css(&format!("#role-{user} option[value=analyst]")))
+        .await
+        .expect("the analyst option")
+        .click()
+        .await
+        .expect("choose analyst");
+    b.fill("Reason", "Joins the data team").await;
+    b.press("Grant").await;
+    assert!(b.text().await.contains("Role analyst granted."), "{}", b.text().await);
+    let (status, roles) = s
+        .get(
+            "/admin/users?email=customer1%40tessera.test",
+            Some(&s.token("admin@tessera.test").await),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(roles[0]["roles"].as_array().expect("roles").contains(&json!("analyst")), "{roles}");
+    b.screenshot("admin-users").await;
+    b.go("/console/outbox").await;
+    assert_eq!(b.heading().await, "Outbox");
+    b.go("/console/money").await;
+    b.press("Run the ledger check").await;
+    let verdict = b
+        .client
+        .find(Locator::Css("[data-ledger]"))
+        .await
+        .expect("a verdict")
+        .attr("data-ledger")
+        .await
+        .expect("attr");
+    assert_eq!(verdict.as_deref(), Some("clean"), "{}", b.text().await);
+    b.screenshot("admin-money").await;
+    b.close().await;
 }

@@ -89,8 +89,8 @@ pub async fn refund_command(
     let request = (booking_id, &req);
     let why = Some(req.reason.as_str());
     run_once(
-        &state,
-        &caller,
+        state,
+        caller,
         "admin.refund",
         key,
         &request,
@@ -144,8 +144,8 @@ pub async fn force_cancel_command(
     let request = (booking_id, &req);
     let why = Some(req.reason.as_str());
     run_once(
-        &state,
-        &caller,
+        state,
+        caller,
         "admin.force_cancel",
         key,
         &request,
@@ -230,11 +230,22 @@ async fn reinstate(
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<ReinstateRequest>,
 ) -> Result<Response, ApiError> {
+    reinstate_command(&state, &caller, key, booking_id, req).await
+}
+
+/// `POST /admin/bookings/{id}/reinstate`'s command (the console's reinstate form runs it too).
+pub async fn reinstate_command(
+    state: &AppState,
+    caller: &Caller,
+    key: IdempotencyKey,
+    booking_id: Uuid,
+    req: ReinstateRequest,
+) -> Result<Response, ApiError> {
     let request = (booking_id, &req);
     let why = Some(req.reason.as_str());
     run_once(
-        &state,
-        &caller,
+        state,
+        caller,
         "admin.reinstate",
         key,
         &request,
@@ -272,11 +283,22 @@ async fn adjust_points(
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<PointsRequest>,
 ) -> Result<Response, ApiError> {
+    points_command(&state, &caller, key, user_id, req).await
+}
+
+/// `POST /admin/users/{id}/points`'s command (the console's points form runs it too).
+pub async fn points_command(
+    state: &AppState,
+    caller: &Caller,
+    key: IdempotencyKey,
+    user_id: Uuid,
+    req: PointsRequest,
+) -> Result<Response, ApiError> {
     let request = (user_id, &req);
     let why = Some(req.reason.as_str());
     run_once(
-        &state,
-        &caller,
+        state,
+        caller,
         "admin.points",
         key,
         &request,
@@ -410,7 +432,7 @@ pub async fn find_bookings(
     super::provider::booking_page(state, filter, q.status.as_deref(), q.limit, q.offset).await
 }
 
-#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AdminUsersQuery {
@@ -446,6 +468,11 @@ async fn search_users(
     ApiQuery(q): ApiQuery<AdminUsersQuery>,
 ) -> Result<axum::Json<Vec<AdminUser>>, ApiError> {
     state.read_after(&["users"], min).await?;
+    Ok(axum::Json(find_users(&state, q).await?))
+}
+
+/// What `GET /admin/users` answers (the console's user list asks the same).
+pub async fn find_users(state: &AppState, q: AdminUsersQuery) -> Result<Vec<AdminUser>, ApiError> {
     if let Some(email) = q.email.as_deref() {
         tessera_domain::user::Email::parse(email)
             .map_err(|_| invalid("email", "not an e-mail address"))?;
@@ -507,7 +534,7 @@ async fn search_users(
             updated_at: u.updated_at,
         });
     }
-    Ok(axum::Json(page))
+    Ok(page)
 }
 
 /// A user as admins see them.
@@ -614,7 +641,8 @@ fn role(name: &str) -> Result<Role, ApiError> {
         .map_err(|_| invalid("role", "customer, provider, admin, auditor or analyst"))
 }
 
-async fn change_role(
+/// Grants or revokes a role (`POST /admin/users/{id}/roles[/revoke]`; the console's role forms).
+pub async fn change_role(
     state: &AppState,
     caller: &Caller,
     key: IdempotencyKey,

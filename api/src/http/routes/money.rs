@@ -502,6 +502,11 @@ async fn ledger_check(
     State(state): State<AppState>,
     _caller: Require<AuditorOrAdmin>,
 ) -> Result<Json<LedgerCheck>, ApiError> {
+    Ok(Json(ledger_report(&state).await?))
+}
+
+/// What `GET /admin/ledger/check` answers (the console's money page runs the same check).
+pub async fn ledger_report(state: &AppState) -> Result<LedgerCheck, ApiError> {
     let report = ledger::check(&*state.store, &*state.gateway).await?;
-    Ok(Json(report.into()))
+    Ok(report.into())
 }

@@ -228,7 +228,7 @@ impl From<outbox::Row> for OutboxMessage {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OutboxQuery {
@@ -253,6 +253,11 @@ async fn list_messages(
     _caller: Require<AuditorOrAdmin>,
     ApiQuery(q): ApiQuery<OutboxQuery>,
 ) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
+    Ok(Json(find_messages(&state, q).await?))
+}
+
+/// What `GET /admin/outbox` answers (the console's outbox page asks the same).
+pub async fn find_messages(state: &AppState, q: OutboxQuery) -> Result<Vec<OutboxMessage>, ApiError> {
     if let Some(template) = &q.template {
         crate::http::error::storable("template", template)?;
     }
@@ -279,7 +284,7 @@ async fn list_messages(
     outbox::reveal(&state.vault, &mut rows)
         .await
         .map_err(tessera_commands::error::CommandError::from)?;
-    Ok(Json(rows.into_iter().map(OutboxMessage::from).collect()))
+    Ok(rows.into_iter().map(OutboxMessage::from).collect())
 }
 
 /// The queue at a glance.
@@ -326,7 +331,7 @@ pub struct MessageAction {
     pub reason: String,
 }
 
-async fn change(
+pub(crate) async fn change(
     state: &AppState,
     caller: &Caller,
     id: Uuid,

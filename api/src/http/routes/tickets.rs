@@ -285,6 +285,13 @@ impl axum::extract::FromRequestParts<AppState> for DoorKeeper {
     ) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let ApiPath(slot_id) = ApiPath::<Uuid>::from_request_parts(parts, state).await?;
+        Self::at(state, caller, slot_id).await
+    }
+}
+
+impl DoorKeeper {
+    /// `caller` at `slot_id`'s door, if they may check tickets in there.
+    pub async fn at(state: &AppState, caller: Caller, slot_id: Uuid) -> Result<Self, ApiError> {
         let acting = tickets::door_keeper(
             &*state.store,
             SlotId(slot_id),
@@ -321,9 +328,20 @@ async fn check_in(
     ApiPath(slot_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CheckInRequest>,
 ) -> Result<Response, ApiError> {
+    check_in_command(&state, DoorKeeper { caller, acting }, key, slot_id, body).await
+}
+
+/// `POST /provider/slots/{id}/check-in`'s command (the console's check-in form runs it too).
+pub async fn check_in_command(
+    state: &AppState,
+    DoorKeeper { caller, acting }: DoorKeeper,
+    key: IdempotencyKey,
+    slot_id: Uuid,
+    body: CheckInRequest,
+) -> Result<Response, ApiError> {
     let request = (slot_id, &body);
     once(
-        &state,
+        state,
         &caller,
         "ticket.check_in",
         key,
