@@ -9,7 +9,6 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
-pub mod console;
 pub mod http;
 pub mod settings;
 pub mod startup;

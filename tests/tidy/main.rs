@@ -409,3 +409,47 @@ fn the_notifier_reads_the_log_and_never_writes_it() {
         "the notifier never appends to the log: {violations:#?}"
     );
 }
+
+#[test]
+fn every_console_page_takes_an_api_role_set() {
+    // docs/architecture.md, `api/src/http/console/`: the console has no permission matrix of
+    // its own. Every page and form it routes takes `Console<R>` (an API role set, the same as
+    // the route it mirrors) or `SignedIn` (any signed-in user: home and logout); only signing
+    // in and the static files are open.
+    const OPEN: &[&str] = &["login_form", "login", "asset"];
+    let dir = "api/src/http/console";
+    let router = read(&root().join(dir).join("mod.rs"));
+    let mut handlers = Vec::new();
+    for line in router.lines().filter(|l| l.contains(".route(\"/console")) {
+        for part in line.split(['(', ')', '.']) {
+            if let Some((module, name)) = part.split_once("::")
+                && !module.contains(' ')
+                && !name.contains(' ')
+            {
+                handlers.push((module.trim().to_owned(), name.trim().to_owned()));
+            }
+        }
+        if line.contains("get(asset)") {
+            handlers.push(("mod".into(), "asset".into()));
+        }
+    }
+    assert!(handlers.len() >= 20, "the console's routes: {handlers:?}");
+    let mut violations = Vec::new();
+    for (module, name) in &handlers {
+        if OPEN.contains(&name.as_str()) {
+            continue;
+        }
+        let text = read(&root().join(dir).join(format!("{module}.rs")));
+        let start = text
+            .find(&format!("pub async fn {name}("))
+            .unwrap_or_else(|| panic!("{module}::{name} is routed but not found"));
+        let signature = &text[start..start + text[start..].find('{').unwrap_or(0)];
+        if !(signature.contains("Console<") || signature.contains("SignedIn")) {
+            violations.push(format!("{module}::{name}"));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "console handlers without an API role set: {violations:?}"
+    );
+}

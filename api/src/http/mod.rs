@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod codes;
+pub mod console;
 pub mod contract;
 pub mod error;
 pub mod pdf;
@@ -570,7 +571,7 @@ pub fn router(state: AppState) -> axum::Router {
             api.route("/openapi.json", axum::routing::get(doc)),
         )
         .merge(routes::ops::router())
-        .merge(crate::console::router())
+        .merge(console::router())
         .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))

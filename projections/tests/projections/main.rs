@@ -317,7 +317,10 @@ async fn a_failing_projection_stops_and_names_the_event() {
 async fn a_first_generation_left_by_a_killed_start_is_dropped() {
     let setup = history("tiny").await;
     let all = projections(setup.index.path());
-    let p = all.iter().find(|p| p.name() == "bookings").expect("bookings");
+    let p = all
+        .iter()
+        .find(|p| p.name() == "bookings")
+        .expect("bookings");
     let abandoned = tessera_projections::registry::create_generation(&setup.db.pool, p)
         .await
         .expect("generation");
@@ -351,7 +354,10 @@ async fn a_first_generation_left_by_a_killed_start_is_dropped() {
     .expect("schemas");
     assert_eq!(
         schemas,
-        vec![tessera_projections::registry::schema_name("bookings", abandoned.generation)]
+        vec![tessera_projections::registry::schema_name(
+            "bookings",
+            abandoned.generation
+        )]
     );
     let _ = stop.send(true);
     task.await.expect("projector stops");

@@ -111,7 +111,9 @@ impl Browser {
 
     /// Types into the field labelled `label` (found by its label, as a person would).
     async fn fill(&self, label: &str, value: &str) {
-        let xpath = format!("//label[normalize-space(.)=\"{label}\" or starts-with(normalize-space(.), \"{label} (\")]");
+        let xpath = format!(
+            "//label[normalize-space(.)=\"{label}\" or starts-with(normalize-space(.), \"{label} (\")]"
+        );
         let for_id = self
             .client
             .find(Locator::XPath(&xpath))
@@ -121,20 +123,19 @@ impl Browser {
             .await
             .expect("for")
             .expect("label names its field");
-        let field = self
-            .client
-            .find(Locator::Id(&for_id))
-            .await
-            .expect("field");
+        let field = self.client.find(Locator::Id(&for_id)).await.expect("field");
         field.clear().await.expect("clear");
         field.send_keys(value).await.expect("type");
     }
 
     async fn press(&self, button: &str) {
-        let xpath = format!(
-            "//button[normalize-space(.)=\"{button}\" or @aria-label=\"{button}\"]"
-        );
-        let before = self.client.find(Locator::Css("html")).await.expect("a page");
+        let xpath =
+            format!("//button[normalize-space(.)=\"{button}\" or @aria-label=\"{button}\"]");
+        let before = self
+            .client
+            .find(Locator::Css("html"))
+            .await
+            .expect("a page");
         self.client
             .find(Locator::XPath(&xpath))
             .await
@@ -209,9 +210,22 @@ async fn each_role_sees_only_its_pages() {
     let cases: [(&str, &[&str]); 5] = [
         (
             "admin@tessera.test",
-            &["Audit", "Integrity", "Projections", "Charts", "Bookings", "Users", "Outbox", "Money", "Slots"],
+            &[
+                "Audit",
+                "Integrity",
+                "Projections",
+                "Charts",
+                "Bookings",
+                "Users",
+                "Outbox",
+                "Money",
+                "Slots",
+            ],
         ),
-        ("auditor@tessera.test", &["Audit", "Integrity", "Charts", "Outbox", "Money"]),
+        (
+            "auditor@tessera.test",
+            &["Audit", "Integrity", "Charts", "Outbox", "Money"],
+        ),
         ("analyst@tessera.test", &["Projections", "Charts"]),
         ("provider@tessera.test", &["Slots"]),
         ("customer@tessera.test", &[]),
@@ -245,7 +259,11 @@ async fn each_role_sees_only_its_pages() {
         }
         if email.starts_with("customer@") {
             b.go("/console").await;
-            assert!(b.text().await.contains("None of your roles opens a console page"));
+            assert!(
+                b.text()
+                    .await
+                    .contains("None of your roles opens a console page")
+            );
         }
         b.go("/console").await;
         b.sign_out().await;
@@ -308,7 +326,8 @@ async fn an_admin_refund_shows_in_the_auditors_timeline() {
     b.go(&format!("/console/bookings/{booking}")).await;
     b.screenshot("admin-booking").await;
     b.fill("Amount", "1.00").await;
-    b.fill("Reason", "Guest was double-charged at the door").await;
+    b.fill("Reason", "Guest was double-charged at the door")
+        .await;
     // The same form sent twice (a double click, a retry) runs its command once: here it is
     // first sent in the background, then by the button.
     let first = b
@@ -328,7 +347,11 @@ async fn an_admin_refund_shows_in_the_auditors_timeline() {
         "{}",
         b.text().await
     );
-    assert_eq!(refunds(s.db.pool.clone()).await, 1, "one refund for two submissions");
+    assert_eq!(
+        refunds(s.db.pool.clone()).await,
+        1,
+        "one refund for two submissions"
+    );
     b.sign_out().await;
 
     b.sign_in("auditor@tessera.test").await;
@@ -346,7 +369,10 @@ async fn an_admin_refund_shows_in_the_auditors_timeline() {
     })
     .await;
     assert!(text.contains("RefundRequested"), "{text}");
-    assert!(text.contains("Guest was double-charged at the door"), "{text}");
+    assert!(
+        text.contains("Guest was double-charged at the door"),
+        "{text}"
+    );
     b.screenshot("auditor-timeline").await;
     // As of the position before the refund was asked for, the booking had refunded nothing.
     let before: i64 = sqlx::query_scalar(
@@ -362,7 +388,11 @@ async fn an_admin_refund_shows_in_the_auditors_timeline() {
     assert!(then.contains(&format!("As of position {before}")), "{then}");
     assert!(!then.contains("Guest was double-charged"), "{then}");
     b.go("/console/audit?event_type=RefundRequested").await;
-    assert!(b.text().await.contains("Guest was double-charged at the door"));
+    assert!(
+        b.text()
+            .await
+            .contains("Guest was double-charged at the door")
+    );
     b.screenshot("auditor-log").await;
     b.close().await;
 }
@@ -430,7 +460,7 @@ async fn the_session_is_strict_and_forms_need_their_token() {
     let csp = page.headers()["content-security-policy"]
         .to_str()
         .expect("csp");
-    assert_eq!(csp, tessera_api::console::CSP);
+    assert_eq!(csp, tessera_api::http::console::CSP);
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
     let signed = client
         .post(format!("{}/console/login", s.url))
@@ -442,8 +472,14 @@ async fn the_session_is_strict_and_forms_need_their_token() {
         .await
         .expect("sign in");
     assert_eq!(signed.status(), StatusCode::SEE_OTHER);
-    let cookie = signed.headers()["set-cookie"].to_str().expect("cookie").to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().expect("pair").to_owned();
     let wrong = client
         .post(format!("{}/console/logout", s.url))
@@ -459,7 +495,11 @@ async fn the_session_is_strict_and_forms_need_their_token() {
         .send()
         .await
         .expect("home");
-    assert_eq!(home.status(), StatusCode::OK, "the session survived the forged form");
+    assert_eq!(
+        home.status(),
+        StatusCode::OK,
+        "the session survived the forged form"
+    );
     let html = home.text().await.expect("html");
     let token = html
         .split("name=\"csrf\" value=\"")
@@ -491,7 +531,11 @@ async fn the_session_is_strict_and_forms_need_their_token() {
         .send()
         .await
         .expect("bearer");
-    assert_eq!(with_bearer.status(), StatusCode::SEE_OTHER, "the console reads only its cookie");
+    assert_eq!(
+        with_bearer.status(),
+        StatusCode::SEE_OTHER,
+        "the console reads only its cookie"
+    );
 }
 
 /// A provider opens a slot from their calendar, sees who is coming, and checks a ticket in at
@@ -504,7 +548,15 @@ async fn a_provider_checks_a_ticket_in_from_the_calendar() {
     let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
     let listing = mine[0]["listing_id"].as_str().expect("listing").to_owned();
     // Check-in opens 24 hours before the start.
-    let slot = super::new_slot(&s, &provider, &listing, chrono::TimeDelta::hours(6), 4, None).await;
+    let slot = super::new_slot(
+        &s,
+        &provider,
+        &listing,
+        chrono::TimeDelta::hours(6),
+        4,
+        None,
+    )
+    .await;
     let booking = paid_booking(&s, &customer, &slot, 2, "console-door").await;
     let (status, tickets) = s
         .get(&format!("/bookings/{booking}/tickets"), Some(&customer))
@@ -518,22 +570,35 @@ async fn a_provider_checks_a_ticket_in_from_the_calendar() {
     b.sign_in("provider@tessera.test").await;
     b.go(&format!("/console/slots?month={starts}")).await;
     b.client
-        .find(Locator::Css(&format!("table.calendar a[href='/console/slots/{slot}']")))
+        .find(Locator::Css(&format!(
+            "table.calendar a[href='/console/slots/{slot}']"
+        )))
         .await
         .expect("the new slot is on the calendar")
         .click()
         .await
         .expect("open the slot");
     assert!(b.heading().await.starts_with("Slot "), "{}", b.text().await);
-    assert!(b.text().await.contains("2 seats confirmed"), "{}", b.text().await);
+    assert!(
+        b.text().await.contains("2 seats confirmed"),
+        "{}",
+        b.text().await
+    );
     b.fill("Ticket code", &code).await;
     b.press("Check in").await;
     let text = b.text().await;
-    assert!(text.contains("Checked in:") && text.contains("(1 of 2 in)"), "{text}");
+    assert!(
+        text.contains("Checked in:") && text.contains("(1 of 2 in)"),
+        "{text}"
+    );
     b.screenshot("provider-door").await;
     b.fill("Ticket code", &code).await;
     b.press("Check in").await;
-    assert!(b.text().await.contains("ticket.already_checked_in"), "{}", b.text().await);
+    assert!(
+        b.text().await.contains("ticket.already_checked_in"),
+        "{}",
+        b.text().await
+    );
     b.close().await;
 }
 
@@ -551,7 +616,11 @@ async fn integrity_users_and_money_pages_work() {
         found.attr("data-verified").await.ok().flatten()
     })
     .await;
-    assert!(b.text().await.contains("the log is intact"), "{}", b.text().await);
+    assert!(
+        b.text().await.contains("the log is intact"),
+        "{}",
+        b.text().await
+    );
     b.screenshot("auditor-integrity").await;
     b.sign_out().await;
 
@@ -572,7 +641,11 @@ async fn integrity_users_and_money_pages_work() {
         .expect("choose analyst");
     b.fill("Reason", "Joins the data team").await;
     b.press("Grant").await;
-    assert!(b.text().await.contains("Role analyst granted."), "{}", b.text().await);
+    assert!(
+        b.text().await.contains("Role analyst granted."),
+        "{}",
+        b.text().await
+    );
     let (status, roles) = s
         .get(
             "/admin/users?email=customer1%40tessera.test",
@@ -580,7 +653,13 @@ async fn integrity_users_and_money_pages_work() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(roles[0]["roles"].as_array().expect("roles").contains(&json!("analyst")), "{roles}");
+    assert!(
+        roles[0]["roles"]
+            .as_array()
+            .expect("roles")
+            .contains(&json!("analyst")),
+        "{roles}"
+    );
     b.screenshot("admin-users").await;
     b.go("/console/outbox").await;
     assert_eq!(b.heading().await, "Outbox");

@@ -841,8 +841,7 @@ async fn rebuild(
 /// Starts rebuilding the projections `names` (every one when empty) in the background;
 /// returns their names. Follow it with [`tessera_projections::status`].
 pub fn start_rebuild(state: &AppState, names: &[String]) -> Result<Vec<String>, ApiError> {
-    let selected =
-        tessera_projections::select(tessera_projections::all(&state.index_root), names)?;
+    let selected = tessera_projections::select(tessera_projections::all(&state.index_root), names)?;
     let names: Vec<String> = selected.iter().map(|p| p.name().to_owned()).collect();
     let (pool, store) = (state.pool.clone(), state.store.clone());
     tokio::spawn(async move {

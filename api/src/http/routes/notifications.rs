@@ -257,7 +257,10 @@ async fn list_messages(
 }
 
 /// What `GET /admin/outbox` answers (the console's outbox page asks the same).
-pub async fn find_messages(state: &AppState, q: OutboxQuery) -> Result<Vec<OutboxMessage>, ApiError> {
+pub async fn find_messages(
+    state: &AppState,
+    q: OutboxQuery,
+) -> Result<Vec<OutboxMessage>, ApiError> {
     if let Some(template) = &q.template {
         crate::http::error::storable("template", template)?;
     }

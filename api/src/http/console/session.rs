@@ -169,10 +169,7 @@ impl<R: RoleSet> std::ops::Deref for Console<R> {
 impl<R: RoleSet> FromRequestParts<AppState> for Console<R> {
     type Rejection = ConsoleError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, ConsoleError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ConsoleError> {
         let Some(session) = current(state, &parts.headers).await? else {
             return Err(ConsoleError::SignIn);
         };
@@ -191,10 +188,7 @@ pub struct SignedIn(pub Session);
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = ConsoleError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, ConsoleError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ConsoleError> {
         match current(state, &parts.headers).await? {
             Some(s) => Ok(Self(s)),
             None => Err(ConsoleError::SignIn),

@@ -15,7 +15,9 @@ use super::session::Console;
 use super::{ConsoleError, page};
 use crate::http::AppState;
 use crate::http::auth::roles::{Admin, AuditorOrAdmin};
-use crate::http::routes::{IdempotencyKey, admin as admin_routes, money as money_routes, notifications};
+use crate::http::routes::{
+    IdempotencyKey, admin as admin_routes, money as money_routes, notifications,
+};
 
 const ROLES: [&str; 5] = ["customer", "provider", "admin", "auditor", "analyst"];
 
@@ -137,7 +139,10 @@ pub async fn change_role(
     let answer = admin_routes::change_role(&state, &c.caller, key, id, &request, grant).await?;
     outcome(answer).await?;
     let what = if grant { "granted" } else { "revoked" };
-    Ok(done_at("/console/users", &format!("Role {} {what}.", f.role)))
+    Ok(done_at(
+        "/console/users",
+        &format!("Role {} {what}.", f.role),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,14 +162,19 @@ pub async fn adjust_points(
     let id = parse_uuid("user", &id)?;
     let f = form(f)?;
     c.check_csrf(&f.csrf)?;
-    let delta: i64 = f.delta.trim().trim_start_matches('+').parse().map_err(|_| {
-        ConsoleError::Api(crate::http::error::ApiError::Invalid(vec![
-            crate::http::error::FieldError {
-                field: "delta".into(),
-                message: "a whole number of points, such as 100 or -50".into(),
-            },
-        ]))
-    })?;
+    let delta: i64 = f
+        .delta
+        .trim()
+        .trim_start_matches('+')
+        .parse()
+        .map_err(|_| {
+            ConsoleError::Api(crate::http::error::ApiError::Invalid(vec![
+                crate::http::error::FieldError {
+                    field: "delta".into(),
+                    message: "a whole number of points, such as 100 or -50".into(),
+                },
+            ]))
+        })?;
     let request = admin_routes::PointsRequest {
         delta,
         reason: f.reason,

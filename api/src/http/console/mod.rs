@@ -41,16 +41,25 @@ pub fn router() -> Router<AppState> {
         .route("/console/audit", get(pages::audit))
         .route("/console/audit/bookings/{id}", get(pages::timeline))
         .route("/console/audit/integrity", get(integrity::integrity))
-        .route("/console/audit/integrity/verify", post(integrity::start_verify))
+        .route(
+            "/console/audit/integrity/verify",
+            post(integrity::start_verify),
+        )
         .route("/console/audit/integrity/stream", get(integrity::stream))
         .route("/console/charts", get(charts::charts))
         .route("/console/projections", get(pages::projections))
-        .route("/console/projections/stream", get(pages::projections_stream))
+        .route(
+            "/console/projections/stream",
+            get(pages::projections_stream),
+        )
         .route("/console/projections/rebuild", post(pages::rebuild))
         .route("/console/bookings", get(pages::bookings))
         .route("/console/bookings/{id}", get(pages::booking))
         .route("/console/bookings/{id}/refund", post(pages::refund))
-        .route("/console/bookings/{id}/force-cancel", post(pages::force_cancel))
+        .route(
+            "/console/bookings/{id}/force-cancel",
+            post(pages::force_cancel),
+        )
         .route("/console/bookings/{id}/reinstate", post(admin::reinstate))
         .route("/console/users", get(admin::users))
         .route("/console/users/{id}/roles", post(admin::change_role))
@@ -74,7 +83,10 @@ async fn secure(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -104,7 +116,11 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
 /// admits them (the navigation shows a user only the pages their roles open).
 const NAV: &[(&str, &str, &[Role])] = &[
     ("/console/audit", "Audit", AuditorOrAdmin::ROLES),
-    ("/console/audit/integrity", "Integrity", AuditorOrAdmin::ROLES),
+    (
+        "/console/audit/integrity",
+        "Integrity",
+        AuditorOrAdmin::ROLES,
+    ),
     ("/console/projections", "Projections", AnalystOrAdmin::ROLES),
     ("/console/charts", "Charts", Staff::ROLES),
     ("/console/bookings", "Bookings", Admin::ROLES),
@@ -234,7 +250,11 @@ impl IntoResponse for ConsoleError {
                         .collect::<Vec<_>>()
                         .join("; "),
                 };
-                (status, problem.title, format!("{detail} ({})", problem.code))
+                (
+                    status,
+                    problem.title,
+                    format!("{detail} ({})", problem.code),
+                )
             }
         };
         let body = page(

@@ -104,10 +104,19 @@ fn run_view(run: Option<&Run>, csrf: &str) -> Markup {
     }
 }
 
-pub async fn integrity(State(state): State<AppState>, c: Console<AuditorOrAdmin>) -> Result<Markup, ConsoleError> {
-    let seals = audit::list_seals(&state.pool).await.map_err(ApiError::from)?;
-    let (unsealed, age) = audit::seal::unsealed(&state.pool).await.map_err(ApiError::from)?;
-    let alerts = audit::seal::open_alerts(&state.pool).await.map_err(ApiError::from)?;
+pub async fn integrity(
+    State(state): State<AppState>,
+    c: Console<AuditorOrAdmin>,
+) -> Result<Markup, ConsoleError> {
+    let seals = audit::list_seals(&state.pool)
+        .await
+        .map_err(ApiError::from)?;
+    let (unsealed, age) = audit::seal::unsealed(&state.pool)
+        .await
+        .map_err(ApiError::from)?;
+    let alerts = audit::seal::open_alerts(&state.pool)
+        .await
+        .map_err(ApiError::from)?;
     let run = latest(&state).await?;
     Ok(page(
         Some(&c),
@@ -238,20 +247,25 @@ pub async fn stream(
     c: Console<AuditorOrAdmin>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let csrf = c.csrf.clone();
-    let stream = futures::stream::unfold((state, csrf, None::<String>), |(state, csrf, last)| async move {
-        let mut wait = last.is_some();
-        loop {
-            if wait {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+    let stream = futures::stream::unfold(
+        (state, csrf, None::<String>),
+        |(state, csrf, last)| async move {
+            let mut wait = last.is_some();
+            loop {
+                if wait {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                wait = true;
+                let Ok(run) = latest(&state).await else {
+                    continue;
+                };
+                let html = run_view(run.as_ref(), &csrf).into_string();
+                if last.as_deref() != Some(html.as_str()) {
+                    let event = Event::default().event("verify").data(html.clone());
+                    return Some((Ok(event), (state, csrf, Some(html))));
+                }
             }
-            wait = true;
-            let Ok(run) = latest(&state).await else { continue };
-            let html = run_view(run.as_ref(), &csrf).into_string();
-            if last.as_deref() != Some(html.as_str()) {
-                let event = Event::default().event("verify").data(html.clone());
-                return Some((Ok(event), (state, csrf, Some(html))));
-            }
-        }
-    });
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -39,7 +39,9 @@ pub(super) fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, ConsoleErr
     })
 }
 
-pub(super) fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ConsoleError> {
+pub(super) fn query<T>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ConsoleError> {
     q.map(|Query(t)| t).map_err(|e| {
         ConsoleError::Api(ApiError::BadRequest {
             code: &crate::http::codes::REQUEST_BAD_REQUEST,
@@ -128,25 +130,22 @@ pub async fn login(
 ) -> Result<Response, ConsoleError> {
     let f = form(f)?;
     state.limit_login(&f.email, client)?;
-    let user = match tessera_commands::users::authenticate(&*state.store, &f.email, &f.password)
-        .await
-    {
-        Ok(u) => u,
-        Err(e) if e.is_refusal() => {
-            return Ok((
-                StatusCode::UNAUTHORIZED,
-                login_page(Some("That e-mail address and password do not match an account.")),
-            )
-                .into_response());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let user =
+        match tessera_commands::users::authenticate(&*state.store, &f.email, &f.password).await {
+            Ok(u) => u,
+            Err(e) if e.is_refusal() => {
+                return Ok((
+                    StatusCode::UNAUTHORIZED,
+                    login_page(Some(
+                        "That e-mail address and password do not match an account.",
+                    )),
+                )
+                    .into_response());
+            }
+            Err(e) => return Err(e.into()),
+        };
     let cookie = session::open(&state, user.id.0, &headers).await?;
-    Ok((
-        [(header::SET_COOKIE, cookie)],
-        Redirect::to("/console"),
-    )
-        .into_response())
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,8 +358,8 @@ pub async fn timeline(
     audit::add_personal_views(&state.vault, &mut entries)
         .await
         .map_err(ApiError::from)?;
-    let stream = StreamId::new(format!("booking-{id}"))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stream =
+        StreamId::new(format!("booking-{id}")).map_err(|e| ApiError::Internal(e.to_string()))?;
     let replayed = audit::state_as_of(&state.pool, &state.vault, &stream, as_of)
         .await
         .map_err(ApiError::from)?;
@@ -702,7 +701,13 @@ pub(super) async fn answered_json(response: Response) -> Result<serde_json::Valu
     let detail = match problem["errors"].as_array() {
         Some(errors) if !errors.is_empty() => errors
             .iter()
-            .map(|e| format!("{}: {}", e["field"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["field"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
             .collect::<Vec<_>>()
             .join("; "),
         _ => field("detail"),

@@ -15,7 +15,7 @@ use crate::http::auth::roles::Staff;
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 180.0;
-const LEFT: f64 = 56.0;
+const LEFT: f64 = 96.0;
 const BOTTOM: f64 = 24.0;
 
 /// One bar chart: `values` by day, with a y axis labelled by `format`.
