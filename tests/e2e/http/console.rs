@@ -136,13 +136,12 @@ impl Browser {
             .find(Locator::Css("html"))
             .await
             .expect("a page");
-        self.client
-            .find(Locator::XPath(&xpath))
-            .await
-            .unwrap_or_else(|_| panic!("a button {button}"))
-            .click()
-            .await
-            .expect("click");
+        // A live table may be swapped between finding the button and clicking it: find again.
+        eventually(&format!("the button {button} is pressed"), || async {
+            let found = self.client.find(Locator::XPath(&xpath)).await.ok()?;
+            found.click().await.ok()
+        })
+        .await;
         // Every button here submits a form: wait until the page it leaves is gone.
         eventually("the next page", || {
             let before = before.clone();
@@ -256,6 +255,29 @@ async fn each_role_sees_only_its_pages() {
                 .expect("charts");
             assert_eq!(charts.len(), 3, "bookings, revenue, cancellations");
             b.screenshot("analyst-charts").await;
+        }
+        if email.starts_with("admin@") {
+            // Readable at 200 % zoom: at half the width, no page scrolls sideways.
+            b.client
+                .set_window_size(640, 1000)
+                .await
+                .expect("narrow window");
+            for (path, _) in every {
+                b.go(path).await;
+                let fits = b
+                    .client
+                    .execute(
+                        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth",
+                        vec![],
+                    )
+                    .await
+                    .expect("measure");
+                assert_eq!(fits, json!(true), "{path} scrolls sideways at 640 px");
+            }
+            b.client
+                .set_window_size(1280, 1000)
+                .await
+                .expect("wide window");
         }
         if email.starts_with("customer@") {
             b.go("/console").await;
@@ -607,19 +629,33 @@ async fn a_provider_checks_a_ticket_in_from_the_calendar() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integrity_users_and_money_pages_work() {
     let s = Server::start(Options::default()).await;
+    // Seal the log as `tessera up`'s sealer would (with the deployment's key), in two seals.
+    let key = tessera_log::audit::SealKey::load(&s.db.pool, None)
+        .await
+        .expect("the seal key");
+    let seals = tessera_log::audit::seal_now(&s.db.pool, &key, 500)
+        .await
+        .expect("seal");
+    assert!(seals.len() >= 2, "{seals:?}");
     let b = Browser::open(&s).await;
     b.sign_in("auditor@tessera.test").await;
     b.go("/console/audit/integrity").await;
+    assert!(
+        b.text().await.contains(&format!("{} seals", seals.len())),
+        "{}",
+        b.text().await
+    );
     b.press("Verify the log").await;
     eventually("the verification's result is shown", || async {
         let found = b.client.find(Locator::Css("[data-verified]")).await.ok()?;
         found.attr("data-verified").await.ok().flatten()
     })
     .await;
+    let text = b.text().await;
+    assert!(text.contains("the log is intact"), "{text}");
     assert!(
-        b.text().await.contains("the log is intact"),
-        "{}",
-        b.text().await
+        text.contains(&format!("Seals checked\n{}", seals.len())),
+        "{text}"
     );
     b.screenshot("auditor-integrity").await;
     b.sign_out().await;

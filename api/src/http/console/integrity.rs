@@ -131,7 +131,7 @@ pub async fn integrity(
             section aria-labelledby="window" {
                 h2 id="window" { "Unsealed window" }
                 p { (unsealed) " events after the last seal"
-                    @if unsealed > 0 { ", the oldest recorded " (format!("{age:.0}")) " s ago" } "." }
+                    @if unsealed > 0 { ", the oldest recorded " (ago(age)) " ago" } "." }
                 @for (at, from, to, problem) in &alerts {
                     p.error role="alert" { "Sealing refused at " (at.format("%Y-%m-%d %H:%M UTC").to_string()) " for positions " (from) "–" (to) ": " (problem) }
                 }
@@ -268,4 +268,15 @@ pub async fn stream(
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A duration in the largest unit that reads well.
+fn ago(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7_199 => format!("{} min", s / 60),
+        7_200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
 }

@@ -296,6 +296,9 @@ fn percent(s: &str) -> String {
 }
 
 fn events_table(events: &[audit::LogEntry], timeline: bool) -> Markup {
+    // A cause in the same timeline links to its row; another (a command) is named by its id.
+    let positions: std::collections::HashMap<Uuid, u64> =
+        events.iter().map(|e| (e.event_id, e.position)).collect();
     html! {
         table {
             thead { tr {
@@ -313,11 +316,24 @@ fn events_table(events: &[audit::LogEntry], timeline: bool) -> Markup {
                         td.num { (e.position) }
                         td { (when(e.recorded_at)) }
                         td { code { (e.stream) } }
-                        td { (e.event_type) }
+                        td {
+                            details {
+                                summary { (e.event_type) }
+                                pre.data { (serde_json::to_string_pretty(e.personal.as_ref().unwrap_or(&serde_json::from_str::<serde_json::Value>(e.data.get()).unwrap_or_default())).unwrap_or_default()) }
+                            }
+                        }
                         td { (e.actor) }
                         td { (e.reason.as_deref().unwrap_or("")) }
                         @if timeline {
-                            td { (e.caused_by.as_deref().unwrap_or("")) }
+                            td {
+                                @match e.causation_id.map(|c| (c, positions.get(&c))) {
+                                    Some((_, Some(p))) => {
+                                        a href=(format!("#event-{p}")) { (e.caused_by.as_deref().unwrap_or("event")) " at " (p) }
+                                    }
+                                    Some((c, None)) => { small { "command " code { (c) } } }
+                                    None => {}
+                                }
+                            }
                             td { a href=(format!("?position={}", e.position)) { "state here" } }
                         }
                     }
