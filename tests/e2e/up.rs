@@ -208,6 +208,48 @@ async fn up_runs_the_demo_and_stops_cleanly() {
         "{booking}"
     );
 
+    // The console's printed address signs in with a demo account and shows the demo's bookings.
+    let console = find(&printed, "Console: ")
+        .trim_start_matches("Console: ")
+        .split_whitespace()
+        .next()
+        .expect("console url")
+        .to_owned();
+    assert_eq!(console, format!("{}/console", api.trim_end_matches("/api/v1")));
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed = browser
+        .post(format!("{console}/login"))
+        .form(&[("email", "admin@tessera.test"), ("password", "tessera-demo")])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed.status(), reqwest::StatusCode::SEE_OTHER);
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let page = browser
+        .get(format!("{console}/bookings"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("bookings page");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let html = page.text().await.expect("html");
+    let shown: u64 = html
+        .split("<p role=\"status\">")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count of bookings");
+    assert!(shown > 100, "the demo's bookings: {shown}");
+
     // The sealer publishes the unsealed window as metrics.
     let metrics_url = format!("{}/metrics", api.trim_end_matches("/api/v1"));
     let deadline = std::time::Instant::now() + DEADLINE;

@@ -72,6 +72,12 @@ pub async fn open(
 ) -> Result<HeaderValue, ApiError> {
     let token = random_token();
     let now: DateTime<Utc> = state.clock.now();
+    // Sessions that ran out are of no use to anyone: each login clears them.
+    sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&state.pool)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     sqlx::query(
         "INSERT INTO console_sessions (token_hash, user_id, csrf, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5)",
