@@ -133,7 +133,20 @@ impl ReactorRunner {
             match reactor.react(event, &decoded, self.clock.now()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_refusal() => {
-                    tracing::debug!(reactor = reactor.name(), position = %event.position, event_type = %event.event_type, refusal = %e, "reaction refused by the domain; moving on");
+                    // Often expected (a slot's cancellation reaching a booking already
+                    // cancelled), but a refused money movement is worth a look: counted for
+                    // every reactor, and logged as a warning for the payments reactor.
+                    metrics::counter!(
+                        "tessera_reaction_refusals_total",
+                        "reactor" => reactor.name(),
+                        "event_type" => event.event_type.clone(),
+                    )
+                    .increment(1);
+                    if reactor.name() == "payments" {
+                        tracing::warn!(reactor = reactor.name(), position = %event.position, event_type = %event.event_type, refusal = %e, "a money movement was refused by the domain; moving on");
+                    } else {
+                        tracing::debug!(reactor = reactor.name(), position = %event.position, event_type = %event.event_type, refusal = %e, "reaction refused by the domain; moving on");
+                    }
                     return Ok(());
                 }
                 Err(e) if attempt + 1 < ATTEMPTS => {
