@@ -215,14 +215,20 @@ async fn up_runs_the_demo_and_stops_cleanly() {
         .next()
         .expect("console url")
         .to_owned();
-    assert_eq!(console, format!("{}/console", api.trim_end_matches("/api/v1")));
+    assert_eq!(
+        console,
+        format!("{}/console", api.trim_end_matches("/api/v1"))
+    );
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     let signed = browser
         .post(format!("{console}/login"))
-        .form(&[("email", "admin@tessera.test"), ("password", "tessera-demo")])
+        .form(&[
+            ("email", "admin@tessera.test"),
+            ("password", "tessera-demo"),
+        ])
         .send()
         .await
         .expect("sign in");

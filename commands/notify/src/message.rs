@@ -116,9 +116,12 @@ pub fn build(envelope: &Envelope<'_>, words: &Rendered) -> Result<Vec<u8>, Messa
     Ok(message.formatted())
 }
 
-/// One calendar event (RFC 5545) for a booked slot.
+/// One calendar event (RFC 5545) for a booked slot. `sequence` orders revisions of the same
+/// `uid` (0 for the first): a calendar replaces its entry with a higher one.
+#[allow(clippy::too_many_arguments)]
 pub fn calendar(
     uid: &str,
+    sequence: u32,
     summary: &str,
     location: &str,
     description: &str,
@@ -135,6 +138,7 @@ pub fn calendar(
         .starts(starts)
         .ends(ends)
         .timestamp(stamp)
+        .sequence(sequence)
         .done();
     Calendar::new()
         .name("Tessera")

@@ -338,6 +338,7 @@ impl NotificationReactor {
                 );
                 let ics = message::calendar(
                     &format!("{id}@tessera"),
+                    0,
                     &l.details.title,
                     &format!(
                         "{}, {}",
@@ -489,9 +490,11 @@ impl NotificationReactor {
                     self.config.base_url,
                     id
                 );
-                // The same calendar UID as the confirmation's: calendars move the event.
+                // The same calendar UID as the confirmation's, with a higher SEQUENCE (the
+                // move's version of the booking's stream): calendars move the event.
                 let ics = message::calendar(
                     &format!("{id}@tessera"),
+                    u32::try_from(event.stream_version).unwrap_or(u32::MAX),
                     &l.details.title,
                     &format!(
                         "{}, {}",

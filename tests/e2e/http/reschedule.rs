@@ -335,6 +335,20 @@ async fn a_booking_moves_in_one_step_and_a_cheaper_date_refunds_the_difference()
             .is_some_and(|x| x.starts_with("Moved:"))),
         "{told:?}"
     );
+    // Each move's calendar entry revises the confirmation's (same UID, higher SEQUENCE), so
+    // calendars move the event instead of adding one.
+    let (_, confirmed) = s
+        .get(
+            &format!("/admin/outbox?template=booking_confirmed&booking_id={booking}"),
+            Some(&admin),
+        )
+        .await;
+    let mut seen = vec![calendar_sequence(&s, &booking, &confirmed[0]).await];
+    for m in told.iter().rev() {
+        seen.push(calendar_sequence(&s, &booking, m).await);
+    }
+    assert_eq!(seen[0], 0, "the confirmation is the first revision");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     s.shutdown().await;
 }
 
@@ -377,4 +391,21 @@ async fn a_move_and_a_placement_racing_for_the_last_seat_are_decided_once() {
     }
     assert_eq!(moves + places, 4);
     s.shutdown().await;
+}
+
+/// The SEQUENCE of the calendar entry of `message` (delivered as an `.eml` file), whose UID must
+/// be the booking's.
+async fn calendar_sequence(s: &Server, booking: &str, message: &Value) -> u64 {
+    let id = message["id"].as_str().expect("id");
+    let path = s.mail_dir().join(format!("{id}.eml"));
+    let text = super::eventually("the message is delivered", || async {
+        std::fs::read_to_string(&path).ok()
+    })
+    .await
+    .replace("=\r\n", "");
+    assert!(text.contains(&format!("UID:{booking}@tessera")), "{text}");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("SEQUENCE:"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a SEQUENCE")
 }
