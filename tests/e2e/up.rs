@@ -223,23 +223,10 @@ async fn up_runs_the_demo_and_stops_cleanly() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let signed = browser
-        .post(format!("{console}/login"))
-        .form(&[
-            ("email", "admin@tessera.test"),
-            ("password", "tessera-demo"),
-        ])
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(signed.status(), reqwest::StatusCode::SEE_OTHER);
-    let cookie = signed.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let cookie =
+        crate::http::console::sign_in_without_a_browser(&browser, &console, "admin@tessera.test")
+            .await;
+    let cookie = cookie.split(';').next().expect("pair").to_owned();
     let page = browser
         .get(format!("{console}/bookings"))
         .header("cookie", cookie)

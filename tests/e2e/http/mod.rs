@@ -2,7 +2,7 @@
 //! runs in the test process on a free port, on a throwaway database holding `tiny` fixtures.
 
 mod auth;
-mod console;
+pub(crate) mod console;
 mod contract;
 mod gdpr;
 mod hardening;

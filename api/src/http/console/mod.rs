@@ -130,6 +130,12 @@ const NAV: &[(&str, &str, &[Role])] = &[
     ("/console/slots", "Slots", ProviderOrAdmin::ROLES),
 ];
 
+/// Whether any console page admits one of `roles`.
+pub fn opens_any(roles: &std::collections::BTreeSet<Role>) -> bool {
+    NAV.iter()
+        .any(|(_, _, admits)| admits.iter().any(|r| roles.contains(r)))
+}
+
 /// The pages `session` may open.
 pub fn pages_for(session: &Session) -> Vec<(&'static str, &'static str)> {
     NAV.iter()

@@ -96,17 +96,19 @@ pub async fn home(SignedIn(s): SignedIn) -> Markup {
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
+    csrf: String,
     email: String,
     password: String,
 }
 
-fn login_page(error: Option<&str>) -> Markup {
+fn login_page(error: Option<&str>, csrf: &str) -> Markup {
     page(
         None,
         "Sign in",
         html! {
             @if let Some(e) = error { p.error role="alert" { (e) } }
             form.stack method="post" action="/console/login" {
+                input type="hidden" name="csrf" value=(csrf);
                 label for="email" { "E-mail address" }
                 input id="email" name="email" type="email" autocomplete="username" required autofocus;
                 label for="password" { "Password" }
@@ -117,8 +119,9 @@ fn login_page(error: Option<&str>) -> Markup {
     )
 }
 
-pub async fn login_form() -> Markup {
-    login_page(None)
+pub async fn login_form(headers: HeaderMap) -> Response {
+    let (token, cookie) = session::login_token(&headers);
+    ([(header::SET_COOKIE, cookie)], login_page(None, &token)).into_response()
 }
 
 /// Signs in with the same accounts, checks and login rate limit as `POST /auth/login`.
@@ -129,6 +132,7 @@ pub async fn login(
     f: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, ConsoleError> {
     let f = form(f)?;
+    session::check_login_token(&headers, &f.csrf)?;
     state.limit_login(&f.email, client)?;
     let user =
         match tessera_commands::users::authenticate(&*state.store, &f.email, &f.password).await {
@@ -136,14 +140,27 @@ pub async fn login(
             Err(e) if e.is_refusal() => {
                 return Ok((
                     StatusCode::UNAUTHORIZED,
-                    login_page(Some(
-                        "That e-mail address and password do not match an account.",
-                    )),
+                    login_page(
+                        Some("That e-mail address and password do not match an account."),
+                        &f.csrf,
+                    ),
                 )
                     .into_response());
             }
             Err(e) => return Err(e.into()),
         };
+    // The console is for staff and providers: an account none of whose roles opens a page
+    // (a customer's) gets no session.
+    if !super::opens_any(&user.roles) {
+        return Ok((
+            StatusCode::FORBIDDEN,
+            login_page(
+                Some("This account has no console role. Customers use the app and the API."),
+                &f.csrf,
+            ),
+        )
+            .into_response());
+    }
     let cookie = session::open(&state, user.id.0, &headers).await?;
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response())
 }

@@ -108,15 +108,43 @@ pub async fn close(
 }
 
 fn token_of(headers: &HeaderMap) -> Option<&str> {
+    cookie_value(headers, COOKIE)
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, wanted: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value)
         .filter(|v| !v.is_empty())
+}
+
+/// The cookie that carries the sign-in form's CSRF token (there is no session yet to keep it).
+pub const LOGIN_COOKIE: &str = "tessera_console_login";
+
+/// A fresh CSRF token for the sign-in form, and the `Set-Cookie` value that carries it too
+/// (double submit: a cross-site form has the field but not the SameSite=Strict cookie).
+pub fn login_token(headers: &HeaderMap) -> (String, HeaderValue) {
+    let token = random_token();
+    let secure = if over_tls(headers) { "; Secure" } else { "" };
+    let cookie = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={token}; Path=/console/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("tessera_console_login=; Max-Age=0"));
+    (token, cookie)
+}
+
+/// Refuses a sign-in form whose CSRF token is not the one its cookie carries.
+pub fn check_login_token(headers: &HeaderMap, posted: &str) -> Result<(), ConsoleError> {
+    use aws_lc_rs::constant_time::verify_slices_are_equal;
+    let Some(expected) = cookie_value(headers, LOGIN_COOKIE) else {
+        return Err(ConsoleError::Csrf);
+    };
+    verify_slices_are_equal(expected.as_bytes(), posted.as_bytes()).map_err(|_| ConsoleError::Csrf)
 }
 
 /// The request's session, if its cookie names a live one.
