@@ -73,15 +73,7 @@ pub async fn rebuild(
             )));
         }
         // A rebuild that died half-way left a generation nobody will finish.
-        let stale: Vec<i64> = sqlx::query_scalar(
-            "SELECT generation FROM projection_generations WHERE name = $1 AND state = 'building'",
-        )
-        .bind(p.name())
-        .fetch_all(&mut lock)
-        .await?;
-        for g in stale {
-            registry::drop_generation(pool, p, g).await?;
-        }
+        registry::drop_unfinished(pool, &mut lock, p).await?;
         let (generation, indexes) = registry::create_generation_deferring(pool, p, true).await?;
         let sink = Sink::open(p, generation.generation).await?;
         targets.push(Target {

@@ -310,6 +310,30 @@ pub async fn drop_generation(
     Ok(())
 }
 
+/// Drops every generation of `p` left `building` by a process that is gone. The caller holds
+/// the projection's rebuild lease on `lock` (so no live rebuild is building one).
+pub async fn drop_unfinished(
+    pool: &PgPool,
+    lock: &mut PgConnection,
+    p: &Projection,
+) -> Result<(), ProjectionError> {
+    let unfinished: Vec<i64> = sqlx::query_scalar(
+        "SELECT generation FROM projection_generations WHERE name = $1 AND state = 'building'",
+    )
+    .bind(p.name())
+    .fetch_all(&mut *lock)
+    .await?;
+    for g in unfinished {
+        tracing::info!(
+            projection = p.name(),
+            generation = g,
+            "dropping a generation a stopped process left unfinished"
+        );
+        drop_generation(pool, p, g).await?;
+    }
+    Ok(())
+}
+
 /// Records that a projection stopped on an error.
 pub async fn record_failure(pool: &PgPool, name: &str, e: &ProjectionError) -> sqlx::Result<()> {
     let (position, event_type) = match e {

@@ -502,20 +502,7 @@ impl Projector {
         if !got {
             return Ok(());
         }
-        let abandoned: Vec<i64> = sqlx::query_scalar(
-            "SELECT generation FROM projection_generations WHERE name = $1 AND state = 'building'",
-        )
-        .bind(p.name())
-        .fetch_all(&mut lock)
-        .await?;
-        for g in abandoned {
-            tracing::info!(
-                projection = p.name(),
-                generation = g,
-                "dropping a first generation a killed start left unfinished"
-            );
-            registry::drop_generation(&self.pool, p, g).await?;
-        }
+        registry::drop_unfinished(&self.pool, &mut lock, p).await?;
         sqlx::Connection::close(lock).await?;
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
@@ -247,27 +247,13 @@ pub async fn stream(
     c: Console<AuditorOrAdmin>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let csrf = c.csrf.clone();
-    let stream = futures::stream::unfold(
-        (state, csrf, None::<String>),
-        |(state, csrf, last)| async move {
-            let mut wait = last.is_some();
-            loop {
-                if wait {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                wait = true;
-                let Ok(run) = latest(&state).await else {
-                    continue;
-                };
-                let html = run_view(run.as_ref(), &csrf).into_string();
-                if last.as_deref() != Some(html.as_str()) {
-                    let event = Event::default().event("verify").data(html.clone());
-                    return Some((Ok(event), (state, csrf, Some(html))));
-                }
-            }
-        },
-    );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    super::live("verify", move || {
+        let (state, csrf) = (state.clone(), csrf.clone());
+        async move {
+            let run = latest(&state).await.ok()?;
+            Some(run_view(run.as_ref(), &csrf).into_string())
+        }
+    })
 }
 
 /// A duration in the largest unit that reads well.

@@ -274,3 +274,37 @@ impl IntoResponse for ConsoleError {
         (status, body).into_response()
     }
 }
+
+/// A live fragment of a page: `render` is asked twice a second (after the first answer) and
+/// its HTML is sent as the server-sent event `event` whenever it changed. A failed render is
+/// skipped; the page keeps what it last showed.
+pub fn live<F, Fut>(
+    event: &'static str,
+    render: F,
+) -> axum::response::sse::Sse<
+    impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<String>> + Send,
+{
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let stream =
+        futures::stream::unfold((render, None::<String>), move |(render, last)| async move {
+            let mut wait = last.is_some();
+            loop {
+                if wait {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                wait = true;
+                let Some(html) = render().await else {
+                    continue;
+                };
+                if last.as_deref() != Some(html.as_str()) {
+                    let sent = Event::default().event(event).data(html.clone());
+                    return Some((Ok(sent), (render, Some(html))));
+                }
+            }
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -4,13 +4,12 @@
 //! so that a form submitted twice runs its command once.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{Markup, html};
@@ -491,27 +490,13 @@ pub async fn projections_stream(
     c: Console<AnalystOrAdmin>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let csrf = c.csrf.clone();
-    let stream = futures::stream::unfold(
-        (state, csrf, None::<String>),
-        |(state, csrf, last)| async move {
-            let mut wait = last.is_some();
-            loop {
-                if wait {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                wait = true;
-                let Ok(status) = tessera_projections::status(&state.pool).await else {
-                    continue;
-                };
-                let html = projections_table(&status, &csrf).into_string();
-                if last.as_deref() != Some(html.as_str()) {
-                    let event = Event::default().event("projections").data(html.clone());
-                    return Some((Ok(event), (state, csrf, Some(html))));
-                }
-            }
-        },
-    );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    super::live("projections", move || {
+        let (state, csrf) = (state.clone(), csrf.clone());
+        async move {
+            let status = tessera_projections::status(&state.pool).await.ok()?;
+            Some(projections_table(&status, &csrf).into_string())
+        }
+    })
 }
 
 #[derive(Debug, Deserialize)]
