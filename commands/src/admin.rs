@@ -56,7 +56,13 @@ pub async fn reschedule(
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
     require_reason(ctx)?;
-    crate::booking::reschedule_booking(store, booking_id, to, ctx).await
+    // No one is there to pay a top-up: a dearer slot is refused (`RescheduleCostsMore`).
+    match crate::booking::reschedule_booking(store, booking_id, to, None, ctx).await? {
+        crate::booking::Moved::Done(executed) => Ok(executed),
+        crate::booking::Moved::AwaitingPayment { .. } => Err(CommandError::Payment(
+            tessera_domain::payment::PaymentError::NotCreated,
+        )),
+    }
 }
 
 /// Adds or removes points (never below zero).

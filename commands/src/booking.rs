@@ -5,13 +5,19 @@
 //! appended together with the booking's own event, so it happens exactly once.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use std::sync::Mutex;
 use tessera_domain::Aggregate;
+use tessera_domain::booking::MoveAbandoned;
 use tessera_domain::booking::{
     Booking, BookingAggregate, BookingCommand, BookingEvent, BookingStatus, Canceller,
 };
 use tessera_domain::listing::{ListingAggregate, ListingError, ListingState};
+use tessera_domain::payment::{PaymentAggregate, PaymentCommand, PaymentError};
 use tessera_domain::slot::{SlotAggregate, SlotCommand, SlotError, SlotEvent, SlotState};
-use tessera_domain::values::{BookingId, Money, Seats, SlotId, UserId};
+use tessera_domain::values::{BookingId, Money, PaymentId, Seats, SlotId, UserId, derived_id};
+
+use crate::gateway::{Intent, IntentRequest, PaymentGateway};
+use crate::payment::{StartedPayment, lock};
 
 use crate::error::CommandError;
 use crate::handler::{
@@ -472,12 +478,17 @@ async fn change_and_release(
             let events = BookingAggregate::decide(&booking.state, command)?;
             let mut writes: Vec<StreamWrite> = vec![write_for(&booking, &events, ctx)?];
             if holds_seats {
-                match SlotAggregate::decide(&slot.state, &SlotCommand::ReleaseSeats { booking_id })
-                {
-                    Ok(released) => writes.push(write_for(&slot, &released, ctx)?),
-                    Err(SlotError::NotHolding(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                writes.extend(release_if_held(&slot, booking_id, ctx)?);
+            }
+            // A move waiting for its top-up ends with the booking: its new seats go back too.
+            if let Some(m) = b.pending_move {
+                let to = load::<SlotAggregate>(
+                    store,
+                    stream_of::<SlotAggregate>(m.to_slot),
+                    ctx.command_id,
+                )
+                .await?;
+                writes.extend(release_if_held(&to, booking_id, ctx)?);
             }
             Ok(Attempt::Append(writes))
         }
@@ -555,20 +566,77 @@ pub async fn write_review(
     .await
 }
 
+/// How a move to a dearer slot pays its difference: a top-up payment through `gateway`.
+#[derive(Debug, Clone, Copy)]
+pub struct TopUpPayer<'a> {
+    pub gateway: &'a dyn PaymentGateway,
+    /// Simulated gateway only (as for [`crate::payment::start_payment`]).
+    pub card: Option<&'a str>,
+    /// How long the new slot holds the seats while the top-up is paid.
+    pub move_ttl: TimeDelta,
+}
+
+/// What a move did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moved {
+    /// The booking is on the new slot.
+    Done(Executed),
+    /// The new slot costs more: it holds the seats, and the move completes when the top-up
+    /// payment succeeds (the payments' outcome handlers decide it).
+    AwaitingPayment {
+        started: StartedPayment,
+        charge: Money,
+        expires_at: DateTime<Utc>,
+    },
+}
+
 /// Moves a confirmed booking to another slot of its listing in **one atomic append**: the
 /// booking's `BookingRescheduled`, the old slot's `SeatsReleased` and the new slot's
 /// `SeatsHeld` and `SeatsConfirmed`, each guarded by its stream's version (and the listing's),
 /// so a move racing a placement for the new slot's last seat is decided once, on the slot.
 /// A cheaper slot owes the difference back: the payments reactor refunds it.
+///
+/// A dearer slot needs `payer` (else `RescheduleCostsMore`): one append records
+/// `BookingMoveRequested`, the new slot's `SeatsHeld` and the top-up's `PaymentIntentCreated`
+/// (the intent is created at the gateway first, idempotently, keyed by the command). Its
+/// success completes the move in one append ([`crate::payment::record_payment_succeeded`]);
+/// its failure or the move's expiry ([`abandon_move`]) releases the held seats.
 pub async fn reschedule_booking(
     store: &dyn EventStore,
     booking_id: BookingId,
     to_slot: SlotId,
+    payer: Option<TopUpPayer<'_>>,
     ctx: &CommandContext,
-) -> Result<Executed, CommandError> {
-    decide_and_append(store, || async move {
+) -> Result<Moved, CommandError> {
+    let top_up = payer.map(|_| PaymentId(derived_id(ctx.command_id, b"top-up")));
+    let intent: Mutex<Option<(Intent, Money, DateTime<Utc>)>> = Mutex::new(None);
+    let intent_ref = &intent;
+    let executed = decide_and_append(store, || async move {
         let (booking, b) = load_booking(store, booking_id, ctx.command_id).await?;
-        if let Some(done) = replayed(&[&booking.caused_by_command]) {
+        let payment = match top_up {
+            Some(id) => Some(
+                load::<PaymentAggregate>(store, stream_of::<PaymentAggregate>(id), ctx.command_id)
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut caused: Vec<&[tessera_log::store::RecordedEvent]> =
+            vec![&booking.caused_by_command];
+        caused.extend(payment.iter().map(|p| p.caused_by_command.as_slice()));
+        if let Some(done) = replayed(&caused) {
+            // A retried dearer move answers with the intent it recorded.
+            let p = payment.as_ref().and_then(|p| p.state.payment());
+            if let (Some(p), Some(m)) = (p, b.pending_move.filter(|m| Some(m.payment_id) == top_up))
+            {
+                *lock(intent_ref) = Some((
+                    Intent {
+                        provider_ref: p.provider_ref.clone(),
+                        client_secret: None,
+                    },
+                    m.charge,
+                    m.expires_at,
+                ));
+            }
             return Ok(Attempt::Replayed(done));
         }
         let old =
@@ -591,6 +659,8 @@ pub async fn reschedule_booking(
                 slot_ends_at: s.ends_at,
                 price_per_seat: s.price_per_seat,
                 now: ctx.now,
+                top_up,
+                move_ttl: payer.map_or(TimeDelta::zero(), |p| p.move_ttl),
             },
         )?;
         let listing = load::<ListingAggregate>(
@@ -614,6 +684,47 @@ pub async fn reschedule_booking(
                 allow_overbook: false,
             },
         )?;
+        if let [
+            BookingEvent::BookingMoveRequested {
+                payment_id,
+                charge,
+                expires_at,
+                ..
+            },
+        ] = events.as_slice()
+            && let (Some(payer), Some(payment)) = (payer, &payment)
+        {
+            // Dearer: hold the new seats and start the top-up; nothing moves yet.
+            crate::payment::require_confirmed_address(store, b.customer_id).await?;
+            let created = payer
+                .gateway
+                .create_intent(&IntentRequest {
+                    payment_id: *payment_id,
+                    booking_id,
+                    amount: *charge,
+                    card: payer.card.map(str::to_owned),
+                    idempotency_key: format!("{}:top-up", ctx.command_id),
+                })
+                .await?;
+            let payment_events = PaymentAggregate::decide(
+                &payment.state,
+                &PaymentCommand::CreateIntent {
+                    id: *payment_id,
+                    booking_id,
+                    customer_id: b.customer_id,
+                    amount: *charge,
+                    provider: payer.gateway.name().to_owned(),
+                    provider_ref: created.provider_ref.clone(),
+                },
+            )?;
+            *lock(intent_ref) = Some((created, *charge, *expires_at));
+            return Ok(Attempt::Append(vec![
+                write_for(&booking, &events, ctx)?,
+                write_for(&new, &held, ctx)?,
+                write_for(payment, &payment_events, ctx)?,
+                listing.guard(),
+            ]));
+        }
         let holding = held.iter().fold(new.state.clone(), SlotAggregate::evolve);
         let mut new_events = held;
         new_events.extend(SlotAggregate::decide(
@@ -626,12 +737,76 @@ pub async fn reschedule_booking(
             listing.guard(),
         ];
         // A slot cancelled since released its seats already: nothing to give back there.
-        match SlotAggregate::decide(&old.state, &SlotCommand::ReleaseSeats { booking_id }) {
-            Ok(released) => writes.push(write_for(&old, &released, ctx)?),
-            Err(SlotError::NotHolding(_)) => {}
-            Err(e) => return Err(e.into()),
+        writes.extend(release_if_held(&old, booking_id, ctx)?);
+        Ok(Attempt::Append(writes))
+    })
+    .await?;
+    Ok(match lock(&intent).take() {
+        Some((intent, charge, expires_at)) => Moved::AwaitingPayment {
+            started: StartedPayment {
+                payment_id: top_up.ok_or(CommandError::Payment(PaymentError::NotCreated))?,
+                provider_ref: intent.provider_ref,
+                client_secret: intent.client_secret,
+                executed,
+            },
+            charge,
+            expires_at,
+        },
+        None => Moved::Done(executed),
+    })
+}
+
+/// Ends a pending move without moving (`why`: its top-up failed, or it expired), and releases
+/// the seats the new slot held for it, in one append. A top-up that succeeds afterwards is
+/// refunded in full (see [`crate::payment::record_payment_succeeded`]).
+pub async fn abandon_move(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    payment_id: Option<PaymentId>,
+    why: MoveAbandoned,
+    ctx: &CommandContext,
+) -> Result<Executed, CommandError> {
+    decide_and_append(store, || async move {
+        let (booking, b) = load_booking(store, booking_id, ctx.command_id).await?;
+        if let Some(done) = replayed(&[&booking.caused_by_command]) {
+            return Ok(Attempt::Replayed(done));
         }
+        let m = b
+            .pending_move
+            .filter(|m| payment_id.is_none_or(|p| p == m.payment_id))
+            .ok_or_else(|| {
+                tessera_domain::booking::BookingError::NoPendingMove(
+                    payment_id.unwrap_or(PaymentId(uuid::Uuid::nil())),
+                )
+            })?;
+        let events = BookingAggregate::decide(
+            &booking.state,
+            &BookingCommand::AbandonMove {
+                payment_id: m.payment_id,
+                why,
+                now: ctx.now,
+            },
+        )?;
+        let slot =
+            load::<SlotAggregate>(store, stream_of::<SlotAggregate>(m.to_slot), ctx.command_id)
+                .await?;
+        let mut writes = vec![write_for(&booking, &events, ctx)?];
+        writes.extend(release_if_held(&slot, booking_id, ctx)?);
         Ok(Attempt::Append(writes))
     })
     .await
+}
+
+/// The slot's `SeatsReleased` for the booking, if the slot still holds its seats (a cancelled
+/// slot released them already).
+pub(crate) fn release_if_held(
+    slot: &Loaded<SlotAggregate>,
+    booking_id: BookingId,
+    ctx: &CommandContext,
+) -> Result<Option<StreamWrite>, CommandError> {
+    match SlotAggregate::decide(&slot.state, &SlotCommand::ReleaseSeats { booking_id }) {
+        Ok(released) => Ok(Some(write_for(slot, &released, ctx)?)),
+        Err(SlotError::NotHolding(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }

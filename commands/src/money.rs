@@ -205,10 +205,10 @@ pub async fn release_funds(
         }
         .into());
     }
-    let payment_id = b
-        .payment_id
-        .filter(|_| b.paid.minor > 0)
-        .ok_or(CommandError::Payment(PaymentError::NotSucceeded))?;
+    let payments = b.payments();
+    if payments.is_empty() {
+        return Err(CommandError::Payment(PaymentError::NotSucceeded));
+    }
     let provider_id = match b.provider_id {
         Some(p) => p,
         // Bookings placed before v2 of `BookingPlaced` name no provider: the slot does.
@@ -230,16 +230,41 @@ pub async fn release_funds(
             }
         }
     };
-    execute::<PaymentAggregate>(
-        store,
-        stream_of::<PaymentAggregate>(payment_id),
-        &PaymentCommand::Release {
-            provider_id,
-            commission_bp: b.commission_bp,
-        },
-        ctx,
-    )
-    .await
+    // Each payment is released on its own stream: the first under the command's id, a
+    // move's top-up under one derived from it (each a replay when run again).
+    let mut last: Option<Result<Executed, CommandError>> = None;
+    for (i, payment_id) in payments.into_iter().enumerate() {
+        let step = if i == 0 {
+            ctx.clone()
+        } else {
+            step(ctx, &format!("release:{}", payment_id.0))
+        };
+        let executed = execute::<PaymentAggregate>(
+            store,
+            stream_of::<PaymentAggregate>(payment_id),
+            &PaymentCommand::Release {
+                provider_id,
+                commission_bp: b.commission_bp,
+            },
+            &step,
+        )
+        .await;
+        match executed {
+            Ok(e) => last = Some(Ok(e)),
+            // A payment refunded in full has nothing to release; the others still may.
+            Err(
+                e @ CommandError::Payment(
+                    PaymentError::NothingToRelease | PaymentError::AlreadyReleased,
+                ),
+            ) => {
+                if last.is_none() {
+                    last = Some(Err(e));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    last.unwrap_or(Err(CommandError::Payment(PaymentError::NotSucceeded)))
 }
 
 /// What [`settle`] did.

@@ -92,18 +92,7 @@ pub async fn start_payment(
             });
             return Ok(Attempt::Replayed(done));
         }
-        // Paying needs a confirmed address (accounts the platform trusts are born confirmed).
-        let customer = load::<tessera_domain::user::UserAggregate>(
-            store,
-            stream_of::<tessera_domain::user::UserAggregate>(b.customer_id),
-            Uuid::nil(),
-        )
-        .await?;
-        if let tessera_domain::user::UserState::Registered(u) = &customer.state
-            && !u.email_verified
-        {
-            return Err(tessera_domain::user::UserError::EmailUnverified.into());
-        }
+        require_confirmed_address(store, b.customer_id).await?;
         let booking_events = BookingAggregate::decide(
             &booking.state,
             &BookingCommand::StartPayment {
@@ -148,6 +137,25 @@ pub async fn start_payment(
         client_secret: intent.client_secret,
         executed,
     })
+}
+
+/// Paying needs a confirmed address (accounts the platform trusts are born confirmed).
+pub(crate) async fn require_confirmed_address(
+    store: &dyn EventStore,
+    customer_id: tessera_domain::values::UserId,
+) -> Result<(), CommandError> {
+    let customer = load::<tessera_domain::user::UserAggregate>(
+        store,
+        stream_of::<tessera_domain::user::UserAggregate>(customer_id),
+        Uuid::nil(),
+    )
+    .await?;
+    if let tessera_domain::user::UserState::Registered(u) = &customer.state
+        && !u.email_verified
+    {
+        return Err(tessera_domain::user::UserError::EmailUnverified.into());
+    }
+    Ok(())
 }
 
 /// Records that the provider collected the payment, and what follows for the booking.
@@ -236,6 +244,20 @@ pub async fn record_payment_succeeded_cached(
                     writes.push(write_for(&slot, &slot_events, ctx)?);
                     true
                 }
+                // The top-up of a move to a dearer slot: the move happens, in this append.
+                BookingStatus::Confirmed
+                    if b.pending_move.is_some_and(|m| m.payment_id == payment_id) =>
+                {
+                    match complete_move(store, &booking, &b, &slot, payment_id, p.amount, ctx)
+                        .await?
+                    {
+                        Some(moved) => {
+                            writes.extend(moved);
+                            true
+                        }
+                        None => false,
+                    }
+                }
                 BookingStatus::Expired if ours => match late_seats(&slot, b.id, b.seats, ctx)? {
                     Some(slot_events) => {
                         let booking_events = BookingAggregate::decide(
@@ -269,6 +291,47 @@ pub async fn record_payment_succeeded_cached(
         }
     })
     .await
+}
+
+/// The writes that complete a pending move whose top-up succeeded: the booking's
+/// `BookingRescheduled`, the new slot's `SeatsConfirmed` and the old slot's `SeatsReleased`.
+/// `None` when the move can no longer happen (a slot started, or the new slot was cancelled
+/// and released the seats): the top-up is then refunded.
+async fn complete_move(
+    store: &dyn EventStore,
+    booking: &Loaded<BookingAggregate>,
+    b: &tessera_domain::booking::Booking,
+    old: &Loaded<SlotAggregate>,
+    payment_id: PaymentId,
+    amount: tessera_domain::values::Money,
+    ctx: &CommandContext,
+) -> Result<Option<Vec<StreamWrite>>, CommandError> {
+    let Some(m) = b.pending_move else {
+        return Ok(None);
+    };
+    let Ok(booking_events) = BookingAggregate::decide(
+        &booking.state,
+        &BookingCommand::CompleteMove {
+            payment_id,
+            amount,
+            now: ctx.now,
+        },
+    ) else {
+        return Ok(None);
+    };
+    let to =
+        load::<SlotAggregate>(store, stream_of::<SlotAggregate>(m.to_slot), ctx.command_id).await?;
+    let Ok(confirmed) =
+        SlotAggregate::decide(&to.state, &SlotCommand::ConfirmSeats { booking_id: b.id })
+    else {
+        return Ok(None);
+    };
+    let mut writes = vec![
+        write_for(booking, &booking_events, ctx)?,
+        write_for(&to, &confirmed, ctx)?,
+    ];
+    writes.extend(crate::booking::release_if_held(old, b.id, ctx)?);
+    Ok(Some(writes))
 }
 
 /// The slot events that re-hold and confirm a late-paid booking's seats, if they are still free.
@@ -327,6 +390,28 @@ pub async fn record_payment_failed(
             },
         )?;
         let mut writes: Vec<StreamWrite> = vec![write_for(&payment, &payment_events, ctx)?];
+        // A failed top-up ends its move, and the new slot's seats go back.
+        if let Some(m) = booking
+            .state
+            .booking()
+            .and_then(|b| b.pending_move)
+            .filter(|m| m.payment_id == payment_id)
+        {
+            let booking_events = BookingAggregate::decide(
+                &booking.state,
+                &BookingCommand::AbandonMove {
+                    payment_id,
+                    why: tessera_domain::booking::MoveAbandoned::PaymentFailed,
+                    now: ctx.now,
+                },
+            )?;
+            writes.push(write_for(&booking, &booking_events, ctx)?);
+            let to =
+                load::<SlotAggregate>(store, stream_of::<SlotAggregate>(m.to_slot), ctx.command_id)
+                    .await?;
+            writes.extend(crate::booking::release_if_held(&to, p.booking_id, ctx)?);
+            return Ok(Attempt::Append(writes));
+        }
         let pending = booking.state.booking().is_some_and(|b| {
             b.status == BookingStatus::PaymentPending && b.payment_id == Some(payment_id)
         });
@@ -342,30 +427,24 @@ pub async fn record_payment_failed(
     .await
 }
 
-/// Asks for a refund of `amount` of a booking's payment (a paid cancellation, an admin's
+/// Asks for a refund of `amount` of a booking's payments (a paid cancellation, an admin's
 /// compensation). The refund itself is carried to the provider by [`send_refund`].
+///
+/// A booking moved to a dearer slot has more than one payment: the refund comes from the
+/// newest first (a top-up, then the first payment), each part a `RefundRequested` on its own
+/// payment, all in one append. More than the payments allow is refused.
 pub async fn request_refund(
     store: &dyn EventStore,
     booking_id: BookingId,
     amount: tessera_domain::values::Money,
     ctx: &CommandContext,
 ) -> Result<Executed, CommandError> {
-    let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
-    let payment_id = b
-        .payment_id
-        .filter(|_| b.paid.minor > 0)
-        .ok_or(CommandError::Payment(PaymentError::NotSucceeded))?;
-    let refund_id = derived_id(ctx.command_id, b"refund");
-    crate::handler::execute::<PaymentAggregate>(
-        store,
-        stream_of::<PaymentAggregate>(payment_id),
-        &PaymentCommand::RequestRefund { refund_id, amount },
-        ctx,
-    )
-    .await
+    refund_from_payments(store, booking_id, amount, false, ctx)
+        .await?
+        .ok_or(CommandError::Payment(PaymentError::InvalidRefund))
 }
 
-/// [`request_refund`] of what is owed back, up to what the payment still allows: refunds the
+/// [`request_refund`] of what is owed back, up to what the payments still allow: refunds the
 /// platform owes (a cancellation's, a cheaper move's) never fail for an admin's goodwill refund
 /// still under way. Nothing is requested when nothing is left.
 pub async fn request_owed_refund(
@@ -374,31 +453,87 @@ pub async fn request_owed_refund(
     owed: tessera_domain::values::Money,
     ctx: &CommandContext,
 ) -> Result<Option<Executed>, CommandError> {
+    refund_from_payments(store, booking_id, owed, true, ctx).await
+}
+
+/// Splits `amount` over the booking's payments, newest first, by what each still allows
+/// (`capped`: up to what they allow in all; otherwise the first payment is asked for the rest,
+/// and refuses what exceeds it). `None` when nothing is left to request.
+async fn refund_from_payments(
+    store: &dyn EventStore,
+    booking_id: BookingId,
+    amount: tessera_domain::values::Money,
+    capped: bool,
+    ctx: &CommandContext,
+) -> Result<Option<Executed>, CommandError> {
     let (_, b) = load_booking(store, booking_id, ctx.command_id).await?;
-    let Some(payment_id) = b.payment_id.filter(|_| b.paid.minor > 0) else {
+    let payments = b.payments();
+    let Some(&first) = payments.first() else {
         return Err(CommandError::Payment(PaymentError::NotSucceeded));
     };
-    let payment = load::<PaymentAggregate>(
-        store,
-        stream_of::<PaymentAggregate>(payment_id),
-        ctx.command_id,
-    )
-    .await?;
-    // A retry of this reaction finds its own request, whatever is left now.
-    let left = match payment.state.payment() {
-        Some(p) if payment.caused_by_command.is_empty() => {
-            (p.amount.minor - p.committed_refunds()).max(0)
+    let nothing_left = std::sync::atomic::AtomicBool::new(false);
+    let nothing_left_ref = &nothing_left;
+    let payments_ref = &payments;
+    let executed = decide_and_append(store, || async move {
+        let mut loaded = Vec::with_capacity(payments_ref.len());
+        for id in payments_ref {
+            loaded.push(
+                load::<PaymentAggregate>(store, stream_of::<PaymentAggregate>(*id), ctx.command_id)
+                    .await?,
+            );
         }
-        _ => owed.minor,
-    };
-    let amount = tessera_domain::values::Money {
-        minor: owed.minor.min(left),
-        ..owed
-    };
-    if amount.minor == 0 {
-        return Ok(None);
+        let caused: Vec<&[tessera_log::store::RecordedEvent]> = loaded
+            .iter()
+            .map(|l| l.caused_by_command.as_slice())
+            .collect();
+        if let Some(done) = replayed(&caused) {
+            return Ok(Attempt::Replayed(done));
+        }
+        let mut left = amount.minor;
+        let mut writes = Vec::new();
+        for (id, payment) in payments_ref.iter().zip(&loaded).rev() {
+            let room = payment
+                .state
+                .payment()
+                .map_or(0, |p| (p.amount.minor - p.committed_refunds()).max(0));
+            let take = if *id == first && !capped {
+                left
+            } else {
+                left.min(room)
+            };
+            if take == 0 {
+                continue;
+            }
+            // The first payment's refund keeps the id it always had.
+            let refund_id = if *id == first {
+                derived_id(ctx.command_id, b"refund")
+            } else {
+                derived_id(ctx.command_id, format!("refund:{}", id.0).as_bytes())
+            };
+            let events = PaymentAggregate::decide(
+                &payment.state,
+                &PaymentCommand::RequestRefund {
+                    refund_id,
+                    amount: tessera_domain::values::Money {
+                        minor: take,
+                        ..amount
+                    },
+                },
+            )?;
+            writes.push(write_for(payment, &events, ctx)?);
+            left -= take;
+        }
+        if writes.is_empty() {
+            nothing_left_ref.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(CommandError::Payment(PaymentError::InvalidRefund));
+        }
+        Ok(Attempt::Append(writes))
+    })
+    .await;
+    match executed {
+        Err(_) if nothing_left.load(std::sync::atomic::Ordering::Relaxed) => Ok(None),
+        other => other.map(Some),
     }
-    Ok(Some(request_refund(store, booking_id, amount, ctx).await?))
 }
 
 /// Sends a requested refund to the provider and records the outcome; a succeeded refund is also
@@ -497,6 +632,6 @@ async fn load_payment(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

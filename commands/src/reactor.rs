@@ -534,6 +534,18 @@ impl Reactor for DeadlineReactor {
                 self.pending().clear(None, *booking_id);
                 Ok(())
             }
+            BookingEvent::BookingMoveRequested {
+                booking_id,
+                expires_at,
+                ..
+            } => {
+                self.pending().set("expire-move", *booking_id, *expires_at);
+                Ok(())
+            }
+            BookingEvent::BookingMoveAbandoned { booking_id, .. } => {
+                self.pending().clear(Some("expire-move"), *booking_id);
+                Ok(())
+            }
             BookingEvent::BookingRescheduled {
                 booking_id,
                 slot_ends_at,
@@ -542,6 +554,7 @@ impl Reactor for DeadlineReactor {
                 // The booking's deadlines move with it (a later move or the state decides
                 // again when they fire).
                 let mut pending = self.pending();
+                pending.clear(Some("expire-move"), *booking_id);
                 pending.set("complete", *booking_id, *slot_ends_at);
                 pending.set(
                     "release-funds",
@@ -599,6 +612,16 @@ pub async fn fire_due_deadlines(
                 crate::booking::expire_booking_cached(store, cache, booking_id, &ctx).await
             }
             "release-funds" => crate::money::release_funds(store, booking_id, &ctx).await,
+            "expire-move" => {
+                crate::booking::abandon_move(
+                    store,
+                    booking_id,
+                    None,
+                    tessera_domain::booking::MoveAbandoned::Expired,
+                    &ctx,
+                )
+                .await
+            }
             _ => crate::booking::complete_booking(store, booking_id, &ctx).await,
         };
         match outcome {
@@ -727,16 +750,32 @@ impl Reactor for PaymentsReactor {
                 };
                 for booking_id in affected_bookings {
                     let c = ctx(&format!("cancel/{booking_id}"));
-                    match crate::booking::cancel_booking_cached(
-                        &*self.store,
-                        self.cache.as_ref(),
-                        *booking_id,
-                        Canceller::Provider(provider),
-                        true,
-                        &c,
-                    )
-                    .await
-                    {
+                    // A booking that only held seats here for a move it waits to pay keeps
+                    // its own slot: the move ends instead.
+                    let (_, b) =
+                        crate::booking::load_booking(&*self.store, *booking_id, Uuid::nil())
+                            .await?;
+                    let outcome = if b.slot_id != *slot_id {
+                        crate::booking::abandon_move(
+                            &*self.store,
+                            *booking_id,
+                            None,
+                            tessera_domain::booking::MoveAbandoned::SlotCancelled,
+                            &c,
+                        )
+                        .await
+                    } else {
+                        crate::booking::cancel_booking_cached(
+                            &*self.store,
+                            self.cache.as_ref(),
+                            *booking_id,
+                            Canceller::Provider(provider),
+                            true,
+                            &c,
+                        )
+                        .await
+                    };
+                    match outcome {
                         Ok(_) => {}
                         Err(e) if e.is_refusal() => {
                             tracing::info!(%booking_id, refusal = %e, "booking of a cancelled slot needs no cancellation")

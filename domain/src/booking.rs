@@ -14,9 +14,12 @@
 //! A payment that succeeds after the hold expired confirms the booking if the slot can still
 //! take its seats (`AcceptLatePayment`: Expired → Confirmed); otherwise the payment is refunded.
 //! A confirmed booking moves to another slot of its listing (`Reschedule`: Confirmed stays
-//! Confirmed) while its policy still refunds something; a cheaper slot refunds the difference,
-//! a dearer one is refused (see ADR 0018). The handler releases the old slot's seats and holds
-//! and confirms the new slot's in the same append.
+//! Confirmed) while its policy still refunds something; a cheaper slot refunds the difference.
+//! The handler releases the old slot's seats and holds and confirms the new slot's in the same
+//! append. A dearer slot is a *pending move* (`BookingMoveRequested`): the new slot's seats are
+//! held and a second payment (a top-up) is started for the difference; its success completes
+//! the move (`CompleteMove` → `BookingRescheduled` naming the top-up), its failure, the move's
+//! expiry or a cancellation abandons it (`BookingMoveAbandoned`). See ADR 0020.
 //! Every other transition is a typed [`BookingError::InvalidTransition`]. The cancellation policy
 //! is snapshotted when the booking is placed.
 
@@ -81,6 +84,58 @@ pub struct Booking {
     /// Seats (1-based) whose ticket was checked in, with when and by whom.
     #[serde(default)]
     pub checked_in: std::collections::BTreeMap<u32, CheckedIn>,
+    /// Succeeded payments beyond the first: the differences of moves to dearer slots. `paid`
+    /// counts them too.
+    #[serde(default)]
+    pub top_ups: Vec<TopUp>,
+    /// A move to a dearer slot waiting for its top-up.
+    #[serde(default)]
+    pub pending_move: Option<PendingMove>,
+}
+
+impl Booking {
+    /// Every succeeded payment of the booking, oldest first: the first payment, then the
+    /// top-ups of moves to dearer slots.
+    pub fn payments(&self) -> Vec<PaymentId> {
+        let first = self.payment_id.filter(|_| self.paid.minor > 0);
+        first
+            .into_iter()
+            .chain(self.top_ups.iter().map(|t| t.payment_id))
+            .collect()
+    }
+}
+
+/// A payment that paid the difference of a move to a dearer slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUp {
+    pub payment_id: PaymentId,
+    pub amount: Money,
+}
+
+/// A move to a dearer slot, waiting for its top-up payment. The new slot holds the seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMove {
+    pub payment_id: PaymentId,
+    pub to_slot: SlotId,
+    pub slot_starts_at: DateTime<Utc>,
+    pub slot_ends_at: DateTime<Utc>,
+    /// The booking's price on the new slot.
+    pub total: Money,
+    /// What the top-up charges: `total` less the booking's current price.
+    pub charge: Money,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a pending move ended without moving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveAbandoned {
+    /// The top-up payment failed.
+    PaymentFailed,
+    /// Nobody paid before the move expired.
+    Expired,
+    /// The new slot was cancelled.
+    SlotCancelled,
 }
 
 /// When and by whom a ticket was checked in.
@@ -220,7 +275,9 @@ pub enum BookingCommand {
         now: DateTime<Utc>,
     },
     /// Move a confirmed booking to `to_slot` (of the same listing; the handler checks that and
-    /// the new slot's seats), whose seats cost `price_per_seat`.
+    /// the new slot's seats), whose seats cost `price_per_seat`. A dearer slot needs `top_up`,
+    /// the payment that will charge the difference: the move then waits for it (at most
+    /// `move_ttl`, and never past the time the booking could be moved).
     Reschedule {
         to_slot: SlotId,
         /// The new slot's listing, which must be the booking's.
@@ -228,6 +285,20 @@ pub enum BookingCommand {
         slot_starts_at: DateTime<Utc>,
         slot_ends_at: DateTime<Utc>,
         price_per_seat: Money,
+        now: DateTime<Utc>,
+        top_up: Option<PaymentId>,
+        move_ttl: TimeDelta,
+    },
+    /// The top-up of the pending move succeeded with `amount`: the move happens.
+    CompleteMove {
+        payment_id: PaymentId,
+        amount: Money,
+        now: DateTime<Utc>,
+    },
+    /// The pending move ends without moving (its payment failed, or it expired).
+    AbandonMove {
+        payment_id: PaymentId,
+        why: MoveAbandoned,
         now: DateTime<Utc>,
     },
 }
@@ -313,6 +384,29 @@ pub enum BookingEvent {
         total: Money,
         refund: Money,
         hours_before_start: i64,
+        /// v2: the top-up that paid the difference of a move to a dearer slot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        top_up: Option<TopUp>,
+    },
+    /// A move to a dearer slot waits for `payment_id` to charge `charge`; the new slot holds
+    /// the seats until `expires_at`.
+    BookingMoveRequested {
+        booking_id: BookingId,
+        payment_id: PaymentId,
+        from_slot: SlotId,
+        to_slot: SlotId,
+        slot_starts_at: DateTime<Utc>,
+        slot_ends_at: DateTime<Utc>,
+        total: Money,
+        charge: Money,
+        expires_at: DateTime<Utc>,
+    },
+    /// The pending move ended without moving; the new slot's seats were released with it.
+    BookingMoveAbandoned {
+        booking_id: BookingId,
+        payment_id: PaymentId,
+        to_slot: SlotId,
+        why: MoveAbandoned,
     },
 }
 
@@ -375,8 +469,17 @@ pub enum BookingError {
     NotMovable,
     #[error("the booking could be moved until {0}, when its policy stopped refunding")]
     RescheduleClosed(DateTime<Utc>),
-    #[error("the new slot costs {difference} more; cancel and book it instead")]
+    #[error("the new slot costs {difference} more and this move cannot charge it")]
     RescheduleCostsMore { difference: Money },
+    #[error("a move to slot {to_slot} waits for its payment until {expires_at}")]
+    MovePending {
+        to_slot: SlotId,
+        expires_at: DateTime<Utc>,
+    },
+    #[error("no move waits for payment {0}")]
+    NoPendingMove(PaymentId),
+    #[error("the pending move only expires at {0}")]
+    MoveNotExpired(DateTime<Utc>),
     #[error(transparent)]
     Value(#[from] ValueError),
 }
@@ -650,9 +753,17 @@ impl Aggregate for BookingAggregate {
                 slot_ends_at,
                 price_per_seat,
                 now,
+                top_up,
+                move_ttl,
             } => {
                 if b.status != S::Confirmed {
                     return Err(invalid(b.status, "be rescheduled"));
+                }
+                if let Some(m) = &b.pending_move {
+                    return Err(BookingError::MovePending {
+                        to_slot: m.to_slot,
+                        expires_at: m.expires_at,
+                    });
                 }
                 if *to_slot == b.slot_id {
                     return Err(BookingError::SameSlot);
@@ -684,12 +795,29 @@ impl Aggregate for BookingAggregate {
                     .into());
                 }
                 if total.minor > b.total.minor {
-                    return Err(BookingError::RescheduleCostsMore {
-                        difference: Money {
-                            minor: total.minor - b.total.minor,
-                            ..total
-                        },
-                    });
+                    let charge = Money {
+                        minor: total.minor - b.total.minor,
+                        ..total
+                    };
+                    let Some(payment_id) = top_up else {
+                        return Err(BookingError::RescheduleCostsMore { difference: charge });
+                    };
+                    if *move_ttl <= TimeDelta::zero() {
+                        return Err(BookingError::InvalidHoldTtl);
+                    }
+                    // The move waits no longer than the booking could be moved.
+                    let expires_at = (*now + *move_ttl).min(closes_at).min(*slot_starts_at);
+                    return Ok(vec![BookingEvent::BookingMoveRequested {
+                        booking_id,
+                        payment_id: *payment_id,
+                        from_slot: b.slot_id,
+                        to_slot: *to_slot,
+                        slot_starts_at: *slot_starts_at,
+                        slot_ends_at: *slot_ends_at,
+                        total,
+                        charge,
+                        expires_at,
+                    }]);
                 }
                 BookingEvent::BookingRescheduled {
                     booking_id,
@@ -703,6 +831,62 @@ impl Aggregate for BookingAggregate {
                         ..total
                     },
                     hours_before_start: b.hours_before_start(*now),
+                    top_up: None,
+                }
+            }
+            BookingCommand::CompleteMove {
+                payment_id,
+                amount,
+                now,
+            } => {
+                let m = match &b.pending_move {
+                    Some(m) if m.payment_id == *payment_id => m,
+                    _ => return Err(BookingError::NoPendingMove(*payment_id)),
+                };
+                if b.status != S::Confirmed {
+                    return Err(invalid(b.status, "be rescheduled"));
+                }
+                if *amount != m.charge {
+                    return Err(BookingError::AmountMismatch {
+                        expected: m.charge,
+                        got: *amount,
+                    });
+                }
+                if *now >= b.slot_starts_at || *now >= m.slot_starts_at {
+                    return Err(BookingError::SlotStarted);
+                }
+                BookingEvent::BookingRescheduled {
+                    booking_id,
+                    from_slot: b.slot_id,
+                    to_slot: m.to_slot,
+                    slot_starts_at: m.slot_starts_at,
+                    slot_ends_at: m.slot_ends_at,
+                    total: m.total,
+                    refund: Money::zero(m.total.currency),
+                    hours_before_start: b.hours_before_start(*now),
+                    top_up: Some(TopUp {
+                        payment_id: *payment_id,
+                        amount: *amount,
+                    }),
+                }
+            }
+            BookingCommand::AbandonMove {
+                payment_id,
+                why,
+                now,
+            } => {
+                let m = match &b.pending_move {
+                    Some(m) if m.payment_id == *payment_id => m,
+                    _ => return Err(BookingError::NoPendingMove(*payment_id)),
+                };
+                if *why == MoveAbandoned::Expired && *now < m.expires_at {
+                    return Err(BookingError::MoveNotExpired(m.expires_at));
+                }
+                BookingEvent::BookingMoveAbandoned {
+                    booking_id,
+                    payment_id: *payment_id,
+                    to_slot: m.to_slot,
+                    why: *why,
                 }
             }
         };
@@ -749,6 +933,8 @@ impl Aggregate for BookingAggregate {
                 refund_due: Money::zero(total.currency),
                 refunded: Money::zero(total.currency),
                 checked_in: Default::default(),
+                top_ups: Vec::new(),
+                pending_move: None,
             }),
             (BookingState::Placed(mut b), e) => {
                 match e {
@@ -766,6 +952,8 @@ impl Aggregate for BookingAggregate {
                     BookingEvent::BookingCancelled { refund_due, .. } => {
                         b.status = S::Cancelled;
                         b.refund_due.minor += refund_due.minor;
+                        // The handler released the pending move's seats in the same append.
+                        b.pending_move = None;
                     }
                     BookingEvent::BookingCompleted { .. } => b.status = S::Completed,
                     BookingEvent::LatePaymentAccepted { amount_paid, .. } => {
@@ -802,6 +990,7 @@ impl Aggregate for BookingAggregate {
                         slot_ends_at,
                         total,
                         refund,
+                        top_up,
                         ..
                     } => {
                         b.slot_id = *to_slot;
@@ -809,7 +998,33 @@ impl Aggregate for BookingAggregate {
                         b.slot_ends_at = *slot_ends_at;
                         b.total = *total;
                         b.refund_due.minor += refund.minor;
+                        if let Some(t) = top_up {
+                            b.paid.minor += t.amount.minor;
+                            b.top_ups.push(*t);
+                        }
+                        b.pending_move = None;
                     }
+                    BookingEvent::BookingMoveRequested {
+                        payment_id,
+                        to_slot,
+                        slot_starts_at,
+                        slot_ends_at,
+                        total,
+                        charge,
+                        expires_at,
+                        ..
+                    } => {
+                        b.pending_move = Some(PendingMove {
+                            payment_id: *payment_id,
+                            to_slot: *to_slot,
+                            slot_starts_at: *slot_starts_at,
+                            slot_ends_at: *slot_ends_at,
+                            total: *total,
+                            charge: *charge,
+                            expires_at: *expires_at,
+                        });
+                    }
+                    BookingEvent::BookingMoveAbandoned { .. } => b.pending_move = None,
                 }
                 BookingState::Placed(b)
             }

@@ -109,7 +109,10 @@ codes! {
     BOOKING_OTHER_LISTING = "booking.other_listing", UNPROCESSABLE_ENTITY, "A booking moves only to another slot of its own listing.";
     BOOKING_NOT_MOVABLE = "booking.not_movable", CONFLICT, "The booking's cancellation policy refunds nothing, so it cannot be moved to another slot.";
     BOOKING_RESCHEDULE_CLOSED = "booking.reschedule_closed", CONFLICT, "A booking can be moved only while its cancellation policy still refunds something (the detail says until when).";
-    BOOKING_RESCHEDULE_COSTS_MORE = "booking.reschedule_costs_more", CONFLICT, "The new slot costs more than the booking: cancel it and book the new slot instead (the detail says how much more).";
+    BOOKING_RESCHEDULE_COSTS_MORE = "booking.reschedule_costs_more", CONFLICT, "The new slot costs more than the booking, and an admin's move cannot charge the customer: the customer moves it and pays the difference (the detail says how much more).";
+    BOOKING_MOVE_PENDING = "booking.move_pending", CONFLICT, "A move to a dearer slot already waits for its payment (the detail says until when); pay it or let it lapse first.";
+    BOOKING_NO_PENDING_MOVE = "booking.no_pending_move", CONFLICT, "No move of the booking waits for that payment.";
+    BOOKING_MOVE_NOT_EXPIRED = "booking.move_not_expired", CONFLICT, "The pending move has not lapsed yet.";
     // Tickets and check-in at the door.
     TICKET_FORGED = "ticket.forged", UNPROCESSABLE_ENTITY, "The ticket's token is malformed or its signature does not hold: not a ticket this platform issued.";
     TICKET_ALREADY_CHECKED_IN = "ticket.already_checked_in", CONFLICT, "The ticket was already checked in (the detail says when and by whom).";

@@ -43,7 +43,10 @@ pub const SCHEMA: &[(&str, &str, u32)] = &[
     ("LatePaymentAccepted", "booking", 1),
     ("TicketCheckedIn", "booking", 1),
     ("BookingNoShow", "booking", 1),
-    ("BookingRescheduled", "booking", 1),
+    // v2 added `top_up` (the payment of a move to a dearer slot; absent otherwise).
+    ("BookingRescheduled", "booking", 2),
+    ("BookingMoveRequested", "booking", 1),
+    ("BookingMoveAbandoned", "booking", 1),
     // payment
     ("PaymentIntentCreated", "payment", 1),
     ("PaymentSucceeded", "payment", 1),
@@ -162,6 +165,13 @@ const UPCASTERS: &[Upcaster] = &[
         apply: |data| {
             data.entry("split").or_insert(Value::Null);
         },
+    },
+    Upcaster {
+        event_type: "BookingRescheduled",
+        from: 1,
+        // Before v2 no move charged anything: a dearer slot was refused. (v2 writes `top_up`
+        // only when a move has one, so the upcast data is what v2 writes for such a move.)
+        apply: |_| {},
     },
 ];
 

@@ -453,6 +453,7 @@ impl NotificationReactor {
                 slot_starts_at,
                 slot_ends_at,
                 refund,
+                top_up,
                 ..
             } => {
                 // The reminder moves with the booking: the old one goes, unless this event
@@ -482,6 +483,10 @@ impl NotificationReactor {
                     self.money(refund, locale).into()
                 } else {
                     Value::Null
+                };
+                mctx["charged"] = match top_up {
+                    Some(t) => self.money(&t.amount, locale).into(),
+                    None => Value::Null,
                 };
                 let description = format!(
                     "Booking {} · {} seat(s) · {}/bookings/{}",
@@ -642,6 +647,8 @@ fn booking_id_of(e: &BookingEvent) -> BookingId {
         | BookingEvent::TicketCheckedIn { booking_id, .. }
         | BookingEvent::BookingNoShow { booking_id }
         | BookingEvent::BookingRescheduled { booking_id, .. }
+        | BookingEvent::BookingMoveRequested { booking_id, .. }
+        | BookingEvent::BookingMoveAbandoned { booking_id, .. }
         | BookingEvent::LatePaymentAccepted { booking_id, .. } => *booking_id,
     }
 }

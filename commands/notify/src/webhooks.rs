@@ -610,6 +610,7 @@ impl WebhookReactor {
                         to_slot,
                         total,
                         refund,
+                        top_up,
                         ..
                     } => (
                         "booking.rescheduled",
@@ -619,6 +620,7 @@ impl WebhookReactor {
                             "to_slot_id": to_slot.0,
                             "new_total": money(total),
                             "refund": money(refund),
+                            "charged": top_up.as_ref().map(|t| money(&t.amount)),
                         }),
                     ),
                     BookingEvent::BookingRefunded {

@@ -455,6 +455,8 @@ fn a_confirmed_booking_moves_within_its_listing_while_its_policy_refunds() {
         slot_ends_at: t(27, 14),
         price_per_seat: eur(price),
         now,
+        top_up: None,
+        move_ttl: TimeDelta::minutes(15),
     };
     let moved = |total: i64, refund: i64, hours| Ev::BookingRescheduled {
         booking_id: BOOKING,
@@ -465,6 +467,7 @@ fn a_confirmed_booking_moves_within_its_listing_while_its_policy_refunds() {
         total: eur(total),
         refund: eur(refund),
         hours_before_start: hours,
+        top_up: None,
     };
     // Same price: nothing owed; the booking is on the new slot, still confirmed.
     let state = given::<B>(&confirmed_h()).when_then(
@@ -510,4 +513,164 @@ fn a_confirmed_booking_moves_within_its_listing_while_its_policy_refunds() {
             action: "be rescheduled",
         },
     );
+}
+
+#[test]
+fn a_move_to_a_dearer_slot_waits_for_its_top_up() {
+    use tessera_domain::booking::{MoveAbandoned, TopUp};
+    use tessera_domain::values::SlotId;
+    let other = SlotId(Uuid::from_u128(0x60));
+    let top_up = PaymentId(Uuid::from_u128(0x70));
+    let dearer = |now, ttl| C::Reschedule {
+        to_slot: other,
+        to_listing: LISTING,
+        slot_starts_at: t(27, 10),
+        slot_ends_at: t(27, 14),
+        price_per_seat: eur(6_000),
+        now,
+        top_up: Some(top_up),
+        move_ttl: ttl,
+    };
+    let requested = |expires_at| Ev::BookingMoveRequested {
+        booking_id: BOOKING,
+        payment_id: top_up,
+        from_slot: SLOT,
+        to_slot: other,
+        slot_starts_at: t(27, 10),
+        slot_ends_at: t(27, 14),
+        total: eur(12_000),
+        charge: eur(2_000),
+        expires_at,
+    };
+    // Requested: the booking stays where it is, and waits at most the TTL, never past the
+    // time it could be moved (48 h before the start: t(18, 10)).
+    let state = given::<B>(&confirmed_h()).when_then(
+        dearer(t(10, 10), TimeDelta::minutes(15)),
+        &[requested(t(10, 10) + TimeDelta::minutes(15))],
+    );
+    let b = state.booking().expect("booking");
+    assert_eq!(
+        (b.slot_id, b.total, b.status),
+        (SLOT, eur(10_000), S::Confirmed)
+    );
+    given::<B>(&confirmed_h()).when_then(
+        dearer(t(18, 9), TimeDelta::hours(2)),
+        &[requested(t(18, 10))],
+    );
+    let mut h = confirmed_h();
+    h.push(requested(t(10, 10) + TimeDelta::minutes(15)));
+    // One move at a time.
+    given::<B>(&h).when_err(
+        dearer(t(10, 11), TimeDelta::minutes(15)),
+        E::MovePending {
+            to_slot: other,
+            expires_at: t(10, 10) + TimeDelta::minutes(15),
+        },
+    );
+    // The top-up of the wrong amount, or another payment, completes nothing.
+    given::<B>(&h).when_err(
+        C::CompleteMove {
+            payment_id: top_up,
+            amount: eur(1_999),
+            now: t(10, 12),
+        },
+        E::AmountMismatch {
+            expected: eur(2_000),
+            got: eur(1_999),
+        },
+    );
+    given::<B>(&h).when_err(
+        C::CompleteMove {
+            payment_id: PAYMENT,
+            amount: eur(2_000),
+            now: t(10, 12),
+        },
+        E::NoPendingMove(PAYMENT),
+    );
+    // Paid: the booking moves, and counts both payments.
+    let moved = Ev::BookingRescheduled {
+        booking_id: BOOKING,
+        from_slot: SLOT,
+        to_slot: other,
+        slot_starts_at: t(27, 10),
+        slot_ends_at: t(27, 14),
+        total: eur(12_000),
+        refund: eur(0),
+        hours_before_start: (t(20, 10) - t(10, 12)).num_hours(),
+        top_up: Some(TopUp {
+            payment_id: top_up,
+            amount: eur(2_000),
+        }),
+    };
+    let state = given::<B>(&h).when_then(
+        C::CompleteMove {
+            payment_id: top_up,
+            amount: eur(2_000),
+            now: t(10, 12),
+        },
+        std::slice::from_ref(&moved),
+    );
+    let b = state.booking().cloned().expect("booking");
+    assert_eq!(
+        (b.slot_id, b.total, b.paid, b.pending_move),
+        (other, eur(12_000), eur(12_000), None)
+    );
+    assert_eq!(b.payments(), vec![PAYMENT, top_up]);
+    // A cancellation now refunds from both payments' worth.
+    assert_eq!(
+        b.cancellation_quote(Canceller::Provider(CUSTOMER), t(10, 13), false),
+        Ok(eur(12_000))
+    );
+    // Expiry: not before its time; then abandoned, and the booking can move again.
+    given::<B>(&h).when_err(
+        C::AbandonMove {
+            payment_id: top_up,
+            why: MoveAbandoned::Expired,
+            now: t(10, 10) + TimeDelta::minutes(10),
+        },
+        E::MoveNotExpired(t(10, 10) + TimeDelta::minutes(15)),
+    );
+    let abandoned = Ev::BookingMoveAbandoned {
+        booking_id: BOOKING,
+        payment_id: top_up,
+        to_slot: other,
+        why: MoveAbandoned::Expired,
+    };
+    let state = given::<B>(&h).when_then(
+        C::AbandonMove {
+            payment_id: top_up,
+            why: MoveAbandoned::Expired,
+            now: t(10, 11),
+        },
+        std::slice::from_ref(&abandoned),
+    );
+    let b = state.booking().expect("booking");
+    assert_eq!(
+        (b.slot_id, b.paid, b.pending_move),
+        (SLOT, eur(10_000), None)
+    );
+    // A failed top-up abandons at once.
+    given::<B>(&h).when_then(
+        C::AbandonMove {
+            payment_id: top_up,
+            why: MoveAbandoned::PaymentFailed,
+            now: t(10, 11),
+        },
+        &[Ev::BookingMoveAbandoned {
+            booking_id: BOOKING,
+            payment_id: top_up,
+            to_slot: other,
+            why: MoveAbandoned::PaymentFailed,
+        }],
+    );
+    // A cancellation ends the pending move too (its handler releases the new slot's seats).
+    let mut c = h.clone();
+    c.push(Ev::BookingCancelled {
+        booking_id: BOOKING,
+        by: Canceller::Customer(CUSTOMER),
+        reason: None,
+        hours_before_start: 240,
+        refund_due: eur(10_000),
+    });
+    assert_eq!(B::replay(&c).booking().expect("booking").pending_move, None);
 }

@@ -81,7 +81,9 @@ fn booking_of(e: &Envelope) -> Option<Uuid> {
             | BookingEvent::BookingReinstated { booking_id, .. }
             | BookingEvent::TicketCheckedIn { booking_id, .. }
             | BookingEvent::BookingNoShow { booking_id }
-            | BookingEvent::BookingRescheduled { booking_id, .. } => booking_id.0,
+            | BookingEvent::BookingRescheduled { booking_id, .. }
+            | BookingEvent::BookingMoveRequested { booking_id, .. }
+            | BookingEvent::BookingMoveAbandoned { booking_id, .. } => booking_id.0,
         }),
         AnyEvent::Payment(p) => Some(p.ids().1.0),
         _ => None,
@@ -290,6 +292,7 @@ fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
             slot_ends_at,
             total,
             refund,
+            top_up,
             ..
         } => {
             row.slot_id = to_slot.0;
@@ -297,7 +300,13 @@ fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
             row.slot_ends_at = *slot_ends_at;
             row.total_minor = total.minor;
             row.refund_due_minor += refund.minor;
+            // A dearer slot's difference was paid by a top-up: `paid_minor` counts every payment.
+            if let Some(t) = top_up {
+                row.paid_minor += t.amount.minor;
+            }
         }
+        // A pending move changes nothing until it completes (the timeline shows it).
+        BookingEvent::BookingMoveRequested { .. } | BookingEvent::BookingMoveAbandoned { .. } => {}
     }
 }
 

@@ -437,6 +437,10 @@ async fn cancel(
 pub struct RescheduleRequest {
     /// Another slot of the booking's listing.
     pub slot_id: Uuid,
+    /// A dearer slot is paid by a second payment (a top-up) for the difference. Simulated
+    /// gateway only: `4242424242424242` succeeds, `4000000000000002` is declined.
+    #[serde(default)]
+    pub card: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -454,18 +458,54 @@ pub struct Rescheduled {
     pub result: CommandResult,
 }
 
+/// A move to a dearer slot: the new slot holds the seats while the difference is paid.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MoveAwaitingPayment {
+    pub booking_id: Uuid,
+    /// The slot the booking moves to once the top-up succeeds.
+    pub to_slot_id: Uuid,
+    /// What the top-up charges: the new price less the booking's current one.
+    pub charge_minor: i64,
+    pub currency: String,
+    /// The move lapses then if unpaid (the new slot's seats go back).
+    pub expires_at: DateTime<Utc>,
+    /// `awaiting_payment` while the provider decides (Stripe: confirm with `client_secret`),
+    /// or the simulated gateway's outcome: `moved`, or `abandoned` after a decline.
+    pub move_status: String,
+    pub payment_id: Uuid,
+    /// `stripe` or `simulated`.
+    pub provider: String,
+    pub provider_ref: String,
+    /// Stripe: what the browser needs to confirm the top-up.
+    pub client_secret: Option<String>,
+    #[serde(flatten)]
+    pub result: CommandResult,
+}
+
+/// What a move answers: moved at once (200), or waiting for the top-up (202).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum RescheduleOutcome {
+    Moved(Rescheduled),
+    AwaitingPayment(MoveAwaitingPayment),
+}
+
 /// Move my confirmed booking to another slot of the same listing, in one atomic step (the old
 /// seats go back, the new ones are taken, or nothing happens). Allowed while the booking's
-/// policy still refunds something; a cheaper slot refunds the difference, a dearer one is
-/// refused (`booking.reschedule_costs_more`). Old tickets stop working; the booking's tickets
-/// are for the new slot.
+/// policy still refunds something. A cheaper slot refunds the difference. A dearer slot
+/// answers 202: its seats are held and a second payment (a top-up) for the difference is
+/// started; its success moves the booking in one step, its failure or the move's expiry (the
+/// booking's hold time) gives the new seats back and leaves the booking where it was. Old
+/// tickets stop working once moved; the booking's tickets are for the new slot.
 #[utoipa::path(post, path = "/bookings/{booking_id}/reschedule", tag = "bookings", security(("bearer" = [])),
     request_body = RescheduleRequest,
     params(("booking_id" = Uuid, Path, description = "The booking"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key moves nothing twice")),
     responses(
         (status = 200, description = "Moved", body = Rescheduled),
-        (status = 409, description = "The new slot is full, started or cancelled; the booking is not confirmed, attended, or past its policy's window; or the new slot costs more", body = Problem, content_type = "application/problem+json"),
+        (status = 202, description = "Dearer: the new seats are held and the top-up payment started", body = MoveAwaitingPayment),
+        (status = 402, description = "The card was refused", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new slot is full, started or cancelled; the booking is not confirmed, attended, past its policy's window, or already waiting for a move's payment", body = Problem, content_type = "application/problem+json"),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn reschedule(
@@ -484,27 +524,87 @@ async fn reschedule(
         &request,
         async |ctx| {
             let (before, _) = own_booking(&state, &caller, booking_id).await?;
-            let executed = commands::reschedule_booking(
+            let payer = commands::TopUpPayer {
+                gateway: &*state.gateway,
+                card: req.card.as_deref(),
+                move_ttl: state.booking.hold_ttl,
+            };
+            let moved = commands::reschedule_booking(
                 &*state.store,
                 BookingId(booking_id),
                 SlotId(req.slot_id),
+                Some(payer),
                 &ctx,
             )
             .await?;
-            let (b, _) = commands::current_booking(&*state.store, BookingId(booking_id)).await?;
+            let (started, charge, expires_at) = match moved {
+                commands::Moved::AwaitingPayment {
+                    started,
+                    charge,
+                    expires_at,
+                } => (started, charge, expires_at),
+                commands::Moved::Done(executed) => {
+                    let (b, _) =
+                        commands::current_booking(&*state.store, BookingId(booking_id)).await?;
+                    return Ok((
+                        StatusCode::OK,
+                        executed.position.0 as i64,
+                        RescheduleOutcome::Moved(Rescheduled {
+                            booking_id,
+                            slot_id: b.slot_id.0,
+                            slot_starts_at: b.slot_starts_at,
+                            slot_ends_at: b.slot_ends_at,
+                            total_minor: b.total.minor,
+                            refund_minor: (before.total.minor - b.total.minor).max(0),
+                            currency: b.total.currency.to_string(),
+                            result: CommandResult::from(&executed),
+                        }),
+                    ));
+                }
+            };
+            let mut position = started.executed.position;
+            let mut move_status = "awaiting_payment";
+            if state.gateway.name() == "simulated" {
+                // The simulated gateway decides at once; report its outcome (bounded wait).
+                let deadline = Instant::now() + Duration::from_secs(2);
+                loop {
+                    let (b, at) = own_booking(&state, &caller, booking_id).await?;
+                    let waiting = b
+                        .pending_move
+                        .is_some_and(|m| m.payment_id == started.payment_id);
+                    if !waiting {
+                        move_status = if b.slot_id == SlotId(req.slot_id) {
+                            "moved"
+                        } else {
+                            "abandoned"
+                        };
+                    }
+                    if !waiting || Instant::now() >= deadline {
+                        position = position.max(at);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
             Ok((
-                StatusCode::OK,
-                executed.position.0 as i64,
-                Rescheduled {
+                StatusCode::ACCEPTED,
+                position.0 as i64,
+                RescheduleOutcome::AwaitingPayment(MoveAwaitingPayment {
                     booking_id,
-                    slot_id: b.slot_id.0,
-                    slot_starts_at: b.slot_starts_at,
-                    slot_ends_at: b.slot_ends_at,
-                    total_minor: b.total.minor,
-                    refund_minor: (before.total.minor - b.total.minor).max(0),
-                    currency: b.total.currency.to_string(),
-                    result: CommandResult::from(&executed),
-                },
+                    to_slot_id: req.slot_id,
+                    charge_minor: charge.minor,
+                    currency: charge.currency.to_string(),
+                    expires_at,
+                    move_status: move_status.to_owned(),
+                    payment_id: started.payment_id.0,
+                    provider: state.gateway.name().to_owned(),
+                    provider_ref: started.provider_ref,
+                    client_secret: started.client_secret,
+                    result: CommandResult {
+                        position: position.0 as i64,
+                        replayed: started.executed.replayed,
+                    },
+                }),
             ))
         },
     )
