@@ -584,7 +584,14 @@ pub async fn send_refund(
                     &PaymentCommand::RefundSucceeded { refund_id },
                 )?;
                 writes.push(write_for(&payment, &events, ctx)?);
-                if booking.state.booking().is_some_and(|b| b.paid.minor > 0) {
+                // Only the booking's own payments count on it: a payment that confirmed nothing
+                // (a duplicate, a late one, a move's top-up after the move lapsed) is returned
+                // whole and leaves the booking's books alone.
+                if booking
+                    .state
+                    .booking()
+                    .is_some_and(|b| b.payments().contains(&payment_id))
+                {
                     let events = BookingAggregate::decide(
                         &booking.state,
                         &BookingCommand::RecordRefund {

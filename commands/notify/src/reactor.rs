@@ -212,6 +212,7 @@ impl NotificationReactor {
             "unsubscribe": Value::Null,
             "reason": Value::Null,
             "refund": Value::Null,
+            "charged": Value::Null,
         })
     }
 

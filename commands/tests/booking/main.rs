@@ -5,6 +5,7 @@ mod cached;
 mod lifecycle;
 mod live;
 mod money;
+mod moves;
 mod onsale;
 mod payments;
 mod receipts;

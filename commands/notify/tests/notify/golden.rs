@@ -45,6 +45,7 @@ fn sample(template: Template, locale: Locale) -> serde_json::Value {
         "tax_rate": "10.00 %",
         "number": "2026-000001",
         "refund": eur(5_000),
+        "charged": null,
         "reason": "storm warning",
         "customer": "Ada",
         "by": "the customer",
