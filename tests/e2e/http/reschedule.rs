@@ -1,8 +1,10 @@
 //! Moving a booking to another date over HTTP: one atomic step (the old slot's seats come
-//! back, the new slot's are taken), refused when the new slot is full, dearer, of another
-//! listing or the same; a cheaper slot refunds the difference through the gateway and the
-//! books stay balanced; the old tickets stop opening doors; the customer is told; and a move
-//! racing a placement for the last seat of the new slot is decided once.
+//! back, the new slot's are taken), refused when the new slot is full, of another listing or
+//! the same; a cheaper slot refunds the difference through the gateway and the books stay
+//! balanced; a dearer slot holds the seats and charges the difference with a second payment
+//! (simulated gateway, and Stripe through its webhook), whose decline moves nothing; the old
+//! tickets stop opening doors; the customer is told; and a move racing a placement for the
+//! last seat of the new slot is decided once.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -135,8 +137,9 @@ async fn a_booking_moves_in_one_step_and_a_cheaper_date_refunds_the_difference()
     remaining_becomes(&s, &listing, &first, 4).await;
     remaining_becomes(&s, &listing, &same_price, 2).await;
 
-    // Refusals: someone else's booking, the slot it is on, a dearer slot, a full one, another
-    // listing's, a slot that does not exist. Nothing moves.
+    // Refusals: someone else's booking, the slot it is on, a dearer slot for an admin (who
+    // cannot charge the customer), a full one, another listing's, a slot that does not exist.
+    // Nothing moves.
     let (status, headers, body) = reschedule(&s, &stranger, &booking, &cheaper, "x-1").await;
     assert_problem(
         status,
@@ -153,7 +156,15 @@ async fn a_booking_moves_in_one_step_and_a_cheaper_date_refunds_the_difference()
         StatusCode::UNPROCESSABLE_ENTITY,
         "booking.same_slot",
     );
-    let (status, headers, body) = reschedule(&s, &customer, &booking, &dearer, "x-3").await;
+    let (status, headers, body) = s
+        .call(
+            Method::POST,
+            &format!("/admin/bookings/{booking}/reschedule"),
+            Some(&admin),
+            Some(json!({ "slot_id": dearer, "reason": "customer phoned" })),
+            &[],
+        )
+        .await;
     assert_problem(
         status,
         &headers,
@@ -408,4 +419,161 @@ async fn calendar_sequence(s: &Server, booking: &str, message: &Value) -> u64 {
         .find_map(|l| l.trim().strip_prefix("SEQUENCE:"))
         .and_then(|n| n.parse::<u64>().ok())
         .expect("a SEQUENCE")
+}
+
+/// The move's answer for a dearer slot (202), whose simulated top-up was decided.
+async fn move_dearer(
+    s: &Server,
+    token: &str,
+    booking: &str,
+    slot: &str,
+    card: Option<&str>,
+    key: &str,
+) -> Value {
+    let (status, _, body) = s
+        .call(
+            Method::POST,
+            &format!("/bookings/{booking}/reschedule"),
+            Some(token),
+            Some(json!({ "slot_id": slot, "card": card })),
+            &[("idempotency-key", key.into())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dearer_date_is_paid_by_a_top_up_and_a_declined_one_moves_nothing() {
+    let s = Server::start(Options::default()).await;
+    let provider = s.token("provider@tessera.test").await;
+    let customer = s.token("customer@tessera.test").await;
+    let admin = s.token("admin@tessera.test").await;
+    let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
+    let listing = mine[0]["listing_id"].as_str().expect("listing").to_owned();
+    let first = slot_in(&s, &provider, &listing, 20, 4, 5_000).await;
+    let dearer = slot_in(&s, &provider, &listing, 21, 2, 8_000).await;
+    let booking = paid(&s, &customer, &first, 2).await;
+
+    // Declined: the move is abandoned, the held seats come back, the booking stays.
+    let declined = move_dearer(
+        &s,
+        &customer,
+        &booking,
+        &dearer,
+        Some("4000000000000002"),
+        "up-0",
+    )
+    .await;
+    assert_eq!(declined["move_status"], "abandoned", "{declined}");
+    assert_eq!(declined["charge_minor"], 6_000, "2 seats × 30.00");
+    remaining_becomes(&s, &listing, &dearer, 2).await;
+    let (_, d) = s
+        .get(&format!("/bookings/{booking}"), Some(&customer))
+        .await;
+    assert_eq!(d["booking"]["slot_id"], first.as_str(), "{d}");
+
+    // Paid: moved in one step once the top-up succeeds; a retry answers the same.
+    let moved = move_dearer(&s, &customer, &booking, &dearer, None, "up-1").await;
+    assert_eq!(moved["move_status"], "moved", "{moved}");
+    assert_eq!(
+        (moved["charge_minor"].as_i64(), moved["currency"].as_str()),
+        (Some(6_000), Some("EUR"))
+    );
+    let again = move_dearer(&s, &customer, &booking, &dearer, None, "up-1").await;
+    assert_eq!(again["replayed"], true, "{again}");
+    assert_eq!(again["payment_id"], moved["payment_id"]);
+    let detail = eventually("the booking on the dearer slot, paid twice", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        (d["booking"]["slot_id"] == dearer.as_str() && d["booking"]["paid_minor"] == 16_000)
+            .then_some(d)
+    })
+    .await;
+    assert_eq!(detail["booking"]["total_minor"], 16_000, "{detail}");
+    let types: Vec<&str> = detail["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["event_type"].as_str())
+        .filter(|t| t.starts_with("BookingMove") || *t == "BookingRescheduled")
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "BookingMoveRequested",
+            "BookingMoveAbandoned",
+            "BookingMoveRequested",
+            "BookingRescheduled"
+        ],
+        "history shows the move and the one that failed"
+    );
+    remaining_becomes(&s, &listing, &first, 4).await;
+    remaining_becomes(&s, &listing, &dearer, 0).await;
+
+    // The customer is told what was charged.
+    let told = eventually("the move message", || async {
+        let (_, list) = s
+            .get(
+                &format!("/admin/outbox?template=booking_rescheduled&booking_id={booking}"),
+                Some(&admin),
+            )
+            .await;
+        list.as_array().and_then(|l| l.first().cloned())
+    })
+    .await;
+    let id = told["id"].as_str().expect("id");
+    let path = s.mail_dir().join(format!("{id}.eml"));
+    let text = eventually("the move message is delivered", || async {
+        std::fs::read_to_string(&path).ok()
+    })
+    .await
+    .replace("=\r\n", "");
+    assert!(text.contains("we charged the difference"), "{text}");
+
+    // Cancelled by the customer, far ahead: both payments come back, and the books balance.
+    let (status, cancelled) = s
+        .post(
+            &format!("/bookings/{booking}/cancel"),
+            Some(&customer),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let refunded = eventually("both payments refunded", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        // Two projections (bookings, payments) each catch up on their own.
+        let paid_back = d["payments"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().all(|p| p["refunded_minor"] == p["charged_minor"]));
+        (d["booking"]["status"] == "refunded" && paid_back).then_some(d)
+    })
+    .await;
+    assert_eq!(refunded["booking"]["refunded_minor"], 16_000, "{refunded}");
+    let payments = refunded["payments"].as_array().expect("payments");
+    let settled: Vec<(i64, i64)> = payments
+        .iter()
+        .filter(|p| p["charged_minor"].as_i64().unwrap_or(0) > 0)
+        .map(|p| {
+            (
+                p["charged_minor"].as_i64().unwrap_or(0),
+                p["refunded_minor"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert!(
+        settled.contains(&(10_000, 10_000)) && settled.contains(&(6_000, 6_000)),
+        "{refunded:#}"
+    );
+    remaining_becomes(&s, &listing, &dearer, 2).await;
+    let ledger = eventually("the ledger clean", || async {
+        let (_, r) = s.get("/admin/ledger/check", Some(&admin)).await;
+        (r["clean"] == true).then_some(r)
+    })
+    .await;
+    assert_eq!(ledger["violations"], json!([]), "{ledger:#}");
+    s.shutdown().await;
 }
