@@ -17,9 +17,9 @@ use tessera_domain::payment::share_of;
 
 use super::{Options, Server, eventually};
 
-const SECRET: &str = "whsec_money_e2e";
+pub(super) const SECRET: &str = "whsec_money_e2e";
 
-async fn webhook(s: &Server, payload: &str) -> (StatusCode, Value) {
+pub(super) async fn webhook(s: &Server, payload: &str) -> (StatusCode, Value) {
     let signature = fake_stripe::signature(payload, SECRET, chrono::Utc::now().timestamp());
     let response = s
         .client

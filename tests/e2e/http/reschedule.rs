@@ -577,3 +577,114 @@ async fn a_dearer_date_is_paid_by_a_top_up_and_a_declined_one_moves_nothing() {
     assert_eq!(ledger["violations"], json!([]), "{ledger:#}");
     s.shutdown().await;
 }
+
+/// With Stripe, the move waits for the top-up's webhook: meanwhile the new slot holds the
+/// seats and another move is refused; the signed `payment_intent.succeeded` moves the booking,
+/// and the books reconcile with Stripe's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_stripe_a_dearer_move_completes_when_its_top_up_webhook_arrives() {
+    use super::money::{SECRET, webhook};
+    use tessera_commands::fake_stripe;
+    let (stripe_url, fake) = fake_stripe::start().await;
+    let s = Server::start(Options {
+        stripe: Some(tessera_api::startup::StripeConfig {
+            secret_key: "sk_test_moves".into(),
+            webhook_secret: SECRET.into(),
+            api_base: Some(stripe_url),
+        }),
+        config: None,
+        fixtures: None,
+    })
+    .await;
+    let provider = s.token("provider@tessera.test").await;
+    let customer = s.token("customer@tessera.test").await;
+    let admin = s.token("admin@tessera.test").await;
+    let (_, mine) = s.get("/provider/listings", Some(&provider)).await;
+    let listing = mine[0]["listing_id"].as_str().expect("listing").to_owned();
+    let first = slot_in(&s, &provider, &listing, 20, 4, 5_000).await;
+    let dearer = slot_in(&s, &provider, &listing, 21, 4, 7_000).await;
+    let other = slot_in(&s, &provider, &listing, 22, 4, 9_000).await;
+    // The customer's browser completes the intent at Stripe; Stripe's webhook tells us.
+    let succeeded = |event: &str, started: &Value| {
+        let intent = started["provider_ref"].as_str().expect("pi");
+        let amount = fake_stripe::succeed(&fake, intent);
+        fake_stripe::webhook_payload(
+            event,
+            "payment_intent.succeeded",
+            intent,
+            tessera_domain::values::PaymentId(
+                started["payment_id"]
+                    .as_str()
+                    .and_then(|p| p.parse().ok())
+                    .expect("payment id"),
+            ),
+            amount,
+        )
+    };
+
+    let (status, placed) = place(&s, &customer, &first, 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let booking = placed["booking_id"].as_str().expect("booking").to_owned();
+    let (status, started) = s
+        .post(
+            &format!("/bookings/{booking}/pay"),
+            Some(&customer),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let (status, body) = webhook(&s, &succeeded("evt_move_pay", &started)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The move waits for its top-up, with what the browser needs to confirm it.
+    let waiting = move_dearer(&s, &customer, &booking, &dearer, None, "stripe-up").await;
+    assert_eq!(waiting["move_status"], "awaiting_payment", "{waiting}");
+    assert_eq!(waiting["provider"], "stripe");
+    assert_eq!(waiting["charge_minor"], 2_000);
+    assert!(
+        waiting["client_secret"]
+            .as_str()
+            .is_some_and(|c| c.contains("_secret_")),
+        "{waiting}"
+    );
+    remaining_becomes(&s, &listing, &dearer, 3).await;
+    let (status, headers, body) = reschedule(&s, &customer, &booking, &other, "stripe-2").await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::CONFLICT,
+        "booking.move_pending",
+    );
+
+    // Stripe reports the top-up (twice): the booking moves once.
+    let paid_up = succeeded("evt_move_top_up", &waiting);
+    for _ in 0..2 {
+        let (status, body) = webhook(&s, &paid_up).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let detail = eventually("moved by the top-up's webhook", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        (d["booking"]["slot_id"] == dearer.as_str()).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (
+            detail["booking"]["paid_minor"].as_i64(),
+            detail["booking"]["total_minor"].as_i64()
+        ),
+        (Some(7_000), Some(7_000)),
+        "{detail}"
+    );
+    remaining_becomes(&s, &listing, &first, 4).await;
+    remaining_becomes(&s, &listing, &dearer, 3).await;
+    let ledger = eventually("the ledger clean and reconciled", || async {
+        let (_, r) = s.get("/admin/ledger/check", Some(&admin)).await;
+        (r["clean"] == true).then_some(r)
+    })
+    .await;
+    assert_eq!(ledger["violations"], json!([]), "{ledger:#}");
+    s.shutdown().await;
+}
