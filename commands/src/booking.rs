@@ -774,11 +774,7 @@ pub async fn abandon_move(
         let m = b
             .pending_move
             .filter(|m| payment_id.is_none_or(|p| p == m.payment_id))
-            .ok_or_else(|| {
-                tessera_domain::booking::BookingError::NoPendingMove(
-                    payment_id.unwrap_or(PaymentId(uuid::Uuid::nil())),
-                )
-            })?;
+            .ok_or(tessera_domain::booking::BookingError::NoPendingMove)?;
         let events = BookingAggregate::decide(
             &booking.state,
             &BookingCommand::AbandonMove {

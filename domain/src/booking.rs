@@ -136,6 +136,8 @@ pub enum MoveAbandoned {
     Expired,
     /// The new slot was cancelled.
     SlotCancelled,
+    /// The customer withdrew it.
+    Withdrawn,
 }
 
 /// When and by whom a ticket was checked in.
@@ -476,8 +478,8 @@ pub enum BookingError {
         to_slot: SlotId,
         expires_at: DateTime<Utc>,
     },
-    #[error("no move waits for payment {0}")]
-    NoPendingMove(PaymentId),
+    #[error("no move of the booking waits for this payment")]
+    NoPendingMove,
     #[error("the pending move only expires at {0}")]
     MoveNotExpired(DateTime<Utc>),
     #[error(transparent)]
@@ -841,7 +843,7 @@ impl Aggregate for BookingAggregate {
             } => {
                 let m = match &b.pending_move {
                     Some(m) if m.payment_id == *payment_id => m,
-                    _ => return Err(BookingError::NoPendingMove(*payment_id)),
+                    _ => return Err(BookingError::NoPendingMove),
                 };
                 if b.status != S::Confirmed {
                     return Err(invalid(b.status, "be rescheduled"));
@@ -877,7 +879,7 @@ impl Aggregate for BookingAggregate {
             } => {
                 let m = match &b.pending_move {
                     Some(m) if m.payment_id == *payment_id => m,
-                    _ => return Err(BookingError::NoPendingMove(*payment_id)),
+                    _ => return Err(BookingError::NoPendingMove),
                 };
                 if *why == MoveAbandoned::Expired && *now < m.expires_at {
                     return Err(BookingError::MoveNotExpired(m.expires_at));

@@ -270,7 +270,7 @@ fn booking(e: &BookingError) -> &'static Code {
         E::RescheduleClosed(_) => &codes::BOOKING_RESCHEDULE_CLOSED,
         E::RescheduleCostsMore { .. } => &codes::BOOKING_RESCHEDULE_COSTS_MORE,
         E::MovePending { .. } => &codes::BOOKING_MOVE_PENDING,
-        E::NoPendingMove(_) => &codes::BOOKING_NO_PENDING_MOVE,
+        E::NoPendingMove => &codes::BOOKING_NO_PENDING_MOVE,
         E::MoveNotExpired(_) => &codes::BOOKING_MOVE_NOT_EXPIRED,
     }
 }

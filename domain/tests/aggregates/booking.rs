@@ -585,7 +585,7 @@ fn a_move_to_a_dearer_slot_waits_for_its_top_up() {
             amount: eur(2_000),
             now: t(10, 12),
         },
-        E::NoPendingMove(PAYMENT),
+        E::NoPendingMove,
     );
     // Paid: the booking moves, and counts both payments.
     let moved = Ev::BookingRescheduled {

@@ -676,6 +676,12 @@ async fn every_route_times_every_role() {
             booking_own(&[]),
         ),
         (
+            Method::DELETE,
+            format!("/bookings/{booking}/move"),
+            None,
+            booking_own(&[]),
+        ),
+        (
             Method::POST,
             "/payments/stripe/webhook".into(),
             Some(json!({})),

@@ -579,8 +579,9 @@ async fn a_dearer_date_is_paid_by_a_top_up_and_a_declined_one_moves_nothing() {
 }
 
 /// With Stripe, the move waits for the top-up's webhook: meanwhile the new slot holds the
-/// seats and another move is refused; the signed `payment_intent.succeeded` moves the booking,
-/// and the books reconcile with Stripe's records.
+/// seats and another move is refused. A withdrawn move gives the seats back, and its top-up,
+/// paid anyway, is refunded in full; the signed `payment_intent.succeeded` of the next one
+/// moves the booking, and the books reconcile with Stripe's records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_stripe_a_dearer_move_completes_when_its_top_up_webhook_arrives() {
     use super::money::{SECRET, webhook};
@@ -657,7 +658,50 @@ async fn with_stripe_a_dearer_move_completes_when_its_top_up_webhook_arrives() {
         "booking.move_pending",
     );
 
-    // Stripe reports the top-up (twice): the booking moves once.
+    // Withdrawn: the seats come back; there is nothing left to withdraw.
+    let move_path = format!("/bookings/{booking}/move");
+    let withdraw = || s.call(Method::DELETE, &move_path, Some(&customer), None, &[]);
+    let (status, _, body) = withdraw().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    remaining_becomes(&s, &listing, &dearer, 4).await;
+    let (status, headers, body) = withdraw().await;
+    assert_problem(
+        status,
+        &headers,
+        &body,
+        StatusCode::CONFLICT,
+        "booking.no_pending_move",
+    );
+
+    // The withdrawn top-up is paid anyway: nothing moves, and it all goes back.
+    let stale = succeeded("evt_move_stale", &waiting);
+    let (status, body) = webhook(&s, &stale).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stale_id = waiting["payment_id"].clone();
+    eventually("the withdrawn top-up refunded", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        d["payments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["payment_id"] == stale_id && p["refunded_minor"] == 2_000)
+            .map(|_| ())
+    })
+    .await;
+    let (_, d) = s
+        .get(&format!("/bookings/{booking}"), Some(&customer))
+        .await;
+    assert_eq!(d["booking"]["slot_id"], first.as_str(), "{d}");
+    assert_eq!(
+        d["booking"]["refunded_minor"], 0,
+        "not the booking's money: {d}"
+    );
+
+    // Asked again and paid: Stripe reports the top-up (twice), and the booking moves once.
+    let waiting = move_dearer(&s, &customer, &booking, &dearer, None, "stripe-up-2").await;
+    assert_eq!(waiting["move_status"], "awaiting_payment", "{waiting}");
     let paid_up = succeeded("evt_move_top_up", &waiting);
     for _ in 0..2 {
         let (status, body) = webhook(&s, &paid_up).await;

@@ -37,6 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(quote))
         .routes(routes!(cancel))
         .routes(routes!(reschedule))
+        .routes(routes!(withdraw_move))
         .routes(routes!(review))
         .routes(routes!(stripe_webhook))
 }
@@ -606,6 +607,44 @@ async fn reschedule(
                     },
                 }),
             ))
+        },
+    )
+    .await
+}
+
+/// Withdraw my move to a dearer slot while it waits for its top-up: the new slot's seats go
+/// back and the booking stays where it is. A top-up paid afterwards is refunded in full.
+#[utoipa::path(delete, path = "/bookings/{booking_id}/move", tag = "bookings", security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers the same")),
+    responses(
+        (status = 200, description = "Withdrawn", body = CommandResult),
+        (status = 409, description = "No move of the booking waits for a payment", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn withdraw_move(
+    State(state): State<AppState>,
+    caller: Require<Customer>,
+    key: IdempotencyKey,
+    ApiPath(booking_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    once(
+        &state,
+        &caller,
+        "booking.withdraw_move",
+        key,
+        &booking_id,
+        async |ctx| {
+            own_booking(&state, &caller, booking_id).await?;
+            let executed = commands::abandon_move(
+                &*state.store,
+                BookingId(booking_id),
+                None,
+                tessera_domain::booking::MoveAbandoned::Withdrawn,
+                &ctx,
+            )
+            .await?;
+            Ok(answered(StatusCode::OK, &executed))
         },
     )
     .await
