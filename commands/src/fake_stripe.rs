@@ -123,6 +123,30 @@ async fn payment_intents(
     })
 }
 
+/// Stripe cancels an intent that is not decided yet, and refuses one that succeeded.
+async fn cancel_payment_intent(
+    State(fake): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let path = format!("/v1/payment_intents/{id}/cancel");
+    respond(&fake, &path, &headers, form, |fake, f| {
+        let intent = fake
+            .object_mut(&id)
+            .ok_or_else(|| format!("No such payment_intent: '{id}'"))?;
+        let status = intent["status"].as_str().unwrap_or_default().to_owned();
+        if status == "succeeded" || status == "canceled" {
+            return Err(format!(
+                "You cannot cancel this PaymentIntent because it has a status of {status}."
+            ));
+        }
+        intent["status"] = json!("canceled");
+        intent["cancellation_reason"] = json!(f.get("cancellation_reason"));
+        Ok(intent.clone())
+    })
+}
+
 async fn payment_intent(State(fake): State<Shared>, Path(id): Path<String>) -> Response {
     let fake = fake.lock().expect("lock");
     match fake.object(&id) {
@@ -357,6 +381,7 @@ async fn reversals(
 pub fn succeed(fake: &Shared, intent: &str) -> i64 {
     let mut fake = fake.lock().expect("lock");
     let o = fake.object_mut(intent).expect("known intent");
+    assert_ne!(o["status"], "canceled", "a canceled intent cannot be paid");
     let amount = o["amount"].as_i64().unwrap_or(0);
     o["status"] = json!("succeeded");
     o["amount_received"] = json!(amount);
@@ -411,6 +436,10 @@ pub async fn start() -> (String, Shared) {
             post(payment_intents).get(list_payment_intents),
         )
         .route("/v1/payment_intents/{id}", get(payment_intent))
+        .route(
+            "/v1/payment_intents/{id}/cancel",
+            post(cancel_payment_intent),
+        )
         .route("/v1/refunds", post(refunds).get(list_refunds))
         .route("/v1/accounts", post(accounts).get(list_accounts))
         .route("/v1/payouts", get(list_payouts))

@@ -159,6 +159,9 @@ pub trait PaymentGateway: Send + Sync + fmt::Debug {
     /// `stripe` or `simulated`; recorded on the payment.
     fn name(&self) -> &'static str;
     async fn create_intent(&self, request: &IntentRequest) -> Result<Intent, GatewayError>;
+    /// Cancels an intent nobody should pay any more (a move that ended). `Refused` when the
+    /// gateway has already decided it (its outcome then arrives as usual).
+    async fn cancel_intent(&self, provider_ref: &str) -> Result<(), GatewayError>;
     /// Returns the provider's refund id.
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError>;
     /// Opens a provider's connected account (idempotently, by `idempotency_key`).
@@ -403,6 +406,18 @@ impl PaymentGateway for StripeGateway {
             provider_ref: intent.id.as_str().to_owned(),
             client_secret: intent.client_secret,
         })
+    }
+
+    async fn cancel_intent(&self, provider_ref: &str) -> Result<(), GatewayError> {
+        use stripe_core::payment_intent::{
+            CancelPaymentIntent, CancelPaymentIntentCancellationReason,
+        };
+        CancelPaymentIntent::new(provider_ref)
+            .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned)
+            .send(&self.client)
+            .await
+            .map_err(stripe_error)?;
+        Ok(())
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
@@ -892,6 +907,12 @@ impl PaymentGateway for SimulatedGateway {
         // Delivered after this call returns, like a webhook.
         let _ = self.events.send(outcome);
         Ok(intent)
+    }
+
+    async fn cancel_intent(&self, provider_ref: &str) -> Result<(), GatewayError> {
+        Err(GatewayError::Refused(format!(
+            "{provider_ref} was decided when it was created"
+        )))
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {

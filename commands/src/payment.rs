@@ -536,6 +536,35 @@ async fn refund_from_payments(
     }
 }
 
+/// Cancels at the gateway the top-up of a move that ended without it (expired, withdrawn, its
+/// slot cancelled), so nobody can pay it any more, and records it failed. A top-up the gateway
+/// has already decided is left to its outcome: a success is refunded in full.
+pub async fn cancel_top_up(
+    store: &dyn EventStore,
+    gateway: &dyn PaymentGateway,
+    payment_id: PaymentId,
+    ctx: &CommandContext,
+) -> Result<Option<Executed>, CommandError> {
+    let (_, p) = load_payment(store, payment_id, ctx).await?;
+    if p.status != tessera_domain::payment::PaymentStatus::Pending {
+        return Ok(None);
+    }
+    match gateway.cancel_intent(&p.provider_ref).await {
+        Ok(()) => {}
+        Err(GatewayError::Refused(reason)) => {
+            tracing::info!(%payment_id, %reason, "the gateway keeps a top-up it has decided");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    match record_payment_failed(store, payment_id, "canceled: the move ended", ctx).await {
+        Ok(executed) => Ok(Some(executed)),
+        // Its outcome was recorded meanwhile.
+        Err(CommandError::Payment(PaymentError::NotPending(_))) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sends a requested refund to the provider and records the outcome; a succeeded refund is also
 /// recorded on the booking (which becomes `Refunded` once a paid cancellation is refunded).
 pub async fn send_refund(

@@ -696,6 +696,18 @@ impl Reactor for PaymentsReactor {
                 )
                 .await?;
             }
+            AnyEvent::Booking(BookingEvent::BookingMoveAbandoned {
+                payment_id, why, ..
+            }) if *why != tessera_domain::booking::MoveAbandoned::PaymentFailed => {
+                // Nobody should pay a move that ended.
+                crate::payment::cancel_top_up(
+                    &*self.store,
+                    &*self.gateway,
+                    *payment_id,
+                    &ctx("cancel"),
+                )
+                .await?;
+            }
             AnyEvent::Payment(PaymentEvent::RefundRequested {
                 payment_id,
                 refund_id,
