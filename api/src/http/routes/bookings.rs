@@ -267,6 +267,28 @@ pub struct PaymentStarted {
     pub result: CommandResult,
 }
 
+/// The simulated gateway decides a payment at once and reports it like a webhook, just after
+/// answering: the booking once `decided` holds for it (waited on for at most 2 s), with the
+/// position of its last event. Other gateways report later, through their webhook: `None`.
+async fn simulated_outcome(
+    state: &AppState,
+    caller: &Caller,
+    booking_id: Uuid,
+    decided: impl Fn(&tessera_domain::booking::Booking) -> bool,
+) -> Result<Option<(tessera_domain::booking::Booking, Position)>, ApiError> {
+    if state.gateway.name() != "simulated" {
+        return Ok(None);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (b, at) = own_booking(state, caller, booking_id).await?;
+        if decided(&b) || Instant::now() >= deadline {
+            return Ok(Some((b, at)));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub(crate) fn status_name(s: BookingStatus) -> String {
     let debug = format!("{s:?}");
     let mut out = String::new();
@@ -310,18 +332,13 @@ async fn pay(
         .await?;
         let mut position = started.executed.position;
         let mut status = BookingStatus::PaymentPending;
-        if state.gateway.name() == "simulated" {
-            // The simulated gateway decides at once; report its outcome (bounded wait).
-            let deadline = Instant::now() + Duration::from_secs(2);
-            loop {
-                let (b, at) = own_booking(&state, &caller, booking_id).await?;
-                status = b.status;
-                if b.status != BookingStatus::PaymentPending || Instant::now() >= deadline {
-                    position = position.max(at);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        if let Some((b, at)) = simulated_outcome(&state, &caller, booking_id, |b| {
+            b.status != BookingStatus::PaymentPending
+        })
+        .await?
+        {
+            status = b.status;
+            position = position.max(at);
         }
         Ok((
             StatusCode::OK,
@@ -565,26 +582,20 @@ async fn reschedule(
             };
             let mut position = started.executed.position;
             let mut move_status = "awaiting_payment";
-            if state.gateway.name() == "simulated" {
-                // The simulated gateway decides at once; report its outcome (bounded wait).
-                let deadline = Instant::now() + Duration::from_secs(2);
-                loop {
-                    let (b, at) = own_booking(&state, &caller, booking_id).await?;
-                    let waiting = b
-                        .pending_move
-                        .is_some_and(|m| m.payment_id == started.payment_id);
-                    if !waiting {
-                        move_status = if b.slot_id == SlotId(req.slot_id) {
-                            "moved"
-                        } else {
-                            "abandoned"
-                        };
-                    }
-                    if !waiting || Instant::now() >= deadline {
-                        position = position.max(at);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+            let waiting = |b: &tessera_domain::booking::Booking| {
+                b.pending_move
+                    .is_some_and(|m| m.payment_id == started.payment_id)
+            };
+            if let Some((b, at)) =
+                simulated_outcome(&state, &caller, booking_id, |b| !waiting(b)).await?
+            {
+                position = position.max(at);
+                if !waiting(&b) {
+                    move_status = if b.slot_id == SlotId(req.slot_id) {
+                        "moved"
+                    } else {
+                        "abandoned"
+                    };
                 }
             }
             Ok((
@@ -613,7 +624,8 @@ async fn reschedule(
 }
 
 /// Withdraw my move to a dearer slot while it waits for its top-up: the new slot's seats go
-/// back and the booking stays where it is. A top-up paid afterwards is refunded in full.
+/// back and the booking stays where it is. The top-up is canceled at the gateway (one the
+/// gateway had already decided, if it succeeds, is refunded in full).
 #[utoipa::path(delete, path = "/bookings/{booking_id}/move", tag = "bookings", security(("bearer" = [])),
     params(("booking_id" = Uuid, Path, description = "The booking"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers the same")),
