@@ -41,6 +41,10 @@ pub struct BookingRow {
     pub cancelled_by: Option<String>,
     pub cancel_reason: Option<String>,
     pub checked_in_seats: i64,
+    pub move_to_slot_id: Option<Uuid>,
+    pub move_payment_id: Option<Uuid>,
+    pub move_charge_minor: Option<i64>,
+    pub move_expires_at: Option<DateTime<Utc>>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -103,7 +107,8 @@ impl SqlProjection for Bookings {
         // bookings lists), which now read bookings by them.
         // 4: `refund_due_minor` is everything owed back: moves to cheaper slots, refunds made
         // before a cancellation, and the cancellation's refund.
-        4
+        // 5: a move to a dearer slot waiting for its top-up (`move_*`).
+        5
     }
 
     fn ddl(&self) -> String {
@@ -115,7 +120,9 @@ CREATE TABLE bookings (
     refund_due_minor bigint NOT NULL, refunded_minor bigint NOT NULL, policy jsonb NOT NULL,
     slot_starts_at timestamptz NOT NULL, slot_ends_at timestamptz NOT NULL,
     hold_expires_at timestamptz NOT NULL, payment_id uuid, cancelled_by text, cancel_reason text,
-    checked_in_seats bigint NOT NULL, placed_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
+    checked_in_seats bigint NOT NULL, move_to_slot_id uuid, move_payment_id uuid,
+    move_charge_minor bigint, move_expires_at timestamptz,
+    placed_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL
 );
 CREATE INDEX bookings_customer ON bookings (customer_id, placed_at DESC, booking_id);
 CREATE INDEX bookings_slot ON bookings (slot_id, placed_at);
@@ -185,6 +192,10 @@ CREATE TABLE booking_timeline (
                         cancelled_by: None,
                         cancel_reason: None,
                         checked_in_seats: 0,
+                        move_to_slot_id: None,
+                        move_payment_id: None,
+                        move_charge_minor: None,
+                        move_expires_at: None,
                         placed_at: e.effective_at,
                         updated_at: e.effective_at,
                         version: e.pos(),
@@ -262,6 +273,8 @@ fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
                 .to_owned(),
             );
             row.cancel_reason.clone_from(reason);
+            // A move waiting for its top-up ends with the booking.
+            clear_move(row);
         }
         BookingEvent::BookingCompleted { .. } => row.status = status(BookingStatus::Completed),
         BookingEvent::BookingRefunded { total_refunded, .. } => {
@@ -304,10 +317,30 @@ fn apply_booking(row: &mut BookingRow, b: &BookingEvent) {
             if let Some(t) = top_up {
                 row.paid_minor += t.amount.minor;
             }
+            clear_move(row);
         }
-        // A pending move changes nothing until it completes (the timeline shows it).
-        BookingEvent::BookingMoveRequested { .. } | BookingEvent::BookingMoveAbandoned { .. } => {}
+        // A move waiting for its top-up; it changes the booking only when it completes.
+        BookingEvent::BookingMoveRequested {
+            payment_id,
+            to_slot,
+            charge,
+            expires_at,
+            ..
+        } => {
+            row.move_to_slot_id = Some(to_slot.0);
+            row.move_payment_id = Some(payment_id.0);
+            row.move_charge_minor = Some(charge.minor);
+            row.move_expires_at = Some(*expires_at);
+        }
+        BookingEvent::BookingMoveAbandoned { .. } => clear_move(row),
     }
+}
+
+fn clear_move(row: &mut BookingRow) {
+    row.move_to_slot_id = None;
+    row.move_payment_id = None;
+    row.move_charge_minor = None;
+    row.move_expires_at = None;
 }
 
 /// The event's own data, for the timeline.
@@ -347,6 +380,12 @@ pub struct BookingView {
     pub cancel_reason: Option<String>,
     /// Seats whose ticket was checked in at the door.
     pub checked_in_seats: i64,
+    /// A move to a dearer slot waiting for its top-up: the slot, the top-up payment, what it
+    /// charges and when the move lapses if unpaid (all null when no move waits).
+    pub move_to_slot_id: Option<Uuid>,
+    pub move_payment_id: Option<Uuid>,
+    pub move_charge_minor: Option<i64>,
+    pub move_expires_at: Option<DateTime<Utc>>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -354,7 +393,7 @@ pub struct BookingView {
 const BOOKING_COLUMNS: &str = "booking_id, customer_id, listing_id, slot_id, seats, status, \
     total_minor, currency, paid_minor, refund_due_minor, refunded_minor, policy, slot_starts_at, \
     slot_ends_at, hold_expires_at, payment_id, cancelled_by, cancel_reason, checked_in_seats, \
-    placed_at, updated_at";
+    move_to_slot_id, move_payment_id, move_charge_minor, move_expires_at, placed_at, updated_at";
 
 /// One state change of a booking, as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]

@@ -649,6 +649,26 @@ async fn with_stripe_a_dearer_move_completes_when_its_top_up_webhook_arrives() {
         "{waiting}"
     );
     remaining_becomes(&s, &listing, &dearer, 3).await;
+    let d = eventually("the booking shows the waiting move", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        (d["booking"]["move_to_slot_id"] == dearer.as_str()).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (
+            d["booking"]["move_charge_minor"].as_i64(),
+            d["booking"]["move_payment_id"].as_str(),
+            d["booking"]["slot_id"].as_str()
+        ),
+        (
+            Some(2_000),
+            waiting["payment_id"].as_str(),
+            Some(first.as_str())
+        ),
+        "{d}"
+    );
     let (status, headers, body) = reschedule(&s, &customer, &booking, &other, "stripe-2").await;
     assert_problem(
         status,
@@ -664,6 +684,13 @@ async fn with_stripe_a_dearer_move_completes_when_its_top_up_webhook_arrives() {
     let (status, _, body) = withdraw().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     remaining_becomes(&s, &listing, &dearer, 4).await;
+    eventually("the booking shows no waiting move", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        d["booking"]["move_to_slot_id"].is_null().then_some(())
+    })
+    .await;
     let (status, headers, body) = withdraw().await;
     assert_problem(
         status,

@@ -626,6 +626,10 @@ pub async fn booking(
                 dt { "Slot" } dd { (when(b.slot_starts_at)) " – " (when(b.slot_ends_at)) }
                 dt { "Customer" } dd { code { (b.customer_id) } }
                 @if let Some(r) = &b.cancel_reason { dt { "Cancelled because" } dd { (r) } }
+                @if let (Some(to), Some(charge), Some(until)) = (b.move_to_slot_id, b.move_charge_minor, b.move_expires_at) {
+                    dt { "Moving" }
+                    dd { "to slot " code { (to) } ", waiting for a top-up of " (money(charge, &b.currency)) " until " (when(until)) }
+                }
             }
             p { a href=(format!("/console/audit/bookings/{id}")) { "Timeline" } }
             section aria-labelledby="refund" {
