@@ -568,6 +568,21 @@ async fn the_session_is_strict_and_forms_need_their_token() {
         StatusCode::SEE_OTHER,
         "the console reads only its cookie"
     );
+    // An address the console does not have is its own HTML page, with its headers.
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let missing = client
+            .request(method.clone(), format!("{}/console/no/such/page", s.url))
+            .send()
+            .await
+            .expect("missing page");
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{method}");
+        assert_eq!(
+            missing.headers()["content-security-policy"],
+            tessera_api::http::console::CSP
+        );
+        let kind = missing.headers()["content-type"].to_str().expect("type");
+        assert!(kind.starts_with("text/html"), "{method}: {kind}");
+    }
 }
 
 /// A provider opens a slot from their calendar, sees who is coming, and checks a ticket in at

@@ -17,7 +17,7 @@ pub mod session;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use maud::{DOCTYPE, Markup, html};
 use tessera_domain::user::Role;
 
@@ -70,7 +70,14 @@ pub fn router() -> Router<AppState> {
         .route("/console/slots", get(pages::slots))
         .route("/console/slots/{id}", get(pages::manifest))
         .route("/console/slots/{id}/check-in", post(pages::check_in))
+        .route("/console/{*rest}", any(nowhere))
         .layer(axum::middleware::map_response(secure))
+}
+
+/// Any other address under `/console`: the console's own "not found" page (HTML, with its
+/// headers), not the API's problem document.
+async fn nowhere() -> ConsoleError {
+    ConsoleError::NotFound
 }
 
 async fn secure(mut response: Response) -> Response {
