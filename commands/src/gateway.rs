@@ -285,6 +285,20 @@ impl StripeGateway {
                 provider_ref: pi.id.as_str().to_owned(),
                 payment_id: payment_id(&pi.metadata),
             },
+            // Canceled (by us, for a move that ended, or in Stripe's dashboard): nobody can
+            // pay it any more, which is a failure for the payment.
+            EventObject::PaymentIntentCanceled(pi) => GatewayEvent::PaymentFailed {
+                event_id,
+                provider_ref: pi.id.as_str().to_owned(),
+                payment_id: payment_id(&pi.metadata),
+                reason: format!(
+                    "canceled{}",
+                    pi.cancellation_reason
+                        .as_ref()
+                        .map(|r| format!(": {}", r.as_str()))
+                        .unwrap_or_default()
+                ),
+            },
             EventObject::PaymentIntentPaymentFailed(pi) => GatewayEvent::PaymentFailed {
                 event_id,
                 provider_ref: pi.id.as_str().to_owned(),

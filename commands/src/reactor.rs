@@ -950,8 +950,19 @@ pub async fn handle_gateway_event_cached(
             reason,
             ..
         } => {
-            crate::payment::record_payment_failed(store, *payment_id, reason, &ctx(event_id))
-                .await?;
+            match crate::payment::record_payment_failed(store, *payment_id, reason, &ctx(event_id))
+                .await
+            {
+                Ok(_) => {}
+                // Already decided (a top-up we canceled ourselves, then Stripe's
+                // `payment_intent.canceled`): the report changes nothing, and is acknowledged.
+                Err(CommandError::Payment(tessera_domain::payment::PaymentError::NotPending(
+                    status,
+                ))) => {
+                    tracing::debug!(%payment_id, ?status, "failure reported for a decided payment");
+                }
+                Err(e) => return Err(e),
+            }
         }
         GatewayEvent::PaymentSucceeded { provider_ref, .. }
         | GatewayEvent::PaymentFailed { provider_ref, .. } => {

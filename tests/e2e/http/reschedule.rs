@@ -468,9 +468,17 @@ async fn a_dearer_date_is_paid_by_a_top_up_and_a_declined_one_moves_nothing() {
     assert_eq!(declined["move_status"], "abandoned", "{declined}");
     assert_eq!(declined["charge_minor"], 6_000, "2 seats × 30.00");
     remaining_becomes(&s, &listing, &dearer, 2).await;
-    let (_, d) = s
-        .get(&format!("/bookings/{booking}"), Some(&customer))
-        .await;
+    let d = eventually("the abandoned move in the history", || async {
+        let (_, d) = s
+            .get(&format!("/bookings/{booking}"), Some(&customer))
+            .await;
+        d["timeline"]
+            .as_array()?
+            .iter()
+            .any(|e| e["event_type"] == "BookingMoveAbandoned")
+            .then_some(d)
+    })
+    .await;
     assert_eq!(d["booking"]["slot_id"], first.as_str(), "{d}");
 
     // Paid: moved in one step once the top-up succeeds; a retry answers the same.
@@ -724,6 +732,23 @@ async fn with_stripe_a_dearer_move_completes_when_its_top_up_webhook_arrives() {
             .map(|_| ())
     })
     .await;
+    // Stripe's own report of the cancellation (twice) is acknowledged and changes nothing.
+    let canceled = fake_stripe::webhook_payload(
+        "evt_move_canceled",
+        "payment_intent.canceled",
+        &stale_ref,
+        tessera_domain::values::PaymentId(
+            stale_id
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .expect("payment id"),
+        ),
+        2_000,
+    );
+    for _ in 0..2 {
+        let (status, body) = webhook(&s, &canceled).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
     let (_, d) = s
         .get(&format!("/bookings/{booking}"), Some(&customer))
         .await;
